@@ -1,0 +1,178 @@
+//! The canonical MessagePack codec (SPEC §5.1).
+//!
+//! Values are encoded with `rmp-serde` with named struct fields (so inputs of a task are a map
+//! `{param: value}`) and then made canonical: every map's entries are sorted by the bytes of
+//! their encoded keys. Equal values therefore have equal bytes whatever the iteration order of a
+//! `HashMap`, and the bytes are what gets hashed for action ids and cache keys.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// A codec failure, naming what could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The value could not be serialized.
+    #[error("cannot encode value as MessagePack: {0}")]
+    Encode(String),
+    /// The bytes do not hold a value of the expected type.
+    #[error("cannot decode MessagePack value: {0}")]
+    Decode(String),
+    /// A JSON input did not match the expected type.
+    #[error("{0}")]
+    Json(String),
+}
+
+/// Encodes a value canonically.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
+    let raw = rmp_serde::to_vec_named(value).map_err(|e| Error::Encode(e.to_string()))?;
+    canonicalize(raw)
+}
+
+/// Decodes canonical (or any valid) MessagePack bytes into `T`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    rmp_serde::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))
+}
+
+/// Re-encodes MessagePack bytes with every map sorted by key bytes. Bytes that are already
+/// canonical (the common case: structs with one field, scalars, sequences without maps) are
+/// returned without re-encoding.
+pub fn canonicalize(raw: Vec<u8>) -> Result<Vec<u8>, Error> {
+    let mut value = rmpv::decode::read_value(&mut raw.as_slice())
+        .map_err(|e| Error::Decode(e.to_string()))?;
+    if !sort_maps(&mut value) {
+        return Ok(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    rmpv::encode::write_value(&mut out, &value).map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// Sorts every map in place; returns whether anything moved.
+fn sort_maps(value: &mut rmpv::Value) -> bool {
+    match value {
+        rmpv::Value::Array(items) => items.iter_mut().fold(false, |c, v| sort_maps(v) | c),
+        rmpv::Value::Map(entries) => {
+            let mut changed = false;
+            for (k, v) in entries.iter_mut() {
+                changed |= sort_maps(k);
+                changed |= sort_maps(v);
+            }
+            let keys: Vec<Vec<u8>> = entries.iter().map(|(k, _)| key_bytes(k)).collect();
+            if keys.windows(2).any(|w| w[0] > w[1]) {
+                let mut paired: Vec<_> = keys.into_iter().zip(std::mem::take(entries)).collect();
+                paired.sort_by(|a, b| a.0.cmp(&b.0));
+                *entries = paired.into_iter().map(|(_, e)| e).collect();
+                changed = true;
+            }
+            changed
+        }
+        _ => false,
+    }
+}
+
+fn key_bytes(key: &rmpv::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = rmpv::encode::write_value(&mut out, key);
+    out
+}
+
+/// Converts MessagePack bytes to JSON for display (CLI, UI). Binary data becomes an array of
+/// numbers; non-string map keys are rendered as strings.
+pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, Error> {
+    let value = rmpv::decode::read_value(&mut &bytes[..]).map_err(|e| Error::Decode(e.to_string()))?;
+    Ok(value_to_json(value))
+}
+
+fn value_to_json(value: rmpv::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        rmpv::Value::Nil => J::Null,
+        rmpv::Value::Boolean(b) => J::Bool(b),
+        rmpv::Value::Integer(i) => {
+            if let Some(v) = i.as_i64() {
+                J::from(v)
+            } else {
+                J::from(i.as_u64().unwrap_or_default())
+            }
+        }
+        rmpv::Value::F32(f) => J::from(f as f64),
+        rmpv::Value::F64(f) => J::from(f),
+        rmpv::Value::String(s) => J::String(s.into_str().unwrap_or_default()),
+        rmpv::Value::Binary(b) => J::Array(b.into_iter().map(J::from).collect()),
+        rmpv::Value::Array(items) => J::Array(items.into_iter().map(value_to_json).collect()),
+        rmpv::Value::Map(entries) => J::Object(
+            entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        rmpv::Value::String(s) => s.into_str().unwrap_or_default(),
+                        other => value_to_json(other).to_string(),
+                    };
+                    (key, value_to_json(v))
+                })
+                .collect(),
+        ),
+        rmpv::Value::Ext(_, data) => J::Array(data.into_iter().map(J::from).collect()),
+    }
+}
+
+/// Parses JSON text into `T` and encodes it canonically; the error names the JSON problem
+/// (line, column, expected type).
+pub fn json_to_canonical<T: Serialize + DeserializeOwned>(json: &str) -> Result<Vec<u8>, Error> {
+    let value: T = serde_json::from_str(json).map_err(|e| Error::Json(e.to_string()))?;
+    encode(&value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde::Deserialize;
+    use std::collections::{BTreeMap, HashMap};
+
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct Args {
+        zeta: u32,
+        alpha: Vec<String>,
+        map: HashMap<String, i64>,
+    }
+
+    #[test]
+    fn struct_round_trips_and_is_canonical() {
+        let a = Args { zeta: 7, alpha: vec!["x".into()], map: [("b".into(), 2), ("a".into(), 1)].into() };
+        let bytes = encode(&a).unwrap();
+        let back: Args = decode(&bytes).unwrap();
+        assert_eq!(back, a);
+        // fields come out sorted by name
+        assert_eq!(to_json(&bytes).unwrap().to_string(), r#"{"alpha":["x"],"map":{"a":1,"b":2},"zeta":7}"#);
+        assert!(decode::<String>(&bytes).is_err());
+    }
+
+    #[test]
+    fn json_errors_name_the_problem() {
+        let err = json_to_canonical::<Args>(r#"{"zeta": "no", "alpha": [], "map": {}}"#).unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
+        let err = json_to_canonical::<Args>("{not json").unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn equal_maps_encode_equally_whatever_the_insertion_order(
+            entries in proptest::collection::vec(("[a-z]{0,6}", any::<i64>()), 0..20)
+        ) {
+            let sorted: BTreeMap<String, i64> = entries.iter().cloned().collect();
+            let mut hashed = HashMap::new();
+            for (k, v) in entries.iter().rev() { hashed.entry(k.clone()).or_insert(*v); }
+            // same content: rebuild hashed from sorted to get identical values
+            let hashed: HashMap<String, i64> = sorted.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            let a = encode(&sorted).unwrap();
+            let b = encode(&hashed).unwrap();
+            prop_assert_eq!(&a, &b);
+            let back: BTreeMap<String, i64> = decode(&a).unwrap();
+            prop_assert_eq!(back, sorted);
+            // canonicalizing canonical bytes is the identity
+            prop_assert_eq!(canonicalize(a.clone()).unwrap(), a);
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The pure core of weir: everything that can be decided without IO.
+//!
+//! - [`ids`]: run, action and attempt identities, and the deterministic action-id derivation of
+//!   SPEC §4.1.
+//! - [`codec`]: the canonical MessagePack encoding (SPEC §5.1) used for storage and hashing.
+//! - [`spec`]: task environments and per-task policies (retries, timeouts, cache, reuse).
+//! - [`lifecycle`]: the one transition table for actions.
+//! - [`error`]: error kinds and the serializable failure record of an action.
+
+pub mod codec;
+pub mod error;
+pub mod ids;
+pub mod lifecycle;
+pub mod spec;
+
+pub use error::{ErrorKind, Failure};
+pub use ids::{ActionId, CallKey};
+pub use lifecycle::{ActionEvent, ActionStatus};

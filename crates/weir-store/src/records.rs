@@ -1,0 +1,307 @@
+//! Rows of the state store.
+
+use serde::{Deserialize, Serialize};
+use weir_core::{ActionId, ActionStatus, Failure};
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+/// A payload as stored: inline bytes, or the object-store path of an offloaded value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// Canonical MessagePack bytes kept in the row.
+    Inline(Vec<u8>),
+    /// Path in the object store, relative to the store's root.
+    Offloaded {
+        /// Object path.
+        path: String,
+        /// Size in bytes.
+        size: u64,
+    },
+}
+
+impl Payload {
+    /// Size of the encoded value in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            Payload::Inline(b) => b.len() as u64,
+            Payload::Offloaded { size, .. } => *size,
+        }
+    }
+}
+
+/// Status of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// The root action has not finished.
+    Running,
+    /// The root action succeeded.
+    Succeeded,
+    /// The root action failed.
+    Failed,
+    /// Aborted by the user.
+    Aborted,
+}
+
+impl RunStatus {
+    /// snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Aborted => "aborted",
+        }
+    }
+    /// Parses [`RunStatus::as_str`].
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        [RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed, RunStatus::Aborted]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+    /// Whether the run is over.
+    pub fn is_terminal(self) -> bool {
+        self != RunStatus::Running
+    }
+}
+
+/// What is needed to create a run.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    /// Unique run name.
+    pub name: String,
+    /// Root task's full name.
+    pub task: String,
+    /// Root inputs.
+    pub inputs: Payload,
+    /// The run context, as JSON.
+    pub context: serde_json::Value,
+    /// Process owning the run.
+    pub owner_pid: u32,
+}
+
+/// A run as stored.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRecord {
+    /// Row id.
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// Root task.
+    pub task: String,
+    /// Status.
+    pub status: RunStatus,
+    /// Creation time (µs since epoch).
+    pub created_at: i64,
+    /// End time, when over.
+    pub ended_at: Option<i64>,
+    /// Root inputs.
+    #[serde(skip)]
+    pub inputs: Payload,
+    /// Run context as JSON.
+    pub context: serde_json::Value,
+    /// Root output, when succeeded.
+    #[serde(skip)]
+    pub output: Option<Payload>,
+    /// Failure, when failed.
+    pub error: Option<Failure>,
+    /// Process that last owned the run.
+    pub owner_pid: u32,
+}
+
+/// A run with action counts, for listings.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    /// Unique name.
+    pub name: String,
+    /// Root task.
+    pub task: String,
+    /// Status.
+    pub status: RunStatus,
+    /// Creation time (µs since epoch).
+    pub created_at: i64,
+    /// End time, when over.
+    pub ended_at: Option<i64>,
+    /// Number of actions per status (snake_case status names).
+    pub actions: std::collections::BTreeMap<String, u64>,
+}
+
+/// Filter for [`crate::Store::list_runs`].
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    /// Only runs in this status.
+    pub status: Option<RunStatus>,
+    /// Only runs whose name contains this.
+    pub name_contains: Option<String>,
+    /// At most this many (default 100).
+    pub limit: Option<u32>,
+}
+
+/// A page of rows: `offset` rows skipped, at most `limit` returned.
+#[derive(Clone, Copy, Debug)]
+pub struct Page {
+    /// Rows to skip.
+    pub offset: u64,
+    /// Rows to return.
+    pub limit: u32,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page { offset: 0, limit: 1000 }
+    }
+}
+
+/// What kind of action a row is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// A task call.
+    Task,
+    /// A trace checkpoint.
+    Trace,
+}
+
+/// An action as stored.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActionRecord {
+    /// Id.
+    pub id: ActionId,
+    /// Parent's id (the root's parent is itself).
+    pub parent: ActionId,
+    /// Full task name.
+    pub task: String,
+    /// Group, if any.
+    pub group: Option<String>,
+    /// Task or trace.
+    pub kind: ActionKind,
+    /// Status.
+    pub status: ActionStatus,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// When it was queued (µs).
+    pub queued_at: i64,
+    /// When the last attempt started.
+    pub started_at: Option<i64>,
+    /// When it finished.
+    pub ended_at: Option<i64>,
+    /// Whether the output came from the cache.
+    pub cache_hit: bool,
+    /// Inputs (empty for listings).
+    #[serde(skip)]
+    pub inputs: Option<Payload>,
+    /// Output (empty for listings).
+    #[serde(skip)]
+    pub output: Option<Payload>,
+    /// Failure, if failed.
+    pub error: Option<Failure>,
+}
+
+/// A failed attempt.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttemptRecord {
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// Start (µs).
+    pub started_at: i64,
+    /// End (µs).
+    pub ended_at: i64,
+    /// The failure.
+    pub error: Failure,
+}
+
+/// One write to the store. Applied in queue order inside group commits.
+#[derive(Clone, Debug)]
+pub enum WriteOp {
+    /// A new (or re-submitted) action, queued.
+    InsertAction {
+        /// Run row id.
+        run: i64,
+        /// Action id.
+        id: ActionId,
+        /// Parent id.
+        parent: ActionId,
+        /// Full task name.
+        task: String,
+        /// Group name.
+        group: Option<String>,
+        /// Task or trace.
+        kind: ActionKind,
+        /// Inputs.
+        inputs: Payload,
+        /// Queue time (µs).
+        queued_at: i64,
+    },
+    /// An attempt started.
+    StartAttempt {
+        /// Run row id.
+        run: i64,
+        /// Action id.
+        id: ActionId,
+        /// 1-based attempt number.
+        attempt: u32,
+        /// Start time (µs).
+        started_at: i64,
+    },
+    /// An attempt failed (kept in the attempts history).
+    FailAttempt {
+        /// Run row id.
+        run: i64,
+        /// Action id.
+        id: ActionId,
+        /// Attempt record.
+        attempt: AttemptRecord,
+    },
+    /// The action reached a terminal state.
+    FinishAction {
+        /// Run row id.
+        run: i64,
+        /// Action id.
+        id: ActionId,
+        /// Final status.
+        status: ActionStatus,
+        /// Output, if succeeded.
+        output: Option<Payload>,
+        /// Failure, if failed or cancelled.
+        error: Option<Failure>,
+        /// Whether the output came from a cache hit.
+        cache_hit: bool,
+        /// End time (µs).
+        ended_at: i64,
+    },
+    /// The run reached a terminal state.
+    FinishRun {
+        /// Run row id.
+        run: i64,
+        /// Final status.
+        status: RunStatus,
+        /// Root output.
+        output: Option<Payload>,
+        /// Root failure.
+        error: Option<Failure>,
+        /// End time (µs).
+        ended_at: i64,
+    },
+    /// A process takes over a run (resume).
+    ClaimRun {
+        /// Run row id.
+        run: i64,
+        /// The new owner.
+        owner_pid: u32,
+    },
+    /// Every live action of a run becomes cancelled (abort).
+    CancelLiveActions {
+        /// Run row id.
+        run: i64,
+        /// Failure recorded on each.
+        error: Failure,
+        /// End time (µs).
+        ended_at: i64,
+    },
+}
