@@ -1,1 +1,22 @@
-//! wip
+//! weir's control plane and in-process executor.
+//!
+//! - [`Engine`]: runs, the live-action table, child submission with deterministic ids and
+//!   recovery from the store, retries, timeouts, cancellation.
+//! - [`TaskCall`]: what a task function returns; awaiting it inside a task makes a child action.
+//! - [`registry`]: tasks registered at compile time.
+//! - [`RunHandle`] / [`Run`]: waiting on and aborting runs.
+//!
+//! The engine's decisions are kept close to the data they need: the one lifecycle table lives
+//! in `weir-core`, durable writes go through `weir-store`'s ordered writer, and a caller learns
+//! an outcome only from the commit acknowledgement.
+
+mod call;
+mod engine;
+mod error;
+pub mod registry;
+mod run;
+
+pub use call::{CapturedContext, TaskArgs, TaskCall, capture_context, in_task, with_context};
+pub use engine::{Engine, EngineOptions, RunOutcome};
+pub use error::{Error, Result, StdError};
+pub use run::{CacheLookupScope, Progress, Run, RunContext, RunHandle};

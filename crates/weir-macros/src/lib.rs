@@ -1,1 +1,296 @@
-//! wip
+//! `#[weir::task]`: turns an `async fn` into a registered weir task.
+//!
+//! For `async fn double(x: u64) -> Result<u64>` it generates:
+//! - `fn double(x: u64) -> weir::TaskCall<u64>`: awaiting the call inside a task makes a child
+//!   action; outside a run it runs the body directly;
+//! - a hidden argument struct (serde, named fields, unknown fields refused) so inputs are
+//!   `{"x": ...}` in JSON and MessagePack;
+//! - a `static` task definition registered with `inventory`, so any process of the binary finds
+//!   the task by name.
+//!
+//! Misuse is a compile error pointing at the mistake: a non-async function, methods, generics,
+//! non-identifier parameters, argument or output types that are not serde types, an unknown
+//! environment, a malformed duration or size.
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{format_ident, quote, quote_spanned};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, FnArg, ItemFn, Lit, MetaNameValue, Pat, ReturnType, Token, Type};
+
+/// Marks an async function as a weir task. See the crate docs.
+///
+/// Settings: `env = ENV` (a `static` `TaskEnvironment` or `LazyLock<TaskEnvironment>`; the
+/// `default` environment when omitted), `retries = 3` or `retries = RetryPolicy::..`,
+/// `timeout = "10m"` or `timeout = Timeouts::..`, `max_inline_io = "20MiB"`,
+/// `cache = "auto" | "disable" | "<version>"` or a `CachePolicy`, `short_name = "name"`.
+#[proc_macro_attribute]
+pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    match expand_task(attr.into(), item.into()) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+struct Settings {
+    env: Option<Expr>,
+    retries: Option<TokenStream2>,
+    timeout: Option<TokenStream2>,
+    max_inline_io: Option<TokenStream2>,
+    cache: Option<TokenStream2>,
+    short_name: Option<String>,
+}
+
+fn lit_str(e: &Expr) -> Option<&syn::LitStr> {
+    match e {
+        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Some(s),
+        _ => None,
+    }
+}
+
+fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let mut total = 0u64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("expected a number at {rest:?}"));
+        }
+        let n: u64 = rest[..digits].parse().map_err(|e| format!("{e}"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let mult = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            u => return Err(format!("unknown unit {u:?} (use ms, s, m, h, d)")),
+        };
+        total += n * mult;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..digits].parse().map_err(|_| "expected a number".to_string())?;
+    let mult = match s[digits..].trim() {
+        "" | "B" => 1,
+        "KiB" | "Ki" => 1 << 10,
+        "MiB" | "Mi" => 1 << 20,
+        "GiB" | "Gi" => 1 << 30,
+        "KB" | "K" => 1_000,
+        "MB" | "M" => 1_000_000,
+        "GB" | "G" => 1_000_000_000,
+        u => return Err(format!("unknown unit {u:?} (use B, KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    Ok(n * mult)
+}
+
+fn parse_settings(attr: TokenStream2) -> syn::Result<Settings> {
+    let args = Punctuated::<MetaNameValue, Token![,]>::parse_terminated.parse2(attr)?;
+    let mut s = Settings { env: None, retries: None, timeout: None, max_inline_io: None, cache: None, short_name: None };
+    for nv in args {
+        let key = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+        let v = &nv.value;
+        match key.as_str() {
+            "env" => s.env = Some(v.clone()),
+            "retries" => {
+                s.retries = Some(match v {
+                    Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => {
+                        let n: u32 = i.base10_parse()?;
+                        quote!(::weir::__private::spec::RetryPolicy::retries(#n))
+                    }
+                    e => quote!(::core::convert::Into::<::weir::__private::spec::RetryPolicy>::into(#e)),
+                })
+            }
+            "timeout" => {
+                s.timeout = Some(match lit_str(v) {
+                    Some(l) => {
+                        let ms = parse_duration_ms(&l.value()).map_err(|e| syn::Error::new(l.span(), format!("invalid timeout: {e}")))?;
+                        quote!(::weir::__private::spec::Timeouts::new().max_runtime(::std::time::Duration::from_millis(#ms)))
+                    }
+                    None => quote!(::core::convert::Into::<::weir::__private::spec::Timeouts>::into(#v)),
+                })
+            }
+            "max_inline_io" => {
+                s.max_inline_io = Some(match v {
+                    Expr::Lit(ExprLit { lit: Lit::Str(l), .. }) => {
+                        let n = parse_size(&l.value()).map_err(|e| syn::Error::new(l.span(), format!("invalid max_inline_io: {e}")))?;
+                        quote!(#n)
+                    }
+                    e => quote!((#e) as u64),
+                })
+            }
+            "cache" => {
+                s.cache = Some(match lit_str(v) {
+                    Some(l) => quote!(::weir::__private::spec::CachePolicy::from(#l)),
+                    None => quote!(::core::convert::Into::<::weir::__private::spec::CachePolicy>::into(#v)),
+                })
+            }
+            "short_name" => {
+                s.short_name = Some(lit_str(v).ok_or_else(|| syn::Error::new(v.span(), "short_name must be a string literal"))?.value())
+            }
+            _ => {
+                return Err(syn::Error::new(
+                    nv.path.span(),
+                    "unknown #[weir::task] setting; expected env, retries, timeout, max_inline_io, cache or short_name",
+                ));
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// The output type and whether the body returns a `Result`.
+fn output_type(ret: &ReturnType) -> (Type, bool) {
+    match ret {
+        ReturnType::Default => (syn::parse_quote!(()), false),
+        ReturnType::Type(_, ty) => {
+            if let Type::Path(p) = ty.as_ref()
+                && let Some(last) = p.path.segments.last()
+                && last.ident == "Result"
+                && let syn::PathArguments::AngleBracketed(args) = &last.arguments
+                && let Some(syn::GenericArgument::Type(ok)) = args.args.first()
+            {
+                return (ok.clone(), true);
+            }
+            ((**ty).clone(), false)
+        }
+    }
+}
+
+fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
+    let settings = parse_settings(attr)?;
+    let func: ItemFn = syn::parse2(item)?;
+    let sig = &func.sig;
+    if sig.asyncness.is_none() {
+        return Err(syn::Error::new(sig.fn_token.span(), "#[weir::task] functions must be `async fn`"));
+    }
+    if !sig.generics.params.is_empty() {
+        return Err(syn::Error::new(sig.generics.span(), "#[weir::task] functions cannot be generic: a task has one concrete interface"));
+    }
+    let name = &sig.ident;
+    let name_str = name.to_string();
+    let vis = &func.vis;
+    let attrs = &func.attrs;
+    let body_fn = format_ident!("__weir_body_{}", name);
+    let args_ty = format_ident!("__WeirArgs_{}", name);
+    let def_ident = format_ident!("__WEIR_TASK_{}", name);
+
+    let mut arg_names = Vec::new();
+    let mut arg_types = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(r) => return Err(syn::Error::new(r.span(), "#[weir::task] cannot be a method; make it a free async function")),
+            FnArg::Typed(pt) => {
+                let Pat::Ident(id) = pt.pat.as_ref() else {
+                    return Err(syn::Error::new(pt.pat.span(), "#[weir::task] parameters must be plain names (they become input names)"));
+                };
+                if let Type::Reference(r) = pt.ty.as_ref() {
+                    return Err(syn::Error::new(r.span(), "#[weir::task] parameters must be owned values (serde types), not references"));
+                }
+                arg_names.push(id.ident.clone());
+                arg_types.push((*pt.ty).clone());
+            }
+        }
+    }
+    let (out_ty, fallible) = output_type(&sig.output);
+    let ret = &sig.output;
+    let body = &func.block;
+    let params: Vec<String> = arg_names.iter().map(|i| i.to_string()).collect();
+
+    let env = match &settings.env {
+        Some(e) => quote_spanned!(e.span()=> ::weir::__private::env_ref(&#e)),
+        None => quote!(::weir::__private::default_env()),
+    };
+    let retry = settings.retries.unwrap_or_else(|| quote!(::core::default::Default::default()));
+    let timeouts = settings.timeout.unwrap_or_else(|| quote!(::core::default::Default::default()));
+    let inline = match settings.max_inline_io {
+        Some(t) => quote!(::core::option::Option::Some(#t)),
+        None => quote!(::core::option::Option::None),
+    };
+    let cache = match settings.cache {
+        Some(t) => quote!(::core::option::Option::Some(#t)),
+        None => quote!(::core::option::Option::None),
+    };
+    let short = match settings.short_name {
+        Some(s) => quote!(::core::option::Option::Some(#s)),
+        None => quote!(::core::option::Option::None),
+    };
+    let call_body = if fallible {
+        quote!(#body_fn(#(#arg_names),*).await.map_err(::core::convert::Into::into))
+    } else {
+        quote!(::core::result::Result::Ok(#body_fn(#(#arg_names),*).await))
+    };
+    let type_checks = arg_types.iter().chain(std::iter::once(&out_ty)).map(|ty| {
+        quote_spanned! {ty.span()=>
+            ::weir::__private::assert_serde::<#ty>();
+        }
+    });
+    let fn_doc = format!("Calls task `{name_str}`: awaited inside a task it runs as a child action, outside a run it runs directly.");
+    let _ = Span::call_site();
+
+    Ok(quote! {
+        #(#attrs)*
+        #[allow(clippy::too_many_arguments)]
+        async fn #body_fn(#(#arg_names: #arg_types),*) #ret #body
+
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        #[derive(::weir::__private::serde::Serialize, ::weir::__private::serde::Deserialize)]
+        #[serde(crate = "::weir::__private::serde", deny_unknown_fields)]
+        struct #args_ty { #(#arg_names: #arg_types),* }
+
+        impl ::weir::__private::TaskArgs for #args_ty {
+            type Output = #out_ty;
+            fn run(self) -> ::weir::__private::BoxFuture<'static, ::weir::Result<#out_ty>> {
+                let #args_ty { #(#arg_names),* } = self;
+                ::std::boxed::Box::pin(async move { #call_body })
+            }
+        }
+
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
+        static #def_ident: ::weir::__private::TaskDef = ::weir::__private::TaskDef {
+            name: #name_str,
+            module: ::core::module_path!(),
+            env: || #env,
+            config: || ::weir::__private::TaskConfig {
+                retry: #retry,
+                timeouts: #timeouts,
+                max_inline_io: #inline,
+                cache: #cache,
+                short_name: #short,
+            },
+            invoke: |inputs| ::std::boxed::Box::pin(async move {
+                let args: #args_ty = ::weir::__private::decode_inputs(&inputs, #name_str)?;
+                let out = ::weir::__private::TaskArgs::run(args).await?;
+                ::weir::__private::encode_output(&out, #name_str)
+            }),
+            inputs_from_json: ::weir::__private::codec::json_to_canonical::<#args_ty>,
+            params: &[#(#params),*],
+            resolved: ::std::sync::OnceLock::new(),
+        };
+
+        ::weir::__private::inventory::submit! { ::weir::__private::Registration(&#def_ident) }
+
+        const _: () = {
+            #[allow(dead_code)]
+            fn __weir_type_checks() { #(#type_checks)* }
+        };
+
+        #[doc = #fn_doc]
+        #vis fn #name(#(#arg_names: #arg_types),*) -> ::weir::TaskCall<#out_ty> {
+            ::weir::TaskCall::new(&#def_ident, #args_ty { #(#arg_names),* })
+        }
+    })
+}

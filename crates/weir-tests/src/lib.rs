@@ -1,1 +1,34 @@
-//! wip
+//! Helpers for weir's integration tests: running the fixture binary and reading its state.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs the fixture binary with `args` against `state_dir`.
+pub fn fixture(bin: &str, state_dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin).arg("--state-dir").arg(state_dir).args(args).output().expect("fixture binary runs")
+}
+
+/// A snapshot of every file under a directory: (relative path, content hash). Used to prove
+/// that a rejected command changed nothing.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                let mut h: u64 = 0xcbf29ce484222325;
+                for b in bytes {
+                    h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+                }
+                out.push((p.strip_prefix(root).unwrap_or(&p).to_path_buf(), h));
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}

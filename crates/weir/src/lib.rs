@@ -1,1 +1,111 @@
-//! wip
+//! # weir
+//!
+//! Durable task orchestration for Rust: tasks in environments, runs made of actions, tasks
+//! calling tasks, fan-out with [`map`], retries, timeouts and crash recovery by deterministic
+//! action ids. Runs embedded with zero set-up (SQLite + local files in `./.weir/`).
+//!
+//! ```no_run
+//! use std::sync::LazyLock;
+//! use weir::prelude::*;
+//!
+//! static ENV: LazyLock<TaskEnvironment> = LazyLock::new(|| TaskEnvironment::new("demo"));
+//!
+//! #[weir::task(env = ENV)]
+//! async fn double(x: u64) -> Result<u64> {
+//!     Ok(x * 2)
+//! }
+//!
+//! #[weir::task(env = ENV, retries = 2, timeout = "1m")]
+//! async fn total(n: u64) -> Result<u64> {
+//!     let doubled = weir::map(double, 0..n).fail_fast().await?;
+//!     Ok(doubled.into_iter().sum())
+//! }
+//!
+//! # async fn demo() -> anyhow::Result<()> {
+//! let runner = weir::Runner::embedded(".weir").await?;
+//! let run = runner.run(total(100)).await?;
+//! assert_eq!(run.wait().await?, 9900);
+//! # Ok(()) }
+//! ```
+//!
+//! A binary that calls [`cli::main`] gets the command line: `run`, `resume`, `abort`,
+//! `get runs|actions|io`.
+
+extern crate self as weir;
+
+pub mod cli;
+mod map;
+mod runner;
+
+pub use map::{Map, MapFailFast, map};
+pub use runner::Runner;
+pub use weir_batch as batch;
+pub use weir_core::spec::{CachePolicy, ReusePolicy, ReuseScope, Resources, RetryPolicy, TaskEnvironment, Timeouts};
+pub use weir_core::{ActionId, ErrorKind, Failure};
+pub use weir_engine::{CacheLookupScope, Engine, EngineOptions, Error, Progress, Result, Run, RunContext, RunHandle, TaskCall, in_task};
+pub use weir_macros::task;
+
+/// The names most task code needs.
+pub mod prelude {
+    pub use crate::{
+        CachePolicy, Error, ErrorKind, ReusePolicy, Resources, Result, RetryPolicy, RunContext, Runner, TaskEnvironment, Timeouts, map,
+    };
+    pub use serde::{Deserialize, Serialize};
+}
+
+/// Used by the code `#[weir::task]` generates. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    use std::sync::LazyLock;
+
+    pub use futures::future::BoxFuture;
+    pub use inventory;
+    pub use serde;
+    pub use weir_core::{codec, spec};
+    pub use weir_engine::TaskArgs;
+    pub use weir_engine::registry::{Registration, TaskConfig, TaskDef};
+
+    use weir_core::ErrorKind;
+    use weir_core::spec::TaskEnvironment;
+
+    /// Something that derefs to a `TaskEnvironment` and lives forever.
+    pub trait EnvRef: Sync {
+        /// The environment.
+        fn env(&'static self) -> &'static TaskEnvironment;
+    }
+    impl EnvRef for TaskEnvironment {
+        fn env(&'static self) -> &'static TaskEnvironment {
+            self
+        }
+    }
+    impl EnvRef for LazyLock<TaskEnvironment> {
+        fn env(&'static self) -> &'static TaskEnvironment {
+            self
+        }
+    }
+
+    /// The environment named by `env = ...`.
+    pub fn env_ref<E: EnvRef + ?Sized>(e: &'static E) -> &'static TaskEnvironment {
+        e.env()
+    }
+
+    static DEFAULT_ENV: LazyLock<TaskEnvironment> = LazyLock::new(|| TaskEnvironment::new("default"));
+
+    /// The environment of tasks that name none.
+    pub fn default_env() -> &'static TaskEnvironment {
+        &DEFAULT_ENV
+    }
+
+    /// Compile-time check that a task's argument or output type is a serde type.
+    pub const fn assert_serde<T: serde::Serialize + serde::de::DeserializeOwned>() {}
+
+    /// Decodes a task's inputs, naming the task on failure.
+    pub fn decode_inputs<T: serde::de::DeserializeOwned>(bytes: &[u8], task: &str) -> crate::Result<T> {
+        codec::decode(bytes).map_err(|e| crate::Error::with_kind(ErrorKind::Codec, format!("inputs of task {task} do not decode: {e}")).into_non_recoverable())
+    }
+
+    /// Encodes a task's output, naming the task on failure.
+    pub fn encode_output<T: serde::Serialize>(out: &T, task: &str) -> crate::Result<Vec<u8>> {
+        codec::encode(out).map_err(|e| crate::Error::with_kind(ErrorKind::Codec, format!("output of task {task} does not encode: {e}")))
+    }
+}

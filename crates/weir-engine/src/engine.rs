@@ -1,0 +1,635 @@
+//! The embedded control plane: runs, the live-action table, the in-process executor.
+//!
+//! Hot state (live actions and their waiters) is in memory; every state change goes to the
+//! [`Store`] writer in order, and a waiter is told an action's outcome only in the
+//! acknowledgement of the commit that holds it (SPEC §12.1). Finished actions leave memory
+//! at that point, so a run's memory is bounded by what is live, not by its size.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use parking_lot::Mutex;
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::task::AbortHandle;
+use weir_blob::BlobStore;
+use weir_core::spec::DEFAULT_INLINE_STORE_THRESHOLD;
+use weir_core::{ActionId, ActionStatus, CallKey, ErrorKind, Failure, ids::inputs_hash};
+use weir_store::{
+    ActionKind, AttemptRecord, NewRun, Payload, RunRecord, RunStatus, SqliteStore, Store, StoreOptions, WriteOp, now_us,
+};
+
+use crate::call::TaskCtx;
+use crate::registry::{self, TaskDef};
+use crate::run::{RunContext, RunHandle};
+use crate::{Error, Result};
+
+/// The outcome of an action as delivered to waiters: canonical output bytes or the failure.
+pub(crate) type Outcome = std::result::Result<Arc<[u8]>, Failure>;
+
+/// Options of the embedded engine.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// State directory: `state.db` and `blobs/` live here. Default `./.weir`.
+    pub state_dir: PathBuf,
+    /// Payloads larger than this go to the object store. Default 64 KiB.
+    pub inline_store_threshold: usize,
+    /// Object store URL for payloads. Default `file://<state_dir>/blobs`.
+    pub blob_url: Option<String>,
+    /// SQLite options.
+    pub store: StoreOptions,
+}
+
+impl EngineOptions {
+    /// Defaults for a state directory.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        EngineOptions { state_dir: state_dir.into(), inline_store_threshold: DEFAULT_INLINE_STORE_THRESHOLD, blob_url: None, store: StoreOptions::default() }
+    }
+}
+
+/// The engine: a cheap cloneable handle.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<SqliteStore>,
+    blobs: BlobStore,
+    options: EngineOptions,
+    runs: Mutex<HashMap<i64, Arc<RunState>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("state_dir", &self.inner.options.state_dir).finish()
+    }
+}
+
+struct LiveAction {
+    waiters: Vec<oneshot::Sender<Outcome>>,
+    abort: Option<AbortHandle>,
+    /// Set once the final write is queued; a cancel then no longer applies.
+    finishing: bool,
+}
+
+/// Counters of a run, for progress display.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Actions created (including the root).
+    pub created: AtomicU64,
+    /// Attempts running now.
+    pub running: AtomicU64,
+    /// Actions succeeded.
+    pub succeeded: AtomicU64,
+    /// Actions failed or cancelled.
+    pub failed: AtomicU64,
+    /// Child calls answered from the store (recovery).
+    pub recovered: AtomicU64,
+}
+
+/// In-memory state of a run driven by this process.
+pub struct RunState {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) limit: Option<Arc<Semaphore>>,
+    recovering: bool,
+    live: Mutex<HashMap<ActionId, LiveAction>>,
+    pub(crate) counters: Counters,
+    pub(crate) done: watch::Sender<Option<RunOutcome>>,
+    aborted: AtomicBool,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub enum RunOutcome {
+    /// Root output bytes.
+    Succeeded(Arc<[u8]>),
+    /// Root failure.
+    Failed(Failure),
+    /// Aborted.
+    Aborted,
+}
+
+impl RunState {
+    /// The run's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Progress counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+}
+
+enum Attach {
+    Ready(Outcome),
+    Wait(oneshot::Receiver<Outcome>),
+}
+
+/// Cancels a child whose caller stopped waiting (dropped future, fail-fast sibling).
+struct CancelOnDrop {
+    engine: Engine,
+    run: Arc<RunState>,
+    id: ActionId,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            self.engine.cancel_if_unwanted(&self.run, self.id);
+        }
+    }
+}
+
+/// A pending child result: the receiver drops before the guard checks it.
+struct Pending {
+    rx: Option<oneshot::Receiver<Outcome>>,
+    guard: CancelOnDrop,
+}
+
+fn is_alive(pid: u32) -> bool {
+    pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn generate_run_name() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let h = blake3::hash(format!("{}{}", now.as_nanos(), std::process::id()).as_bytes());
+    format!("r{}", &h.to_hex()[..10])
+}
+
+impl Engine {
+    /// Opens the embedded engine on a state directory (created if needed).
+    pub fn open(options: EngineOptions) -> Result<Engine> {
+        let store = SqliteStore::open(&options.state_dir, options.store.clone()).map_err(|e| Error::with_kind(ErrorKind::System, e))?;
+        let blobs = match &options.blob_url {
+            Some(url) => BlobStore::from_url(url),
+            None => BlobStore::local(&options.state_dir.join("blobs")),
+        }
+        .map_err(|e| Error::with_kind(ErrorKind::System, e))?;
+        Ok(Engine { inner: Arc::new(Inner { store: Arc::new(store), blobs, options, runs: Mutex::new(HashMap::new()) }) })
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Arc<SqliteStore> {
+        &self.inner.store
+    }
+
+    /// The object store for payloads.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
+    /// Commits everything queued.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.store.flush().map_err(|e| Error::with_kind(ErrorKind::System, e))
+    }
+
+    /// Reads a stored payload (inline or from the object store).
+    pub async fn load_payload(&self, payload: &Payload) -> Result<Arc<[u8]>> {
+        match payload {
+            Payload::Inline(b) => Ok(Arc::from(b.as_slice())),
+            Payload::Offloaded { path, .. } => {
+                let bytes = self.inner.blobs.get(path).await.map_err(|e| Error::with_kind(ErrorKind::System, e))?;
+                Ok(Arc::from(bytes))
+            }
+        }
+    }
+
+    async fn store_payload(&self, key: String, bytes: &[u8]) -> Result<Payload> {
+        if bytes.len() <= self.inner.options.inline_store_threshold {
+            return Ok(Payload::Inline(bytes.to_vec()));
+        }
+        self.inner.blobs.put(&key, bytes.to_vec()).await.map_err(|e| Error::with_kind(ErrorKind::System, e))?;
+        Ok(Payload::Offloaded { path: key, size: bytes.len() as u64 })
+    }
+
+    fn check_inline(def: &TaskDef, what: &str, size: usize) -> Result<()> {
+        let limit = def.inline_limit();
+        if size as u64 > limit {
+            return Err(Error::with_kind(
+                ErrorKind::TooLarge,
+                format!(
+                    "{what} of task {} are {size} bytes, over its inline limit of {limit} bytes; raise max_inline_io on the task or environment, or pass the data as a File",
+                    def.full_name()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts a run of `def` with canonical `inputs`.
+    pub async fn start_run(&self, def: &'static TaskDef, inputs: Vec<u8>, context: RunContext) -> Result<RunHandle> {
+        Self::check_inline(def, "the inputs", inputs.len())?;
+        let name = context.name.clone().unwrap_or_else(generate_run_name);
+        let payload = self.store_payload(format!("{name}/a0/inputs"), &inputs).await?;
+        let record = self
+            .inner
+            .store
+            .create_run(&NewRun {
+                name: name.clone(),
+                task: def.full_name().to_string(),
+                inputs: payload,
+                context: serde_json::to_value(&context).unwrap_or_default(),
+                owner_pid: std::process::id(),
+            })
+            .map_err(|e| Error::with_kind(ErrorKind::System, e))?;
+        Ok(self.launch(record, def, Arc::from(inputs), &context, false, 0))
+    }
+
+    /// Resumes a run whose process died (SPEC §4.2): the root runs again and every child that
+    /// had succeeded returns its recorded output without running.
+    pub async fn resume_run(&self, name: &str, force: bool) -> Result<RunHandle> {
+        let record = self.inner.store.run_by_name(name).map_err(|e| Error::with_kind(ErrorKind::System, e))?;
+        let def = registry::find_task(&record.task).map_err(|e| Error::with_kind(ErrorKind::System, e))?;
+        let context: RunContext = serde_json::from_value(record.context.clone()).unwrap_or_default();
+        if record.status.is_terminal() {
+            let (done, _) = watch::channel(Some(self.stored_outcome(&record).await?));
+            let state = Arc::new(self.new_run_state(&record, &context, done, false));
+            return Ok(RunHandle::new(self.clone(), state));
+        }
+        if !force && is_alive(record.owner_pid) {
+            return Err(Error::with_kind(
+                ErrorKind::System,
+                format!("run {name} is still being driven by process {} (pass --force if that process is not weir)", record.owner_pid),
+            ));
+        }
+        let inputs = self.load_payload(&record.inputs).await?;
+        let root = self.inner.store.action(record.id, ActionId::ROOT).ok().flatten();
+        self.inner.store.write(WriteOp::ClaimRun { run: record.id, owner_pid: std::process::id() }, None);
+        Ok(self.launch(record, def, inputs, &context, true, root.map(|r| r.attempts).unwrap_or(0)))
+    }
+
+    async fn stored_outcome(&self, record: &RunRecord) -> Result<RunOutcome> {
+        Ok(match record.status {
+            RunStatus::Succeeded => match &record.output {
+                Some(p) => RunOutcome::Succeeded(self.load_payload(p).await?),
+                None => RunOutcome::Failed(Failure {
+                    action_id: "a0".into(),
+                    task: record.task.clone(),
+                    kind: ErrorKind::System,
+                    message: "the run succeeded but its output is missing".into(),
+                    chain: vec![],
+                }),
+            },
+            RunStatus::Aborted => RunOutcome::Aborted,
+            _ => RunOutcome::Failed(record.error.clone().unwrap_or_else(|| Failure {
+                action_id: "a0".into(),
+                task: record.task.clone(),
+                kind: ErrorKind::System,
+                message: "failed".into(),
+                chain: vec![],
+            })),
+        })
+    }
+
+    fn new_run_state(&self, record: &RunRecord, context: &RunContext, done: watch::Sender<Option<RunOutcome>>, recovering: bool) -> RunState {
+        RunState {
+            id: record.id,
+            name: record.name.clone(),
+            limit: context.max_action_concurrency.map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            recovering,
+            live: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            done,
+            aborted: AtomicBool::new(false),
+        }
+    }
+
+    fn launch(&self, record: RunRecord, def: &'static TaskDef, inputs: Arc<[u8]>, context: &RunContext, recovering: bool, base_attempt: u32) -> RunHandle {
+        let (done, _) = watch::channel(None);
+        let run = Arc::new(self.new_run_state(&record, context, done, recovering));
+        self.inner.runs.lock().insert(run.id, run.clone());
+        run.counters.created.fetch_add(1, Ordering::Relaxed);
+        run.live.lock().insert(ActionId::ROOT, LiveAction { waiters: Vec::new(), abort: None, finishing: false });
+        let task = tokio::spawn(self.clone().run_action(run.clone(), ActionId::ROOT, ActionId::ROOT, def, inputs, None, base_attempt, false));
+        if let Some(a) = run.live.lock().get_mut(&ActionId::ROOT) {
+            a.abort = Some(task.abort_handle());
+        }
+        RunHandle::new(self.clone(), run)
+    }
+
+    /// Aborts a run driven by this process: cancels every live action and records the run as
+    /// aborted. Returns false if this process does not drive the run.
+    pub fn abort_local(&self, run_name: &str) -> bool {
+        let run = self.inner.runs.lock().values().find(|r| r.name == run_name).cloned();
+        let Some(run) = run else { return false };
+        self.abort_run_state(&run);
+        true
+    }
+
+    pub(crate) fn abort_run_state(&self, run: &Arc<RunState>) {
+        if run.aborted.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let aborted: Vec<_> = run.live.lock().drain().filter_map(|(_, a)| a.abort).collect();
+        for h in aborted {
+            h.abort();
+        }
+        let now = now_us();
+        let failure = Failure { action_id: "a0".into(), task: String::new(), kind: ErrorKind::Cancelled, message: "the run was aborted".into(), chain: vec![] };
+        self.inner.store.write(WriteOp::CancelLiveActions { run: run.id, error: failure, ended_at: now }, None);
+        let state = run.clone();
+        let engine = self.clone();
+        self.inner.store.write(
+            WriteOp::FinishRun { run: run.id, status: RunStatus::Aborted, output: None, error: None, ended_at: now },
+            Some(Box::new(move |_| {
+                state.done.send_replace(Some(RunOutcome::Aborted));
+                engine.inner.runs.lock().remove(&state.id);
+            })),
+        );
+    }
+
+    /// Marks a run aborted in the store when no live process drives it (or tells the driving
+    /// process through the store, which it polls).
+    pub fn abort_stored(&self, record: &RunRecord) {
+        let now = now_us();
+        let failure = Failure { action_id: "a0".into(), task: record.task.clone(), kind: ErrorKind::Cancelled, message: "the run was aborted".into(), chain: vec![] };
+        self.inner.store.write(WriteOp::CancelLiveActions { run: record.id, error: failure, ended_at: now }, None);
+        self.inner.store.write(WriteOp::FinishRun { run: record.id, status: RunStatus::Aborted, output: None, error: None, ended_at: now }, None);
+    }
+
+    pub(crate) async fn submit_child(self, ctx: &TaskCtx, def: &'static TaskDef, inputs: Vec<u8>, group: Option<String>) -> Result<Arc<[u8]>> {
+        Self::check_inline(def, "the inputs", inputs.len())?;
+        let hash = inputs_hash(&inputs);
+        let seq = ctx.next_seq(def.full_name(), hash, &group);
+        let key = CallKey { task: def.full_name().to_string(), inputs_hash: hash, seq, group };
+        let id = ActionId::derive(ctx.action, &key);
+        let run = ctx.run.clone();
+        let check_store = run.recovering || ctx.attempt > 1;
+        let attach = self.attach_or_start(&run, id, ctx.action, def, inputs, key.group, check_store).await?;
+        let mut pending = match attach {
+            Attach::Ready(outcome) => return outcome.map_err(Error::from_child),
+            Attach::Wait(rx) => Pending { rx: Some(rx), guard: CancelOnDrop { engine: self, run, id, armed: true } },
+        };
+        let outcome = pending.rx.as_mut().expect("receiver present").await;
+        pending.guard.armed = false;
+        match outcome {
+            Ok(o) => o.map_err(Error::from_child),
+            Err(_) => Err(Error::with_kind(ErrorKind::Cancelled, format!("action {id} ({}) was cancelled", def.full_name()))),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attach_or_start(
+        &self,
+        run: &Arc<RunState>,
+        id: ActionId,
+        parent: ActionId,
+        def: &'static TaskDef,
+        inputs: Vec<u8>,
+        group: Option<String>,
+        check_store: bool,
+    ) -> Result<Attach> {
+        if let Some(a) = run.live.lock().get_mut(&id) {
+            let (tx, rx) = oneshot::channel();
+            a.waiters.push(tx);
+            return Ok(Attach::Wait(rx));
+        }
+        let mut base_attempt = 0;
+        if check_store && let Some(rec) = self.inner.store.action(run.id, id).map_err(|e| Error::with_kind(ErrorKind::System, e))? {
+            match rec.status {
+                ActionStatus::Succeeded => {
+                    if let Some(out) = &rec.output {
+                        run.counters.recovered.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Attach::Ready(Ok(self.load_payload(out).await?)));
+                    }
+                }
+                ActionStatus::Failed => {
+                    if let Some(f) = rec.error.as_ref().filter(|f| !f.kind.is_retryable()) {
+                        return Ok(Attach::Ready(Err(f.clone())));
+                    }
+                }
+                _ => {}
+            }
+            base_attempt = rec.attempts;
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut live = run.live.lock();
+            if run.aborted.load(Ordering::Acquire) {
+                return Err(Error::with_kind(ErrorKind::Cancelled, "the run was aborted"));
+            }
+            if let Some(a) = live.get_mut(&id) {
+                a.waiters.push(tx);
+                return Ok(Attach::Wait(rx));
+            }
+            live.insert(id, LiveAction { waiters: vec![tx], abort: None, finishing: false });
+        }
+        run.counters.created.fetch_add(1, Ordering::Relaxed);
+        let task = tokio::spawn(self.clone().run_action(run.clone(), id, parent, def, Arc::from(inputs), group, base_attempt, true));
+        if let Some(a) = run.live.lock().get_mut(&id) {
+            a.abort = Some(task.abort_handle());
+        }
+        Ok(Attach::Wait(rx))
+    }
+
+    fn cancel_if_unwanted(&self, run: &Arc<RunState>, id: ActionId) {
+        let handle = {
+            let mut live = run.live.lock();
+            match live.get(&id) {
+                Some(a) if !a.finishing && a.waiters.iter().all(|w| w.is_closed()) => live.remove(&id).and_then(|a| a.abort),
+                _ => return,
+            }
+        };
+        if let Some(h) = handle {
+            h.abort();
+        }
+        run.counters.failed.fetch_add(1, Ordering::Relaxed);
+        let failure = Failure {
+            action_id: id.to_string(),
+            task: String::new(),
+            kind: ErrorKind::Cancelled,
+            message: "cancelled: its caller stopped waiting".into(),
+            chain: vec![],
+        };
+        self.inner.store.write(
+            WriteOp::FinishAction { run: run.id, id, status: ActionStatus::Cancelled, output: None, error: Some(failure), cache_hit: false, ended_at: now_us() },
+            None,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_action(
+        self,
+        run: Arc<RunState>,
+        id: ActionId,
+        parent: ActionId,
+        def: &'static TaskDef,
+        inputs: Arc<[u8]>,
+        group: Option<String>,
+        base_attempt: u32,
+        insert: bool,
+    ) {
+        let queued = Instant::now();
+        let store = &self.inner.store;
+        if insert {
+            let payload = match self.store_payload(format!("{}/{id}/inputs", run.name), &inputs).await {
+                Ok(p) => p,
+                Err(e) => return self.finish(&run, id, def, Err(e.to_failure(id.to_string(), def.full_name().into())), 0),
+            };
+            store.write(
+                WriteOp::InsertAction { run: run.id, id, parent, task: def.full_name().to_string(), group, kind: ActionKind::Task, inputs: payload, queued_at: now_us() },
+                None,
+            );
+        }
+        let timeouts = &def.config().timeouts;
+        let retry = &def.config().retry;
+        let deadline = timeouts.deadline.map(|d| queued + d);
+        // Take a run-level slot (SPEC §9.2), bounded by max_queued.
+        let mut permit = None;
+        if let Some(limit) = &run.limit {
+            let acquire = limit.clone().acquire_owned();
+            let waited = match timeouts.max_queued.or(timeouts.deadline) {
+                Some(max) => tokio::time::timeout(max, acquire).await.ok(),
+                None => Some(acquire.await),
+            };
+            match waited {
+                Some(Ok(p)) => permit = Some(p),
+                _ => {
+                    let e = Error::with_kind(ErrorKind::Deadline, format!("task {} waited in the queue longer than its max_queued time", def.full_name()));
+                    return self.finish(&run, id, def, Err(e.to_failure(id.to_string(), def.full_name().into())), base_attempt);
+                }
+            }
+        }
+        let mut attempt = base_attempt;
+        let mut retries_used = 0;
+        loop {
+            attempt += 1;
+            let started = now_us();
+            store.write(WriteOp::StartAttempt { run: run.id, id, attempt, started_at: started }, None);
+            run.counters.running.fetch_add(1, Ordering::Relaxed);
+            let ctx = Arc::new(TaskCtx::new(self.clone(), run.clone(), id, attempt, permit.take()));
+            let body = std::panic::AssertUnwindSafe(ctx.clone().scope((def.invoke)(inputs.clone()))).catch_unwind();
+            let limit = match (timeouts.max_runtime, deadline) {
+                (Some(rt), Some(dl)) => Some(rt.min(dl.saturating_duration_since(Instant::now()))),
+                (Some(rt), None) => Some(rt),
+                (None, Some(dl)) => Some(dl.saturating_duration_since(Instant::now())),
+                (None, None) => None,
+            };
+            let result: Result<Vec<u8>> = match limit {
+                Some(limit) => match tokio::time::timeout(limit, body).await {
+                    Ok(r) => flatten_panic(r),
+                    Err(_) => {
+                        let past_deadline = deadline.is_some_and(|dl| Instant::now() >= dl);
+                        let (kind, what) = if past_deadline { (ErrorKind::Deadline, "its overall deadline") } else { (ErrorKind::Timeout, "its max runtime") };
+                        Err(Error::with_kind(kind, format!("attempt {attempt} of task {} ran past {what} of {:?}", def.full_name(), limit)))
+                    }
+                },
+                None => flatten_panic(body.await),
+            };
+            run.counters.running.fetch_sub(1, Ordering::Relaxed);
+            permit = Arc::try_unwrap(ctx).ok().and_then(|c| c.permit.into_inner());
+            let result = result.and_then(|out| Self::check_inline(def, "the output", out.len()).map(|_| out));
+            match result {
+                Ok(out) => {
+                    let payload = match self.store_payload(format!("{}/{id}/{attempt}/outputs", run.name), &out).await {
+                        Ok(p) => p,
+                        Err(e) => return self.finish(&run, id, def, Err(e.to_failure(id.to_string(), def.full_name().into())), attempt),
+                    };
+                    return self.finish(&run, id, def, Ok((payload, Arc::from(out))), attempt);
+                }
+                Err(e) => {
+                    let failure = e.to_failure(id.to_string(), def.full_name().into());
+                    let ended = now_us();
+                    store.write(WriteOp::FailAttempt { run: run.id, id, attempt: AttemptRecord { attempt, started_at: started, ended_at: ended, error: failure.clone() } }, None);
+                    let delay = retry.delay(retries_used);
+                    let in_time = deadline.is_none_or(|dl| Instant::now() + delay < dl);
+                    if e.is_retryable() && retries_used < retry.retries && in_time {
+                        retries_used += 1;
+                        tracing::debug!(run = %run.name, action = %id, task = def.full_name(), attempt, error = %failure.message, "attempt failed, retrying");
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        continue;
+                    }
+                    return self.finish(&run, id, def, Err(failure), attempt);
+                }
+            }
+        }
+    }
+
+    fn finish(&self, run: &Arc<RunState>, id: ActionId, def: &'static TaskDef, outcome: std::result::Result<(Payload, Arc<[u8]>), Failure>, _attempt: u32) {
+        {
+            let mut live = run.live.lock();
+            match live.get_mut(&id) {
+                Some(a) => a.finishing = true,
+                None => return, // cancelled meanwhile
+            }
+        }
+        let ended = now_us();
+        let (status, output, error, delivered) = match outcome {
+            Ok((payload, bytes)) => (ActionStatus::Succeeded, Some(payload), None, Ok(bytes)),
+            Err(f) => (ActionStatus::Failed, None, Some(f.clone()), Err(f)),
+        };
+        let is_root = id == ActionId::ROOT;
+        let run_write = is_root.then(|| WriteOp::FinishRun {
+            run: run.id,
+            status: if status == ActionStatus::Succeeded { RunStatus::Succeeded } else { RunStatus::Failed },
+            output: output.clone(),
+            error: error.clone(),
+            ended_at: ended,
+        });
+        let state = run.clone();
+        let engine = self.clone();
+        let ack: weir_store::Ack = Box::new(move |committed| {
+            let delivered = match committed {
+                Ok(()) => delivered,
+                Err(e) => Err(Failure { action_id: id.to_string(), task: def.full_name().into(), kind: ErrorKind::System, message: format!("could not persist the result: {e}"), chain: vec![] }),
+            };
+            if delivered.is_ok() {
+                state.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+            } else {
+                state.counters.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            let entry = state.live.lock().remove(&id);
+            if is_root {
+                let outcome = match &delivered {
+                    Ok(b) => RunOutcome::Succeeded(b.clone()),
+                    Err(f) => RunOutcome::Failed(f.clone()),
+                };
+                state.done.send_replace(Some(outcome));
+                engine.inner.runs.lock().remove(&state.id);
+            }
+            if let Some(entry) = entry {
+                for w in entry.waiters {
+                    let _ = w.send(delivered.clone());
+                }
+            }
+        });
+        let finish = WriteOp::FinishAction { run: run.id, id, status, output, error, cache_hit: false, ended_at: ended };
+        match run_write {
+            Some(rw) => {
+                self.inner.store.write(finish, None);
+                self.inner.store.write(rw, Some(ack));
+            }
+            None => self.inner.store.write(finish, Some(ack)),
+        }
+    }
+
+    /// Polls the store for an abort of this run requested by another process.
+    pub(crate) fn aborted_in_store(&self, run: &RunState) -> bool {
+        matches!(self.inner.store.run_by_name(&run.name), Ok(r) if r.status == RunStatus::Aborted)
+    }
+
+    /// Time between checks for an external abort.
+    pub(crate) const ABORT_POLL: Duration = Duration::from_millis(500);
+}
+
+fn flatten_panic(r: std::thread::Result<Result<Vec<u8>>>) -> Result<Vec<u8>> {
+    match r {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic payload".into());
+            Err(Error::with_kind(ErrorKind::Panic, format!("task panicked: {msg}")))
+        }
+    }
+}

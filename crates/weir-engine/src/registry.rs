@@ -1,0 +1,157 @@
+//! Tasks registered at compile time by `#[weir::task]` (collected with `inventory`), so that a
+//! process of the same binary (the CLI, a resumed run, a worker) finds any task by name.
+
+use std::sync::OnceLock;
+
+use futures::future::BoxFuture;
+use weir_core::spec::{CachePolicy, RetryPolicy, TaskEnvironment, Timeouts};
+
+use crate::Error;
+
+/// Per-task settings from the `#[weir::task(...)]` attribute.
+#[derive(Clone, Debug, Default)]
+pub struct TaskConfig {
+    /// Retry policy (default: no retries).
+    pub retry: RetryPolicy,
+    /// Timeouts (default: none).
+    pub timeouts: Timeouts,
+    /// Inline limit; the environment's when unset.
+    pub max_inline_io: Option<u64>,
+    /// Cache policy; the environment's when unset.
+    pub cache: Option<CachePolicy>,
+    /// Display name; the function name when unset.
+    pub short_name: Option<&'static str>,
+}
+
+/// A registered task. Built by the macro as a `static`.
+pub struct TaskDef {
+    /// The function's name.
+    pub name: &'static str,
+    /// Module path of the function.
+    pub module: &'static str,
+    /// The task's environment.
+    pub env: fn() -> &'static TaskEnvironment,
+    /// Settings from the attribute.
+    pub config: fn() -> TaskConfig,
+    /// Decodes canonical inputs, runs the body and encodes the output canonically.
+    pub invoke: fn(std::sync::Arc<[u8]>) -> BoxFuture<'static, Result<Vec<u8>, Error>>,
+    /// Parses JSON inputs (`{"param": value, ...}`) and encodes them canonically.
+    pub inputs_from_json: fn(&str) -> Result<Vec<u8>, weir_core::codec::Error>,
+    /// Names of the parameters, in order.
+    pub params: &'static [&'static str],
+    /// Cached full name and settings.
+    #[doc(hidden)]
+    pub resolved: OnceLock<Resolved>,
+}
+
+/// Settings resolved once per task.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Resolved {
+    pub full_name: String,
+    pub config: TaskConfig,
+    pub inline_limit: u64,
+    pub env: &'static TaskEnvironment,
+}
+
+impl std::fmt::Debug for TaskDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskDef").field("name", &self.full_name()).finish()
+    }
+}
+
+impl TaskDef {
+    #[doc(hidden)]
+    pub fn resolved(&self) -> &Resolved {
+        self.resolved.get_or_init(|| {
+            let env = (self.env)();
+            let config = (self.config)();
+            Resolved {
+                full_name: format!("{}.{}", env.name(), config.short_name.unwrap_or(self.name)),
+                inline_limit: config.max_inline_io.unwrap_or(env.inline_limit()),
+                config,
+                env,
+            }
+        })
+    }
+
+    /// `<env>.<function>`.
+    pub fn full_name(&self) -> &str {
+        &self.resolved().full_name
+    }
+
+    /// The task's own name (function name or `short_name`).
+    pub fn short_name(&self) -> &str {
+        (self.config)().short_name.unwrap_or(self.name)
+    }
+
+    /// The environment.
+    pub fn environment(&self) -> &'static TaskEnvironment {
+        self.resolved().env
+    }
+
+    /// Resolved settings.
+    pub fn config(&self) -> &TaskConfig {
+        &self.resolved().config
+    }
+
+    /// Inline limit for inputs and outputs, in bytes.
+    pub fn inline_limit(&self) -> u64 {
+        self.resolved().inline_limit
+    }
+}
+
+/// Submitted by the macro for each task.
+#[doc(hidden)]
+pub struct Registration(pub &'static TaskDef);
+
+inventory::collect!(Registration);
+
+/// All registered tasks.
+pub fn tasks() -> impl Iterator<Item = &'static TaskDef> {
+    inventory::iter::<Registration>.into_iter().map(|r| r.0)
+}
+
+/// A task error when looking one up.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// No task of that name.
+    #[error("unknown task {name:?}; registered tasks: {known}")]
+    Unknown {
+        /// The name given.
+        name: String,
+        /// The registered names.
+        known: String,
+    },
+    /// A short name matching several tasks.
+    #[error("task name {name:?} is ambiguous: {candidates}; use the full <env>.<task> name")]
+    Ambiguous {
+        /// The name given.
+        name: String,
+        /// The matching full names.
+        candidates: String,
+    },
+}
+
+/// Finds a task by full name (`env.task`) or, if unique, by its short name.
+pub fn find_task(name: &str) -> Result<&'static TaskDef, LookupError> {
+    if let Some(def) = tasks().find(|d| d.full_name() == name) {
+        return Ok(def);
+    }
+    let matches: Vec<_> = tasks().filter(|d| d.short_name() == name).collect();
+    match matches.len() {
+        1 => Ok(matches[0]),
+        0 => {
+            let mut known: Vec<_> = tasks().map(|d| d.full_name().to_string()).collect();
+            known.sort();
+            Err(LookupError::Unknown {
+                name: name.to_string(),
+                known: if known.is_empty() { "(none in this binary)".into() } else { known.join(", ") },
+            })
+        }
+        _ => Err(LookupError::Ambiguous {
+            name: name.to_string(),
+            candidates: matches.iter().map(|d| d.full_name().to_string()).collect::<Vec<_>>().join(", "),
+        }),
+    }
+}

@@ -1,0 +1,239 @@
+//! `get runs|actions|io`, `tasks`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+use weir_core::{ActionId, ActionStatus};
+use weir_engine::registry;
+use weir_store::{ActionRecord, Page, Payload, RunFilter, RunStatus, SqliteStore, Store};
+
+use super::{CliResult, Failure, OutputFormat};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum GetCommand {
+    /// Runs, newest first, with action counts by status.
+    Runs(RunsArgs),
+    /// A run's action tree: status, attempts, timings.
+    Actions(ActionsArgs),
+    /// An action's inputs and output (or error).
+    Io(IoArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RunsArgs {
+    /// Only runs in this status (running, succeeded, failed, aborted).
+    #[arg(long)]
+    status: Option<String>,
+    /// Only runs whose name contains this.
+    #[arg(long)]
+    name: Option<String>,
+    /// At most this many runs.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ActionsArgs {
+    /// Run name.
+    run: String,
+    /// Skip this many actions (creation order).
+    #[arg(long, default_value_t = 0)]
+    offset: u64,
+    /// At most this many actions.
+    #[arg(long, default_value_t = 200)]
+    limit: u32,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct IoArgs {
+    /// Run name.
+    run: String,
+    /// Action id (`a0` for the root).
+    action: String,
+}
+
+fn open(state_dir: &Path) -> Result<SqliteStore, Failure> {
+    SqliteStore::open_read_only(state_dir).map_err(Failure::input)
+}
+
+fn fmt_time(us: i64) -> String {
+    let secs = us / 1_000_000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02}Z")
+}
+
+fn fmt_dur(us: i64) -> String {
+    if us < 1_000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{:.1}ms", us as f64 / 1e3)
+    } else {
+        format!("{:.2}s", us as f64 / 1e6)
+    }
+}
+
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.iter().map(|s| s.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+pub(crate) async fn get(state_dir: &Path, out: OutputFormat, cmd: GetCommand) -> CliResult {
+    match cmd {
+        GetCommand::Runs(a) => runs(state_dir, out, a),
+        GetCommand::Actions(a) => actions(state_dir, out, a),
+        GetCommand::Io(a) => io(state_dir, out, a).await,
+    }
+}
+
+fn runs(state_dir: &Path, out: OutputFormat, a: RunsArgs) -> CliResult {
+    let status = match a.status.as_deref() {
+        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| Failure::input(format!("unknown status {s:?}; use running, succeeded, failed or aborted")))?),
+        None => None,
+    };
+    let store = open(state_dir)?;
+    let runs = store.list_runs(&RunFilter { status, name_contains: a.name, limit: Some(a.limit) }).map_err(Failure::other)?;
+    if out == OutputFormat::Json {
+        println!("{}", serde_json::to_string(&runs).unwrap_or_default());
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            let counts = r.actions.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+            vec![
+                r.name.clone(),
+                r.task.clone(),
+                r.status.as_str().into(),
+                fmt_time(r.created_at),
+                r.ended_at.map(|e| fmt_dur(e - r.created_at)).unwrap_or_else(|| "-".into()),
+                counts,
+            ]
+        })
+        .collect();
+    table(&["RUN", "TASK", "STATUS", "STARTED", "DURATION", "ACTIONS"], &rows);
+    Ok(())
+}
+
+fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResult {
+    let store = open(state_dir)?;
+    let run = store.run_by_name(&a.run).map_err(Failure::input)?;
+    let list = store.list_actions(run.id, Page { offset: a.offset, limit: a.limit }).map_err(Failure::other)?;
+    if out == OutputFormat::Json {
+        let items: Vec<_> = list.iter().map(action_json).collect();
+        println!("{}", serde_json::to_string(&items).unwrap_or_default());
+        return Ok(());
+    }
+    // Depth in the tree, from the parents present on this page.
+    let mut depth: HashMap<ActionId, usize> = HashMap::new();
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            let d = if r.id == ActionId::ROOT { 0 } else { depth.get(&r.parent).map(|d| d + 1).unwrap_or(1) };
+            depth.insert(r.id, d);
+            let wait = r.started_at.map(|s| fmt_dur(s - r.queued_at)).unwrap_or_else(|| "-".into());
+            let dur = match (r.started_at, r.ended_at) {
+                (Some(s), Some(e)) => fmt_dur(e - s),
+                _ => "-".into(),
+            };
+            vec![
+                format!("{}{}", "  ".repeat(d), r.id),
+                r.task.clone(),
+                r.group.clone().unwrap_or_default(),
+                r.status.as_str().into(),
+                r.attempts.to_string(),
+                wait,
+                dur,
+                if r.cache_hit { "hit".into() } else { String::new() },
+                r.error.as_ref().map(|e| format!("[{}] {}", e.kind, e.message)).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["ACTION", "TASK", "GROUP", "STATUS", "ATTEMPTS", "QUEUED", "RUNTIME", "CACHE", "ERROR"], &rows);
+    if list.len() as u32 == a.limit {
+        eprintln!("(showing {} actions from offset {}; use --offset/--limit for more)", list.len(), a.offset);
+    }
+    Ok(())
+}
+
+fn action_json(r: &ActionRecord) -> serde_json::Value {
+    json!({
+        "id": r.id.to_string(),
+        "parent": r.parent.to_string(),
+        "task": r.task,
+        "group": r.group,
+        "kind": r.kind,
+        "status": r.status.as_str(),
+        "attempts": r.attempts,
+        "queued_at_us": r.queued_at,
+        "started_at_us": r.started_at,
+        "ended_at_us": r.ended_at,
+        "cache_hit": r.cache_hit,
+        "error": r.error,
+    })
+}
+
+async fn io(state_dir: &Path, out: OutputFormat, a: IoArgs) -> CliResult {
+    let store = open(state_dir)?;
+    let run = store.run_by_name(&a.run).map_err(Failure::input)?;
+    let unknown = || Failure::input(weir_store::Error::UnknownAction { run: a.run.clone(), action: a.action.clone() });
+    let id = ActionId::parse(&a.action).ok_or_else(unknown)?;
+    let rec = store.action(run.id, id).map_err(Failure::other)?.ok_or_else(unknown)?;
+    let blobs = weir_blob::BlobStore::local(&state_dir.join("blobs")).map_err(Failure::other)?;
+    let load = |p: Option<Payload>| {
+        let blobs = blobs.clone();
+        async move {
+            match p {
+                None => Ok(serde_json::Value::Null),
+                Some(Payload::Inline(b)) => weir_core::codec::to_json(&b).map_err(Failure::other),
+                Some(Payload::Offloaded { path, .. }) => {
+                    let b = blobs.get(&path).await.map_err(Failure::other)?;
+                    weir_core::codec::to_json(&b).map_err(Failure::other)
+                }
+            }
+        }
+    };
+    let inputs = load(rec.inputs.clone()).await?;
+    let output = if rec.status == ActionStatus::Succeeded { load(rec.output.clone()).await? } else { serde_json::Value::Null };
+    let attempts = store.failed_attempts(run.id, id).map_err(Failure::other)?;
+    let doc = json!({
+        "run": a.run,
+        "action": rec.id.to_string(),
+        "task": rec.task,
+        "status": rec.status.as_str(),
+        "inputs": inputs,
+        "output": output,
+        "error": rec.error,
+        "failed_attempts": attempts,
+    });
+    match out {
+        OutputFormat::Json => println!("{doc}"),
+        OutputFormat::Table => println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default()),
+    }
+    Ok(())
+}
+
+pub(crate) fn tasks(out: OutputFormat) {
+    let mut defs: Vec<_> = registry::tasks().collect();
+    defs.sort_by_key(|d| d.full_name().to_string());
+    if out == OutputFormat::Json {
+        let items: Vec<_> = defs.iter().map(|d| json!({"task": d.full_name(), "params": d.params})).collect();
+        println!("{}", serde_json::to_string(&items).unwrap_or_default());
+        return;
+    }
+    let rows: Vec<Vec<String>> = defs.iter().map(|d| vec![d.full_name().to_string(), d.params.join(", ")]).collect();
+    table(&["TASK", "PARAMETERS"], &rows);
+}

@@ -1,0 +1,115 @@
+//! The command line (SPEC §11.1). A user's binary gets all of it by calling [`main`]; the
+//! standalone `weir` binary offers the same inspection commands on a state directory.
+//!
+//! Data goes to stdout (tables, or JSON with `--output json`); progress, messages and errors go
+//! to stderr. Exit codes: 0 success, 1 the run failed or was aborted, 2 bad input (nothing
+//! changed).
+
+mod get;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Output format for data commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable tables.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "weir", about = "Durable task orchestration: run, resume and inspect runs", version)]
+struct Cli {
+    /// State directory (SQLite database and object store).
+    #[arg(long, global = true, env = "WEIR_STATE_DIR", default_value = ".weir")]
+    state_dir: PathBuf,
+    /// Output format of data commands.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
+    output: OutputFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a task of this binary with JSON inputs and print its output.
+    Run(run::RunArgs),
+    /// Resume a run whose process died: succeeded actions are not run again.
+    Resume(run::ResumeArgs),
+    /// Abort a run.
+    Abort(run::AbortArgs),
+    /// Show runs, actions, inputs and outputs.
+    #[command(subcommand)]
+    Get(get::GetCommand),
+    /// List the tasks registered in this binary.
+    Tasks,
+}
+
+/// A CLI failure: message and exit code.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// Bad input: exit 2, nothing changed.
+    pub(crate) fn input(message: impl std::fmt::Display) -> Self {
+        Failure { code: 2, message: message.to_string() }
+    }
+    /// Any other failure: exit 1.
+    pub(crate) fn other(message: impl std::fmt::Display) -> Self {
+        Failure { code: 1, message: message.to_string() }
+    }
+}
+
+pub(crate) type CliResult = std::result::Result<(), Failure>;
+
+/// Parses the process arguments, runs the command and exits. Call it from a plain `fn main()`
+/// (it starts its own tokio runtime).
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli));
+    // Runs end with their commit acknowledged, so nothing is lost by not waiting for tasks
+    // that are still unwinding.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn dispatch(cli: Cli) -> CliResult {
+    let out = cli.output;
+    match cli.command {
+        Command::Run(args) => run::run(&cli.state_dir, out, args).await,
+        Command::Resume(args) => run::resume(&cli.state_dir, out, args).await,
+        Command::Abort(args) => run::abort(&cli.state_dir, args).await,
+        Command::Get(cmd) => get::get(&cli.state_dir, out, cmd).await,
+        Command::Tasks => {
+            get::tasks(out);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! `run`, `resume`, `abort`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use weir_engine::registry::find_task;
+use weir_engine::{Engine, EngineOptions, RunContext, RunHandle};
+use weir_store::{SqliteStore, Store};
+
+use super::{CliResult, Failure, OutputFormat};
+
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    /// Task name: `<env>.<task>`, or the task's name alone when unique.
+    task: String,
+    /// Inputs as a JSON object named by parameter, e.g. '{"n": 10}'.
+    #[arg(long, short = 'i', default_value = "{}")]
+    input: String,
+    /// Run name (generated when omitted).
+    #[arg(long)]
+    name: Option<String>,
+    /// At most this many actions execute at once.
+    #[arg(long)]
+    max_action_concurrency: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ResumeArgs {
+    /// Run name.
+    run: String,
+    /// Resume even if the run's recorded owner process still exists.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct AbortArgs {
+    /// Run name.
+    run: String,
+}
+
+fn open_engine(state_dir: &Path) -> Result<Engine, Failure> {
+    Engine::open(EngineOptions::new(state_dir)).map_err(Failure::other)
+}
+
+pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> CliResult {
+    // Validate everything before touching the state directory.
+    let def = find_task(&args.task).map_err(Failure::input)?;
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&args.input)
+        && !v.is_object()
+    {
+        return Err(Failure::input(format!(
+            "invalid --input for task {}: expected a JSON object named by parameter ({{\"{}\": ...}}), got {}",
+            def.full_name(),
+            def.params.first().copied().unwrap_or("param"),
+            v
+        )));
+    }
+    let inputs = (def.inputs_from_json)(&args.input).map_err(|e| {
+        Failure::input(format!(
+            "invalid --input for task {} (parameters: {}): {e}",
+            def.full_name(),
+            if def.params.is_empty() { "none".to_string() } else { def.params.join(", ") }
+        ))
+    })?;
+    let limit = def.inline_limit();
+    if inputs.len() as u64 > limit {
+        return Err(Failure::input(format!(
+            "--input for task {} is {} bytes encoded, over its inline limit of {limit} bytes",
+            def.full_name(),
+            inputs.len()
+        )));
+    }
+    if let Some(name) = &args.name
+        && let Ok(store) = SqliteStore::open_read_only(state_dir)
+        && store.run_by_name(name).is_ok()
+    {
+        return Err(Failure::input(format!("a run named {name:?} exists already in {}; choose another --name", state_dir.display())));
+    }
+    let engine = open_engine(state_dir)?;
+    let mut context = RunContext::new();
+    context.name = args.name;
+    context.max_action_concurrency = args.max_action_concurrency;
+    let handle = engine.start_run(def, inputs, context).await.map_err(Failure::other)?;
+    eprintln!("run {} started ({})", handle.name(), def.full_name());
+    finish(&engine, handle, out).await
+}
+
+pub(crate) async fn resume(state_dir: &Path, out: OutputFormat, args: ResumeArgs) -> CliResult {
+    let store = SqliteStore::open_read_only(state_dir).map_err(Failure::input)?;
+    let record = store.run_by_name(&args.run).map_err(Failure::input)?;
+    find_task(&record.task).map_err(|e| Failure::input(format!("run {} cannot be resumed by this binary: {e}", args.run)))?;
+    drop(store);
+    let engine = open_engine(state_dir)?;
+    let handle = engine.resume_run(&args.run, args.force).await.map_err(Failure::other)?;
+    eprintln!("run {} resumed", handle.name());
+    finish(&engine, handle, out).await
+}
+
+pub(crate) async fn abort(state_dir: &Path, args: AbortArgs) -> CliResult {
+    let store = SqliteStore::open_read_only(state_dir).map_err(Failure::input)?;
+    let record = store.run_by_name(&args.run).map_err(Failure::input)?;
+    if record.status.is_terminal() {
+        return Err(Failure::input(format!("run {} has already ended ({})", args.run, record.status.as_str())));
+    }
+    drop(store);
+    let engine = open_engine(state_dir)?;
+    engine.abort_stored(&record);
+    engine.flush().map_err(Failure::other)?;
+    eprintln!("run {} aborted", args.run);
+    Ok(())
+}
+
+async fn finish(engine: &Engine, handle: RunHandle, out: OutputFormat) -> CliResult {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    let ticker = {
+        let bar = bar.clone();
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            loop {
+                let p = handle.progress();
+                bar.set_message(format!("{} done, {} running, {} failed, {} actions", p.succeeded, p.running, p.failed, p.created));
+                bar.tick();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let result = handle.wait_raw().await;
+    ticker.abort();
+    bar.finish_and_clear();
+    engine.flush().map_err(Failure::other)?;
+    let p = handle.progress();
+    match result {
+        Ok(bytes) => {
+            let value = weir_core::codec::to_json(&bytes).map_err(Failure::other)?;
+            match out {
+                OutputFormat::Json => {
+                    println!("{}", serde_json::json!({"run": handle.name(), "status": "succeeded", "output": value}));
+                }
+                OutputFormat::Table => println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default()),
+            }
+            eprintln!("run {} succeeded ({} actions, {} recovered from before)", handle.name(), p.created, p.recovered);
+            Ok(())
+        }
+        Err(e) => {
+            if out == OutputFormat::Json {
+                println!("{}", serde_json::json!({"run": handle.name(), "status": "failed", "error": e.to_string(), "kind": e.kind().as_str()}));
+            }
+            Err(Failure::other(format!("run {} failed: {e}", handle.name())))
+        }
+    }
+}
