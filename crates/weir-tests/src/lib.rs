@@ -9,13 +9,17 @@ pub fn fixture(bin: &str, state_dir: &Path, args: &[&str]) -> Output {
 }
 
 /// A snapshot of every file under a directory: (relative path, content hash). Used to prove
-/// that a rejected command changed nothing.
+/// that a rejected command changed nothing (SQLite's `-shm` index is left out).
 pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u64)> {
     let mut out = Vec::new();
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         for e in entries.flatten() {
             let p = e.path();
+            // SQLite's `-shm` file is a shared-memory index that readers rebuild; it holds no state.
+            if p.to_string_lossy().ends_with("-shm") {
+                continue;
+            }
             if p.is_dir() {
                 walk(root, &p, out);
             } else {
