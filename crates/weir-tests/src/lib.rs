@@ -9,15 +9,18 @@ pub fn fixture(bin: &str, state_dir: &Path, args: &[&str]) -> Output {
 }
 
 /// A snapshot of every file under a directory: (relative path, content hash). Used to prove
-/// that a rejected command changed nothing (SQLite's `-shm` index is left out).
+/// that a rejected command changed nothing (SQLite's `-shm` index and an empty `-wal` are left out).
 pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u64)> {
     let mut out = Vec::new();
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         for e in entries.flatten() {
             let p = e.path();
-            // SQLite's `-shm` file is a shared-memory index that readers rebuild; it holds no state.
-            if p.to_string_lossy().ends_with("-shm") {
+            // SQLite's `-shm` file is a shared-memory index that readers rebuild, and an empty
+            // `-wal` file holds no transactions: neither is state.
+            let name = p.to_string_lossy();
+            let empty = e.metadata().map(|m| m.len() == 0).unwrap_or(false);
+            if name.ends_with("-shm") || (name.ends_with("-wal") && empty) {
                 continue;
             }
             if p.is_dir() {
