@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cost::{self, CostEstimator};
@@ -138,6 +137,7 @@ impl<R, T> DynamicBatcher<R, T> {
     /// ends the batcher's tasks. Later `submit`s fail with [`Error::Stopped`].
     ///
     /// Stopping through one handle stops all clones. Calling it again just waits for the same end.
+    /// Do not await it inside `process_fn`: it waits for `process_fn` to return.
     pub async fn stop(&self) {
         let shared = &self.inner.shared;
         shared.stopping.store(true, Ordering::Release);
@@ -184,16 +184,10 @@ impl<R, T> DynamicBatcher<R, T> {
             cost,
             reply,
         };
-        // The fast path skips building a waiting future when the queue has room.
-        let queued = match self.inner.queue.try_send(entry) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(entry)) => self.inner.queue.send(entry).await.map_err(drop),
-            Err(TrySendError::Closed(_)) => Err(()),
-        };
-        match queued {
+        match self.inner.queue.send(entry).await {
             Ok(()) => Ok(Ticket { result }),
-            Err(()) if shared.stopping.load(Ordering::Acquire) => Err(Error::Stopped),
-            Err(()) => Err(Error::Closed),
+            Err(_) if shared.stopping.load(Ordering::Acquire) => Err(Error::Stopped),
+            Err(_) => Err(Error::Closed),
         }
     }
 }

@@ -31,7 +31,8 @@ pub struct Stats {
     pub avg_batch_cost: f64,
     /// Time spent inside `process_fn`.
     pub busy_time: Duration,
-    /// Time the processing loop waited for a batch (including a wait still going on).
+    /// Time the processing loop waited for a batch since the batcher started (including a wait
+    /// still going on).
     pub idle_time: Duration,
     /// `busy_time / (busy_time + idle_time)`, or 0 before anything was measured.
     pub utilization: f64,

@@ -41,7 +41,7 @@ pub use map::{Map, MapFailFast, map};
 pub use runner::Runner;
 pub use weir_batch as batch;
 pub use weir_core::spec::{CachePolicy, ReusePolicy, ReuseScope, Resources, RetryPolicy, TaskEnvironment, Timeouts};
-pub use weir_core::{ActionId, ErrorKind, Failure};
+pub use weir_core::{ActionId, ActionStatus, ErrorKind, Failure};
 pub use weir_engine::{CacheLookupScope, Engine, EngineOptions, Error, Progress, Result, Run, RunContext, RunHandle, TaskCall, in_task};
 pub use weir_macros::task;
 
