@@ -73,16 +73,26 @@ impl std::fmt::Debug for BlobStore {
 impl BlobStore {
     /// A store on a local directory, created if needed.
     pub fn local(dir: &std::path::Path) -> Result<BlobStore> {
-        let bad = |reason: String| Error::BadUrl { url: dir.display().to_string(), reason };
+        let bad = |reason: String| Error::BadUrl {
+            url: dir.display().to_string(),
+            reason,
+        };
         std::fs::create_dir_all(dir).map_err(|e| bad(e.to_string()))?;
         let dir = dir.canonicalize().map_err(|e| bad(e.to_string()))?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
-        Ok(BlobStore { store: Arc::new(store), url: format!("file://{}", dir.display()) })
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(BlobStore {
+            store: Arc::new(store),
+            url: format!("file://{}", dir.display()),
+        })
     }
 
     /// A store from a URL: `file:///abs/dir` or `memory://`.
     pub fn from_url(url: &str) -> Result<BlobStore> {
-        let bad = |reason: &str| Error::BadUrl { url: url.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| Error::BadUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
         if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
                 return Err(bad("file:// URLs need an absolute path"));
@@ -90,7 +100,10 @@ impl BlobStore {
             return BlobStore::local(std::path::Path::new(path));
         }
         if url.starts_with("memory://") {
-            return Ok(BlobStore { store: Arc::new(object_store::memory::InMemory::new()), url: url.to_string() });
+            return Ok(BlobStore {
+                store: Arc::new(object_store::memory::InMemory::new()),
+                url: url.to_string(),
+            });
         }
         Err(bad("supported schemes are file:// and memory://"))
     }
@@ -101,11 +114,17 @@ impl BlobStore {
     }
 
     fn path(key: &str) -> Result<Path> {
-        let bad = |reason: &str| Error::BadKey { key: key.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| Error::BadKey {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        };
         if key.is_empty() || key.starts_with('/') {
             return Err(bad("keys are relative and non-empty"));
         }
-        if key.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        if key
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
             return Err(bad("empty, '.' and '..' segments are not allowed"));
         }
         Path::parse(key).map_err(|e| bad(&e.to_string()))
@@ -117,7 +136,11 @@ impl BlobStore {
         self.store
             .put(&path, PutPayload::from(bytes))
             .await
-            .map_err(|source| Error::Backend { key: key.to_string(), store: self.url.clone(), source })?;
+            .map_err(|source| Error::Backend {
+                key: key.to_string(),
+                store: self.url.clone(),
+                source,
+            })?;
         Ok(())
     }
 
@@ -125,8 +148,15 @@ impl BlobStore {
     pub async fn get(&self, key: &str) -> Result<Vec<u8>> {
         let path = Self::path(key)?;
         let map = |source: object_store::Error| match source {
-            object_store::Error::NotFound { .. } => Error::Missing { key: key.to_string(), store: self.url.clone() },
-            source => Error::Backend { key: key.to_string(), store: self.url.clone(), source },
+            object_store::Error::NotFound { .. } => Error::Missing {
+                key: key.to_string(),
+                store: self.url.clone(),
+            },
+            source => Error::Backend {
+                key: key.to_string(),
+                store: self.url.clone(),
+                source,
+            },
         };
         let got = self.store.get(&path).await.map_err(map)?;
         Ok(got.bytes().await.map_err(map)?.to_vec())
@@ -144,14 +174,25 @@ mod tests {
         store.put("run/abc/1/outputs", vec![1, 2, 3]).await.unwrap();
         assert_eq!(store.get("run/abc/1/outputs").await.unwrap(), vec![1, 2, 3]);
         assert!(dir.path().join("blobs/run/abc/1/outputs").exists());
-        assert!(matches!(store.get("run/abc/2/outputs").await, Err(Error::Missing { .. })));
+        assert!(matches!(
+            store.get("run/abc/2/outputs").await,
+            Err(Error::Missing { .. })
+        ));
         for key in ["../x", "a/../../x", "/etc/passwd", "a//b", ""] {
-            assert!(matches!(store.put(key, vec![]).await, Err(Error::BadKey { .. })), "{key}");
+            assert!(
+                matches!(store.put(key, vec![]).await, Err(Error::BadKey { .. })),
+                "{key}"
+            );
         }
         let mem = BlobStore::from_url("memory://").unwrap();
         mem.put("k", vec![7]).await.unwrap();
         assert_eq!(mem.get("k").await.unwrap(), vec![7]);
-        assert!(BlobStore::from_url("ftp://x").unwrap_err().to_string().contains("supported schemes"));
+        assert!(
+            BlobStore::from_url("ftp://x")
+                .unwrap_err()
+                .to_string()
+                .contains("supported schemes")
+        );
         assert!(BlobStore::from_url("file://rel").is_err());
     }
 }

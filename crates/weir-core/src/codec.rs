@@ -36,8 +36,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 /// canonical (the common case: structs with one field, scalars, sequences without maps) are
 /// returned without re-encoding.
 pub fn canonicalize(raw: Vec<u8>) -> Result<Vec<u8>, Error> {
-    let mut value = rmpv::decode::read_value(&mut raw.as_slice())
-        .map_err(|e| Error::Decode(e.to_string()))?;
+    let mut value =
+        rmpv::decode::read_value(&mut raw.as_slice()).map_err(|e| Error::Decode(e.to_string()))?;
     if !sort_maps(&mut value) {
         return Ok(raw);
     }
@@ -79,7 +79,8 @@ fn key_bytes(key: &rmpv::Value) -> Vec<u8> {
 /// Converts MessagePack bytes to JSON for display (CLI, UI). Binary data becomes an array of
 /// numbers; non-string map keys are rendered as strings.
 pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, Error> {
-    let value = rmpv::decode::read_value(&mut &bytes[..]).map_err(|e| Error::Decode(e.to_string()))?;
+    let value =
+        rmpv::decode::read_value(&mut &bytes[..]).map_err(|e| Error::Decode(e.to_string()))?;
     Ok(value_to_json(value))
 }
 
@@ -139,18 +140,26 @@ mod tests {
 
     #[test]
     fn struct_round_trips_and_is_canonical() {
-        let a = Args { zeta: 7, alpha: vec!["x".into()], map: [("b".into(), 2), ("a".into(), 1)].into() };
+        let a = Args {
+            zeta: 7,
+            alpha: vec!["x".into()],
+            map: [("b".into(), 2), ("a".into(), 1)].into(),
+        };
         let bytes = encode(&a).unwrap();
         let back: Args = decode(&bytes).unwrap();
         assert_eq!(back, a);
         // fields come out sorted by name
-        assert_eq!(to_json(&bytes).unwrap().to_string(), r#"{"alpha":["x"],"map":{"a":1,"b":2},"zeta":7}"#);
+        assert_eq!(
+            to_json(&bytes).unwrap().to_string(),
+            r#"{"alpha":["x"],"map":{"a":1,"b":2},"zeta":7}"#
+        );
         assert!(decode::<String>(&bytes).is_err());
     }
 
     #[test]
     fn json_errors_name_the_problem() {
-        let err = json_to_canonical::<Args>(r#"{"zeta": "no", "alpha": [], "map": {}}"#).unwrap_err();
+        let err =
+            json_to_canonical::<Args>(r#"{"zeta": "no", "alpha": [], "map": {}}"#).unwrap_err();
         assert!(err.to_string().contains("invalid type"), "{err}");
         let err = json_to_canonical::<Args>("{not json").unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");

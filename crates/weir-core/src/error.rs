@@ -32,7 +32,14 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Whether an attempt that failed this way may be retried.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::User | ErrorKind::Panic | ErrorKind::Timeout | ErrorKind::ChildFailed | ErrorKind::System)
+        matches!(
+            self,
+            ErrorKind::User
+                | ErrorKind::Panic
+                | ErrorKind::Timeout
+                | ErrorKind::ChildFailed
+                | ErrorKind::System
+        )
     }
 
     /// Stable snake_case name, as stored and shown.
@@ -76,7 +83,11 @@ pub struct Failure {
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "action {} ({}) failed [{}]: {}", self.action_id, self.task, self.kind, self.message)?;
+        write!(
+            f,
+            "action {} ({}) failed [{}]: {}",
+            self.action_id, self.task, self.kind, self.message
+        )?;
         for cause in &self.chain {
             write!(f, ": {cause}")?;
         }

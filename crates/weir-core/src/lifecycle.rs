@@ -117,7 +117,10 @@ impl ActionStatus {
 
     /// Whether no further attempt will run on its own.
     pub fn is_terminal(self) -> bool {
-        matches!(self, ActionStatus::Succeeded | ActionStatus::Failed | ActionStatus::Cancelled)
+        matches!(
+            self,
+            ActionStatus::Succeeded | ActionStatus::Failed | ActionStatus::Cancelled
+        )
     }
 
     /// Stable small integer for storage.
@@ -184,19 +187,33 @@ mod tests {
     #[test]
     fn table_is_exhaustive_and_consistent() {
         let allowed: HashSet<_> = TRANSITIONS.iter().map(|(f, e, _)| (*f, *e)).collect();
-        assert_eq!(allowed.len(), TRANSITIONS.len(), "a (state, event) pair is listed twice");
+        assert_eq!(
+            allowed.len(),
+            TRANSITIONS.len(),
+            "a (state, event) pair is listed twice"
+        );
         for from in ActionStatus::ALL {
             for event in EVENTS {
                 let got = from.apply(event);
-                assert_eq!(got.is_ok(), allowed.contains(&(from, event)), "{from:?} + {event:?}");
+                assert_eq!(
+                    got.is_ok(),
+                    allowed.contains(&(from, event)),
+                    "{from:?} + {event:?}"
+                );
             }
         }
         // every event and every state takes part in some transition
         for event in EVENTS {
-            assert!(TRANSITIONS.iter().any(|(_, e, _)| *e == event), "{event:?} unused");
+            assert!(
+                TRANSITIONS.iter().any(|(_, e, _)| *e == event),
+                "{event:?} unused"
+            );
         }
         for st in ActionStatus::ALL {
-            assert!(TRANSITIONS.iter().any(|(f, _, t)| *f == st || *t == st), "{st:?} unreachable");
+            assert!(
+                TRANSITIONS.iter().any(|(f, _, t)| *f == st || *t == st),
+                "{st:?} unreachable"
+            );
         }
     }
 
@@ -205,8 +222,17 @@ mod tests {
         for event in EVENTS {
             assert!(ActionStatus::Succeeded.apply(event).is_err(), "{event:?}");
         }
-        let path = [ActionEvent::Start, ActionEvent::FailRetryable, ActionEvent::Requeue, ActionEvent::Start, ActionEvent::Succeed];
-        let end = path.iter().try_fold(ActionStatus::Queued, |s, e| s.apply(*e)).unwrap();
+        let path = [
+            ActionEvent::Start,
+            ActionEvent::FailRetryable,
+            ActionEvent::Requeue,
+            ActionEvent::Start,
+            ActionEvent::Succeed,
+        ];
+        let end = path
+            .iter()
+            .try_fold(ActionStatus::Queued, |s, e| s.apply(*e))
+            .unwrap();
         assert_eq!(end, ActionStatus::Succeeded);
         assert!(end.is_terminal());
     }

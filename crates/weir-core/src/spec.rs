@@ -257,14 +257,22 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { retries: 0, base: Duration::ZERO, factor: 2.0, cap: Duration::from_secs(60) }
+        RetryPolicy {
+            retries: 0,
+            base: Duration::ZERO,
+            factor: 2.0,
+            cap: Duration::from_secs(60),
+        }
     }
 }
 
 impl RetryPolicy {
     /// `n` retries without backoff.
     pub fn retries(n: u32) -> Self {
-        RetryPolicy { retries: n, ..Default::default() }
+        RetryPolicy {
+            retries: n,
+            ..Default::default()
+        }
     }
     /// Exponential backoff starting at `base`.
     pub fn backoff(mut self, base: Duration, factor: f64, cap: Duration) -> Self {
@@ -337,20 +345,32 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("invalid duration {s:?}: expected a number at {rest:?}"));
+            return Err(format!(
+                "invalid duration {s:?}: expected a number at {rest:?}"
+            ));
         }
-        let n: u64 = rest[..digits].parse().map_err(|e| format!("invalid duration {s:?}: {e}"))?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|e| format!("invalid duration {s:?}: {e}"))?;
         rest = &rest[digits..];
-        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let d = match &rest[..unit] {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n * 60),
             "h" => Duration::from_secs(n * 3600),
             "d" => Duration::from_secs(n * 86400),
-            u => return Err(format!("invalid duration {s:?}: unknown unit {u:?} (use ms, s, m, h, d)")),
+            u => {
+                return Err(format!(
+                    "invalid duration {s:?}: unknown unit {u:?} (use ms, s, m, h, d)"
+                ));
+            }
         };
         total += d;
         rest = &rest[unit..];
@@ -362,7 +382,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: u64 = s[..digits].parse().map_err(|_| format!("invalid size {s:?}: expected a number"))?;
+    let n: u64 = s[..digits]
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected a number"))?;
     let mult = match s[digits..].trim() {
         "" | "B" => 1,
         "KiB" | "Ki" => 1 << 10,
@@ -371,7 +393,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "KB" | "K" => 1_000,
         "MB" | "M" => 1_000_000,
         "GB" | "G" => 1_000_000_000,
-        u => return Err(format!("invalid size {s:?}: unknown unit {u:?} (use B, KiB, MiB, GiB, KB, MB, GB)")),
+        u => {
+            return Err(format!(
+                "invalid size {s:?}: unknown unit {u:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
     };
     Ok(n * mult)
 }
@@ -390,7 +416,11 @@ mod tests {
         assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
         assert_eq!(parse_size("123").unwrap(), 123);
         assert!(parse_size("1TB").is_err());
-        let r = RetryPolicy::retries(5).backoff(Duration::from_millis(100), 2.0, Duration::from_millis(500));
+        let r = RetryPolicy::retries(5).backoff(
+            Duration::from_millis(100),
+            2.0,
+            Duration::from_millis(500),
+        );
         assert_eq!(r.delay(0), Duration::from_millis(100));
         assert_eq!(r.delay(2), Duration::from_millis(400));
         assert_eq!(r.delay(3), Duration::from_millis(500));

@@ -36,7 +36,13 @@ pub(crate) struct TaskCtx {
 }
 
 impl TaskCtx {
-    pub(crate) fn new(engine: Engine, run: Arc<RunState>, action: ActionId, attempt: u32, permit: Option<OwnedSemaphorePermit>) -> Self {
+    pub(crate) fn new(
+        engine: Engine,
+        run: Arc<RunState>,
+        action: ActionId,
+        attempt: u32,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Self {
         TaskCtx {
             engine,
             run,
@@ -48,9 +54,16 @@ impl TaskCtx {
         }
     }
 
-    pub(crate) fn next_seq(&self, task: &str, inputs_hash: [u8; 32], group: &Option<String>) -> u32 {
+    pub(crate) fn next_seq(
+        &self,
+        task: &str,
+        inputs_hash: [u8; 32],
+        group: &Option<String>,
+    ) -> u32 {
         let mut seqs = self.seqs.lock();
-        let n = seqs.entry((task.to_string(), inputs_hash, group.clone())).or_insert(0);
+        let n = seqs
+            .entry((task.to_string(), inputs_hash, group.clone()))
+            .or_insert(0);
         let seq = *n;
         *n += 1;
         seq
@@ -147,7 +160,10 @@ pub struct TaskCall<O> {
 }
 
 enum CallState<O> {
-    Created { args: Box<dyn ErasedArgs<O>>, ctx: Option<Arc<TaskCtx>> },
+    Created {
+        args: Box<dyn ErasedArgs<O>>,
+        ctx: Option<Arc<TaskCtx>>,
+    },
     Running(BoxFuture<'static, Result<O>>),
     Done,
 }
@@ -155,12 +171,18 @@ enum CallState<O> {
 impl<O: Serialize + DeserializeOwned + Send + 'static> TaskCall<O> {
     #[doc(hidden)]
     pub fn new<A: TaskArgs<Output = O>>(def: &'static TaskDef, args: A) -> TaskCall<O> {
-        TaskCall { def, group: None, state: CallState::Created { args: Box::new(args), ctx: current() } }
+        TaskCall {
+            def,
+            group: None,
+            state: CallState::Created {
+                args: Box::new(args),
+                ctx: current(),
+            },
+        }
     }
 }
 
 impl<O> TaskCall<O> {
-
     /// Puts the call in a named group (part of its action id, used for display and folding).
     pub fn group(mut self, name: impl Into<String>) -> Self {
         self.group = Some(name.into());
@@ -176,7 +198,10 @@ impl<O> TaskCall<O> {
     pub fn into_parts(self) -> (&'static TaskDef, std::result::Result<Vec<u8>, codec::Error>) {
         match self.state {
             CallState::Created { args, .. } => (self.def, args.encode()),
-            _ => (self.def, Err(codec::Error::Encode("the call was already polled".into()))),
+            _ => (
+                self.def,
+                Err(codec::Error::Encode("the call was already polled".into())),
+            ),
         }
     }
 }
@@ -187,7 +212,11 @@ impl<O: DeserializeOwned + Send + 'static> Future for TaskCall<O> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if let CallState::Created { .. } = this.state {
-            let CallState::Created { args, ctx } = std::mem::replace(&mut this.state, CallState::Done) else { unreachable!() };
+            let CallState::Created { args, ctx } =
+                std::mem::replace(&mut this.state, CallState::Done)
+            else {
+                unreachable!()
+            };
             let fut = match ctx {
                 None => args.run(),
                 Some(ctx) => {
@@ -216,12 +245,27 @@ async fn call_child<O: DeserializeOwned>(
     inputs: std::result::Result<Vec<u8>, codec::Error>,
     group: Option<String>,
 ) -> Result<O> {
-    let inputs = inputs.map_err(|e| Error::with_kind(ErrorKind::Codec, format!("cannot encode the inputs of task {}: {e}", def.full_name())))?;
+    let inputs = inputs.map_err(|e| {
+        Error::with_kind(
+            ErrorKind::Codec,
+            format!("cannot encode the inputs of task {}: {e}", def.full_name()),
+        )
+    })?;
     ctx.begin_wait();
-    let result = ctx.engine.clone().submit_child(&ctx, def, inputs, group).await;
+    let result = ctx
+        .engine
+        .clone()
+        .submit_child(&ctx, def, inputs, group)
+        .await;
     ctx.end_wait().await;
     let bytes = result?;
     codec::decode(&bytes).map_err(|e| {
-        Error::with_kind(ErrorKind::Codec, format!("the output of task {} does not decode as the expected type: {e}", def.full_name()))
+        Error::with_kind(
+            ErrorKind::Codec,
+            format!(
+                "the output of task {} does not decode as the expected type: {e}",
+                def.full_name()
+            ),
+        )
     })
 }

@@ -19,7 +19,8 @@ use weir_blob::BlobStore;
 use weir_core::spec::DEFAULT_INLINE_STORE_THRESHOLD;
 use weir_core::{ActionId, ActionStatus, CallKey, ErrorKind, Failure, ids::inputs_hash};
 use weir_store::{
-    ActionKind, AttemptRecord, NewRun, Payload, RunRecord, RunStatus, SqliteStore, Store, StoreOptions, WriteOp, now_us,
+    ActionKind, AttemptRecord, NewRun, Payload, RunRecord, RunStatus, SqliteStore, Store,
+    StoreOptions, WriteOp, now_us,
 };
 
 use crate::call::TaskCtx;
@@ -46,7 +47,12 @@ pub struct EngineOptions {
 impl EngineOptions {
     /// Defaults for a state directory.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
-        EngineOptions { state_dir: state_dir.into(), inline_store_threshold: DEFAULT_INLINE_STORE_THRESHOLD, blob_url: None, store: StoreOptions::default() }
+        EngineOptions {
+            state_dir: state_dir.into(),
+            inline_store_threshold: DEFAULT_INLINE_STORE_THRESHOLD,
+            blob_url: None,
+            store: StoreOptions::default(),
+        }
     }
 }
 
@@ -65,7 +71,9 @@ struct Inner {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("state_dir", &self.inner.options.state_dir).finish()
+        f.debug_struct("Engine")
+            .field("state_dir", &self.inner.options.state_dir)
+            .finish()
     }
 }
 
@@ -157,7 +165,9 @@ fn is_alive(pid: u32) -> bool {
 }
 
 fn generate_run_name() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let h = blake3::hash(format!("{}{}", now.as_nanos(), std::process::id()).as_bytes());
     format!("r{}", &h.to_hex()[..10])
 }
@@ -165,13 +175,21 @@ fn generate_run_name() -> String {
 impl Engine {
     /// Opens the embedded engine on a state directory (created if needed).
     pub fn open(options: EngineOptions) -> Result<Engine> {
-        let store = SqliteStore::open(&options.state_dir, options.store.clone()).map_err(|e| Error::with_kind(ErrorKind::System, e))?;
+        let store = SqliteStore::open(&options.state_dir, options.store.clone())
+            .map_err(|e| Error::with_kind(ErrorKind::System, e))?;
         let blobs = match &options.blob_url {
             Some(url) => BlobStore::from_url(url),
             None => BlobStore::local(&options.state_dir.join("blobs")),
         }
         .map_err(|e| Error::with_kind(ErrorKind::System, e))?;
-        Ok(Engine { inner: Arc::new(Inner { store: Arc::new(store), blobs, options, runs: Mutex::new(HashMap::new()) }) })
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store: Arc::new(store),
+                blobs,
+                options,
+                runs: Mutex::new(HashMap::new()),
+            }),
+        })
     }
 
     /// The state store.
@@ -186,7 +204,10 @@ impl Engine {
 
     /// Commits everything queued.
     pub fn flush(&self) -> Result<()> {
-        self.inner.store.flush().map_err(|e| Error::with_kind(ErrorKind::System, e))
+        self.inner
+            .store
+            .flush()
+            .map_err(|e| Error::with_kind(ErrorKind::System, e))
     }
 
     /// Reads a stored payload (inline or from the object store).
@@ -194,7 +215,12 @@ impl Engine {
         match payload {
             Payload::Inline(b) => Ok(Arc::from(b.as_slice())),
             Payload::Offloaded { path, .. } => {
-                let bytes = self.inner.blobs.get(path).await.map_err(|e| Error::with_kind(ErrorKind::System, e))?;
+                let bytes = self
+                    .inner
+                    .blobs
+                    .get(path)
+                    .await
+                    .map_err(|e| Error::with_kind(ErrorKind::System, e))?;
                 Ok(Arc::from(bytes))
             }
         }
@@ -204,8 +230,15 @@ impl Engine {
         if bytes.len() <= self.inner.options.inline_store_threshold {
             return Ok(Payload::Inline(bytes.to_vec()));
         }
-        self.inner.blobs.put(&key, bytes.to_vec()).await.map_err(|e| Error::with_kind(ErrorKind::System, e))?;
-        Ok(Payload::Offloaded { path: key, size: bytes.len() as u64 })
+        self.inner
+            .blobs
+            .put(&key, bytes.to_vec())
+            .await
+            .map_err(|e| Error::with_kind(ErrorKind::System, e))?;
+        Ok(Payload::Offloaded {
+            path: key,
+            size: bytes.len() as u64,
+        })
     }
 
     fn check_inline(def: &TaskDef, what: &str, size: usize) -> Result<()> {
@@ -223,10 +256,17 @@ impl Engine {
     }
 
     /// Starts a run of `def` with canonical `inputs`.
-    pub async fn start_run(&self, def: &'static TaskDef, inputs: Vec<u8>, context: RunContext) -> Result<RunHandle> {
+    pub async fn start_run(
+        &self,
+        def: &'static TaskDef,
+        inputs: Vec<u8>,
+        context: RunContext,
+    ) -> Result<RunHandle> {
         Self::check_inline(def, "the inputs", inputs.len())?;
         let name = context.name.clone().unwrap_or_else(generate_run_name);
-        let payload = self.store_payload(format!("{name}/a0/inputs"), &inputs).await?;
+        let payload = self
+            .store_payload(format!("{name}/a0/inputs"), &inputs)
+            .await?;
         let record = self
             .inner
             .store
@@ -244,9 +284,15 @@ impl Engine {
     /// Resumes a run whose process died (SPEC §4.2): the root runs again and every child that
     /// had succeeded returns its recorded output without running.
     pub async fn resume_run(&self, name: &str, force: bool) -> Result<RunHandle> {
-        let record = self.inner.store.run_by_name(name).map_err(|e| Error::with_kind(ErrorKind::System, e))?;
-        let def = registry::find_task(&record.task).map_err(|e| Error::with_kind(ErrorKind::System, e))?;
-        let context: RunContext = serde_json::from_value(record.context.clone()).unwrap_or_default();
+        let record = self
+            .inner
+            .store
+            .run_by_name(name)
+            .map_err(|e| Error::with_kind(ErrorKind::System, e))?;
+        let def = registry::find_task(&record.task)
+            .map_err(|e| Error::with_kind(ErrorKind::System, e))?;
+        let context: RunContext =
+            serde_json::from_value(record.context.clone()).unwrap_or_default();
         if record.status.is_terminal() {
             let (done, _) = watch::channel(Some(self.stored_outcome(&record).await?));
             let state = Arc::new(self.new_run_state(&record, &context, done, false));
@@ -255,13 +301,34 @@ impl Engine {
         if !force && is_alive(record.owner_pid) {
             return Err(Error::with_kind(
                 ErrorKind::System,
-                format!("run {name} is still being driven by process {} (pass --force if that process is not weir)", record.owner_pid),
+                format!(
+                    "run {name} is still being driven by process {} (pass --force if that process is not weir)",
+                    record.owner_pid
+                ),
             ));
         }
         let inputs = self.load_payload(&record.inputs).await?;
-        let root = self.inner.store.action(record.id, ActionId::ROOT).ok().flatten();
-        self.inner.store.write(WriteOp::ClaimRun { run: record.id, owner_pid: std::process::id() }, None);
-        Ok(self.launch(record, def, inputs, &context, true, root.map(|r| r.attempts).unwrap_or(0)))
+        let root = self
+            .inner
+            .store
+            .action(record.id, ActionId::ROOT)
+            .ok()
+            .flatten();
+        self.inner.store.write(
+            WriteOp::ClaimRun {
+                run: record.id,
+                owner_pid: std::process::id(),
+            },
+            None,
+        );
+        Ok(self.launch(
+            record,
+            def,
+            inputs,
+            &context,
+            true,
+            root.map(|r| r.attempts).unwrap_or(0),
+        ))
     }
 
     async fn stored_outcome(&self, record: &RunRecord) -> Result<RunOutcome> {
@@ -287,11 +354,19 @@ impl Engine {
         })
     }
 
-    fn new_run_state(&self, record: &RunRecord, context: &RunContext, done: watch::Sender<Option<RunOutcome>>, recovering: bool) -> RunState {
+    fn new_run_state(
+        &self,
+        record: &RunRecord,
+        context: &RunContext,
+        done: watch::Sender<Option<RunOutcome>>,
+        recovering: bool,
+    ) -> RunState {
         RunState {
             id: record.id,
             name: record.name.clone(),
-            limit: context.max_action_concurrency.map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            limit: context
+                .max_action_concurrency
+                .map(|n| Arc::new(Semaphore::new(n.max(1)))),
             recovering,
             live: Mutex::new(HashMap::new()),
             counters: Counters::default(),
@@ -300,13 +375,37 @@ impl Engine {
         }
     }
 
-    fn launch(&self, record: RunRecord, def: &'static TaskDef, inputs: Arc<[u8]>, context: &RunContext, recovering: bool, base_attempt: u32) -> RunHandle {
+    fn launch(
+        &self,
+        record: RunRecord,
+        def: &'static TaskDef,
+        inputs: Arc<[u8]>,
+        context: &RunContext,
+        recovering: bool,
+        base_attempt: u32,
+    ) -> RunHandle {
         let (done, _) = watch::channel(None);
         let run = Arc::new(self.new_run_state(&record, context, done, recovering));
         self.inner.runs.lock().insert(run.id, run.clone());
         run.counters.created.fetch_add(1, Ordering::Relaxed);
-        run.live.lock().insert(ActionId::ROOT, LiveAction { waiters: Vec::new(), abort: None, finishing: false });
-        let task = tokio::spawn(self.clone().run_action(run.clone(), ActionId::ROOT, ActionId::ROOT, def, inputs, None, base_attempt, false));
+        run.live.lock().insert(
+            ActionId::ROOT,
+            LiveAction {
+                waiters: Vec::new(),
+                abort: None,
+                finishing: false,
+            },
+        );
+        let task = tokio::spawn(self.clone().run_action(
+            run.clone(),
+            ActionId::ROOT,
+            ActionId::ROOT,
+            def,
+            inputs,
+            None,
+            base_attempt,
+            false,
+        ));
         if let Some(a) = run.live.lock().get_mut(&ActionId::ROOT) {
             a.abort = Some(task.abort_handle());
         }
@@ -316,7 +415,13 @@ impl Engine {
     /// Aborts a run driven by this process: cancels every live action and records the run as
     /// aborted. Returns false if this process does not drive the run.
     pub fn abort_local(&self, run_name: &str) -> bool {
-        let run = self.inner.runs.lock().values().find(|r| r.name == run_name).cloned();
+        let run = self
+            .inner
+            .runs
+            .lock()
+            .values()
+            .find(|r| r.name == run_name)
+            .cloned();
         let Some(run) = run else { return false };
         self.abort_run_state(&run);
         true
@@ -326,17 +431,41 @@ impl Engine {
         if run.aborted.swap(true, Ordering::AcqRel) {
             return;
         }
-        let aborted: Vec<_> = run.live.lock().drain().filter_map(|(_, a)| a.abort).collect();
+        let aborted: Vec<_> = run
+            .live
+            .lock()
+            .drain()
+            .filter_map(|(_, a)| a.abort)
+            .collect();
         for h in aborted {
             h.abort();
         }
         let now = now_us();
-        let failure = Failure { action_id: "a0".into(), task: String::new(), kind: ErrorKind::Cancelled, message: "the run was aborted".into(), chain: vec![] };
-        self.inner.store.write(WriteOp::CancelLiveActions { run: run.id, error: failure, ended_at: now }, None);
+        let failure = Failure {
+            action_id: "a0".into(),
+            task: String::new(),
+            kind: ErrorKind::Cancelled,
+            message: "the run was aborted".into(),
+            chain: vec![],
+        };
+        self.inner.store.write(
+            WriteOp::CancelLiveActions {
+                run: run.id,
+                error: failure,
+                ended_at: now,
+            },
+            None,
+        );
         let state = run.clone();
         let engine = self.clone();
         self.inner.store.write(
-            WriteOp::FinishRun { run: run.id, status: RunStatus::Aborted, output: None, error: None, ended_at: now },
+            WriteOp::FinishRun {
+                run: run.id,
+                status: RunStatus::Aborted,
+                output: None,
+                error: None,
+                ended_at: now,
+            },
             Some(Box::new(move |_| {
                 state.done.send_replace(Some(RunOutcome::Aborted));
                 engine.inner.runs.lock().remove(&state.id);
@@ -348,29 +477,75 @@ impl Engine {
     /// process through the store, which it polls).
     pub fn abort_stored(&self, record: &RunRecord) {
         let now = now_us();
-        let failure = Failure { action_id: "a0".into(), task: record.task.clone(), kind: ErrorKind::Cancelled, message: "the run was aborted".into(), chain: vec![] };
-        self.inner.store.write(WriteOp::CancelLiveActions { run: record.id, error: failure, ended_at: now }, None);
-        self.inner.store.write(WriteOp::FinishRun { run: record.id, status: RunStatus::Aborted, output: None, error: None, ended_at: now }, None);
+        let failure = Failure {
+            action_id: "a0".into(),
+            task: record.task.clone(),
+            kind: ErrorKind::Cancelled,
+            message: "the run was aborted".into(),
+            chain: vec![],
+        };
+        self.inner.store.write(
+            WriteOp::CancelLiveActions {
+                run: record.id,
+                error: failure,
+                ended_at: now,
+            },
+            None,
+        );
+        self.inner.store.write(
+            WriteOp::FinishRun {
+                run: record.id,
+                status: RunStatus::Aborted,
+                output: None,
+                error: None,
+                ended_at: now,
+            },
+            None,
+        );
     }
 
-    pub(crate) async fn submit_child(self, ctx: &TaskCtx, def: &'static TaskDef, inputs: Vec<u8>, group: Option<String>) -> Result<Arc<[u8]>> {
+    pub(crate) async fn submit_child(
+        self,
+        ctx: &TaskCtx,
+        def: &'static TaskDef,
+        inputs: Vec<u8>,
+        group: Option<String>,
+    ) -> Result<Arc<[u8]>> {
         Self::check_inline(def, "the inputs", inputs.len())?;
         let hash = inputs_hash(&inputs);
         let seq = ctx.next_seq(def.full_name(), hash, &group);
-        let key = CallKey { task: def.full_name().to_string(), inputs_hash: hash, seq, group };
+        let key = CallKey {
+            task: def.full_name().to_string(),
+            inputs_hash: hash,
+            seq,
+            group,
+        };
         let id = ActionId::derive(ctx.action, &key);
         let run = ctx.run.clone();
         let check_store = run.recovering || ctx.attempt > 1;
-        let attach = self.attach_or_start(&run, id, ctx.action, def, inputs, key.group, check_store).await?;
+        let attach = self
+            .attach_or_start(&run, id, ctx.action, def, inputs, key.group, check_store)
+            .await?;
         let mut pending = match attach {
             Attach::Ready(outcome) => return outcome.map_err(Error::from_child),
-            Attach::Wait(rx) => Pending { rx: Some(rx), guard: CancelOnDrop { engine: self, run, id, armed: true } },
+            Attach::Wait(rx) => Pending {
+                rx: Some(rx),
+                guard: CancelOnDrop {
+                    engine: self,
+                    run,
+                    id,
+                    armed: true,
+                },
+            },
         };
         let outcome = pending.rx.as_mut().expect("receiver present").await;
         pending.guard.armed = false;
         match outcome {
             Ok(o) => o.map_err(Error::from_child),
-            Err(_) => Err(Error::with_kind(ErrorKind::Cancelled, format!("action {id} ({}) was cancelled", def.full_name()))),
+            Err(_) => Err(Error::with_kind(
+                ErrorKind::Cancelled,
+                format!("action {id} ({}) was cancelled", def.full_name()),
+            )),
         }
     }
 
@@ -391,7 +566,13 @@ impl Engine {
             return Ok(Attach::Wait(rx));
         }
         let mut base_attempt = 0;
-        if check_store && let Some(rec) = self.inner.store.action(run.id, id).map_err(|e| Error::with_kind(ErrorKind::System, e))? {
+        if check_store
+            && let Some(rec) = self
+                .inner
+                .store
+                .action(run.id, id)
+                .map_err(|e| Error::with_kind(ErrorKind::System, e))?
+        {
             match rec.status {
                 ActionStatus::Succeeded => {
                     if let Some(out) = &rec.output {
@@ -412,16 +593,35 @@ impl Engine {
         {
             let mut live = run.live.lock();
             if run.aborted.load(Ordering::Acquire) {
-                return Err(Error::with_kind(ErrorKind::Cancelled, "the run was aborted"));
+                return Err(Error::with_kind(
+                    ErrorKind::Cancelled,
+                    "the run was aborted",
+                ));
             }
             if let Some(a) = live.get_mut(&id) {
                 a.waiters.push(tx);
                 return Ok(Attach::Wait(rx));
             }
-            live.insert(id, LiveAction { waiters: vec![tx], abort: None, finishing: false });
+            live.insert(
+                id,
+                LiveAction {
+                    waiters: vec![tx],
+                    abort: None,
+                    finishing: false,
+                },
+            );
         }
         run.counters.created.fetch_add(1, Ordering::Relaxed);
-        let task = tokio::spawn(self.clone().run_action(run.clone(), id, parent, def, Arc::from(inputs), group, base_attempt, true));
+        let task = tokio::spawn(self.clone().run_action(
+            run.clone(),
+            id,
+            parent,
+            def,
+            Arc::from(inputs),
+            group,
+            base_attempt,
+            true,
+        ));
         if let Some(a) = run.live.lock().get_mut(&id) {
             a.abort = Some(task.abort_handle());
         }
@@ -432,7 +632,9 @@ impl Engine {
         let handle = {
             let mut live = run.live.lock();
             match live.get(&id) {
-                Some(a) if !a.finishing && a.waiters.iter().all(|w| w.is_closed()) => live.remove(&id).and_then(|a| a.abort),
+                Some(a) if !a.finishing && a.waiters.iter().all(|w| w.is_closed()) => {
+                    live.remove(&id).and_then(|a| a.abort)
+                }
                 _ => return,
             }
         };
@@ -448,7 +650,15 @@ impl Engine {
             chain: vec![],
         };
         self.inner.store.write(
-            WriteOp::FinishAction { run: run.id, id, status: ActionStatus::Cancelled, output: None, error: Some(failure), cache_hit: false, ended_at: now_us() },
+            WriteOp::FinishAction {
+                run: run.id,
+                id,
+                status: ActionStatus::Cancelled,
+                output: None,
+                error: Some(failure),
+                cache_hit: false,
+                ended_at: now_us(),
+            },
             None,
         );
     }
@@ -468,12 +678,32 @@ impl Engine {
         let queued = Instant::now();
         let store = &self.inner.store;
         if insert {
-            let payload = match self.store_payload(format!("{}/{id}/inputs", run.name), &inputs).await {
+            let payload = match self
+                .store_payload(format!("{}/{id}/inputs", run.name), &inputs)
+                .await
+            {
                 Ok(p) => p,
-                Err(e) => return self.finish(&run, id, def, Err(e.to_failure(id.to_string(), def.full_name().into())), 0),
+                Err(e) => {
+                    return self.finish(
+                        &run,
+                        id,
+                        def,
+                        Err(e.to_failure(id.to_string(), def.full_name().into())),
+                        0,
+                    );
+                }
             };
             store.write(
-                WriteOp::InsertAction { run: run.id, id, parent, task: def.full_name().to_string(), group, kind: ActionKind::Task, inputs: payload, queued_at: now_us() },
+                WriteOp::InsertAction {
+                    run: run.id,
+                    id,
+                    parent,
+                    task: def.full_name().to_string(),
+                    group,
+                    kind: ActionKind::Task,
+                    inputs: payload,
+                    queued_at: now_us(),
+                },
                 None,
             );
         }
@@ -491,8 +721,20 @@ impl Engine {
             match waited {
                 Some(Ok(p)) => permit = Some(p),
                 _ => {
-                    let e = Error::with_kind(ErrorKind::Deadline, format!("task {} waited in the queue longer than its max_queued time", def.full_name()));
-                    return self.finish(&run, id, def, Err(e.to_failure(id.to_string(), def.full_name().into())), base_attempt);
+                    let e = Error::with_kind(
+                        ErrorKind::Deadline,
+                        format!(
+                            "task {} waited in the queue longer than its max_queued time",
+                            def.full_name()
+                        ),
+                    );
+                    return self.finish(
+                        &run,
+                        id,
+                        def,
+                        Err(e.to_failure(id.to_string(), def.full_name().into())),
+                        base_attempt,
+                    );
                 }
             }
         }
@@ -501,10 +743,26 @@ impl Engine {
         loop {
             attempt += 1;
             let started = now_us();
-            store.write(WriteOp::StartAttempt { run: run.id, id, attempt, started_at: started }, None);
+            store.write(
+                WriteOp::StartAttempt {
+                    run: run.id,
+                    id,
+                    attempt,
+                    started_at: started,
+                },
+                None,
+            );
             run.counters.running.fetch_add(1, Ordering::Relaxed);
-            let ctx = Arc::new(TaskCtx::new(self.clone(), run.clone(), id, attempt, permit.take()));
-            let body = std::panic::AssertUnwindSafe(ctx.clone().scope((def.invoke)(inputs.clone()))).catch_unwind();
+            let ctx = Arc::new(TaskCtx::new(
+                self.clone(),
+                run.clone(),
+                id,
+                attempt,
+                permit.take(),
+            ));
+            let body =
+                std::panic::AssertUnwindSafe(ctx.clone().scope((def.invoke)(inputs.clone())))
+                    .catch_unwind();
             let limit = match (timeouts.max_runtime, deadline) {
                 (Some(rt), Some(dl)) => Some(rt.min(dl.saturating_duration_since(Instant::now()))),
                 (Some(rt), None) => Some(rt),
@@ -516,27 +774,64 @@ impl Engine {
                     Ok(r) => flatten_panic(r),
                     Err(_) => {
                         let past_deadline = deadline.is_some_and(|dl| Instant::now() >= dl);
-                        let (kind, what) = if past_deadline { (ErrorKind::Deadline, "its overall deadline") } else { (ErrorKind::Timeout, "its max runtime") };
-                        Err(Error::with_kind(kind, format!("attempt {attempt} of task {} ran past {what} of {:?}", def.full_name(), limit)))
+                        let (kind, what) = if past_deadline {
+                            (ErrorKind::Deadline, "its overall deadline")
+                        } else {
+                            (ErrorKind::Timeout, "its max runtime")
+                        };
+                        Err(Error::with_kind(
+                            kind,
+                            format!(
+                                "attempt {attempt} of task {} ran past {what} of {:?}",
+                                def.full_name(),
+                                limit
+                            ),
+                        ))
                     }
                 },
                 None => flatten_panic(body.await),
             };
             run.counters.running.fetch_sub(1, Ordering::Relaxed);
-            permit = Arc::try_unwrap(ctx).ok().and_then(|c| c.permit.into_inner());
-            let result = result.and_then(|out| Self::check_inline(def, "the output", out.len()).map(|_| out));
+            permit = Arc::try_unwrap(ctx)
+                .ok()
+                .and_then(|c| c.permit.into_inner());
+            let result = result
+                .and_then(|out| Self::check_inline(def, "the output", out.len()).map(|_| out));
             match result {
                 Ok(out) => {
-                    let payload = match self.store_payload(format!("{}/{id}/{attempt}/outputs", run.name), &out).await {
+                    let payload = match self
+                        .store_payload(format!("{}/{id}/{attempt}/outputs", run.name), &out)
+                        .await
+                    {
                         Ok(p) => p,
-                        Err(e) => return self.finish(&run, id, def, Err(e.to_failure(id.to_string(), def.full_name().into())), attempt),
+                        Err(e) => {
+                            return self.finish(
+                                &run,
+                                id,
+                                def,
+                                Err(e.to_failure(id.to_string(), def.full_name().into())),
+                                attempt,
+                            );
+                        }
                     };
                     return self.finish(&run, id, def, Ok((payload, Arc::from(out))), attempt);
                 }
                 Err(e) => {
                     let failure = e.to_failure(id.to_string(), def.full_name().into());
                     let ended = now_us();
-                    store.write(WriteOp::FailAttempt { run: run.id, id, attempt: AttemptRecord { attempt, started_at: started, ended_at: ended, error: failure.clone() } }, None);
+                    store.write(
+                        WriteOp::FailAttempt {
+                            run: run.id,
+                            id,
+                            attempt: AttemptRecord {
+                                attempt,
+                                started_at: started,
+                                ended_at: ended,
+                                error: failure.clone(),
+                            },
+                        },
+                        None,
+                    );
                     let delay = retry.delay(retries_used);
                     let in_time = deadline.is_none_or(|dl| Instant::now() + delay < dl);
                     if e.is_retryable() && retries_used < retry.retries && in_time {
@@ -553,7 +848,14 @@ impl Engine {
         }
     }
 
-    fn finish(&self, run: &Arc<RunState>, id: ActionId, def: &'static TaskDef, outcome: std::result::Result<(Payload, Arc<[u8]>), Failure>, _attempt: u32) {
+    fn finish(
+        &self,
+        run: &Arc<RunState>,
+        id: ActionId,
+        def: &'static TaskDef,
+        outcome: std::result::Result<(Payload, Arc<[u8]>), Failure>,
+        _attempt: u32,
+    ) {
         {
             let mut live = run.live.lock();
             match live.get_mut(&id) {
@@ -569,7 +871,11 @@ impl Engine {
         let is_root = id == ActionId::ROOT;
         let run_write = is_root.then(|| WriteOp::FinishRun {
             run: run.id,
-            status: if status == ActionStatus::Succeeded { RunStatus::Succeeded } else { RunStatus::Failed },
+            status: if status == ActionStatus::Succeeded {
+                RunStatus::Succeeded
+            } else {
+                RunStatus::Failed
+            },
             output: output.clone(),
             error: error.clone(),
             ended_at: ended,
@@ -579,7 +885,13 @@ impl Engine {
         let ack: weir_store::Ack = Box::new(move |committed| {
             let delivered = match committed {
                 Ok(()) => delivered,
-                Err(e) => Err(Failure { action_id: id.to_string(), task: def.full_name().into(), kind: ErrorKind::System, message: format!("could not persist the result: {e}"), chain: vec![] }),
+                Err(e) => Err(Failure {
+                    action_id: id.to_string(),
+                    task: def.full_name().into(),
+                    kind: ErrorKind::System,
+                    message: format!("could not persist the result: {e}"),
+                    chain: vec![],
+                }),
             };
             if delivered.is_ok() {
                 state.counters.succeeded.fetch_add(1, Ordering::Relaxed);
@@ -601,7 +913,15 @@ impl Engine {
                 }
             }
         });
-        let finish = WriteOp::FinishAction { run: run.id, id, status, output, error, cache_hit: false, ended_at: ended };
+        let finish = WriteOp::FinishAction {
+            run: run.id,
+            id,
+            status,
+            output,
+            error,
+            cache_hit: false,
+            ended_at: ended,
+        };
         match run_write {
             Some(rw) => {
                 self.inner.store.write(finish, None);
@@ -629,7 +949,10 @@ fn flatten_panic(r: std::thread::Result<Result<Vec<u8>>>) -> Result<Vec<u8>> {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic payload".into());
-            Err(Error::with_kind(ErrorKind::Panic, format!("task panicked: {msg}")))
+            Err(Error::with_kind(
+                ErrorKind::Panic,
+                format!("task panicked: {msg}"),
+            ))
         }
     }
 }

@@ -37,13 +37,25 @@ impl Error {
 
     /// An error of a given kind.
     pub fn with_kind(kind: ErrorKind, message: impl std::fmt::Display) -> Error {
-        Error { inner: Box::new(Inner { kind, message: message.to_string(), chain: Vec::new(), child: None }) }
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                message: message.to_string(),
+                chain: Vec::new(),
+                child: None,
+            }),
+        }
     }
 
     /// The error of a failed child action.
     pub fn from_child(failure: Failure) -> Error {
         Error {
-            inner: Box::new(Inner { kind: ErrorKind::ChildFailed, message: failure.to_string(), chain: Vec::new(), child: Some(failure) }),
+            inner: Box::new(Inner {
+                kind: ErrorKind::ChildFailed,
+                message: failure.to_string(),
+                chain: Vec::new(),
+                child: Some(failure),
+            }),
         }
     }
 
@@ -78,7 +90,13 @@ impl Error {
 
     /// The failure record of this error for the action it ended.
     pub fn to_failure(&self, action_id: String, task: String) -> Failure {
-        Failure { action_id, task, kind: self.inner.kind, message: self.inner.message.clone(), chain: self.inner.chain.clone() }
+        Failure {
+            action_id,
+            task,
+            kind: self.inner.kind,
+            message: self.inner.message.clone(),
+            chain: self.inner.chain.clone(),
+        }
     }
 
     /// Marks this error as not to be retried, keeping its message.
@@ -96,7 +114,14 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
             chain.push(s.to_string());
             source = s.source();
         }
-        Error { inner: Box::new(Inner { kind: ErrorKind::User, message: e.to_string(), chain, child: None }) }
+        Error {
+            inner: Box::new(Inner {
+                kind: ErrorKind::User,
+                message: e.to_string(),
+                chain,
+                child: None,
+            }),
+        }
     }
 }
 
@@ -151,10 +176,19 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::User);
         assert!(e.is_retryable());
         assert_eq!(e.to_string(), "disk on fire");
-        let child = Failure { action_id: "ab".into(), task: "env.t".into(), kind: ErrorKind::NonRecoverable, message: "bad".into(), chain: vec![] };
+        let child = Failure {
+            action_id: "ab".into(),
+            task: "env.t".into(),
+            kind: ErrorKind::NonRecoverable,
+            message: "bad".into(),
+            chain: vec![],
+        };
         let e = Error::from_child(child.clone());
         assert_eq!(e.child(), Some(&child));
-        assert!(!e.is_retryable(), "a non-recoverable child is not retried through its parent");
+        assert!(
+            !e.is_retryable(),
+            "a non-recoverable child is not retried through its parent"
+        );
         let any: anyhow::Error = Error::non_recoverable("stop").into();
         assert_eq!(any.to_string(), "stop");
     }

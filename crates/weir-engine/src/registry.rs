@@ -56,7 +56,9 @@ pub struct Resolved {
 
 impl std::fmt::Debug for TaskDef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskDef").field("name", &self.full_name()).finish()
+        f.debug_struct("TaskDef")
+            .field("name", &self.full_name())
+            .finish()
     }
 }
 
@@ -146,12 +148,20 @@ pub fn find_task(name: &str) -> Result<&'static TaskDef, LookupError> {
             known.sort();
             Err(LookupError::Unknown {
                 name: name.to_string(),
-                known: if known.is_empty() { "(none in this binary)".into() } else { known.join(", ") },
+                known: if known.is_empty() {
+                    "(none in this binary)".into()
+                } else {
+                    known.join(", ")
+                },
             })
         }
         _ => Err(LookupError::Ambiguous {
             name: name.to_string(),
-            candidates: matches.iter().map(|d| d.full_name().to_string()).collect::<Vec<_>>().join(", "),
+            candidates: matches
+                .iter()
+                .map(|d| d.full_name().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
     }
 }

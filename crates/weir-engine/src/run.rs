@@ -125,7 +125,9 @@ pub struct RunHandle {
 
 impl std::fmt::Debug for RunHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunHandle").field("name", &self.run.name()).finish()
+        f.debug_struct("RunHandle")
+            .field("name", &self.run.name())
+            .finish()
     }
 }
 
@@ -170,7 +172,10 @@ impl RunHandle {
                 return match outcome {
                     RunOutcome::Succeeded(b) => Ok(b),
                     RunOutcome::Failed(f) => Err(Error::from_child(f)),
-                    RunOutcome::Aborted => Err(Error::with_kind(ErrorKind::Cancelled, format!("run {} was aborted", self.name()))),
+                    RunOutcome::Aborted => Err(Error::with_kind(
+                        ErrorKind::Cancelled,
+                        format!("run {} was aborted", self.name()),
+                    )),
                 };
             }
             tokio::select! {
@@ -191,12 +196,23 @@ impl RunHandle {
     /// Waits and decodes the output as `O`.
     pub async fn wait_as<O: DeserializeOwned>(&self) -> Result<O> {
         let bytes = self.wait_raw().await?;
-        codec::decode(&bytes).map_err(|e| Error::with_kind(ErrorKind::Codec, format!("the output of run {} does not decode as the expected type: {e}", self.name())))
+        codec::decode(&bytes).map_err(|e| {
+            Error::with_kind(
+                ErrorKind::Codec,
+                format!(
+                    "the output of run {} does not decode as the expected type: {e}",
+                    self.name()
+                ),
+            )
+        })
     }
 
     /// A typed view.
     pub fn typed<O: DeserializeOwned>(self) -> Run<O> {
-        Run { handle: self, _output: PhantomData }
+        Run {
+            handle: self,
+            _output: PhantomData,
+        }
     }
 }
 

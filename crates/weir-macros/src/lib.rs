@@ -45,7 +45,9 @@ struct Settings {
 
 fn lit_str(e: &Expr) -> Option<&syn::LitStr> {
     match e {
-        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Some(s),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Some(s),
         _ => None,
     }
 }
@@ -57,13 +59,17 @@ fn parse_duration_ms(s: &str) -> Result<u64, String> {
         return Err("empty duration".into());
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("expected a number at {rest:?}"));
         }
         let n: u64 = rest[..digits].parse().map_err(|e| format!("{e}"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let mult = match &rest[..unit_len] {
             "ms" => 1,
             "s" => 1000,
@@ -81,7 +87,9 @@ fn parse_duration_ms(s: &str) -> Result<u64, String> {
 fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: u64 = s[..digits].parse().map_err(|_| "expected a number".to_string())?;
+    let n: u64 = s[..digits]
+        .parse()
+        .map_err(|_| "expected a number".to_string())?;
     let mult = match s[digits..].trim() {
         "" | "B" => 1,
         "KiB" | "Ki" => 1 << 10,
@@ -90,41 +98,68 @@ fn parse_size(s: &str) -> Result<u64, String> {
         "KB" | "K" => 1_000,
         "MB" | "M" => 1_000_000,
         "GB" | "G" => 1_000_000_000,
-        u => return Err(format!("unknown unit {u:?} (use B, KiB, MiB, GiB, KB, MB, GB)")),
+        u => {
+            return Err(format!(
+                "unknown unit {u:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
     };
     Ok(n * mult)
 }
 
 fn parse_settings(attr: TokenStream2) -> syn::Result<Settings> {
     let args = Punctuated::<MetaNameValue, Token![,]>::parse_terminated.parse2(attr)?;
-    let mut s = Settings { env: None, retries: None, timeout: None, max_inline_io: None, cache: None, short_name: None };
+    let mut s = Settings {
+        env: None,
+        retries: None,
+        timeout: None,
+        max_inline_io: None,
+        cache: None,
+        short_name: None,
+    };
     for nv in args {
-        let key = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+        let key = nv
+            .path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
         let v = &nv.value;
         match key.as_str() {
             "env" => s.env = Some(v.clone()),
             "retries" => {
                 s.retries = Some(match v {
-                    Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Int(i), ..
+                    }) => {
                         let n: u32 = i.base10_parse()?;
                         quote!(::weir::__private::spec::RetryPolicy::retries(#n))
                     }
-                    e => quote!(::core::convert::Into::<::weir::__private::spec::RetryPolicy>::into(#e)),
+                    e => {
+                        quote!(::core::convert::Into::<::weir::__private::spec::RetryPolicy>::into(#e))
+                    }
                 })
             }
             "timeout" => {
                 s.timeout = Some(match lit_str(v) {
                     Some(l) => {
-                        let ms = parse_duration_ms(&l.value()).map_err(|e| syn::Error::new(l.span(), format!("invalid timeout: {e}")))?;
+                        let ms = parse_duration_ms(&l.value()).map_err(|e| {
+                            syn::Error::new(l.span(), format!("invalid timeout: {e}"))
+                        })?;
                         quote!(::weir::__private::spec::Timeouts::new().max_runtime(::std::time::Duration::from_millis(#ms)))
                     }
-                    None => quote!(::core::convert::Into::<::weir::__private::spec::Timeouts>::into(#v)),
+                    None => {
+                        quote!(::core::convert::Into::<::weir::__private::spec::Timeouts>::into(#v))
+                    }
                 })
             }
             "max_inline_io" => {
                 s.max_inline_io = Some(match v {
-                    Expr::Lit(ExprLit { lit: Lit::Str(l), .. }) => {
-                        let n = parse_size(&l.value()).map_err(|e| syn::Error::new(l.span(), format!("invalid max_inline_io: {e}")))?;
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Str(l), ..
+                    }) => {
+                        let n = parse_size(&l.value()).map_err(|e| {
+                            syn::Error::new(l.span(), format!("invalid max_inline_io: {e}"))
+                        })?;
                         quote!(#n)
                     }
                     e => quote!((#e) as u64),
@@ -133,11 +168,19 @@ fn parse_settings(attr: TokenStream2) -> syn::Result<Settings> {
             "cache" => {
                 s.cache = Some(match lit_str(v) {
                     Some(l) => quote!(::weir::__private::spec::CachePolicy::from(#l)),
-                    None => quote!(::core::convert::Into::<::weir::__private::spec::CachePolicy>::into(#v)),
+                    None => {
+                        quote!(::core::convert::Into::<::weir::__private::spec::CachePolicy>::into(#v))
+                    }
                 })
             }
             "short_name" => {
-                s.short_name = Some(lit_str(v).ok_or_else(|| syn::Error::new(v.span(), "short_name must be a string literal"))?.value())
+                s.short_name = Some(
+                    lit_str(v)
+                        .ok_or_else(|| {
+                            syn::Error::new(v.span(), "short_name must be a string literal")
+                        })?
+                        .value(),
+                )
             }
             _ => {
                 return Err(syn::Error::new(
@@ -173,10 +216,16 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
     let func: ItemFn = syn::parse2(item)?;
     let sig = &func.sig;
     if sig.asyncness.is_none() {
-        return Err(syn::Error::new(sig.fn_token.span(), "#[weir::task] functions must be `async fn`"));
+        return Err(syn::Error::new(
+            sig.fn_token.span(),
+            "#[weir::task] functions must be `async fn`",
+        ));
     }
     if !sig.generics.params.is_empty() {
-        return Err(syn::Error::new(sig.generics.span(), "#[weir::task] functions cannot be generic: a task has one concrete interface"));
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "#[weir::task] functions cannot be generic: a task has one concrete interface",
+        ));
     }
     let name = &sig.ident;
     let name_str = name.to_string();
@@ -190,13 +239,24 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
     let mut arg_types = Vec::new();
     for input in &sig.inputs {
         match input {
-            FnArg::Receiver(r) => return Err(syn::Error::new(r.span(), "#[weir::task] cannot be a method; make it a free async function")),
+            FnArg::Receiver(r) => {
+                return Err(syn::Error::new(
+                    r.span(),
+                    "#[weir::task] cannot be a method; make it a free async function",
+                ));
+            }
             FnArg::Typed(pt) => {
                 let Pat::Ident(id) = pt.pat.as_ref() else {
-                    return Err(syn::Error::new(pt.pat.span(), "#[weir::task] parameters must be plain names (they become input names)"));
+                    return Err(syn::Error::new(
+                        pt.pat.span(),
+                        "#[weir::task] parameters must be plain names (they become input names)",
+                    ));
                 };
                 if let Type::Reference(r) = pt.ty.as_ref() {
-                    return Err(syn::Error::new(r.span(), "#[weir::task] parameters must be owned values (serde types), not references"));
+                    return Err(syn::Error::new(
+                        r.span(),
+                        "#[weir::task] parameters must be owned values (serde types), not references",
+                    ));
                 }
                 arg_names.push(id.ident.clone());
                 arg_types.push((*pt.ty).clone());
@@ -212,8 +272,12 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
         Some(e) => quote_spanned!(e.span()=> ::weir::__private::env_ref(&#e)),
         None => quote!(::weir::__private::default_env()),
     };
-    let retry = settings.retries.unwrap_or_else(|| quote!(::core::default::Default::default()));
-    let timeouts = settings.timeout.unwrap_or_else(|| quote!(::core::default::Default::default()));
+    let retry = settings
+        .retries
+        .unwrap_or_else(|| quote!(::core::default::Default::default()));
+    let timeouts = settings
+        .timeout
+        .unwrap_or_else(|| quote!(::core::default::Default::default()));
     let inline = match settings.max_inline_io {
         Some(t) => quote!(::core::option::Option::Some(#t)),
         None => quote!(::core::option::Option::None),
@@ -236,7 +300,9 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
             ::weir::__private::assert_serde::<#ty>();
         }
     });
-    let fn_doc = format!("Calls task `{name_str}`: awaited inside a task it runs as a child action, outside a run it runs directly.");
+    let fn_doc = format!(
+        "Calls task `{name_str}`: awaited inside a task it runs as a child action, outside a run it runs directly."
+    );
     let _ = Span::call_site();
 
     Ok(quote! {

@@ -36,10 +36,14 @@ pub enum Error {
         source: rusqlite::Error,
     },
     /// There is no weir state at the given directory.
-    #[error("no weir state in {0} (nothing has run there yet; pass --state-dir to point elsewhere)")]
+    #[error(
+        "no weir state in {0} (nothing has run there yet; pass --state-dir to point elsewhere)"
+    )]
     NoState(String),
     /// The database was written by a newer weir.
-    #[error("state database {path} has schema version {found}, newer than this weir supports ({supported}); upgrade weir")]
+    #[error(
+        "state database {path} has schema version {found}, newer than this weir supports ({supported}); upgrade weir"
+    )]
     NewerSchema {
         /// The database file.
         path: String,

@@ -61,9 +61,14 @@ impl RunStatus {
     }
     /// Parses [`RunStatus::as_str`].
     pub fn parse(s: &str) -> Option<RunStatus> {
-        [RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed, RunStatus::Aborted]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        [
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Aborted,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
     /// Whether the run is over.
     pub fn is_terminal(self) -> bool {
@@ -154,7 +159,10 @@ pub struct Page {
 
 impl Default for Page {
     fn default() -> Self {
-        Page { offset: 0, limit: 1000 }
+        Page {
+            offset: 0,
+            limit: 1000,
+        }
     }
 }
 

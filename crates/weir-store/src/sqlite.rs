@@ -48,7 +48,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { fsync: false, max_batch: 20_000 }
+        StoreOptions {
+            fsync: false,
+            max_batch: 20_000,
+        }
     }
 }
 
@@ -67,13 +70,18 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
 fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + use<> {
     let path = path.display().to_string();
-    move |source| Error::Sqlite { path: path.clone(), source }
+    move |source| Error::Sqlite {
+        path: path.clone(),
+        source,
+    }
 }
 
 impl SqliteStore {
@@ -84,14 +92,19 @@ impl SqliteStore {
 
     /// Opens (creating if needed) the store in `state_dir`.
     pub fn open(state_dir: &Path, options: StoreOptions) -> Result<SqliteStore> {
-        std::fs::create_dir_all(state_dir).map_err(|e| Error::Corrupt(format!("cannot create {}: {e}", state_dir.display())))?;
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| Error::Corrupt(format!("cannot create {}: {e}", state_dir.display())))?;
         let path = Self::db_path(state_dir);
         let e = sql_err(&path);
         let conn = Connection::open(&path).map_err(&e)?;
         configure(&conn, options.fsync).map_err(&e)?;
         check_version(&conn, &path)?;
         conn.execute_batch(SCHEMA).map_err(&e)?;
-        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?1)", [SCHEMA_VERSION]).map_err(&e)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?1)",
+            [SCHEMA_VERSION],
+        )
+        .map_err(&e)?;
         let writer_conn = Connection::open(&path).map_err(&e)?;
         configure(&writer_conn, options.fsync).map_err(&e)?;
         let (tx, rx) = mpsc::channel();
@@ -100,7 +113,12 @@ impl SqliteStore {
             .name("weir-store-writer".into())
             .spawn(move || writer_loop(writer_conn, wpath, rx, options.max_batch))
             .map_err(|e| Error::Corrupt(format!("cannot start writer thread: {e}")))?;
-        Ok(SqliteStore { path, tx: Mutex::new(Some(tx)), reader: Mutex::new(conn), writer: Mutex::new(Some(handle)) })
+        Ok(SqliteStore {
+            path,
+            tx: Mutex::new(Some(tx)),
+            reader: Mutex::new(conn),
+            writer: Mutex::new(Some(handle)),
+        })
     }
 
     /// Opens an existing store for reading only; fails with [`Error::NoState`] if there is none.
@@ -111,10 +129,20 @@ impl SqliteStore {
             return Err(Error::NoState(state_dir.display().to_string()));
         }
         let e = sql_err(&path);
-        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(&e)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(&e)?;
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(&e)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(&e)?;
         check_version(&conn, &path)?;
-        Ok(SqliteStore { path, tx: Mutex::new(None), reader: Mutex::new(conn), writer: Mutex::new(None) })
+        Ok(SqliteStore {
+            path,
+            tx: Mutex::new(None),
+            reader: Mutex::new(conn),
+            writer: Mutex::new(None),
+        })
     }
 
     /// The database file.
@@ -156,18 +184,30 @@ fn configure(conn: &Connection, fsync: bool) -> rusqlite::Result<()> {
 
 fn check_version(conn: &Connection, path: &Path) -> Result<()> {
     let has_meta: bool = conn
-        .query_row("SELECT count(*) FROM sqlite_master WHERE name='meta'", [], |r| r.get::<_, i64>(0))
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name='meta'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
         .map_err(sql_err(path))?
         > 0;
     if !has_meta {
         return Ok(());
     }
     let found: Option<i64> = conn
-        .query_row("SELECT value FROM meta WHERE key='schema_version'", [], |r| r.get(0))
+        .query_row(
+            "SELECT value FROM meta WHERE key='schema_version'",
+            [],
+            |r| r.get(0),
+        )
         .optional()
         .map_err(sql_err(path))?;
     match found {
-        Some(v) if v > SCHEMA_VERSION => Err(Error::NewerSchema { path: path.display().to_string(), found: v, supported: SCHEMA_VERSION }),
+        Some(v) if v > SCHEMA_VERSION => Err(Error::NewerSchema {
+            path: path.display().to_string(),
+            found: v,
+            supported: SCHEMA_VERSION,
+        }),
         _ => Ok(()),
     }
 }
@@ -182,7 +222,12 @@ fn writer_loop(mut conn: Connection, path: PathBuf, rx: mpsc::Receiver<Cmd>, max
                 Err(_) => break,
             }
         }
-        let result = apply_batch(&mut conn, &batch).map_err(|source| Arc::new(Error::Sqlite { path: path.display().to_string(), source }));
+        let result = apply_batch(&mut conn, &batch).map_err(|source| {
+            Arc::new(Error::Sqlite {
+                path: path.display().to_string(),
+                source,
+            })
+        });
         if let Err(e) = &result {
             tracing::error!(error = %e, ops = batch.len(), "state commit failed");
         }
@@ -222,7 +267,10 @@ fn split_opt(p: &Option<Payload>) -> (Option<&[u8]>, Option<String>) {
 fn join(blob: Option<Vec<u8>>, reference: Option<String>) -> Option<Payload> {
     if let Some(r) = reference {
         let (size, path) = r.split_once(':')?;
-        return Some(Payload::Offloaded { path: path.to_string(), size: size.parse().ok()? });
+        return Some(Payload::Offloaded {
+            path: path.to_string(),
+            size: size.parse().ok()?,
+        });
     }
     blob.map(Payload::Inline)
 }
@@ -237,7 +285,16 @@ fn parse_failure(s: Option<String>) -> Option<Failure> {
 
 fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
     match op {
-        WriteOp::InsertAction { run, id, parent, task, group, kind, inputs, queued_at } => {
+        WriteOp::InsertAction {
+            run,
+            id,
+            parent,
+            task,
+            group,
+            kind,
+            inputs,
+            queued_at,
+        } => {
             let (blob, reference) = split(inputs);
             let mut st = tx.prepare_cached(
                 "INSERT INTO actions(run, id, parent, task, grp, kind, status, queued_at, inputs, inputs_ref)
@@ -258,9 +315,20 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
                 reference
             ])?;
         }
-        WriteOp::StartAttempt { run, id, attempt, started_at } => {
+        WriteOp::StartAttempt {
+            run,
+            id,
+            attempt,
+            started_at,
+        } => {
             let mut st = tx.prepare_cached("UPDATE actions SET status = ?3, attempts = ?4, started_at = ?5 WHERE run = ?1 AND id = ?2")?;
-            st.execute(params![run, id.as_i64(), ActionStatus::Running.code(), attempt, started_at])?;
+            st.execute(params![
+                run,
+                id.as_i64(),
+                ActionStatus::Running.code(),
+                attempt,
+                started_at
+            ])?;
         }
         WriteOp::FailAttempt { run, id, attempt } => {
             let mut st = tx.prepare_cached(
@@ -275,23 +343,57 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
                 serde_json::to_string(&attempt.error).unwrap_or_default()
             ])?;
         }
-        WriteOp::FinishAction { run, id, status, output, error, cache_hit, ended_at } => {
+        WriteOp::FinishAction {
+            run,
+            id,
+            status,
+            output,
+            error,
+            cache_hit,
+            ended_at,
+        } => {
             let (blob, reference) = split_opt(output);
             let mut st = tx.prepare_cached(
                 "UPDATE actions SET status = ?3, output = ?4, output_ref = ?5, error = ?6, cache_hit = ?7, ended_at = ?8
                  WHERE run = ?1 AND id = ?2",
             )?;
-            st.execute(params![run, id.as_i64(), status.code(), blob, reference, failure_json(error), *cache_hit as i64, ended_at])?;
+            st.execute(params![
+                run,
+                id.as_i64(),
+                status.code(),
+                blob,
+                reference,
+                failure_json(error),
+                *cache_hit as i64,
+                ended_at
+            ])?;
         }
-        WriteOp::FinishRun { run, status, output, error, ended_at } => {
+        WriteOp::FinishRun {
+            run,
+            status,
+            output,
+            error,
+            ended_at,
+        } => {
             let (blob, reference) = split_opt(output);
             let mut st = tx.prepare_cached("UPDATE runs SET status = ?2, output = ?3, output_ref = ?4, error = ?5, ended_at = ?6 WHERE id = ?1")?;
-            st.execute(params![run, status.as_str(), blob, reference, failure_json(error), ended_at])?;
+            st.execute(params![
+                run,
+                status.as_str(),
+                blob,
+                reference,
+                failure_json(error),
+                ended_at
+            ])?;
         }
         WriteOp::ClaimRun { run, owner_pid } => {
             tx.execute("UPDATE runs SET owner_pid = ?2, status = 'running', ended_at = NULL, error = NULL WHERE id = ?1", params![run, owner_pid])?;
         }
-        WriteOp::CancelLiveActions { run, error, ended_at } => {
+        WriteOp::CancelLiveActions {
+            run,
+            error,
+            ended_at,
+        } => {
             tx.execute(
                 "UPDATE actions SET status = ?2, error = ?3, ended_at = ?4 WHERE run = ?1 AND status IN (?5, ?6, ?7, ?8)",
                 params![
@@ -338,7 +440,11 @@ fn action_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ActionRecord> {
         parent: ActionId(row.get::<_, i64>(1)? as u64),
         task: row.get(2)?,
         group: row.get(3)?,
-        kind: if row.get::<_, i64>(4)? == 1 { ActionKind::Trace } else { ActionKind::Task },
+        kind: if row.get::<_, i64>(4)? == 1 {
+            ActionKind::Trace
+        } else {
+            ActionKind::Task
+        },
         status: ActionStatus::from_code(row.get(5)?).unwrap_or(ActionStatus::Failed),
         attempts: row.get(6)?,
         queued_at: row.get(7)?,
@@ -386,10 +492,14 @@ impl Store for SqliteStore {
 
     fn run_by_name(&self, name: &str) -> Result<RunRecord> {
         let conn = self.reader.lock();
-        conn.query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE name = ?1"), [name], run_from_row)
-            .optional()
-            .map_err(sql_err(&self.path))?
-            .ok_or_else(|| Error::UnknownRun(name.to_string()))
+        conn.query_row(
+            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE name = ?1"),
+            [name],
+            run_from_row,
+        )
+        .optional()
+        .map_err(sql_err(&self.path))?
+        .ok_or_else(|| Error::UnknownRun(name.to_string()))
     }
 
     fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
@@ -404,14 +514,19 @@ impl Store for SqliteStore {
             .map_err(&e)?;
         let rows = st
             .query_map(
-                params![filter.status.map(|s| s.as_str()), filter.name_contains, filter.limit.unwrap_or(100)],
+                params![
+                    filter.status.map(|s| s.as_str()),
+                    filter.name_contains,
+                    filter.limit.unwrap_or(100)
+                ],
                 |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
                         RunSummary {
                             name: r.get(1)?,
                             task: r.get(2)?,
-                            status: RunStatus::parse(&r.get::<_, String>(3)?).unwrap_or(RunStatus::Failed),
+                            status: RunStatus::parse(&r.get::<_, String>(3)?)
+                                .unwrap_or(RunStatus::Failed),
                             created_at: r.get(4)?,
                             ended_at: r.get(5)?,
                             actions: Default::default(),
@@ -422,7 +537,9 @@ impl Store for SqliteStore {
             .map_err(&e)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(&e)?;
-        let mut counts = conn.prepare_cached("SELECT status, count(*) FROM actions WHERE run = ?1 GROUP BY status").map_err(&e)?;
+        let mut counts = conn
+            .prepare_cached("SELECT status, count(*) FROM actions WHERE run = ?1 GROUP BY status")
+            .map_err(&e)?;
         let mut out = Vec::with_capacity(rows.len());
         for (id, mut summary) in rows {
             let per_status = counts
@@ -431,7 +548,9 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(&e)?;
             for (code, n) in per_status {
-                let name = ActionStatus::from_code(code).map(|s| s.as_str()).unwrap_or("unknown");
+                let name = ActionStatus::from_code(code)
+                    .map(|s| s.as_str())
+                    .unwrap_or("unknown");
                 summary.actions.insert(name.to_string(), n as u64);
             }
             out.push(summary);
@@ -446,7 +565,10 @@ impl Store for SqliteStore {
             .prepare_cached(&format!("SELECT {ACTION_COLUMNS} FROM actions WHERE run = ?1 ORDER BY seq LIMIT ?2 OFFSET ?3"))
             .map_err(&e)?;
         let rows = st
-            .query_map(params![run, page.limit, page.offset as i64], action_from_row)
+            .query_map(
+                params![run, page.limit, page.offset as i64],
+                action_from_row,
+            )
             .map_err(&e)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(&e)?;
@@ -482,7 +604,13 @@ impl Store for SqliteStore {
                     attempt: r.get(0)?,
                     started_at: r.get(1)?,
                     ended_at: r.get(2)?,
-                    error: serde_json::from_str(&error).map_err(|err| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(err)))?,
+                    error: serde_json::from_str(&error).map_err(|err| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            3,
+                            rusqlite::types::Type::Text,
+                            Box::new(err),
+                        )
+                    })?,
                 })
             })
             .map_err(&e)?
@@ -524,7 +652,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap();
         let run = store.create_run(&new_run("r1")).unwrap();
-        assert!(matches!(store.create_run(&new_run("r1")), Err(Error::RunExists(_))));
+        assert!(matches!(
+            store.create_run(&new_run("r1")),
+            Err(Error::RunExists(_))
+        ));
         let child = ActionId(77);
         store.write(
             WriteOp::InsertAction {
@@ -534,18 +665,63 @@ mod tests {
                 task: "env.child".into(),
                 group: Some("g".into()),
                 kind: ActionKind::Task,
-                inputs: Payload::Offloaded { path: "r1/x/inputs".into(), size: 100_000 },
+                inputs: Payload::Offloaded {
+                    path: "r1/x/inputs".into(),
+                    size: 100_000,
+                },
                 queued_at: 1,
             },
             None,
         );
-        store.write(WriteOp::StartAttempt { run: run.id, id: child, attempt: 1, started_at: 2 }, None);
-        let failure = Failure { action_id: child.to_string(), task: "env.child".into(), kind: ErrorKind::User, message: "boom".into(), chain: vec![] };
-        store.write(WriteOp::FailAttempt { run: run.id, id: child, attempt: AttemptRecord { attempt: 1, started_at: 2, ended_at: 3, error: failure.clone() } }, None);
-        store.write(WriteOp::StartAttempt { run: run.id, id: child, attempt: 2, started_at: 4 }, None);
+        store.write(
+            WriteOp::StartAttempt {
+                run: run.id,
+                id: child,
+                attempt: 1,
+                started_at: 2,
+            },
+            None,
+        );
+        let failure = Failure {
+            action_id: child.to_string(),
+            task: "env.child".into(),
+            kind: ErrorKind::User,
+            message: "boom".into(),
+            chain: vec![],
+        };
+        store.write(
+            WriteOp::FailAttempt {
+                run: run.id,
+                id: child,
+                attempt: AttemptRecord {
+                    attempt: 1,
+                    started_at: 2,
+                    ended_at: 3,
+                    error: failure.clone(),
+                },
+            },
+            None,
+        );
+        store.write(
+            WriteOp::StartAttempt {
+                run: run.id,
+                id: child,
+                attempt: 2,
+                started_at: 4,
+            },
+            None,
+        );
         let (tx, rx) = mpsc::channel();
         store.write(
-            WriteOp::FinishAction { run: run.id, id: child, status: ActionStatus::Succeeded, output: Some(Payload::Inline(vec![9])), error: None, cache_hit: false, ended_at: 5 },
+            WriteOp::FinishAction {
+                run: run.id,
+                id: child,
+                status: ActionStatus::Succeeded,
+                output: Some(Payload::Inline(vec![9])),
+                error: None,
+                cache_hit: false,
+                ended_at: 5,
+            },
             Some(Box::new(move |r| tx.send(r.is_ok()).unwrap())),
         );
         assert!(rx.recv().unwrap(), "ack reports the commit");
@@ -555,13 +731,22 @@ mod tests {
         assert_eq!(rec.status, ActionStatus::Succeeded);
         assert_eq!(rec.attempts, 2);
         assert_eq!(rec.output, Some(Payload::Inline(vec![9])));
-        assert_eq!(rec.inputs, Some(Payload::Offloaded { path: "r1/x/inputs".into(), size: 100_000 }));
+        assert_eq!(
+            rec.inputs,
+            Some(Payload::Offloaded {
+                path: "r1/x/inputs".into(),
+                size: 100_000
+            })
+        );
         assert_eq!(rec.group.as_deref(), Some("g"));
         let attempts = ro.failed_attempts(run.id, child).unwrap();
         assert_eq!(attempts.len(), 1);
         assert_eq!(attempts[0].error, failure);
         let listed = ro.list_actions(run.id, Page::default()).unwrap();
-        assert_eq!(listed.iter().map(|a| a.id).collect::<Vec<_>>(), vec![ActionId::ROOT, child]);
+        assert_eq!(
+            listed.iter().map(|a| a.id).collect::<Vec<_>>(),
+            vec![ActionId::ROOT, child]
+        );
         let runs = ro.list_runs(&RunFilter::default()).unwrap();
         assert_eq!(runs[0].actions.get("succeeded"), Some(&1));
         assert_eq!(runs[0].actions.get("queued"), Some(&1));
@@ -585,20 +770,41 @@ mod tests {
                 queued_at: 1,
             };
             store.write(insert.clone(), None);
-            store.write(WriteOp::FinishAction { run: run.id, id: ActionId(5), status: ActionStatus::Failed, output: None, error: None, cache_hit: false, ended_at: 2 }, None);
+            store.write(
+                WriteOp::FinishAction {
+                    run: run.id,
+                    id: ActionId(5),
+                    status: ActionStatus::Failed,
+                    output: None,
+                    error: None,
+                    cache_hit: false,
+                    ended_at: 2,
+                },
+                None,
+            );
             store.write(insert, None);
             store.flush().unwrap();
             let rec = store.action(run.id, ActionId(5)).unwrap().unwrap();
             assert_eq!(rec.status, ActionStatus::Queued);
             assert_eq!(rec.ended_at, None);
-            assert_eq!(store.list_actions(run.id, Page::default()).unwrap().len(), 2);
+            assert_eq!(
+                store.list_actions(run.id, Page::default()).unwrap().len(),
+                2
+            );
             store.close().unwrap();
         }
         let conn = Connection::open(SqliteStore::db_path(dir.path())).unwrap();
-        conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'", []).unwrap();
+        conn.execute(
+            "UPDATE meta SET value = 99 WHERE key = 'schema_version'",
+            [],
+        )
+        .unwrap();
         drop(conn);
         let err = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap_err();
         assert!(err.to_string().contains("schema version 99"), "{err}");
-        assert!(matches!(SqliteStore::open_read_only(&dir.path().join("missing")), Err(Error::NoState(_))));
+        assert!(matches!(
+            SqliteStore::open_read_only(&dir.path().join("missing")),
+            Err(Error::NoState(_))
+        ));
     }
 }

@@ -5,7 +5,12 @@ use std::process::{Command, Output};
 
 /// Runs the fixture binary with `args` against `state_dir`.
 pub fn fixture(bin: &str, state_dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin).arg("--state-dir").arg(state_dir).args(args).output().expect("fixture binary runs")
+    Command::new(bin)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(args)
+        .output()
+        .expect("fixture binary runs")
 }
 
 /// A snapshot of every file under a directory: (relative path, content hash). Used to prove
@@ -13,7 +18,9 @@ pub fn fixture(bin: &str, state_dir: &Path, args: &[&str]) -> Output {
 pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u64)> {
     let mut out = Vec::new();
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let p = e.path();
             // SQLite's `-shm` file is a shared-memory index that readers rebuild, and an empty

@@ -23,32 +23,75 @@ fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
     let fresh = tmp.path().join("fresh");
     // On a directory that does not exist yet: nothing gets created.
     let cases: &[(&[&str], &str)] = &[
-        (&["run", "add", "--input", "{\"a\": 1, \"b\":"], "invalid --input for task fx.add"),
-        (&["run", "add", "--input", "{\"a\": \"one\", \"b\": 2}"], "invalid type"),
-        (&["run", "add", "--input", "{\"a\": 1}"], "missing field `b`"),
-        (&["run", "add", "--input", "{\"a\": 1, \"b\": 2, \"c\": 3}"], "unknown field `c`"),
+        (
+            &["run", "add", "--input", "{\"a\": 1, \"b\":"],
+            "invalid --input for task fx.add",
+        ),
+        (
+            &["run", "add", "--input", "{\"a\": \"one\", \"b\": 2}"],
+            "invalid type",
+        ),
+        (
+            &["run", "add", "--input", "{\"a\": 1}"],
+            "missing field `b`",
+        ),
+        (
+            &["run", "add", "--input", "{\"a\": 1, \"b\": 2, \"c\": 3}"],
+            "unknown field `c`",
+        ),
         (&["run", "nope", "--input", "{}"], "unknown task \"nope\""),
         (&["get", "runs"], "no weir state"),
     ];
     for (args, needle) in cases {
         let o = fixture(BIN, &fresh, args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
-        assert!(stderr(&o).contains(needle), "{args:?}: expected {needle:?} in {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(needle),
+            "{args:?}: expected {needle:?} in {}",
+            stderr(&o)
+        );
         assert!(stdout(&o).is_empty(), "{args:?}: data printed on failure");
         assert!(!fresh.exists(), "{args:?} created the state directory");
     }
 
     // On an existing state directory: no file changes.
     let state = tmp.path().join("state");
-    let o = fixture(BIN, &state, &["run", "add", "--input", "{\"a\": 2, \"b\": 3}", "--name", "first"]);
+    let o = fixture(
+        BIN,
+        &state,
+        &[
+            "run",
+            "add",
+            "--input",
+            "{\"a\": 2, \"b\": 3}",
+            "--name",
+            "first",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "5");
     let before = snapshot(&state);
     let cases: &[(&[&str], &str)] = &[
         (&["run", "add", "--input", "[1, 2]"], "invalid --input"),
-        (&["run", "add", "--input", "{\"a\": 1, \"b\": 2}", "--name", "first"], "exists already"),
-        (&["get", "actions", "missing-run"], "unknown run \"missing-run\""),
-        (&["get", "io", "first", "0123456789abcdef"], "unknown action"),
+        (
+            &[
+                "run",
+                "add",
+                "--input",
+                "{\"a\": 1, \"b\": 2}",
+                "--name",
+                "first",
+            ],
+            "exists already",
+        ),
+        (
+            &["get", "actions", "missing-run"],
+            "unknown run \"missing-run\"",
+        ),
+        (
+            &["get", "io", "first", "0123456789abcdef"],
+            "unknown action",
+        ),
         (&["get", "io", "first", "zz"], "unknown action"),
         (&["resume", "missing-run"], "unknown run"),
         (&["abort", "first"], "already ended"),
@@ -57,19 +100,43 @@ fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
     for (args, needle) in cases {
         let o = fixture(BIN, &state, args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
-        assert!(stderr(&o).contains(needle), "{args:?}: expected {needle:?} in {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(needle),
+            "{args:?}: expected {needle:?} in {}",
+            stderr(&o)
+        );
     }
-    assert_eq!(snapshot(&state), before, "a rejected command changed the state directory");
+    assert_eq!(
+        snapshot(&state),
+        before,
+        "a rejected command changed the state directory"
+    );
 
     // A failing run: exit 1, error kind and message in JSON, never retried (non-recoverable).
-    let o = fixture(BIN, &state, &["-o", "json", "run", "refuse", "--input", "{\"reason\": \"no way\"}", "--name", "bad"]);
+    let o = fixture(
+        BIN,
+        &state,
+        &[
+            "-o",
+            "json",
+            "run",
+            "refuse",
+            "--input",
+            "{\"reason\": \"no way\"}",
+            "--name",
+            "bad",
+        ],
+    );
     assert_eq!(o.status.code(), Some(1));
     let doc: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(doc["status"], "failed");
     assert!(doc["error"].as_str().unwrap().contains("no way"));
     let o = fixture(BIN, &state, &["-o", "json", "get", "actions", "bad"]);
     let actions: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-    assert_eq!(actions[0]["attempts"], 1, "non-recoverable errors are not retried");
+    assert_eq!(
+        actions[0]["attempts"], 1,
+        "non-recoverable errors are not retried"
+    );
     assert_eq!(actions[0]["error"]["kind"], "non_recoverable");
 }
 
@@ -77,7 +144,18 @@ fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
 fn inspection_commands_show_runs_actions_and_io() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path();
-    let o = fixture(BIN, state, &["run", "fanout", "--input", r#"{"n": 5, "width": 5, "sleep_ms": 0, "log": ""}"#, "--name", "five"]);
+    let o = fixture(
+        BIN,
+        state,
+        &[
+            "run",
+            "fanout",
+            "--input",
+            r#"{"n": 5, "width": 5, "sleep_ms": 0, "log": ""}"#,
+            "--name",
+            "five",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "20");
 
@@ -91,11 +169,18 @@ fn inspection_commands_show_runs_actions_and_io() {
     let actions: Vec<serde_json::Value> = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(actions.len(), 6);
     assert_eq!(actions[0]["id"], "a0");
-    assert!(actions[1..].iter().all(|a| a["parent"] == "a0" && a["group"] == "child_map" && a["task"] == "fx.child"));
+    assert!(
+        actions[1..]
+            .iter()
+            .all(|a| a["parent"] == "a0" && a["group"] == "child_map" && a["task"] == "fx.child")
+    );
 
     let table = stdout(&fixture(BIN, state, &["get", "actions", "five"]));
     assert!(table.starts_with("ACTION"), "{table}");
-    assert!(table.contains("  ") && table.contains("fx.child") && table.contains("succeeded"), "{table}");
+    assert!(
+        table.contains("  ") && table.contains("fx.child") && table.contains("succeeded"),
+        "{table}"
+    );
 
     let child = actions[3]["id"].as_str().unwrap();
     let o = fixture(BIN, state, &["-o", "json", "get", "io", "five", child]);
@@ -105,7 +190,10 @@ fn inspection_commands_show_runs_actions_and_io() {
     assert_eq!(io["inputs"]["sleep_ms"], 0);
 
     let tasks = stdout(&fixture(BIN, state, &["tasks"]));
-    assert!(tasks.contains("fx.fanout") && tasks.contains("n, width, sleep_ms, log"), "{tasks}");
+    assert!(
+        tasks.contains("fx.fanout") && tasks.contains("n, width, sleep_ms, log"),
+        "{tasks}"
+    );
 }
 
 fn executions(log: &Path) -> (HashMap<u64, usize>, HashMap<u64, usize>, usize) {
@@ -129,7 +217,10 @@ fn sigkill_mid_fanout_then_resume_reruns_no_succeeded_child() {
     let state = tmp.path().join("state");
     let log = tmp.path().join("exec.log");
     let n = 60u64;
-    let input = format!(r#"{{"n": {n}, "width": 4, "sleep_ms": 15, "log": "{}"}}"#, log.display());
+    let input = format!(
+        r#"{{"n": {n}, "width": 4, "sleep_ms": 15, "log": "{}"}}"#,
+        log.display()
+    );
     let mut proc = Command::new(BIN)
         .arg("--state-dir")
         .arg(&state)
@@ -145,7 +236,10 @@ fn sigkill_mid_fanout_then_resume_reruns_no_succeeded_child() {
         if ends.len() >= 20 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "fan-out made no progress");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "fan-out made no progress"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     proc.kill().unwrap(); // SIGKILL on Unix
@@ -155,14 +249,36 @@ fn sigkill_mid_fanout_then_resume_reruns_no_succeeded_child() {
     assert!(starts_before.len() < n as usize, "killed in the middle");
 
     // What the store had accepted before the kill.
-    let o = fixture(BIN, &state, &["-o", "json", "get", "actions", "killed", "--limit", "1000"]);
+    let o = fixture(
+        BIN,
+        &state,
+        &["-o", "json", "get", "actions", "killed", "--limit", "1000"],
+    );
     let actions: Vec<serde_json::Value> = serde_json::from_str(stdout(&o).trim()).unwrap();
-    let succeeded_before = actions.iter().filter(|a| a["status"] == "succeeded").count();
-    assert!(succeeded_before >= 10, "only {succeeded_before} children were committed");
-    let succeeded_ids: Vec<String> = actions.iter().filter(|a| a["status"] == "succeeded").map(|a| a["id"].as_str().unwrap().to_string()).collect();
+    let succeeded_before = actions
+        .iter()
+        .filter(|a| a["status"] == "succeeded")
+        .count();
+    assert!(
+        succeeded_before >= 10,
+        "only {succeeded_before} children were committed"
+    );
+    let succeeded_ids: Vec<String> = actions
+        .iter()
+        .filter(|a| a["status"] == "succeeded")
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
     let mut succeeded_inputs = Vec::new();
     for id in &succeeded_ids {
-        let io: serde_json::Value = serde_json::from_str(stdout(&fixture(BIN, &state, &["-o", "json", "get", "io", "killed", id])).trim()).unwrap();
+        let io: serde_json::Value = serde_json::from_str(
+            stdout(&fixture(
+                BIN,
+                &state,
+                &["-o", "json", "get", "io", "killed", id],
+            ))
+            .trim(),
+        )
+        .unwrap();
         succeeded_inputs.push(io["inputs"]["i"].as_u64().unwrap());
     }
 
@@ -170,13 +286,20 @@ fn sigkill_mid_fanout_then_resume_reruns_no_succeeded_child() {
     assert!(o.status.success(), "resume failed: {}", stderr(&o));
     let doc: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     let expected: u64 = (0..n).map(|i| i * 2).sum();
-    assert_eq!(doc["output"].as_u64(), Some(expected), "same output as an uninterrupted run");
+    assert_eq!(
+        doc["output"].as_u64(),
+        Some(expected),
+        "same output as an uninterrupted run"
+    );
 
     let (starts, _, parent) = executions(&log);
     assert_eq!(parent, 1);
     assert_eq!(starts.len(), n as usize, "every child ran");
     for i in &succeeded_inputs {
-        assert_eq!(starts[i], 1, "child {i} had succeeded before the kill and ran again");
+        assert_eq!(
+            starts[i], 1,
+            "child {i} had succeeded before the kill and ran again"
+        );
     }
     // Only children that were in flight at the kill may have run twice.
     let reruns = starts.values().filter(|c| **c > 1).count();
@@ -185,5 +308,9 @@ fn sigkill_mid_fanout_then_resume_reruns_no_succeeded_child() {
     let o = fixture(BIN, &state, &["-o", "json", "get", "runs"]);
     let runs: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(runs[0]["status"], "succeeded");
-    assert_eq!(runs[0]["actions"]["succeeded"], n + 1, "no duplicate actions after resume");
+    assert_eq!(
+        runs[0]["actions"]["succeeded"],
+        n + 1,
+        "no duplicate actions after resume"
+    );
 }

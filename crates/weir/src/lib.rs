@@ -40,15 +40,21 @@ mod runner;
 pub use map::{Map, MapFailFast, map};
 pub use runner::Runner;
 pub use weir_batch as batch;
-pub use weir_core::spec::{CachePolicy, ReusePolicy, ReuseScope, Resources, RetryPolicy, TaskEnvironment, Timeouts};
+pub use weir_core::spec::{
+    CachePolicy, Resources, RetryPolicy, ReusePolicy, ReuseScope, TaskEnvironment, Timeouts,
+};
 pub use weir_core::{ActionId, ActionStatus, ErrorKind, Failure};
-pub use weir_engine::{CacheLookupScope, Engine, EngineOptions, Error, Progress, Result, Run, RunContext, RunHandle, TaskCall, in_task};
+pub use weir_engine::{
+    CacheLookupScope, Engine, EngineOptions, Error, Progress, Result, Run, RunContext, RunHandle,
+    TaskCall, in_task,
+};
 pub use weir_macros::task;
 
 /// The names most task code needs.
 pub mod prelude {
     pub use crate::{
-        CachePolicy, Error, ErrorKind, ReusePolicy, Resources, Result, RetryPolicy, RunContext, Runner, TaskEnvironment, Timeouts, map,
+        CachePolicy, Error, ErrorKind, Resources, Result, RetryPolicy, ReusePolicy, RunContext,
+        Runner, TaskEnvironment, Timeouts, map,
     };
     pub use serde::{Deserialize, Serialize};
 }
@@ -89,7 +95,8 @@ pub mod __private {
         e.env()
     }
 
-    static DEFAULT_ENV: LazyLock<TaskEnvironment> = LazyLock::new(|| TaskEnvironment::new("default"));
+    static DEFAULT_ENV: LazyLock<TaskEnvironment> =
+        LazyLock::new(|| TaskEnvironment::new("default"));
 
     /// The environment of tasks that name none.
     pub fn default_env() -> &'static TaskEnvironment {
@@ -100,12 +107,26 @@ pub mod __private {
     pub const fn assert_serde<T: serde::Serialize + serde::de::DeserializeOwned>() {}
 
     /// Decodes a task's inputs, naming the task on failure.
-    pub fn decode_inputs<T: serde::de::DeserializeOwned>(bytes: &[u8], task: &str) -> crate::Result<T> {
-        codec::decode(bytes).map_err(|e| crate::Error::with_kind(ErrorKind::Codec, format!("inputs of task {task} do not decode: {e}")).into_non_recoverable())
+    pub fn decode_inputs<T: serde::de::DeserializeOwned>(
+        bytes: &[u8],
+        task: &str,
+    ) -> crate::Result<T> {
+        codec::decode(bytes).map_err(|e| {
+            crate::Error::with_kind(
+                ErrorKind::Codec,
+                format!("inputs of task {task} do not decode: {e}"),
+            )
+            .into_non_recoverable()
+        })
     }
 
     /// Encodes a task's output, naming the task on failure.
     pub fn encode_output<T: serde::Serialize>(out: &T, task: &str) -> crate::Result<Vec<u8>> {
-        codec::encode(out).map_err(|e| crate::Error::with_kind(ErrorKind::Codec, format!("output of task {task} does not encode: {e}")))
+        codec::encode(out).map_err(|e| {
+            crate::Error::with_kind(
+                ErrorKind::Codec,
+                format!("output of task {task} does not encode: {e}"),
+            )
+        })
     }
 }

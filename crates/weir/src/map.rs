@@ -21,7 +21,13 @@ where
     F: FnMut(I) -> TaskCall<O>,
     It: IntoIterator<Item = I>,
 {
-    Map { task, inputs: inputs.into_iter(), concurrency: None, group: None, ctx: capture_context() }
+    Map {
+        task,
+        inputs: inputs.into_iter(),
+        concurrency: None,
+        group: None,
+        ctx: capture_context(),
+    }
 }
 
 /// A pending `map`; see [`map`].
@@ -36,7 +42,10 @@ pub struct Map<F, It> {
 
 impl<F, It> std::fmt::Debug for Map<F, It> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Map").field("concurrency", &self.concurrency).field("group", &self.group).finish()
+        f.debug_struct("Map")
+            .field("concurrency", &self.concurrency)
+            .field("group", &self.group)
+            .finish()
     }
 }
 
@@ -64,17 +73,35 @@ where
         MapFailFast(self)
     }
 
-    fn calls(self) -> (impl futures::Stream<Item = (usize, Result<O>)> + Send, usize, usize) {
-        let Map { mut task, inputs, concurrency, group, ctx } = self;
+    fn calls(
+        self,
+    ) -> (
+        impl futures::Stream<Item = (usize, Result<O>)> + Send,
+        usize,
+        usize,
+    ) {
+        let Map {
+            mut task,
+            inputs,
+            concurrency,
+            group,
+            ctx,
+        } = self;
         let (low, _) = inputs.size_hint();
         let mut group = group;
         let calls = inputs.enumerate().map(move |(i, input)| {
             let call = with_context(&ctx, || task(input));
-            let name = group.get_or_insert_with(|| format!("{}_map", call.task().short_name())).clone();
+            let name = group
+                .get_or_insert_with(|| format!("{}_map", call.task().short_name()))
+                .clone();
             let call = call.group(name);
             async move { (i, call.await) }
         });
-        (futures::stream::iter(calls).buffer_unordered(concurrency.unwrap_or(usize::MAX)), low, 0)
+        (
+            futures::stream::iter(calls).buffer_unordered(concurrency.unwrap_or(usize::MAX)),
+            low,
+            0,
+        )
     }
 
     async fn per_item(self) -> Vec<Result<O>> {
@@ -86,7 +113,10 @@ where
             }
             slots[i] = Some(r);
         }
-        slots.into_iter().map(|s| s.unwrap_or_else(|| Err(Error::msg("map child produced no result")))).collect()
+        slots
+            .into_iter()
+            .map(|s| s.unwrap_or_else(|| Err(Error::msg("map child produced no result"))))
+            .collect()
     }
 
     async fn first_failure(self) -> Result<Vec<O>> {
@@ -99,7 +129,10 @@ where
             }
             slots[i] = Some(v);
         }
-        slots.into_iter().map(|s| s.ok_or_else(|| Error::msg("map child produced no result"))).collect()
+        slots
+            .into_iter()
+            .map(|s| s.ok_or_else(|| Error::msg("map child produced no result")))
+            .collect()
     }
 }
 

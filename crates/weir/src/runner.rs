@@ -27,17 +27,26 @@ impl Runner {
         let engine = tokio::task::spawn_blocking(move || Engine::open(options))
             .await
             .map_err(|e| Error::with_kind(ErrorKind::System, e))??;
-        Ok(Runner { engine, context: RunContext::default() })
+        Ok(Runner {
+            engine,
+            context: RunContext::default(),
+        })
     }
 
     /// A runner on an existing engine.
     pub fn from_engine(engine: Engine) -> Runner {
-        Runner { engine, context: RunContext::default() }
+        Runner {
+            engine,
+            context: RunContext::default(),
+        }
     }
 
     /// The same runner with a run context for the runs it starts.
     pub fn with_context(&self, context: RunContext) -> Runner {
-        Runner { engine: self.engine.clone(), context }
+        Runner {
+            engine: self.engine.clone(),
+            context,
+        }
     }
 
     /// The engine.
@@ -48,8 +57,17 @@ impl Runner {
     /// Starts a run of a task call: `runner.run(my_task(args)).await?`, then `run.wait().await?`.
     pub async fn run<O: DeserializeOwned>(&self, call: TaskCall<O>) -> Result<Run<O>> {
         let (def, inputs) = call.into_parts();
-        let inputs = inputs.map_err(|e| Error::with_kind(ErrorKind::Codec, format!("cannot encode the inputs of task {}: {e}", def.full_name())))?;
-        Ok(self.engine.start_run(def, inputs, self.context.clone()).await?.typed())
+        let inputs = inputs.map_err(|e| {
+            Error::with_kind(
+                ErrorKind::Codec,
+                format!("cannot encode the inputs of task {}: {e}", def.full_name()),
+            )
+        })?;
+        Ok(self
+            .engine
+            .start_run(def, inputs, self.context.clone())
+            .await?
+            .typed())
     }
 
     /// Resumes a run whose process died; succeeded actions are not run again.

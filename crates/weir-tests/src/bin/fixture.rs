@@ -12,8 +12,13 @@ fn log_line(log: &str, line: String) {
     if log.is_empty() {
         return;
     }
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file opens");
-    f.write_all(format!("{line}\n").as_bytes()).expect("log line written");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file opens");
+    f.write_all(format!("{line}\n").as_bytes())
+        .expect("log line written");
 }
 
 /// Records one execution of `i`, sleeps, returns `i * 2`.
@@ -29,7 +34,10 @@ async fn child(i: u64, sleep_ms: u64, log: String) -> Result<u64> {
 #[weir::task(env = FX)]
 async fn fanout(n: u64, width: usize, sleep_ms: u64, log: String) -> Result<u64> {
     let log2 = log.clone();
-    let results = weir::map(move |i| child(i, sleep_ms, log2.clone()), 0..n).concurrency(width).fail_fast().await?;
+    let results = weir::map(move |i| child(i, sleep_ms, log2.clone()), 0..n)
+        .concurrency(width)
+        .fail_fast()
+        .await?;
     log_line(&log, "parent done".into());
     Ok(results.into_iter().sum())
 }

@@ -82,7 +82,11 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
         println!("{}", parts.join("  ").trim_end());
     };
     line(header.iter().map(|s| s.to_string()).collect());
@@ -101,11 +105,21 @@ pub(crate) async fn get(state_dir: &Path, out: OutputFormat, cmd: GetCommand) ->
 
 fn runs(state_dir: &Path, out: OutputFormat, a: RunsArgs) -> CliResult {
     let status = match a.status.as_deref() {
-        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| Failure::input(format!("unknown status {s:?}; use running, succeeded, failed or aborted")))?),
+        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+            Failure::input(format!(
+                "unknown status {s:?}; use running, succeeded, failed or aborted"
+            ))
+        })?),
         None => None,
     };
     let store = open(state_dir)?;
-    let runs = store.list_runs(&RunFilter { status, name_contains: a.name, limit: Some(a.limit) }).map_err(Failure::other)?;
+    let runs = store
+        .list_runs(&RunFilter {
+            status,
+            name_contains: a.name,
+            limit: Some(a.limit),
+        })
+        .map_err(Failure::other)?;
     if out == OutputFormat::Json {
         println!("{}", serde_json::to_string(&runs).unwrap_or_default());
         return Ok(());
@@ -113,25 +127,43 @@ fn runs(state_dir: &Path, out: OutputFormat, a: RunsArgs) -> CliResult {
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
-            let counts = r.actions.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+            let counts = r
+                .actions
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ");
             vec![
                 r.name.clone(),
                 r.task.clone(),
                 r.status.as_str().into(),
                 fmt_time(r.created_at),
-                r.ended_at.map(|e| fmt_dur(e - r.created_at)).unwrap_or_else(|| "-".into()),
+                r.ended_at
+                    .map(|e| fmt_dur(e - r.created_at))
+                    .unwrap_or_else(|| "-".into()),
                 counts,
             ]
         })
         .collect();
-    table(&["RUN", "TASK", "STATUS", "STARTED", "DURATION", "ACTIONS"], &rows);
+    table(
+        &["RUN", "TASK", "STATUS", "STARTED", "DURATION", "ACTIONS"],
+        &rows,
+    );
     Ok(())
 }
 
 fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResult {
     let store = open(state_dir)?;
     let run = store.run_by_name(&a.run).map_err(Failure::input)?;
-    let list = store.list_actions(run.id, Page { offset: a.offset, limit: a.limit }).map_err(Failure::other)?;
+    let list = store
+        .list_actions(
+            run.id,
+            Page {
+                offset: a.offset,
+                limit: a.limit,
+            },
+        )
+        .map_err(Failure::other)?;
     if out == OutputFormat::Json {
         let items: Vec<_> = list.iter().map(action_json).collect();
         println!("{}", serde_json::to_string(&items).unwrap_or_default());
@@ -142,9 +174,16 @@ fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResult {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|r| {
-            let d = if r.id == ActionId::ROOT { 0 } else { depth.get(&r.parent).map(|d| d + 1).unwrap_or(1) };
+            let d = if r.id == ActionId::ROOT {
+                0
+            } else {
+                depth.get(&r.parent).map(|d| d + 1).unwrap_or(1)
+            };
             depth.insert(r.id, d);
-            let wait = r.started_at.map(|s| fmt_dur(s - r.queued_at)).unwrap_or_else(|| "-".into());
+            let wait = r
+                .started_at
+                .map(|s| fmt_dur(s - r.queued_at))
+                .unwrap_or_else(|| "-".into());
             let dur = match (r.started_at, r.ended_at) {
                 (Some(s), Some(e)) => fmt_dur(e - s),
                 _ => "-".into(),
@@ -157,14 +196,30 @@ fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResult {
                 r.attempts.to_string(),
                 wait,
                 dur,
-                if r.cache_hit { "hit".into() } else { String::new() },
-                r.error.as_ref().map(|e| format!("[{}] {}", e.kind, e.message)).unwrap_or_default(),
+                if r.cache_hit {
+                    "hit".into()
+                } else {
+                    String::new()
+                },
+                r.error
+                    .as_ref()
+                    .map(|e| format!("[{}] {}", e.kind, e.message))
+                    .unwrap_or_default(),
             ]
         })
         .collect();
-    table(&["ACTION", "TASK", "GROUP", "STATUS", "ATTEMPTS", "QUEUED", "RUNTIME", "CACHE", "ERROR"], &rows);
+    table(
+        &[
+            "ACTION", "TASK", "GROUP", "STATUS", "ATTEMPTS", "QUEUED", "RUNTIME", "CACHE", "ERROR",
+        ],
+        &rows,
+    );
     if list.len() as u32 == a.limit {
-        eprintln!("(showing {} actions from offset {}; use --offset/--limit for more)", list.len(), a.offset);
+        eprintln!(
+            "(showing {} actions from offset {}; use --offset/--limit for more)",
+            list.len(),
+            a.offset
+        );
     }
     Ok(())
 }
@@ -189,9 +244,17 @@ fn action_json(r: &ActionRecord) -> serde_json::Value {
 async fn io(state_dir: &Path, out: OutputFormat, a: IoArgs) -> CliResult {
     let store = open(state_dir)?;
     let run = store.run_by_name(&a.run).map_err(Failure::input)?;
-    let unknown = || Failure::input(weir_store::Error::UnknownAction { run: a.run.clone(), action: a.action.clone() });
+    let unknown = || {
+        Failure::input(weir_store::Error::UnknownAction {
+            run: a.run.clone(),
+            action: a.action.clone(),
+        })
+    };
     let id = ActionId::parse(&a.action).ok_or_else(unknown)?;
-    let rec = store.action(run.id, id).map_err(Failure::other)?.ok_or_else(unknown)?;
+    let rec = store
+        .action(run.id, id)
+        .map_err(Failure::other)?
+        .ok_or_else(unknown)?;
     let blobs = weir_blob::BlobStore::local(&state_dir.join("blobs")).map_err(Failure::other)?;
     let load = |p: Option<Payload>| {
         let blobs = blobs.clone();
@@ -207,7 +270,11 @@ async fn io(state_dir: &Path, out: OutputFormat, a: IoArgs) -> CliResult {
         }
     };
     let inputs = load(rec.inputs.clone()).await?;
-    let output = if rec.status == ActionStatus::Succeeded { load(rec.output.clone()).await? } else { serde_json::Value::Null };
+    let output = if rec.status == ActionStatus::Succeeded {
+        load(rec.output.clone()).await?
+    } else {
+        serde_json::Value::Null
+    };
     let attempts = store.failed_attempts(run.id, id).map_err(Failure::other)?;
     let doc = json!({
         "run": a.run,
@@ -221,7 +288,9 @@ async fn io(state_dir: &Path, out: OutputFormat, a: IoArgs) -> CliResult {
     });
     match out {
         OutputFormat::Json => println!("{doc}"),
-        OutputFormat::Table => println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default()),
+        OutputFormat::Table => {
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
+        }
     }
     Ok(())
 }
@@ -230,10 +299,16 @@ pub(crate) fn tasks(out: OutputFormat) {
     let mut defs: Vec<_> = registry::tasks().collect();
     defs.sort_by_key(|d| d.full_name().to_string());
     if out == OutputFormat::Json {
-        let items: Vec<_> = defs.iter().map(|d| json!({"task": d.full_name(), "params": d.params})).collect();
+        let items: Vec<_> = defs
+            .iter()
+            .map(|d| json!({"task": d.full_name(), "params": d.params}))
+            .collect();
         println!("{}", serde_json::to_string(&items).unwrap_or_default());
         return;
     }
-    let rows: Vec<Vec<String>> = defs.iter().map(|d| vec![d.full_name().to_string(), d.params.join(", ")]).collect();
+    let rows: Vec<Vec<String>> = defs
+        .iter()
+        .map(|d| vec![d.full_name().to_string(), d.params.join(", ")])
+        .collect();
     table(&["TASK", "PARAMETERS"], &rows);
 }

@@ -23,7 +23,11 @@ pub enum OutputFormat {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "weir", about = "Durable task orchestration: run, resume and inspect runs", version)]
+#[command(
+    name = "weir",
+    about = "Durable task orchestration: run, resume and inspect runs",
+    version
+)]
 struct Cli {
     /// State directory (SQLite database and object store).
     #[arg(long, global = true, env = "WEIR_STATE_DIR", default_value = ".weir")]
@@ -60,11 +64,17 @@ pub(crate) struct Failure {
 impl Failure {
     /// Bad input: exit 2, nothing changed.
     pub(crate) fn input(message: impl std::fmt::Display) -> Self {
-        Failure { code: 2, message: message.to_string() }
+        Failure {
+            code: 2,
+            message: message.to_string(),
+        }
     }
     /// Any other failure: exit 1.
     pub(crate) fn other(message: impl std::fmt::Display) -> Self {
-        Failure { code: 1, message: message.to_string() }
+        Failure {
+            code: 1,
+            message: message.to_string(),
+        }
     }
 }
 
@@ -75,7 +85,10 @@ pub(crate) type CliResult = std::result::Result<(), Failure>;
 pub fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -96,8 +109,12 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn dispatch(cli: Cli) -> CliResult {

@@ -62,7 +62,11 @@ pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> C
         Failure::input(format!(
             "invalid --input for task {} (parameters: {}): {e}",
             def.full_name(),
-            if def.params.is_empty() { "none".to_string() } else { def.params.join(", ") }
+            if def.params.is_empty() {
+                "none".to_string()
+            } else {
+                def.params.join(", ")
+            }
         ))
     })?;
     let limit = def.inline_limit();
@@ -77,13 +81,19 @@ pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> C
         && let Ok(store) = SqliteStore::open_read_only(state_dir)
         && store.run_by_name(name).is_ok()
     {
-        return Err(Failure::input(format!("a run named {name:?} exists already in {}; choose another --name", state_dir.display())));
+        return Err(Failure::input(format!(
+            "a run named {name:?} exists already in {}; choose another --name",
+            state_dir.display()
+        )));
     }
     let engine = open_engine(state_dir)?;
     let mut context = RunContext::new();
     context.name = args.name;
     context.max_action_concurrency = args.max_action_concurrency;
-    let handle = engine.start_run(def, inputs, context).await.map_err(Failure::other)?;
+    let handle = engine
+        .start_run(def, inputs, context)
+        .await
+        .map_err(Failure::other)?;
     eprintln!("run {} started ({})", handle.name(), def.full_name());
     finish(&engine, handle, out).await
 }
@@ -91,10 +101,18 @@ pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> C
 pub(crate) async fn resume(state_dir: &Path, out: OutputFormat, args: ResumeArgs) -> CliResult {
     let store = SqliteStore::open_read_only(state_dir).map_err(Failure::input)?;
     let record = store.run_by_name(&args.run).map_err(Failure::input)?;
-    find_task(&record.task).map_err(|e| Failure::input(format!("run {} cannot be resumed by this binary: {e}", args.run)))?;
+    find_task(&record.task).map_err(|e| {
+        Failure::input(format!(
+            "run {} cannot be resumed by this binary: {e}",
+            args.run
+        ))
+    })?;
     drop(store);
     let engine = open_engine(state_dir)?;
-    let handle = engine.resume_run(&args.run, args.force).await.map_err(Failure::other)?;
+    let handle = engine
+        .resume_run(&args.run, args.force)
+        .await
+        .map_err(Failure::other)?;
     eprintln!("run {} resumed", handle.name());
     finish(&engine, handle, out).await
 }
@@ -103,7 +121,11 @@ pub(crate) async fn abort(state_dir: &Path, args: AbortArgs) -> CliResult {
     let store = SqliteStore::open_read_only(state_dir).map_err(Failure::input)?;
     let record = store.run_by_name(&args.run).map_err(Failure::input)?;
     if record.status.is_terminal() {
-        return Err(Failure::input(format!("run {} has already ended ({})", args.run, record.status.as_str())));
+        return Err(Failure::input(format!(
+            "run {} has already ended ({})",
+            args.run,
+            record.status.as_str()
+        )));
     }
     drop(store);
     let engine = open_engine(state_dir)?;
@@ -115,14 +137,20 @@ pub(crate) async fn abort(state_dir: &Path, args: AbortArgs) -> CliResult {
 
 async fn finish(engine: &Engine, handle: RunHandle, out: OutputFormat) -> CliResult {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    bar.set_style(ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     let ticker = {
         let bar = bar.clone();
         let handle = handle.clone();
         tokio::spawn(async move {
             loop {
                 let p = handle.progress();
-                bar.set_message(format!("{} done, {} running, {} failed, {} actions", p.succeeded, p.running, p.failed, p.created));
+                bar.set_message(format!(
+                    "{} done, {} running, {} failed, {} actions",
+                    p.succeeded, p.running, p.failed, p.created
+                ));
                 bar.tick();
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -138,16 +166,30 @@ async fn finish(engine: &Engine, handle: RunHandle, out: OutputFormat) -> CliRes
             let value = weir_core::codec::to_json(&bytes).map_err(Failure::other)?;
             match out {
                 OutputFormat::Json => {
-                    println!("{}", serde_json::json!({"run": handle.name(), "status": "succeeded", "output": value}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"run": handle.name(), "status": "succeeded", "output": value})
+                    );
                 }
-                OutputFormat::Table => println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default()),
+                OutputFormat::Table => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&value).unwrap_or_default()
+                ),
             }
-            eprintln!("run {} succeeded ({} actions, {} recovered from before)", handle.name(), p.created, p.recovered);
+            eprintln!(
+                "run {} succeeded ({} actions, {} recovered from before)",
+                handle.name(),
+                p.created,
+                p.recovered
+            );
             Ok(())
         }
         Err(e) => {
             if out == OutputFormat::Json {
-                println!("{}", serde_json::json!({"run": handle.name(), "status": "failed", "error": e.to_string(), "kind": e.kind().as_str()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"run": handle.name(), "status": "failed", "error": e.to_string(), "kind": e.kind().as_str()})
+                );
             }
             Err(Failure::other(format!("run {} failed: {e}", handle.name())))
         }
