@@ -36,14 +36,93 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 /// canonical (the common case: structs with one field, scalars, sequences without maps) are
 /// returned without re-encoding.
 pub fn canonicalize(raw: Vec<u8>) -> Result<Vec<u8>, Error> {
-    let mut value =
-        rmpv::decode::read_value(&mut raw.as_slice()).map_err(|e| Error::Decode(e.to_string()))?;
-    if !sort_maps(&mut value) {
+    // Fast path: walk the bytes without allocating; most values are already canonical.
+    if let Some((end, true)) = scan(&raw, 0)
+        && end == raw.len()
+    {
         return Ok(raw);
     }
+    let mut value =
+        rmpv::decode::read_value(&mut raw.as_slice()).map_err(|e| Error::Decode(e.to_string()))?;
+    sort_maps(&mut value);
     let mut out = Vec::with_capacity(raw.len());
     rmpv::encode::write_value(&mut out, &value).map_err(|e| Error::Encode(e.to_string()))?;
     Ok(out)
+}
+
+/// Walks one MessagePack value starting at `pos`: returns where it ends and whether every map
+/// in it has its keys in ascending byte order. `None` for malformed or truncated input.
+fn scan(buf: &[u8], pos: usize) -> Option<(usize, bool)> {
+    let marker = *buf.get(pos)?;
+    let be = |at: usize, n: usize| -> Option<usize> {
+        let bytes = buf.get(at..at + n)?;
+        Some(bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize))
+    };
+    let body = pos + 1;
+    let (len_bytes, kind) = match marker {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => return Some((body, true)),
+        0x80..=0x8f => return scan_map(buf, body, (marker & 0x0f) as usize),
+        0x90..=0x9f => return scan_array(buf, body, (marker & 0x0f) as usize),
+        0xa0..=0xbf => {
+            return Some((body + (marker & 0x1f) as usize, true)).filter(|(e, _)| *e <= buf.len());
+        }
+        0xcc | 0xd0 => return Some((body + 1, true)),
+        0xcd | 0xd1 => return Some((body + 2, true)),
+        0xca | 0xce | 0xd2 => return Some((body + 4, true)),
+        0xcb | 0xcf | 0xd3 => return Some((body + 8, true)),
+        0xd4 => return Some((body + 2, true)),
+        0xd5 => return Some((body + 3, true)),
+        0xd6 => return Some((body + 5, true)),
+        0xd7 => return Some((body + 9, true)),
+        0xd8 => return Some((body + 17, true)),
+        0xc4 | 0xd9 => (1, 's'),
+        0xc5 | 0xda => (2, 's'),
+        0xc6 | 0xdb => (4, 's'),
+        0xc7 => (1, 'e'),
+        0xc8 => (2, 'e'),
+        0xc9 => (4, 'e'),
+        0xdc => (2, 'a'),
+        0xdd => (4, 'a'),
+        0xde => (2, 'm'),
+        0xdf => (4, 'm'),
+        _ => return None,
+    };
+    let n = be(body, len_bytes)?;
+    let after = body + len_bytes;
+    let end = match kind {
+        's' => after + n,
+        'e' => after + 1 + n,
+        'a' => return scan_array(buf, after, n),
+        _ => return scan_map(buf, after, n),
+    };
+    (end <= buf.len()).then_some((end, true))
+}
+
+fn scan_array(buf: &[u8], mut pos: usize, n: usize) -> Option<(usize, bool)> {
+    let mut sorted = true;
+    for _ in 0..n {
+        let (end, s) = scan(buf, pos)?;
+        sorted &= s;
+        pos = end;
+    }
+    Some((pos, sorted))
+}
+
+fn scan_map(buf: &[u8], mut pos: usize, n: usize) -> Option<(usize, bool)> {
+    let mut sorted = true;
+    let mut prev: Option<&[u8]> = None;
+    for _ in 0..n {
+        let (key_end, ks) = scan(buf, pos)?;
+        let key = &buf[pos..key_end];
+        if prev.is_some_and(|p| p > key) {
+            sorted = false;
+        }
+        prev = Some(key);
+        let (val_end, vs) = scan(buf, key_end)?;
+        sorted &= ks && vs;
+        pos = val_end;
+    }
+    Some((pos, sorted))
 }
 
 /// Sorts every map in place; returns whether anything moved.
@@ -180,8 +259,14 @@ mod tests {
             prop_assert_eq!(&a, &b);
             let back: BTreeMap<String, i64> = decode(&a).unwrap();
             prop_assert_eq!(back, sorted);
-            // canonicalizing canonical bytes is the identity
-            prop_assert_eq!(canonicalize(a.clone()).unwrap(), a);
+            // canonicalizing canonical bytes is the identity, and the scanner agrees with the
+            // full decode on what is canonical
+            prop_assert_eq!(canonicalize(a.clone()).unwrap(), a.clone());
+            prop_assert_eq!(scan(&a, 0), Some((a.len(), true)));
+            let raw = rmp_serde::to_vec_named(&hashed).unwrap();
+            let mut v = rmpv::decode::read_value(&mut raw.as_slice()).unwrap();
+            let moved = sort_maps(&mut v);
+            prop_assert_eq!(scan(&raw, 0), Some((raw.len(), !moved)));
         }
     }
 }

@@ -27,7 +27,7 @@ impl ActionId {
     pub const ROOT: ActionId = ActionId(0);
 
     /// Derives a child's id. See the module docs for the recipe.
-    pub fn derive(parent: ActionId, key: &CallKey) -> ActionId {
+    pub fn derive(parent: ActionId, key: &CallKey<'_>) -> ActionId {
         let mut h = blake3::Hasher::new();
         h.update(b"weir.action.v1\0");
         h.update(&parent.0.to_le_bytes());
@@ -35,7 +35,7 @@ impl ActionId {
         h.update(b"\0");
         h.update(&key.inputs_hash);
         h.update(&key.seq.to_le_bytes());
-        h.update(key.group.as_deref().unwrap_or("").as_bytes());
+        h.update(key.group.unwrap_or("").as_bytes());
         let bytes = h.finalize();
         let mut first = [0u8; 8];
         first.copy_from_slice(&bytes.as_bytes()[..8]);
@@ -78,16 +78,16 @@ impl fmt::Debug for ActionId {
 }
 
 /// What identifies one call made by a parent: everything but the parent id.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct CallKey {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CallKey<'a> {
     /// Full task name, `<env>.<function>`.
-    pub task: String,
+    pub task: &'a str,
     /// blake3 of the canonical inputs.
     pub inputs_hash: [u8; 32],
     /// Number of earlier identical calls by the same parent attempt.
     pub seq: u32,
     /// Group name, if the call belongs to one.
-    pub group: Option<String>,
+    pub group: Option<&'a str>,
 }
 
 /// Hash of canonical input bytes, as used in [`CallKey::inputs_hash`] and cache keys.
@@ -100,12 +100,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn key(task: &str, inputs: &[u8], seq: u32, group: Option<&str>) -> CallKey {
+    fn key<'a>(task: &'a str, inputs: &[u8], seq: u32, group: Option<&'a str>) -> CallKey<'a> {
         CallKey {
-            task: task.into(),
+            task,
             inputs_hash: inputs_hash(inputs),
             seq,
-            group: group.map(Into::into),
+            group,
         }
     }
 
@@ -131,17 +131,17 @@ mod tests {
             let p = ActionId(parent & (i64::MAX as u64));
             let k = key(&task, &inputs, seq, group.as_deref());
             let id = ActionId::derive(p, &k);
-            prop_assert_eq!(id, ActionId::derive(p, &k.clone()));
+            prop_assert_eq!(id, ActionId::derive(p, &k));
             prop_assert_ne!(id, ActionId::ROOT);
             // every component changes the id
             prop_assert_ne!(id, ActionId::derive(ActionId(p.0 ^ 1), &k));
-            prop_assert_ne!(id, ActionId::derive(p, &CallKey { seq: seq + 1, ..k.clone() }));
-            prop_assert_ne!(id, ActionId::derive(p, &CallKey { task: format!("{task}x"), ..k.clone() }));
+            prop_assert_ne!(id, ActionId::derive(p, &CallKey { seq: seq + 1, ..k }));
+            prop_assert_ne!(id, ActionId::derive(p, &CallKey { task: &format!("{task}x"), ..k }));
             let mut other = inputs.clone();
             other.push(0);
-            prop_assert_ne!(id, ActionId::derive(p, &CallKey { inputs_hash: inputs_hash(&other), ..k.clone() }));
-            let g2 = Some(format!("{}g", group.clone().unwrap_or_default()));
-            prop_assert_ne!(id, ActionId::derive(p, &CallKey { group: g2, ..k.clone() }));
+            prop_assert_ne!(id, ActionId::derive(p, &CallKey { inputs_hash: inputs_hash(&other), ..k }));
+            let g2 = format!("{}g", group.clone().unwrap_or_default());
+            prop_assert_ne!(id, ActionId::derive(p, &CallKey { group: Some(&g2), ..k }));
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`lifecycle`]: the one transition table for actions.
 //! - [`error`]: error kinds and the serializable failure record of an action.
 
+pub mod cache;
 pub mod codec;
 pub mod error;
 pub mod ids;

@@ -29,7 +29,7 @@ pub(crate) struct TaskCtx {
     pub action: ActionId,
     pub attempt: u32,
     /// Identical calls seen so far, for the `seq` part of child ids.
-    seqs: Mutex<HashMap<(String, [u8; 32], Option<String>), u32>>,
+    seqs: Mutex<HashMap<(usize, [u8; 32], Option<Arc<str>>), u32>>,
     /// The run-level concurrency permit, released while this attempt waits on children.
     pub(crate) permit: Mutex<Option<OwnedSemaphorePermit>>,
     waiting_on_children: AtomicUsize,
@@ -58,11 +58,11 @@ impl TaskCtx {
         &self,
         task: &str,
         inputs_hash: [u8; 32],
-        group: &Option<String>,
+        group: &Option<Arc<str>>,
     ) -> u32 {
         let mut seqs = self.seqs.lock();
         let n = seqs
-            .entry((task.to_string(), inputs_hash, group.clone()))
+            .entry((task.as_ptr() as usize, inputs_hash, group.clone()))
             .or_insert(0);
         let seq = *n;
         *n += 1;
@@ -155,7 +155,7 @@ impl<A: TaskArgs> ErasedArgs<A::Output> for A {
 #[must_use = "a task call does nothing until awaited or run"]
 pub struct TaskCall<O> {
     def: &'static TaskDef,
-    group: Option<String>,
+    group: Option<Arc<str>>,
     state: CallState<O>,
 }
 
@@ -184,7 +184,7 @@ impl<O: Serialize + DeserializeOwned + Send + 'static> TaskCall<O> {
 
 impl<O> TaskCall<O> {
     /// Puts the call in a named group (part of its action id, used for display and folding).
-    pub fn group(mut self, name: impl Into<String>) -> Self {
+    pub fn group(mut self, name: impl Into<Arc<str>>) -> Self {
         self.group = Some(name.into());
         self
     }
@@ -243,7 +243,7 @@ async fn call_child<O: DeserializeOwned>(
     ctx: Arc<TaskCtx>,
     def: &'static TaskDef,
     inputs: std::result::Result<Vec<u8>, codec::Error>,
-    group: Option<String>,
+    group: Option<Arc<str>>,
 ) -> Result<O> {
     let inputs = inputs.map_err(|e| {
         Error::with_kind(

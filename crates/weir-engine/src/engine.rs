@@ -84,6 +84,26 @@ struct LiveAction {
     finishing: bool,
 }
 
+/// Action ids are already uniform hashes: the live table uses them as their own hash.
+type IdHash = std::hash::BuildHasherDefault<IdHasher>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) ^ (self.0 >> 56) ^ *b as u64;
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// Counters of a run, for progress display.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -105,7 +125,7 @@ pub struct RunState {
     pub(crate) name: String,
     pub(crate) limit: Option<Arc<Semaphore>>,
     recovering: bool,
-    live: Mutex<HashMap<ActionId, LiveAction>>,
+    live: Mutex<HashMap<ActionId, LiveAction, IdHash>>,
     pub(crate) counters: Counters,
     pub(crate) done: watch::Sender<Option<RunOutcome>>,
     aborted: AtomicBool,
@@ -226,10 +246,11 @@ impl Engine {
         }
     }
 
-    async fn store_payload(&self, key: String, bytes: &[u8]) -> Result<Payload> {
+    async fn store_payload(&self, key: impl FnOnce() -> String, bytes: &[u8]) -> Result<Payload> {
         if bytes.len() <= self.inner.options.inline_store_threshold {
             return Ok(Payload::Inline(bytes.to_vec()));
         }
+        let key = key();
         self.inner
             .blobs
             .put(&key, bytes.to_vec())
@@ -265,14 +286,14 @@ impl Engine {
         Self::check_inline(def, "the inputs", inputs.len())?;
         let name = context.name.clone().unwrap_or_else(generate_run_name);
         let payload = self
-            .store_payload(format!("{name}/a0/inputs"), &inputs)
+            .store_payload(|| format!("{name}/a0/inputs"), &inputs)
             .await?;
         let record = self
             .inner
             .store
             .create_run(&NewRun {
                 name: name.clone(),
-                task: def.full_name().to_string(),
+                task: def.full_name().into(),
                 inputs: payload,
                 context: serde_json::to_value(&context).unwrap_or_default(),
                 owner_pid: std::process::id(),
@@ -368,7 +389,7 @@ impl Engine {
                 .max_action_concurrency
                 .map(|n| Arc::new(Semaphore::new(n.max(1)))),
             recovering,
-            live: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::default()),
             counters: Counters::default(),
             done,
             aborted: AtomicBool::new(false),
@@ -509,22 +530,22 @@ impl Engine {
         ctx: &TaskCtx,
         def: &'static TaskDef,
         inputs: Vec<u8>,
-        group: Option<String>,
+        group: Option<Arc<str>>,
     ) -> Result<Arc<[u8]>> {
         Self::check_inline(def, "the inputs", inputs.len())?;
         let hash = inputs_hash(&inputs);
         let seq = ctx.next_seq(def.full_name(), hash, &group);
         let key = CallKey {
-            task: def.full_name().to_string(),
+            task: def.full_name(),
             inputs_hash: hash,
             seq,
-            group,
+            group: group.as_deref(),
         };
         let id = ActionId::derive(ctx.action, &key);
         let run = ctx.run.clone();
         let check_store = run.recovering || ctx.attempt > 1;
         let attach = self
-            .attach_or_start(&run, id, ctx.action, def, inputs, key.group, check_store)
+            .attach_or_start(&run, id, ctx.action, def, inputs, group, check_store)
             .await?;
         let mut pending = match attach {
             Attach::Ready(outcome) => return outcome.map_err(Error::from_child),
@@ -538,7 +559,11 @@ impl Engine {
                 },
             },
         };
-        let outcome = pending.rx.as_mut().expect("receiver present").await;
+        // Unconstrained: a parent awaiting thousands of children in one `join_all` would
+        // otherwise exhaust tokio's cooperative budget and re-poll every pending child per wake
+        // (quadratic in the fan-out).
+        let outcome =
+            tokio::task::unconstrained(pending.rx.as_mut().expect("receiver present")).await;
         pending.guard.armed = false;
         match outcome {
             Ok(o) => o.map_err(Error::from_child),
@@ -557,7 +582,7 @@ impl Engine {
         parent: ActionId,
         def: &'static TaskDef,
         inputs: Vec<u8>,
-        group: Option<String>,
+        group: Option<Arc<str>>,
         check_store: bool,
     ) -> Result<Attach> {
         if let Some(a) = run.live.lock().get_mut(&id) {
@@ -671,7 +696,7 @@ impl Engine {
         parent: ActionId,
         def: &'static TaskDef,
         inputs: Arc<[u8]>,
-        group: Option<String>,
+        group: Option<Arc<str>>,
         base_attempt: u32,
         insert: bool,
     ) {
@@ -679,7 +704,7 @@ impl Engine {
         let store = &self.inner.store;
         if insert {
             let payload = match self
-                .store_payload(format!("{}/{id}/inputs", run.name), &inputs)
+                .store_payload(|| format!("{}/{id}/inputs", run.name), &inputs)
                 .await
             {
                 Ok(p) => p,
@@ -698,7 +723,7 @@ impl Engine {
                     run: run.id,
                     id,
                     parent,
-                    task: def.full_name().to_string(),
+                    task: def.full_name().into(),
                     group,
                     kind: ActionKind::Task,
                     inputs: payload,
@@ -800,7 +825,7 @@ impl Engine {
             match result {
                 Ok(out) => {
                     let payload = match self
-                        .store_payload(format!("{}/{id}/{attempt}/outputs", run.name), &out)
+                        .store_payload(|| format!("{}/{id}/{attempt}/outputs", run.name), &out)
                         .await
                     {
                         Ok(p) => p,

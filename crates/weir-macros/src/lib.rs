@@ -263,6 +263,15 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
             }
         }
     }
+    // Fields in canonical MessagePack key order (short names first, then bytewise), so that
+    // encoded inputs are canonical without re-sorting.
+    let mut sorted: Vec<_> = arg_names.iter().zip(arg_types.iter()).collect();
+    sorted.sort_by_key(|(n, _)| {
+        let n = n.to_string();
+        (n.len(), n)
+    });
+    let sorted_names: Vec<_> = sorted.iter().map(|(n, _)| *n).collect();
+    let sorted_types: Vec<_> = sorted.iter().map(|(_, t)| *t).collect();
     let (out_ty, fallible) = output_type(&sig.output);
     let ret = &sig.output;
     let body = &func.block;
@@ -314,7 +323,7 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
         #[allow(non_camel_case_types)]
         #[derive(::weir::__private::serde::Serialize, ::weir::__private::serde::Deserialize)]
         #[serde(crate = "::weir::__private::serde", deny_unknown_fields)]
-        struct #args_ty { #(#arg_names: #arg_types),* }
+        struct #args_ty { #(#sorted_names: #sorted_types),* }
 
         impl ::weir::__private::TaskArgs for #args_ty {
             type Output = #out_ty;

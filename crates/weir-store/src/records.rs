@@ -236,9 +236,9 @@ pub enum WriteOp {
         /// Parent id.
         parent: ActionId,
         /// Full task name.
-        task: String,
+        task: std::borrow::Cow<'static, str>,
         /// Group name.
-        group: Option<String>,
+        group: Option<std::sync::Arc<str>>,
         /// Task or trace.
         kind: ActionKind,
         /// Inputs.

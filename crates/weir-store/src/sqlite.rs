@@ -1,5 +1,6 @@
 //! The embedded SQLite backend: one writer thread with group commit, one read connection.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -30,6 +31,8 @@ CREATE TABLE IF NOT EXISTS actions(
   ended_at INTEGER, cache_hit INTEGER NOT NULL DEFAULT 0, inputs BLOB, inputs_ref TEXT,
   output BLOB, output_ref TEXT, error TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS actions_by_id ON actions(run, id);
+-- Children of a parent in creation order (index entries end with the rowid `seq`).
+CREATE INDEX IF NOT EXISTS actions_by_parent ON actions(run, parent);
 CREATE TABLE IF NOT EXISTS attempts(
   run INTEGER NOT NULL, action INTEGER NOT NULL, attempt INTEGER NOT NULL,
   started_at INTEGER NOT NULL, ended_at INTEGER NOT NULL, error TEXT NOT NULL,
@@ -212,9 +215,29 @@ fn check_version(conn: &Connection, path: &Path) -> Result<()> {
     }
 }
 
+/// Waits for the next command. A chain of calls (each waiting on the previous commit) sends its
+/// next write within microseconds of an acknowledgement, so the writer polls briefly before
+/// parking its thread: a futex wake-up costs more than the commit itself.
+fn next_command(rx: &mpsc::Receiver<Cmd>) -> Option<Cmd> {
+    let spin_until = std::time::Instant::now() + std::time::Duration::from_micros(SPIN_MICROS);
+    loop {
+        match rx.try_recv() {
+            Ok(cmd) => return Some(cmd),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Err(mpsc::TryRecvError::Empty) if std::time::Instant::now() < spin_until => {
+                std::hint::spin_loop()
+            }
+            Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
+        }
+    }
+}
+
+/// How long the writer polls for work before parking.
+const SPIN_MICROS: u64 = 30;
+
 fn writer_loop(mut conn: Connection, path: PathBuf, rx: mpsc::Receiver<Cmd>, max_batch: usize) {
     let mut batch: Vec<Cmd> = Vec::with_capacity(1024);
-    while let Ok(first) = rx.recv() {
+    while let Some(first) = next_command(&rx) {
         batch.push(first);
         while batch.len() < max_batch {
             match rx.try_recv() {
@@ -243,14 +266,145 @@ fn writer_loop(mut conn: Connection, path: PathBuf, rx: mpsc::Receiver<Cmd>, max
     }
 }
 
+/// An action row assembled from the writes of one batch: an action that is queued, started and
+/// finished within one group commit costs one upsert instead of three statements.
+struct MergedRow<'a> {
+    run: i64,
+    id: ActionId,
+    parent: ActionId,
+    task: &'a str,
+    group: Option<&'a str>,
+    kind: ActionKind,
+    status: ActionStatus,
+    attempts: u32,
+    queued_at: i64,
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+    cache_hit: bool,
+    inputs: &'a Payload,
+    output: Option<&'a Payload>,
+    error: Option<&'a Failure>,
+}
+
 fn apply_batch(conn: &mut Connection, batch: &[Cmd]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
+    let mut rows: Vec<MergedRow<'_>> = Vec::new();
+    let mut pending: HashMap<(i64, ActionId), usize> = HashMap::new();
     for cmd in batch {
-        if let Cmd::Write(op, _) = cmd {
-            apply(&tx, op)?;
+        let Cmd::Write(op, _) = cmd else { continue };
+        match op {
+            WriteOp::InsertAction {
+                run,
+                id,
+                parent,
+                task,
+                group,
+                kind,
+                inputs,
+                queued_at,
+            } => {
+                let row = MergedRow {
+                    run: *run,
+                    id: *id,
+                    parent: *parent,
+                    task,
+                    group: group.as_deref(),
+                    kind: *kind,
+                    status: ActionStatus::Queued,
+                    attempts: 0,
+                    queued_at: *queued_at,
+                    started_at: None,
+                    ended_at: None,
+                    cache_hit: false,
+                    inputs,
+                    output: None,
+                    error: None,
+                };
+                match pending.get(&(*run, *id)) {
+                    Some(&i) => rows[i] = row,
+                    None => {
+                        pending.insert((*run, *id), rows.len());
+                        rows.push(row);
+                    }
+                }
+            }
+            WriteOp::StartAttempt {
+                run,
+                id,
+                attempt,
+                started_at,
+            } if pending.contains_key(&(*run, *id)) => {
+                let row = &mut rows[pending[&(*run, *id)]];
+                row.status = ActionStatus::Running;
+                row.attempts = *attempt;
+                row.started_at = Some(*started_at);
+            }
+            WriteOp::FinishAction {
+                run,
+                id,
+                status,
+                output,
+                error,
+                cache_hit,
+                ended_at,
+            } if pending.contains_key(&(*run, *id)) => {
+                let row = &mut rows[pending[&(*run, *id)]];
+                row.status = *status;
+                row.output = output.as_ref();
+                row.error = error.as_ref();
+                row.cache_hit = *cache_hit;
+                row.ended_at = Some(*ended_at);
+            }
+            WriteOp::CancelLiveActions { .. } => {
+                // It must see every action queued before it.
+                for row in rows.drain(..) {
+                    upsert_row(&tx, &row)?;
+                }
+                pending.clear();
+                apply(&tx, op)?;
+            }
+            _ => apply(&tx, op)?,
         }
     }
+    for row in &rows {
+        upsert_row(&tx, row)?;
+    }
     tx.commit()
+}
+
+fn upsert_row(tx: &rusqlite::Transaction<'_>, row: &MergedRow<'_>) -> rusqlite::Result<()> {
+    let (inputs, inputs_ref) = split(row.inputs);
+    let (output, output_ref) = row.output.map(split).unwrap_or((None, None));
+    let mut st = tx.prepare_cached(
+        "INSERT INTO actions(run, id, parent, task, grp, kind, status, attempts, queued_at, started_at,
+                             ended_at, cache_hit, inputs, inputs_ref, output, output_ref, error)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+         ON CONFLICT(run, id) DO UPDATE SET status = excluded.status,
+           attempts = max(attempts, excluded.attempts), queued_at = excluded.queued_at,
+           started_at = coalesce(excluded.started_at, started_at), ended_at = excluded.ended_at,
+           cache_hit = excluded.cache_hit, output = excluded.output, output_ref = excluded.output_ref,
+           error = excluded.error",
+    )?;
+    st.execute(params![
+        row.run,
+        row.id.as_i64(),
+        row.parent.as_i64(),
+        row.task,
+        row.group,
+        (row.kind == ActionKind::Trace) as i64,
+        row.status.code(),
+        row.attempts,
+        row.queued_at,
+        row.started_at,
+        row.ended_at,
+        row.cache_hit as i64,
+        inputs,
+        inputs_ref,
+        output,
+        output_ref,
+        row.error.and_then(|f| serde_json::to_string(f).ok()),
+    ])?;
+    Ok(())
 }
 
 fn split(p: &Payload) -> (Option<&[u8]>, Option<String>) {
@@ -285,36 +439,7 @@ fn parse_failure(s: Option<String>) -> Option<Failure> {
 
 fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
     match op {
-        WriteOp::InsertAction {
-            run,
-            id,
-            parent,
-            task,
-            group,
-            kind,
-            inputs,
-            queued_at,
-        } => {
-            let (blob, reference) = split(inputs);
-            let mut st = tx.prepare_cached(
-                "INSERT INTO actions(run, id, parent, task, grp, kind, status, queued_at, inputs, inputs_ref)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT(run, id) DO UPDATE SET status = excluded.status, queued_at = excluded.queued_at,
-                   ended_at = NULL, error = NULL, output = NULL, output_ref = NULL, cache_hit = 0",
-            )?;
-            st.execute(params![
-                run,
-                id.as_i64(),
-                parent.as_i64(),
-                task,
-                group,
-                (*kind == ActionKind::Trace) as i64,
-                ActionStatus::Queued.code(),
-                queued_at,
-                blob,
-                reference
-            ])?;
-        }
+        WriteOp::InsertAction { .. } => unreachable!("inserts are merged in apply_batch"),
         WriteOp::StartAttempt {
             run,
             id,

@@ -36,6 +36,7 @@ extern crate self as weir;
 pub mod cli;
 mod map;
 mod runner;
+mod worker_once;
 
 pub use map::{Map, MapFailFast, map};
 pub use runner::Runner;
@@ -49,6 +50,7 @@ pub use weir_engine::{
     TaskCall, in_task,
 };
 pub use weir_macros::task;
+pub use worker_once::WorkerOnce;
 
 /// The names most task code needs.
 pub mod prelude {

@@ -88,11 +88,11 @@ where
             ctx,
         } = self;
         let (low, _) = inputs.size_hint();
-        let mut group = group;
+        let mut group: Option<std::sync::Arc<str>> = group.map(Into::into);
         let calls = inputs.enumerate().map(move |(i, input)| {
             let call = with_context(&ctx, || task(input));
             let name = group
-                .get_or_insert_with(|| format!("{}_map", call.task().short_name()))
+                .get_or_insert_with(|| format!("{}_map", call.task().short_name()).into())
                 .clone();
             let call = call.group(name);
             async move { (i, call.await) }
