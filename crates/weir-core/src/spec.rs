@@ -38,7 +38,7 @@ impl TaskEnvironment {
             name: name.into(),
             resources: Resources::default(),
             reuse: None,
-            cache: CachePolicy::Disable,
+            cache: Cache::disable(),
             env_vars: Vec::new(),
             depends_on: Vec::new(),
             max_inline_io: DEFAULT_MAX_INLINE_IO,
@@ -218,25 +218,82 @@ impl ReusePolicy {
     }
 }
 
-/// Cache behaviour of a task (SPEC §6.1).
+/// How a task's outputs are cached (SPEC §6.1).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub enum CachePolicy {
+pub enum CacheBehavior {
     /// Never cached (default).
     #[default]
     Disable,
-    /// Cached, version derived from the task's source code.
+    /// Cached; the version is derived from the task function's own source tokens.
     Auto,
-    /// Cached under an explicit version.
+    /// Cached under an explicit version string.
     Override(String),
 }
 
-impl From<&str> for CachePolicy {
+/// Cache settings of a task or environment (SPEC §6.1): a behaviour, inputs left out of the
+/// key, and a salt.
+///
+/// ```
+/// use weir_core::spec::{Cache, CacheBehavior};
+/// let c = Cache::override_version("v1").ignored_inputs(["run_label"]).salt("2026-11");
+/// assert_eq!(c.behavior, CacheBehavior::Override("v1".into()));
+/// assert_eq!(Cache::from("auto").behavior, CacheBehavior::Auto);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Cache {
+    /// Disable (default), auto or override.
+    pub behavior: CacheBehavior,
+    /// Parameters that do not take part in the key.
+    pub ignored_inputs: Vec<String>,
+    /// Mixed into the key; change it to invalidate entries.
+    pub salt: String,
+}
+
+/// The name used by environments and task settings.
+pub type CachePolicy = Cache;
+
+impl Cache {
+    /// Not cached.
+    pub fn disable() -> Self {
+        Cache::default()
+    }
+    /// Cached, versioned by the task's source.
+    pub fn auto() -> Self {
+        Cache {
+            behavior: CacheBehavior::Auto,
+            ..Default::default()
+        }
+    }
+    /// Cached under an explicit version.
+    pub fn override_version(version: impl Into<String>) -> Self {
+        Cache {
+            behavior: CacheBehavior::Override(version.into()),
+            ..Default::default()
+        }
+    }
+    /// Leaves these parameters out of the key.
+    pub fn ignored_inputs<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.ignored_inputs = names.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Sets the salt.
+    pub fn salt(mut self, salt: impl Into<String>) -> Self {
+        self.salt = salt.into();
+        self
+    }
+    /// Whether outputs are cached.
+    pub fn is_enabled(&self) -> bool {
+        self.behavior != CacheBehavior::Disable
+    }
+}
+
+impl From<&str> for Cache {
     /// `"disable"`, `"auto"`, anything else is an override version.
     fn from(s: &str) -> Self {
         match s {
-            "disable" => CachePolicy::Disable,
-            "auto" => CachePolicy::Auto,
-            v => CachePolicy::Override(v.to_string()),
+            "disable" => Cache::disable(),
+            "auto" => Cache::auto(),
+            v => Cache::override_version(v),
         }
     }
 }
@@ -425,6 +482,9 @@ mod tests {
         assert_eq!(r.delay(2), Duration::from_millis(400));
         assert_eq!(r.delay(3), Duration::from_millis(500));
         assert_eq!(RetryPolicy::retries(1).delay(4), Duration::ZERO);
-        assert_eq!(CachePolicy::from("v1"), CachePolicy::Override("v1".into()));
+        assert_eq!(
+            Cache::from("v1").behavior,
+            CacheBehavior::Override("v1".into())
+        );
     }
 }

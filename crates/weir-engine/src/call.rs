@@ -245,6 +245,12 @@ async fn call_child<O: DeserializeOwned>(
     inputs: std::result::Result<Vec<u8>, codec::Error>,
     group: Option<Arc<str>>,
 ) -> Result<O> {
+    if let Some(trace) = crate::trace::in_trace() {
+        return Err(Error::non_recoverable(format!(
+            "task {} was called from inside trace {trace}; traces run in their task's process and may not call tasks",
+            def.full_name()
+        )));
+    }
     let inputs = inputs.map_err(|e| {
         Error::with_kind(
             ErrorKind::Codec,

@@ -16,11 +16,13 @@ use parking_lot::Mutex;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::AbortHandle;
 use weir_blob::BlobStore;
+use weir_core::cache::CacheKeyParts;
+use weir_core::spec::CacheBehavior;
 use weir_core::spec::DEFAULT_INLINE_STORE_THRESHOLD;
 use weir_core::{ActionId, ActionStatus, CallKey, ErrorKind, Failure, ids::inputs_hash};
 use weir_store::{
-    ActionKind, AttemptRecord, NewRun, Payload, RunRecord, RunStatus, SqliteStore, Store,
-    StoreOptions, WriteOp, now_us,
+    ActionKind, AttemptRecord, CacheEntry, NewRun, Payload, RunRecord, RunStatus, SqliteStore,
+    Store, StoreOptions, WriteOp, now_us,
 };
 
 use crate::call::TaskCtx;
@@ -82,6 +84,17 @@ struct LiveAction {
     abort: Option<AbortHandle>,
     /// Set once the final write is queued; a cancel then no longer applies.
     finishing: bool,
+    /// Cache key and version the output is stored under when it succeeds.
+    cache: Option<(String, String)>,
+}
+
+/// The run's cache settings (SPEC §3.4, §6.2).
+struct RunCache {
+    disabled: bool,
+    overwrite: bool,
+    project_domain_only: bool,
+    project: String,
+    domain: String,
 }
 
 /// Action ids are already uniform hashes: the live table uses them as their own hash.
@@ -117,6 +130,8 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// Child calls answered from the store (recovery).
     pub recovered: AtomicU64,
+    /// Child calls answered from the cache.
+    pub cache_hits: AtomicU64,
 }
 
 /// In-memory state of a run driven by this process.
@@ -127,6 +142,7 @@ pub struct RunState {
     recovering: bool,
     live: Mutex<HashMap<ActionId, LiveAction, IdHash>>,
     pub(crate) counters: Counters,
+    cache: RunCache,
     pub(crate) done: watch::Sender<Option<RunOutcome>>,
     aborted: AtomicBool,
 }
@@ -143,6 +159,11 @@ pub enum RunOutcome {
 }
 
 impl RunState {
+    /// Whether this run was resumed after its process died.
+    pub(crate) fn recovering(&self) -> bool {
+        self.recovering
+    }
+
     /// The run's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -260,6 +281,14 @@ impl Engine {
             path: key,
             size: bytes.len() as u64,
         })
+    }
+
+    pub(crate) async fn store_payload_pub(
+        &self,
+        key: impl FnOnce() -> String,
+        bytes: &[u8],
+    ) -> Result<Payload> {
+        self.store_payload(key, bytes).await
     }
 
     fn check_inline(def: &TaskDef, what: &str, size: usize) -> Result<()> {
@@ -391,6 +420,17 @@ impl Engine {
             recovering,
             live: Mutex::new(HashMap::default()),
             counters: Counters::default(),
+            cache: RunCache {
+                disabled: context.disable_cache,
+                overwrite: context.overwrite_cache,
+                project_domain_only: context.cache_lookup_scope
+                    == crate::run::CacheLookupScope::ProjectDomain,
+                project: context.project.clone().unwrap_or_else(|| "default".into()),
+                domain: context
+                    .domain
+                    .clone()
+                    .unwrap_or_else(|| "development".into()),
+            },
             done,
             aborted: AtomicBool::new(false),
         }
@@ -415,6 +455,7 @@ impl Engine {
                 waiters: Vec::new(),
                 abort: None,
                 finishing: false,
+                cache: None,
             },
         );
         let task = tokio::spawn(self.clone().run_action(
@@ -614,6 +655,15 @@ impl Engine {
             }
             base_attempt = rec.attempts;
         }
+        let cache = self.cache_key(def, &inputs, run)?;
+        if let Some((key, _)) = &cache
+            && !run.cache.overwrite
+            && let Some(hit) = self
+                .cache_hit(run, id, parent, def, &inputs, &group, key)
+                .await?
+        {
+            return Ok(Attach::Ready(Ok(hit)));
+        }
         let (tx, rx) = oneshot::channel();
         {
             let mut live = run.live.lock();
@@ -633,6 +683,7 @@ impl Engine {
                     waiters: vec![tx],
                     abort: None,
                     finishing: false,
+                    cache,
                 },
             );
         }
@@ -651,6 +702,114 @@ impl Engine {
             a.abort = Some(task.abort_handle());
         }
         Ok(Attach::Wait(rx))
+    }
+
+    /// The cache key and version of a call, or `None` when the task or the run does not cache.
+    /// Recipe: `weir_core::cache`.
+    fn cache_key(
+        &self,
+        def: &'static TaskDef,
+        inputs: &[u8],
+        run: &RunState,
+    ) -> Result<Option<(String, String)>> {
+        if run.cache.disabled {
+            return Ok(None);
+        }
+        let policy = def
+            .config()
+            .cache
+            .as_ref()
+            .unwrap_or(def.environment().cache_policy());
+        let version = match &policy.behavior {
+            CacheBehavior::Disable => return Ok(None),
+            CacheBehavior::Auto => def.source_hash.to_string(),
+            CacheBehavior::Override(v) => v.clone(),
+        };
+        let ignored: Vec<&str> = policy.ignored_inputs.iter().map(String::as_str).collect();
+        let key = weir_core::cache::cache_key(&CacheKeyParts {
+            task: def.full_name(),
+            env: def.environment().name(),
+            inputs,
+            ignored_inputs: &ignored,
+            interface: def.interface,
+            salt: &policy.salt,
+            version: &version,
+        })
+        .map_err(|e| {
+            Error::with_kind(
+                ErrorKind::Codec,
+                format!("cache key of task {}: {e}", def.full_name()),
+            )
+        })?;
+        Ok(Some((key, version)))
+    }
+
+    /// Looks the key up; on a hit records the action as a cache hit (the output by reference,
+    /// never copied) and returns the output. A hit whose payload is gone counts as a miss.
+    #[allow(clippy::too_many_arguments)]
+    async fn cache_hit(
+        &self,
+        run: &Arc<RunState>,
+        id: ActionId,
+        parent: ActionId,
+        def: &'static TaskDef,
+        inputs: &[u8],
+        group: &Option<Arc<str>>,
+        key: &str,
+    ) -> Result<Option<Arc<[u8]>>> {
+        let scope = run
+            .cache
+            .project_domain_only
+            .then(|| (run.cache.project.as_str(), run.cache.domain.as_str()));
+        let Some(entry) = self
+            .inner
+            .store
+            .cache_lookup(key, scope)
+            .map_err(|e| Error::with_kind(ErrorKind::System, e))?
+        else {
+            return Ok(None);
+        };
+        let Ok(bytes) = self.load_payload(&entry.output).await else {
+            tracing::warn!(
+                task = def.full_name(),
+                key,
+                "cache entry's payload is missing; running the task"
+            );
+            return Ok(None);
+        };
+        let inputs = self
+            .store_payload(|| format!("{}/{id}/inputs", run.name), inputs)
+            .await?;
+        let now = now_us();
+        self.inner.store.write(
+            WriteOp::InsertAction {
+                run: run.id,
+                id,
+                parent,
+                task: def.full_name().into(),
+                group: group.clone(),
+                kind: ActionKind::Task,
+                inputs,
+                queued_at: now,
+            },
+            None,
+        );
+        self.inner.store.write(
+            WriteOp::FinishAction {
+                run: run.id,
+                id,
+                status: ActionStatus::Succeeded,
+                output: Some(entry.output),
+                error: None,
+                cache_hit: true,
+                ended_at: now,
+            },
+            None,
+        );
+        run.counters.created.fetch_add(1, Ordering::Relaxed);
+        run.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+        run.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(bytes))
     }
 
     fn cancel_if_unwanted(&self, run: &Arc<RunState>, id: ActionId) {
@@ -881,14 +1040,32 @@ impl Engine {
         outcome: std::result::Result<(Payload, Arc<[u8]>), Failure>,
         _attempt: u32,
     ) {
-        {
+        let cache = {
             let mut live = run.live.lock();
             match live.get_mut(&id) {
-                Some(a) => a.finishing = true,
+                Some(a) => {
+                    a.finishing = true;
+                    a.cache.take()
+                }
                 None => return, // cancelled meanwhile
             }
-        }
+        };
         let ended = now_us();
+        // The entry is committed no later than the result it caches (it is queued first).
+        if let (Some((key, version)), Ok((payload, _))) = (cache, &outcome) {
+            self.inner.store.write(
+                WriteOp::PutCache(CacheEntry {
+                    key,
+                    project: run.cache.project.clone(),
+                    domain: run.cache.domain.clone(),
+                    task: def.full_name().to_string(),
+                    version,
+                    output: payload.clone(),
+                    created_at: ended,
+                }),
+                None,
+            );
+        }
         let (status, output, error, delivered) = match outcome {
             Ok((payload, bytes)) => (ActionStatus::Succeeded, Some(payload), None, Ok(bytes)),
             Err(f) => (ActionStatus::Failed, None, Some(f.clone()), Err(f)),

@@ -99,6 +99,12 @@ impl Error {
         }
     }
 
+    /// Adds a cause below the message (used when rebuilding recorded errors).
+    pub fn context_below(mut self, cause: impl Into<String>) -> Error {
+        self.inner.chain.push(cause.into());
+        self
+    }
+
     /// Marks this error as not to be retried, keeping its message.
     pub fn into_non_recoverable(mut self) -> Error {
         self.inner.kind = ErrorKind::NonRecoverable;

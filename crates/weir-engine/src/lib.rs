@@ -15,8 +15,10 @@ mod engine;
 mod error;
 pub mod registry;
 mod run;
+mod trace;
 
 pub use call::{CapturedContext, TaskArgs, TaskCall, capture_context, in_task, with_context};
 pub use engine::{Engine, EngineOptions, RunOutcome};
 pub use error::{Error, Result, StdError};
 pub use run::{CacheLookupScope, Progress, Run, RunContext, RunHandle};
+pub use trace::{durable, trace_call, trace_call_infallible, trace_stream};

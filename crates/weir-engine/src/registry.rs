@@ -39,6 +39,10 @@ pub struct TaskDef {
     pub inputs_from_json: fn(&str) -> Result<Vec<u8>, weir_core::codec::Error>,
     /// Names of the parameters, in order.
     pub params: &'static [&'static str],
+    /// Hash of the function's source tokens: the `auto` cache version.
+    pub source_hash: &'static str,
+    /// Parameter names and types and the output type, as written: part of cache keys.
+    pub interface: &'static str,
     /// Cached full name and settings.
     #[doc(hidden)]
     pub resolved: OnceLock<Resolved>,

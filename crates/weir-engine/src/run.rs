@@ -114,6 +114,8 @@ pub struct Progress {
     pub failed: u64,
     /// Child calls answered from recorded results (after a resume).
     pub recovered: u64,
+    /// Child calls answered from the cache.
+    pub cache_hits: u64,
 }
 
 /// A handle on a started run, untyped (output as canonical bytes).
@@ -150,6 +152,7 @@ impl RunHandle {
             succeeded: c.succeeded.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             recovered: c.recovered.load(Ordering::Relaxed),
+            cache_hits: c.cache_hits.load(Ordering::Relaxed),
         }
     }
 

@@ -193,6 +193,18 @@ fn parse_settings(attr: TokenStream2) -> syn::Result<Settings> {
     Ok(s)
 }
 
+/// The `auto` cache version: FNV-1a (64 bit) of the function's signature and body tokens. Tokens
+/// carry no whitespace or comments, so only a change of code changes the version; and only this
+/// function's tokens take part, so editing another task never changes it.
+fn source_hash(tokens: &TokenStream2) -> String {
+    let text = tokens.to_string();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 /// The output type and whether the body returns a `Result`.
 fn output_type(ret: &ReturnType) -> (Type, bool) {
     match ret {
@@ -309,6 +321,15 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
             ::weir::__private::assert_serde::<#ty>();
         }
     });
+    let source_hash = source_hash(&quote!(#sig #body));
+    let interface = {
+        let params: Vec<String> = arg_names
+            .iter()
+            .zip(&arg_types)
+            .map(|(n, t)| format!("{n}: {}", quote!(#t)))
+            .collect();
+        format!("({}) -> {}", params.join(", "), quote!(#out_ty))
+    };
     let fn_doc = format!(
         "Calls task `{name_str}`: awaited inside a task it runs as a child action, outside a run it runs directly."
     );
@@ -353,6 +374,8 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
             }),
             inputs_from_json: ::weir::__private::codec::json_to_canonical::<#args_ty>,
             params: &[#(#params),*],
+            source_hash: #source_hash,
+            interface: #interface,
             resolved: ::std::sync::OnceLock::new(),
         };
 
@@ -366,6 +389,155 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
         #[doc = #fn_doc]
         #vis fn #name(#(#arg_names: #arg_types),*) -> ::weir::TaskCall<#out_ty> {
             ::weir::TaskCall::new(&#def_ident, #args_ty { #(#arg_names),* })
+        }
+    })
+}
+
+/// Marks a function as a trace (SPEC §6.4): it runs in the calling task's process, and its
+/// inputs and output (or error) are recorded as a checkpoint when it finishes. When the task is
+/// retried or recovered, a recorded trace returns its recorded output instead of running again.
+///
+/// Works on `async fn name(..) -> Result<T>` (or a plain `T`) and on a function returning
+/// `impl Stream<Item = T>`: a stream's items pass through while being buffered, are recorded at
+/// its end, and are replayed without running the stream again. Outside a task a trace is a plain
+/// call. A trace may not call tasks.
+#[proc_macro_attribute]
+pub fn trace(attr: TokenStream, item: TokenStream) -> TokenStream {
+    match expand_trace(attr.into(), item.into()) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// `Some(item type)` if the return type is `impl Stream<Item = T>`.
+fn stream_item(ret: &ReturnType) -> Option<Type> {
+    let ReturnType::Type(_, ty) = ret else {
+        return None;
+    };
+    let Type::ImplTrait(it) = ty.as_ref() else {
+        return None;
+    };
+    it.bounds.iter().find_map(|b| {
+        let syn::TypeParamBound::Trait(t) = b else {
+            return None;
+        };
+        let last = t.path.segments.last()?;
+        if last.ident != "Stream" {
+            return None;
+        }
+        let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+            return None;
+        };
+        args.args.iter().find_map(|a| match a {
+            syn::GenericArgument::AssocType(at) if at.ident == "Item" => Some(at.ty.clone()),
+            _ => None,
+        })
+    })
+}
+
+fn expand_trace(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
+    if !attr.is_empty() {
+        return Err(syn::Error::new(
+            attr.span(),
+            "#[weir::trace] takes no settings",
+        ));
+    }
+    let func: ItemFn = syn::parse2(item)?;
+    let sig = &func.sig;
+    if !sig.generics.params.is_empty() {
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "#[weir::trace] functions cannot be generic",
+        ));
+    }
+    let name = &sig.ident;
+    let name_str = name.to_string();
+    let vis = &func.vis;
+    let attrs = &func.attrs;
+    let body = &func.block;
+    let ret = &sig.output;
+    let body_fn = format_ident!("__weir_trace_body_{}", name);
+    let args_ty = format_ident!("__WeirTraceArgs_{}", name);
+    let mut arg_names = Vec::new();
+    let mut arg_types = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(r) => {
+                return Err(syn::Error::new(
+                    r.span(),
+                    "#[weir::trace] cannot be a method",
+                ));
+            }
+            FnArg::Typed(pt) => {
+                let Pat::Ident(id) = pt.pat.as_ref() else {
+                    return Err(syn::Error::new(
+                        pt.pat.span(),
+                        "#[weir::trace] parameters must be plain names",
+                    ));
+                };
+                arg_names.push(id.ident.clone());
+                arg_types.push((*pt.ty).clone());
+            }
+        }
+    }
+    let mut sorted: Vec<_> = arg_names.iter().zip(arg_types.iter()).collect();
+    sorted.sort_by_key(|(n, _)| {
+        let n = n.to_string();
+        (n.len(), n)
+    });
+    let sorted_names: Vec<_> = sorted.iter().map(|(n, _)| *n).collect();
+    let sorted_types: Vec<_> = sorted.iter().map(|(_, t)| *t).collect();
+    let encode = quote! {
+        {
+            #[derive(::weir::__private::serde::Serialize)]
+            #[serde(crate = "::weir::__private::serde")]
+            #[allow(non_camel_case_types)]
+            struct #args_ty<'a> { #(#sorted_names: &'a #sorted_types),* }
+            ::weir::__private::codec::encode(&#args_ty { #(#arg_names: &#arg_names),* })
+        }
+    };
+
+    if let Some(item_ty) = stream_item(ret) {
+        if sig.asyncness.is_some() {
+            return Err(syn::Error::new(
+                sig.asyncness.span(),
+                "a stream #[weir::trace] is a plain fn returning `impl Stream<Item = T>`",
+            ));
+        }
+        return Ok(quote! {
+            #(#attrs)*
+            fn #body_fn(#(#arg_names: #arg_types),*) #ret #body
+
+            #vis fn #name(#(#arg_names: #arg_types),*) -> impl ::weir::__private::futures::Stream<Item = #item_ty> + Send + 'static {
+                let inputs = #encode;
+                ::weir::__private::trace_stream(#name_str, inputs, move || #body_fn(#(#arg_names),*))
+            }
+        });
+    }
+    if sig.asyncness.is_none() {
+        return Err(syn::Error::new(
+            sig.fn_token.span(),
+            "#[weir::trace] functions must be `async fn` (or return `impl Stream`)",
+        ));
+    }
+    let (out_ty, fallible) = output_type(ret);
+    let call = if fallible {
+        quote!(::weir::__private::trace_call(#name_str, inputs, async move { #body_fn(#(#arg_names),*).await.map_err(::core::convert::Into::into) }).await)
+    } else {
+        quote!(::weir::__private::trace_call_infallible(#name_str, inputs, #body_fn(#(#arg_names),*)).await)
+    };
+    let outer_ret = if fallible {
+        quote!(-> ::weir::Result<#out_ty>)
+    } else {
+        quote!(#ret)
+    };
+    Ok(quote! {
+        #(#attrs)*
+        async fn #body_fn(#(#arg_names: #arg_types),*) #ret #body
+
+        #vis async fn #name(#(#arg_names: #arg_types),*) #outer_ret {
+            let inputs = #encode;
+            #call
         }
     })
 }

@@ -97,6 +97,13 @@ pub trait Store: Send + Sync + 'static {
     fn action(&self, run: i64, id: weir_core::ActionId) -> Result<Option<ActionRecord>>;
     /// Failed attempts of one action, oldest first.
     fn failed_attempts(&self, run: i64, id: weir_core::ActionId) -> Result<Vec<AttemptRecord>>;
+    /// The cache entry for a key: any project/domain when `scope` is `None`, else only that
+    /// project and domain's.
+    fn cache_lookup(&self, key: &str, scope: Option<(&str, &str)>) -> Result<Option<CacheEntry>>;
+    /// Cache entries, newest first, optionally of one task.
+    fn list_cache(&self, task: Option<&str>, limit: u32) -> Result<Vec<CacheEntry>>;
+    /// Deletes cache entries (of one task, or all); returns how many.
+    fn clear_cache(&self, task: Option<&str>) -> Result<u64>;
     /// Blocks until every write queued so far is committed.
     fn flush(&self) -> Result<()>;
 }

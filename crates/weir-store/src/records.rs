@@ -303,6 +303,8 @@ pub enum WriteOp {
         /// The new owner.
         owner_pid: u32,
     },
+    /// A cache entry is written (or replaced).
+    PutCache(CacheEntry),
     /// Every live action of a run becomes cancelled (abort).
     CancelLiveActions {
         /// Run row id.
@@ -312,4 +314,24 @@ pub enum WriteOp {
         /// End time (µs).
         ended_at: i64,
     },
+}
+
+/// A cache entry (SPEC §6): the output of a task for a cache key, per project and domain.
+#[derive(Clone, Debug, Serialize)]
+pub struct CacheEntry {
+    /// The key (see `weir_core::cache`).
+    pub key: String,
+    /// Project of the run that wrote it.
+    pub project: String,
+    /// Domain of the run that wrote it.
+    pub domain: String,
+    /// Task full name.
+    pub task: String,
+    /// Cache version the entry was written under.
+    pub version: String,
+    /// The output, inline or a reference to the object store (never copied).
+    #[serde(skip)]
+    pub output: Payload,
+    /// When it was written (µs).
+    pub created_at: i64,
 }

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use weir_core::{ActionId, ActionStatus, Failure};
 
 use crate::{
-    Ack, ActionKind, ActionRecord, AttemptRecord, Error, NewRun, Page, Payload, Result, RunFilter,
-    RunRecord, RunStatus, RunSummary, Store, WriteOp, now_us,
+    Ack, ActionKind, ActionRecord, AttemptRecord, CacheEntry, Error, NewRun, Page, Payload, Result,
+    RunFilter, RunRecord, RunStatus, RunSummary, Store, WriteOp, now_us,
 };
 
 /// Newest schema this build reads and writes.
@@ -33,6 +33,11 @@ CREATE TABLE IF NOT EXISTS actions(
 CREATE UNIQUE INDEX IF NOT EXISTS actions_by_id ON actions(run, id);
 -- Children of a parent in creation order (index entries end with the rowid `seq`).
 CREATE INDEX IF NOT EXISTS actions_by_parent ON actions(run, parent);
+CREATE TABLE IF NOT EXISTS cache(
+  key TEXT NOT NULL, project TEXT NOT NULL, domain TEXT NOT NULL, task TEXT NOT NULL,
+  version TEXT NOT NULL, output BLOB, output_ref TEXT, created_at INTEGER NOT NULL,
+  PRIMARY KEY(key, project, domain)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cache_by_task ON cache(task);
 CREATE TABLE IF NOT EXISTS attempts(
   run INTEGER NOT NULL, action INTEGER NOT NULL, attempt INTEGER NOT NULL,
   started_at INTEGER NOT NULL, ended_at INTEGER NOT NULL, error TEXT NOT NULL,
@@ -440,6 +445,23 @@ fn parse_failure(s: Option<String>) -> Option<Failure> {
 fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
     match op {
         WriteOp::InsertAction { .. } => unreachable!("inserts are merged in apply_batch"),
+        WriteOp::PutCache(entry) => {
+            let (blob, reference) = split(&entry.output);
+            let mut st = tx.prepare_cached(
+                "INSERT OR REPLACE INTO cache(key, project, domain, task, version, output, output_ref, created_at)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            st.execute(params![
+                entry.key,
+                entry.project,
+                entry.domain,
+                entry.task,
+                entry.version,
+                blob,
+                reference,
+                entry.created_at
+            ])?;
+        }
         WriteOp::StartAttempt {
             run,
             id,
@@ -535,6 +557,18 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+fn cache_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CacheEntry> {
+    Ok(CacheEntry {
+        key: row.get(0)?,
+        project: row.get(1)?,
+        domain: row.get(2)?,
+        task: row.get(3)?,
+        version: row.get(4)?,
+        output: join(row.get(5)?, row.get(6)?).unwrap_or(Payload::Inline(Vec::new())),
+        created_at: row.get(7)?,
+    })
 }
 
 const RUN_COLUMNS: &str = "id, name, task, status, created_at, ended_at, inputs, inputs_ref, context, output, output_ref, error, owner_pid";
@@ -742,6 +776,50 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(&e)?;
         Ok(rows)
+    }
+
+    fn cache_lookup(&self, key: &str, scope: Option<(&str, &str)>) -> Result<Option<CacheEntry>> {
+        let conn = self.reader.lock();
+        let e = sql_err(&self.path);
+        let mut st = conn
+            .prepare_cached(
+                "SELECT key, project, domain, task, version, output, output_ref, created_at FROM cache
+                 WHERE key = ?1 AND (?2 IS NULL OR (project = ?2 AND domain = ?3)) LIMIT 1",
+            )
+            .map_err(&e)?;
+        st.query_row(
+            params![key, scope.map(|s| s.0), scope.map(|s| s.1)],
+            cache_from_row,
+        )
+        .optional()
+        .map_err(&e)
+    }
+
+    fn list_cache(&self, task: Option<&str>, limit: u32) -> Result<Vec<CacheEntry>> {
+        let conn = self.reader.lock();
+        let e = sql_err(&self.path);
+        let mut st = conn
+            .prepare_cached(
+                "SELECT key, project, domain, task, version, output, output_ref, created_at FROM cache
+                 WHERE ?1 IS NULL OR task = ?1 ORDER BY created_at DESC LIMIT ?2",
+            )
+            .map_err(&e)?;
+        st.query_map(params![task, limit], cache_from_row)
+            .map_err(&e)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(&e)
+    }
+
+    fn clear_cache(&self, task: Option<&str>) -> Result<u64> {
+        self.flush()?;
+        let conn = self.reader.lock();
+        let n = conn
+            .execute(
+                "DELETE FROM cache WHERE ?1 IS NULL OR task = ?1",
+                params![task],
+            )
+            .map_err(sql_err(&self.path))?;
+        Ok(n as u64)
     }
 
     fn flush(&self) -> Result<()> {

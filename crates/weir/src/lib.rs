@@ -42,21 +42,23 @@ pub use map::{Map, MapFailFast, map};
 pub use runner::Runner;
 pub use weir_batch as batch;
 pub use weir_core::spec::{
-    CachePolicy, Resources, RetryPolicy, ReusePolicy, ReuseScope, TaskEnvironment, Timeouts,
+    Cache, CacheBehavior, CachePolicy, Resources, RetryPolicy, ReusePolicy, ReuseScope,
+    TaskEnvironment, Timeouts,
 };
 pub use weir_core::{ActionId, ActionStatus, ErrorKind, Failure};
+pub use weir_engine::durable;
 pub use weir_engine::{
     CacheLookupScope, Engine, EngineOptions, Error, Progress, Result, Run, RunContext, RunHandle,
     TaskCall, in_task,
 };
-pub use weir_macros::task;
+pub use weir_macros::{task, trace};
 pub use worker_once::WorkerOnce;
 
 /// The names most task code needs.
 pub mod prelude {
     pub use crate::{
-        CachePolicy, Error, ErrorKind, Resources, Result, RetryPolicy, ReusePolicy, RunContext,
-        Runner, TaskEnvironment, Timeouts, map,
+        Cache, CachePolicy, Error, ErrorKind, Resources, Result, RetryPolicy, ReusePolicy,
+        RunContext, Runner, TaskEnvironment, Timeouts, map,
     };
     pub use serde::{Deserialize, Serialize};
 }
@@ -66,12 +68,14 @@ pub mod prelude {
 pub mod __private {
     use std::sync::LazyLock;
 
+    pub use futures;
     pub use futures::future::BoxFuture;
     pub use inventory;
     pub use serde;
     pub use weir_core::{codec, spec};
     pub use weir_engine::TaskArgs;
     pub use weir_engine::registry::{Registration, TaskConfig, TaskDef};
+    pub use weir_engine::{trace_call, trace_call_infallible, trace_stream};
 
     use weir_core::ErrorKind;
     use weir_core::spec::TaskEnvironment;

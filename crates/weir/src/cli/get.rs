@@ -190,7 +190,10 @@ fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResult {
             };
             vec![
                 format!("{}{}", "  ".repeat(d), r.id),
-                r.task.clone(),
+                match r.kind {
+                    weir_store::ActionKind::Trace => format!("{} (trace)", r.task),
+                    weir_store::ActionKind::Task => r.task.clone(),
+                },
                 r.group.clone().unwrap_or_default(),
                 r.status.as_str().into(),
                 r.attempts.to_string(),

@@ -5,6 +5,7 @@
 //! to stderr. Exit codes: 0 success, 1 the run failed or was aborted, 2 bad input (nothing
 //! changed).
 
+mod cache;
 mod get;
 mod run;
 
@@ -50,6 +51,9 @@ enum Command {
     /// Show runs, actions, inputs and outputs.
     #[command(subcommand)]
     Get(get::GetCommand),
+    /// List or clear cache entries.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// List the tasks registered in this binary.
     Tasks,
 }
@@ -124,6 +128,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Resume(args) => run::resume(&cli.state_dir, out, args).await,
         Command::Abort(args) => run::abort(&cli.state_dir, args).await,
         Command::Get(cmd) => get::get(&cli.state_dir, out, cmd).await,
+        Command::Cache(cmd) => cache::cache(&cli.state_dir, out, cmd),
         Command::Tasks => {
             get::tasks(out);
             Ok(())

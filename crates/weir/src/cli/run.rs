@@ -24,6 +24,21 @@ pub(crate) struct RunArgs {
     /// At most this many actions execute at once.
     #[arg(long)]
     max_action_concurrency: Option<usize>,
+    /// Re-run cached tasks and replace their cache entries.
+    #[arg(long)]
+    overwrite_cache: bool,
+    /// Neither read nor write the cache in this run.
+    #[arg(long)]
+    no_cache: bool,
+    /// Look cache entries up in every project/domain (`global`) or only this run's.
+    #[arg(long, value_parser = ["global", "project-domain"], default_value = "global")]
+    cache_scope: String,
+    /// Project of the run.
+    #[arg(long)]
+    project: Option<String>,
+    /// Domain of the run.
+    #[arg(long)]
+    domain: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -90,6 +105,13 @@ pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> C
     let mut context = RunContext::new();
     context.name = args.name;
     context.max_action_concurrency = args.max_action_concurrency;
+    context.overwrite_cache = args.overwrite_cache;
+    context.disable_cache = args.no_cache;
+    if args.cache_scope == "project-domain" {
+        context.cache_lookup_scope = weir_engine::CacheLookupScope::ProjectDomain;
+    }
+    context.project = args.project;
+    context.domain = args.domain;
     let handle = engine
         .start_run(def, inputs, context)
         .await

@@ -1,0 +1,77 @@
+//! `cache list|clear [TASK]`.
+
+use std::path::Path;
+
+use clap::Subcommand;
+use weir_store::{SqliteStore, Store, StoreOptions};
+
+use super::{CliResult, Failure, OutputFormat};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum CacheCommand {
+    /// Cache entries, newest first.
+    List {
+        /// Only entries of this task (`<env>.<task>`).
+        task: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Delete cache entries (of one task, or all).
+    Clear {
+        /// Only entries of this task (`<env>.<task>`).
+        task: Option<String>,
+    },
+}
+
+pub(crate) fn cache(state_dir: &Path, out: OutputFormat, cmd: CacheCommand) -> CliResult {
+    match cmd {
+        CacheCommand::List { task, limit } => {
+            let store = SqliteStore::open_read_only(state_dir).map_err(Failure::input)?;
+            let entries = store
+                .list_cache(task.as_deref(), limit)
+                .map_err(Failure::other)?;
+            if out == OutputFormat::Json {
+                let items: Vec<_> = entries
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "key": e.key, "task": e.task, "version": e.version, "project": e.project,
+                            "domain": e.domain, "created_at_us": e.created_at, "size": e.output.size(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(items));
+                return Ok(());
+            }
+            println!(
+                "{:<34} {:<30} {:<18} {:>10}  PROJECT/DOMAIN",
+                "KEY", "TASK", "VERSION", "SIZE"
+            );
+            for e in entries {
+                println!(
+                    "{:<34} {:<30} {:<18} {:>10}  {}/{}",
+                    e.key,
+                    e.task,
+                    e.version,
+                    e.output.size(),
+                    e.project,
+                    e.domain
+                );
+            }
+            Ok(())
+        }
+        CacheCommand::Clear { task } => {
+            if !SqliteStore::db_path(state_dir).exists() {
+                return Err(Failure::input(weir_store::Error::NoState(
+                    state_dir.display().to_string(),
+                )));
+            }
+            let store =
+                SqliteStore::open(state_dir, StoreOptions::default()).map_err(Failure::other)?;
+            let n = store.clear_cache(task.as_deref()).map_err(Failure::other)?;
+            eprintln!("removed {n} cache entries");
+            Ok(())
+        }
+    }
+}
