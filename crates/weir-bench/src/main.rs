@@ -73,10 +73,42 @@ async fn inc(x: u64) -> Result<u64> {
     Ok(x + 1)
 }
 
+/// w3: a cached child (version from its source).
+#[weir::task(env = BENCH, cache = "auto")]
+async fn cached_double(x: u64) -> Result<u64> {
+    Ok(x * 2)
+}
+
+/// w3: N concurrent cached children.
+#[weir::task(env = BENCH)]
+async fn fan_out_cached(n: u64) -> Result<u64> {
+    let results = futures::future::join_all((0..n).map(cached_double)).await;
+    results.into_iter().sum()
+}
+
+/// w3: cold run then warm run on one state directory; medians of (cold, warm, startup).
+async fn measure_cache(repeat: usize, n: u64) -> anyhow::Result<(f64, f64, f64)> {
+    let (mut colds, mut warms, mut startups) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..repeat.max(1) {
+        let dir = tempfile::tempdir()?;
+        let t0 = Instant::now();
+        let runner = weir::Runner::embedded(dir.path()).await?;
+        startups.push(t0.elapsed().as_secs_f64());
+        for times in [&mut colds, &mut warms] {
+            let t = Instant::now();
+            let out = runner.run(fan_out_cached(n)).await?.wait().await?;
+            times.push(t.elapsed().as_secs_f64());
+            anyhow::ensure!(out == n * (n - 1), "wrong result {out}");
+        }
+        runner.engine().flush()?;
+    }
+    Ok((median(colds), median(warms), median(startups)))
+}
+
 #[derive(Parser, Debug)]
 #[command(about = "weir benchmark harness")]
 struct Args {
-    /// w1, w1map, w1m, w2, w5a, w5b, or all.
+    /// w1, w1map, w1m, w2, w3, w5a, w5b, or all.
     workload: String,
     /// Size (default: the workload's default sizes).
     #[arg(long)]
@@ -174,6 +206,14 @@ async fn run_workload(name: &str, n: Option<u64>, repeat: usize) -> anyhow::Resu
             row["batches"] = json!(batches);
             rows.push(row);
         }
+        "w3" => {
+            let n = n.unwrap_or(1_000);
+            let (cold, warm, st) = measure_cache(repeat, n).await?;
+            let mut row = engine_row("w3", n, n + 1, cold, st);
+            row["cold_seconds"] = json!(cold);
+            row["warm_seconds"] = json!(warm);
+            rows.push(row);
+        }
         "w2" => {
             let hops = n.unwrap_or(100);
             let (s, st) = measure(repeat, hops, || chain(hops)).await?;
@@ -216,7 +256,7 @@ async fn run_workload(name: &str, n: Option<u64>, repeat: usize) -> anyhow::Resu
             }));
         }
         other => {
-            anyhow::bail!("unknown workload {other:?}; use w1, w1map, w1m, w2, w5a, w5b or all")
+            anyhow::bail!("unknown workload {other:?}; use w1, w1map, w1m, w2, w3, w5a, w5b or all")
         }
     }
     Ok(rows)
@@ -235,6 +275,11 @@ fn print_table(rows: &[Value]) {
     for r in rows {
         let extra = match r["workload"].as_str().unwrap_or("") {
             "w2" => format!("{} µs/hop", cell(r, "per_hop_us", 1)),
+            "w3" => format!(
+                "cold {} s, warm {} s",
+                cell(r, "cold_seconds", 4),
+                cell(r, "warm_seconds", 4)
+            ),
             "w5a" => format!(
                 "{} records/s, avg batch {}",
                 cell(r, "records_per_s", 0),
@@ -267,7 +312,7 @@ fn main() -> anyhow::Result<()> {
         // One process per workload so that peak RSS belongs to that workload alone.
         let exe = std::env::current_exe()?;
         let mut rows = Vec::new();
-        for w in ["w1", "w1map", "w2", "w1m", "w5a", "w5b"] {
+        for w in ["w1", "w1map", "w2", "w3", "w1m", "w5a", "w5b"] {
             let out = std::process::Command::new(&exe)
                 .args([w, "--json", "--repeat", &args.repeat.to_string()])
                 .output()?;

@@ -22,6 +22,9 @@ tokio::task_local! {
     static CURRENT: Arc<TaskCtx>;
 }
 
+/// Identical calls share (task, inputs hash, group); the task is keyed by its name's address.
+type SeqKey = (usize, [u8; 32], Option<Arc<str>>);
+
 /// The context of one running attempt of an action.
 pub(crate) struct TaskCtx {
     pub engine: Engine,
@@ -29,7 +32,7 @@ pub(crate) struct TaskCtx {
     pub action: ActionId,
     pub attempt: u32,
     /// Identical calls seen so far, for the `seq` part of child ids.
-    seqs: Mutex<HashMap<(usize, [u8; 32], Option<Arc<str>>), u32>>,
+    seqs: Mutex<HashMap<SeqKey, u32>>,
     /// The run-level concurrency permit, released while this attempt waits on children.
     pub(crate) permit: Mutex<Option<OwnedSemaphorePermit>>,
     waiting_on_children: AtomicUsize,

@@ -23,6 +23,9 @@ pub struct TaskConfig {
     pub short_name: Option<&'static str>,
 }
 
+/// Decodes canonical inputs, runs a task body, encodes its output.
+pub type InvokeFn = fn(std::sync::Arc<[u8]>) -> BoxFuture<'static, Result<Vec<u8>, Error>>;
+
 /// A registered task. Built by the macro as a `static`.
 pub struct TaskDef {
     /// The function's name.
@@ -34,7 +37,7 @@ pub struct TaskDef {
     /// Settings from the attribute.
     pub config: fn() -> TaskConfig,
     /// Decodes canonical inputs, runs the body and encodes the output canonically.
-    pub invoke: fn(std::sync::Arc<[u8]>) -> BoxFuture<'static, Result<Vec<u8>, Error>>,
+    pub invoke: InvokeFn,
     /// Parses JSON inputs (`{"param": value, ...}`) and encodes them canonically.
     pub inputs_from_json: fn(&str) -> Result<Vec<u8>, weir_core::codec::Error>,
     /// Names of the parameters, in order.

@@ -541,3 +541,67 @@ fn expand_trace(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStre
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash_of(src: &str) -> String {
+        let f: ItemFn = syn::parse_str(src).unwrap();
+        let (sig, block) = (&f.sig, &f.block);
+        source_hash(&quote!(#sig #block))
+    }
+
+    #[test]
+    fn auto_version_ignores_whitespace_and_comments_but_not_code() {
+        let base = hash_of("async fn t(x: u64) -> Result<u64> { Ok(x * 2) }");
+        let reformatted = hash_of(
+            "async fn t(x: u64)
+                -> Result<u64>
+            {
+                // doubles it
+                Ok(x  *  2) /* still */
+            }",
+        );
+        assert_eq!(base, reformatted);
+        assert_ne!(
+            base,
+            hash_of("async fn t(x: u64) -> Result<u64> { Ok(x * 3) }")
+        );
+        assert_ne!(
+            base,
+            hash_of("async fn t(x: u32) -> Result<u64> { Ok(x as u64 * 2) }")
+        );
+        // a doc comment is an attribute, outside the hashed tokens
+        let f: ItemFn =
+            syn::parse_str("/// docs\nasync fn t(x: u64) -> Result<u64> { Ok(x * 2) }").unwrap();
+        let (sig, block) = (&f.sig, &f.block);
+        assert_eq!(base, source_hash(&quote!(#sig #block)));
+    }
+
+    #[test]
+    fn misuse_is_a_compile_error_with_a_message() {
+        let err = |attr: TokenStream2, item: &str| {
+            expand_task(attr, item.parse().unwrap())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(quote!(), "fn t(x: u64) -> u64 { x }").contains("must be `async fn`"));
+        assert!(err(quote!(), "async fn t(x: &str) -> u64 { 1 }").contains("owned values"));
+        assert!(err(quote!(), "async fn t<T>(x: T) -> u64 { 1 }").contains("cannot be generic"));
+        assert!(
+            err(quote!(timeout = "10 parsecs"), "async fn t() -> u64 { 1 }")
+                .contains("invalid timeout")
+        );
+        assert!(
+            err(quote!(colour = "red"), "async fn t() -> u64 { 1 }")
+                .contains("unknown #[weir::task] setting")
+        );
+        assert!(
+            expand_trace(quote!(), "fn t(x: u64) -> u64 { x }".parse().unwrap())
+                .unwrap_err()
+                .to_string()
+                .contains("async fn")
+        );
+    }
+}

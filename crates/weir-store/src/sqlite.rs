@@ -168,6 +168,7 @@ impl SqliteStore {
         flushed
     }
 
+    #[allow(clippy::result_large_err)] // the command is handed back to run its ack
     fn send(&self, cmd: Cmd) -> std::result::Result<(), Cmd> {
         match self.tx.lock().as_ref() {
             Some(tx) => tx.send(cmd).map_err(|e| e.0),
@@ -634,9 +635,8 @@ impl Store for SqliteStore {
              VALUES(?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7) ON CONFLICT(name) DO NOTHING",
             params![run.name, run.task, now, blob, reference, run.context.to_string(), run.owner_pid],
         );
-        match inserted.map_err(&e)? {
-            0 => return Err(Error::RunExists(run.name.clone())),
-            _ => {}
+        if inserted.map_err(&e)? == 0 {
+            return Err(Error::RunExists(run.name.clone()));
         }
         let id = tx.last_insert_rowid();
         tx.execute(

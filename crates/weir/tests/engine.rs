@@ -59,9 +59,7 @@ async fn square_then_double(x: u64) -> Result<u64> {
 async fn nested(x: u64) -> Result<u64> {
     let (a, b) = futures::join!(double(x), square_then_double(x));
     let many = futures::future::join_all((0..3).map(|i| double(x + i))).await;
-    let spawned = tokio::spawn(double(100))
-        .await
-        .map_err(|e| Error::msg(e))??;
+    let spawned = tokio::spawn(double(100)).await.map_err(Error::msg)??;
     Ok(a? + b? + many.into_iter().map(|r| r.unwrap()).sum::<u64>() + spawned)
 }
 
@@ -340,7 +338,11 @@ async fn queue_pressure() -> Result<String> {
     a?;
     Ok(match b {
         Ok(_) => "started".into(),
-        Err(e) => format!("{}", e.child().map(|c| c.kind.as_str()).unwrap_or("?")),
+        Err(e) => e
+            .child()
+            .map(|c| c.kind.as_str())
+            .unwrap_or("?")
+            .to_string(),
     })
 }
 

@@ -54,6 +54,56 @@ async fn refuse(reason: String) -> Result<u64> {
     Err(Error::non_recoverable(reason))
 }
 
+/// A checkpointed step: logs, sleeps, returns `i`.
+#[weir::trace]
+async fn step(i: u64, log: String) -> Result<u64> {
+    log_line(&log, format!("step {i}"));
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    Ok(i)
+}
+
+/// A checkpointed stream: logs each item as it is produced.
+#[weir::trace]
+fn produce(n: u64, log: String) -> impl futures::Stream<Item = u64> {
+    use futures::StreamExt;
+    futures::stream::iter(0..n).then(move |i| {
+        let log = log.clone();
+        async move {
+            log_line(&log, format!("item {i}"));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            i * 3
+        }
+    })
+}
+
+/// Ten traces in sequence, then a stream trace, then a pause (a window to kill the process).
+#[weir::task(env = FX)]
+async fn traced_job(log: String, pause_ms: u64) -> Result<u64> {
+    use futures::StreamExt;
+    let mut sum = 0;
+    for i in 0..10 {
+        sum += step(i, log.clone()).await?;
+    }
+    let items: Vec<u64> = produce(5, log.clone()).collect().await;
+    log_line(&log, "streamed".into());
+    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+    log_line(&log, "job done".into());
+    Ok(sum + items.iter().sum::<u64>())
+}
+
+/// Cached under version v1; logs each real execution.
+#[weir::task(env = FX, cache = "v1")]
+async fn cached_add(a: i64, b: i64, log: String) -> Result<i64> {
+    log_line(&log, "cached_add".into());
+    Ok(a + b)
+}
+
+/// Calls the cached task.
+#[weir::task(env = FX)]
+async fn call_cached(a: i64, b: i64, log: String) -> Result<i64> {
+    cached_add(a, b, log).await
+}
+
 fn main() -> std::process::ExitCode {
     weir::cli::main()
 }
