@@ -19,9 +19,11 @@
 
 mod records;
 mod sqlite;
+mod ui_queries;
 
 pub use records::*;
 pub use sqlite::{SqliteStore, StoreOptions};
+pub use ui_queries::*;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@
 mod cache;
 mod get;
 mod run;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +55,8 @@ enum Command {
     /// List or clear cache entries.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Serve the web UI on 127.0.0.1.
+    Ui(ui::UiArgs),
     /// List the tasks registered in this binary.
     Tasks,
 }
@@ -129,6 +132,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Abort(args) => run::abort(&cli.state_dir, args).await,
         Command::Get(cmd) => get::get(&cli.state_dir, out, cmd).await,
         Command::Cache(cmd) => cache::cache(&cli.state_dir, out, cmd),
+        Command::Ui(args) => ui::ui(&cli.state_dir, args).await,
         Command::Tasks => {
             get::tasks(out);
             Ok(())

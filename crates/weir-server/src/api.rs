@@ -1,0 +1,607 @@
+//! The JSON API (`/api/...`). See `API.md` for the reference.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{self, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use weir_core::ActionId;
+use weir_store::{
+    ActionKind, Payload, StatusCounts, UiAction, UiActivity, UiGroup, UiReader, UiRun, UiRunFilter,
+    now_us,
+};
+
+use crate::cache::Slot;
+use crate::params::{Params, action_id};
+use crate::{MAX_PAGE, assets, events};
+
+/// Largest JSON text of one payload shown whole; larger ones come as a truncated preview.
+const MAX_PAYLOAD_JSON: usize = 64 * 1024;
+/// Largest offloaded payload read from the object store for display.
+const MAX_PAYLOAD_READ: u64 = 16 * 1024 * 1024;
+/// A finished run's rows are taken as final this long after it ended.
+const SETTLE_US: i64 = 2_000_000;
+/// Longest error message in a listing row.
+const MAX_ROW_ERROR: usize = 300;
+
+/// An API error: a status code and a message, answered as `{"error": message}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<weir_store::Error> for ApiError {
+    fn from(e: weir_store::Error) -> Self {
+        use weir_store::Error as E;
+        match e {
+            E::UnknownRun(_) | E::UnknownAction { .. } | E::NoState(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            other => {
+                tracing::warn!(error = %other, "state read failed");
+                ApiError::internal(other.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+struct Inner {
+    state_dir: PathBuf,
+    reader: Mutex<Option<Arc<UiReader>>>,
+    counts: Slot<i64, (StatusCounts, i64)>,
+    groups: Slot<(i64, ActionId), Vec<UiGroup>>,
+    activity: Slot<(i64, usize), UiActivity>,
+}
+
+/// Shared state of the handlers: the state directory, its reader (opened on first use, so the
+/// UI can start before anything has run) and the aggregate caches.
+#[derive(Clone)]
+pub(crate) struct App(Arc<Inner>);
+
+impl App {
+    fn reader(&self) -> Result<Arc<UiReader>, ApiError> {
+        let mut slot = self.0.reader.lock();
+        if let Some(r) = slot.as_ref() {
+            return Ok(r.clone());
+        }
+        let reader = Arc::new(UiReader::open(&self.0.state_dir)?);
+        *slot = Some(reader.clone());
+        Ok(reader)
+    }
+
+    /// Runs a read on a blocking thread.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&UiReader) -> Result<T, weir_store::Error> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let reader = self.reader()?;
+        tokio::task::spawn_blocking(move || f(&reader))
+            .await
+            .map_err(|e| ApiError::internal(format!("read panicked: {e}")))?
+            .map_err(ApiError::from)
+    }
+
+    pub(crate) async fn run(&self, name: String) -> Result<UiRun, ApiError> {
+        self.read(move |r| r.run(&name)).await
+    }
+
+    /// Counts by status and highest `seq` of a run (cached).
+    pub(crate) async fn counts(&self, run: &UiRun) -> Result<Arc<(StatusCounts, i64)>, ApiError> {
+        let reader = self.reader()?;
+        let id = run.id;
+        self.0
+            .counts
+            .get(id, settled(run), move || Ok(reader.run_counts(id)?))
+            .await
+    }
+
+    async fn groups(&self, run: &UiRun, parent: ActionId) -> Result<Arc<Vec<UiGroup>>, ApiError> {
+        let reader = self.reader()?;
+        let id = run.id;
+        self.0
+            .groups
+            .get((id, parent), settled(run), move || {
+                Ok(reader.child_groups(id, parent)?)
+            })
+            .await
+    }
+
+    async fn activity(&self, run: &UiRun, buckets: usize) -> Result<Arc<UiActivity>, ApiError> {
+        let reader = self.reader()?;
+        let rec = run.clone();
+        self.0
+            .activity
+            .get((run.id, buckets), settled(run), move || {
+                Ok(reader.run_activity(&rec, buckets, now_us())?)
+            })
+            .await
+    }
+
+    /// The task of an action, or 404.
+    async fn task_of(&self, run: &UiRun, id: ActionId) -> Result<String, ApiError> {
+        let run_id = run.id;
+        let name = run.name.clone();
+        self.read(move |r| r.tasks_of(run_id, &[id]))
+            .await?
+            .pop()
+            .flatten()
+            .ok_or_else(|| {
+                weir_store::Error::UnknownAction {
+                    run: name,
+                    action: id.to_string(),
+                }
+                .into()
+            })
+    }
+}
+
+/// Whether a run's rows no longer change (it ended a while ago).
+fn settled(run: &UiRun) -> bool {
+    run.status.is_terminal() && run.ended_at.is_some_and(|t| now_us() - t > SETTLE_US)
+}
+
+/// The UI and API for `state_dir`, for embedding in another server or for tests. Nothing is
+/// opened until the first request.
+pub fn router(state_dir: &Path) -> Router {
+    let app = App(Arc::new(Inner {
+        state_dir: state_dir.to_path_buf(),
+        reader: Mutex::new(None),
+        counts: Slot::new(),
+        groups: Slot::new(),
+        activity: Slot::new(),
+    }));
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/assets/{file}", get(assets::file))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/api", get(api_index))
+        .route("/api/runs", get(list_runs))
+        .route("/api/runs/{run}", get(run_detail))
+        .route("/api/runs/{run}/events", get(events::run_events))
+        .route("/api/runs/{run}/timeline", get(timeline))
+        .route("/api/runs/{run}/utilization", get(utilization))
+        .route("/api/runs/{run}/actions/{action}", get(action_detail))
+        .route("/api/runs/{run}/actions/{action}/children", get(children))
+        .route(
+            "/api/runs/{run}/actions/{action}/groups/{group}",
+            get(group_members),
+        )
+        .fallback(not_found)
+        .with_state(app)
+}
+
+type QueryMap = Result<Query<HashMap<String, String>>, QueryRejection>;
+type PathArgs<T> = Result<extract::Path<T>, PathRejection>;
+
+fn path_args<T>(p: PathArgs<T>) -> Result<T, ApiError> {
+    p.map(|extract::Path(t)| t)
+        .map_err(|e| ApiError::bad_request(format!("malformed path: {e}")))
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {} (see /api)", uri.path()))
+}
+
+async fn api_index() -> Json<Value> {
+    Json(json!({
+        "endpoints": [
+            "GET /api/runs?status=&name=&offset=&limit=",
+            "GET /api/runs/{run}",
+            "GET /api/runs/{run}/events (text/event-stream)",
+            "GET /api/runs/{run}/timeline?offset=&limit=&buckets=",
+            "GET /api/runs/{run}/utilization?buckets=",
+            "GET /api/runs/{run}/actions/{action}",
+            "GET /api/runs/{run}/actions/{action}/children?offset=&limit=",
+            "GET /api/runs/{run}/actions/{action}/groups/{group}?status=&offset=&limit=",
+        ],
+        "max_page": MAX_PAGE,
+        "docs": "crates/weir-server/API.md",
+    }))
+}
+
+fn duration(start: Option<i64>, end: Option<i64>) -> Option<i64> {
+    Some(end? - start?)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+pub(crate) fn run_json(run: &UiRun, counts: &StatusCounts, max_seq: i64) -> Value {
+    json!({
+        "name": run.name,
+        "task": run.task,
+        "status": run.status.as_str(),
+        "created_at": run.created_at,
+        "ended_at": run.ended_at,
+        "duration_us": duration(Some(run.created_at), run.ended_at),
+        "counts": counts.by_name(),
+        "total": counts.total(),
+        "max_seq": max_seq,
+    })
+}
+
+fn action_json(a: &UiAction) -> Value {
+    json!({
+        "seq": a.seq,
+        "id": a.id.to_string(),
+        "parent": a.parent.to_string(),
+        "task": a.task,
+        "group": a.group,
+        "kind": match a.kind { ActionKind::Task => "task", ActionKind::Trace => "trace" },
+        "status": a.status.as_str(),
+        "attempts": a.attempts,
+        "queued_at": a.queued_at,
+        "started_at": a.started_at,
+        "ended_at": a.ended_at,
+        "queue_us": duration(Some(a.queued_at), a.started_at),
+        "run_us": duration(a.started_at, a.ended_at),
+        "cache_hit": a.cache_hit,
+        "has_children": a.has_children,
+        "error": a.error.as_ref().map(|f| truncate(&f.message, MAX_ROW_ERROR)),
+    })
+}
+
+fn group_json(g: &UiGroup) -> Value {
+    json!({
+        "group": g.group,
+        "total": g.count,
+        "counts": g.counts.by_name(),
+        "first_seq": g.first_seq,
+    })
+}
+
+async fn list_runs(State(app): State<App>, q: QueryMap) -> ApiResult {
+    let p = Params::new(q, &["status", "name", "offset", "limit"])?;
+    let filter = UiRunFilter {
+        status: p.run_status()?,
+        name_contains: p.text("name")?,
+        page: p.page()?,
+    };
+    let page = filter.page;
+    let (runs, total) = app.read(move |r| r.runs(&filter)).await?;
+    let mut rows = Vec::with_capacity(runs.len());
+    for run in &runs {
+        let counts = app.counts(run).await?;
+        rows.push(run_json(run, &counts.0, counts.1));
+    }
+    Ok(Json(json!({
+        "runs": rows,
+        "total": total,
+        "offset": page.offset,
+        "limit": page.limit,
+    })))
+}
+
+async fn run_detail(State(app): State<App>, path: PathArgs<String>, q: QueryMap) -> ApiResult {
+    let name = path_args(path)?;
+    Params::new(q, &[])?;
+    let run = app.run(name).await?;
+    let counts = app.counts(&run).await?;
+    let run_id = run.id;
+    let root = app
+        .read(move |r| r.action(run_id, ActionId::ROOT))
+        .await?
+        .map(|d| action_json(&d.action));
+    let mut doc = run_json(&run, &counts.0, counts.1);
+    doc["root"] = json!(root);
+    doc["context"] = serde_json::from_str(&run.context).unwrap_or(Value::Null);
+    doc["error"] = json!(run.error);
+    doc["now"] = json!(now_us());
+    Ok(Json(doc))
+}
+
+async fn children(
+    State(app): State<App>,
+    path: PathArgs<(String, String)>,
+    q: QueryMap,
+) -> ApiResult {
+    let (name, raw_id) = path_args(path)?;
+    let p = Params::new(q, &["offset", "limit"])?;
+    let page = p.page()?;
+    let id = action_id(&raw_id)?;
+    let run = app.run(name).await?;
+    let parent_task = app.task_of(&run, id).await?;
+    let groups = app.groups(&run, id).await?;
+    let ungrouped = groups
+        .iter()
+        .find(|g| g.group.is_none())
+        .map_or(0, |g| g.count);
+    let rows = if page.offset < ungrouped {
+        let run_id = run.id;
+        app.read(move |r| r.children(run_id, id, None, None, page))
+            .await?
+    } else {
+        Vec::new()
+    };
+    let named: Vec<Value> = groups
+        .iter()
+        .filter(|g| g.group.is_some())
+        .take(MAX_PAGE as usize)
+        .map(group_json)
+        .collect();
+    let named_total = groups.iter().filter(|g| g.group.is_some()).count();
+    Ok(Json(json!({
+        "run": run.name,
+        "parent": id.to_string(),
+        "parent_task": parent_task,
+        "groups": named,
+        "groups_total": named_total,
+        "ungrouped": ungrouped,
+        "offset": page.offset,
+        "limit": page.limit,
+        "actions": rows.iter().map(action_json).collect::<Vec<_>>(),
+    })))
+}
+
+async fn group_members(
+    State(app): State<App>,
+    path: PathArgs<(String, String, String)>,
+    q: QueryMap,
+) -> ApiResult {
+    let (name, raw_id, group) = path_args(path)?;
+    let p = Params::new(q, &["status", "offset", "limit"])?;
+    let page = p.page()?;
+    let status = p.action_status()?;
+    let id = action_id(&raw_id)?;
+    let run = app.run(name).await?;
+    app.task_of(&run, id).await?;
+    let groups = app.groups(&run, id).await?;
+    let Some(g) = groups
+        .iter()
+        .find(|g| g.group.as_deref() == Some(group.as_str()))
+    else {
+        return Err(ApiError::not_found(format!(
+            "action {id} of run {:?} has no group {group:?}",
+            run.name
+        )));
+    };
+    let total = match status {
+        Some(s) => g.counts.0[s.code() as usize],
+        None => g.count,
+    };
+    let rows = if page.offset < total {
+        let (run_id, grp) = (run.id, group.clone());
+        app.read(move |r| r.children(run_id, id, Some(&grp), status, page))
+            .await?
+    } else {
+        Vec::new()
+    };
+    Ok(Json(json!({
+        "run": run.name,
+        "parent": id.to_string(),
+        "group": group,
+        "status": status.map(|s| s.as_str()),
+        "total": total,
+        "counts": g.counts.by_name(),
+        "offset": page.offset,
+        "limit": page.limit,
+        "actions": rows.iter().map(action_json).collect::<Vec<_>>(),
+    })))
+}
+
+async fn action_detail(
+    State(app): State<App>,
+    path: PathArgs<(String, String)>,
+    q: QueryMap,
+) -> ApiResult {
+    let (name, raw_id) = path_args(path)?;
+    Params::new(q, &[])?;
+    let id = action_id(&raw_id)?;
+    let run = app.run(name).await?;
+    let run_id = run.id;
+    let detail = app
+        .read(move |r| r.action(run_id, id))
+        .await?
+        .ok_or_else(|| {
+            ApiError::from(weir_store::Error::UnknownAction {
+                run: run.name.clone(),
+                action: raw_id.clone(),
+            })
+        })?;
+    let attempts = app
+        .read(move |r| r.failed_attempts(run_id, id, MAX_PAGE))
+        .await?;
+    let a = &detail.action;
+    let mut doc = action_json(a);
+    doc["run"] = json!(run.name);
+    doc["error"] = json!(a.error);
+    doc["children"] = json!(detail.children);
+    doc["inputs"] = payload_json(&app, detail.inputs.clone()).await;
+    doc["output"] = payload_json(&app, detail.output.clone()).await;
+    doc["failed_attempts"] = json!(attempts);
+    doc["overhead"] = json!({
+        "queue_wait_us": duration(Some(a.queued_at), a.started_at),
+        "run_us": duration(a.started_at, a.ended_at),
+        "transfer_us": null,
+        "start_us": null,
+        "note": "queue wait and run time are recorded; input/output transfer and start times are not recorded yet",
+    });
+    doc["logs"] = Value::Null;
+    doc["logs_note"] = json!("no logs captured");
+    Ok(Json(doc))
+}
+
+/// A payload for display: its JSON value, or a truncated preview, with its size.
+async fn payload_json(app: &App, payload: Option<Payload>) -> Value {
+    let Some(payload) = payload else {
+        return Value::Null;
+    };
+    let size = payload.size();
+    let (bytes, offloaded) = match payload {
+        Payload::Inline(b) => (b, None),
+        Payload::Offloaded { path, size } => {
+            if size > MAX_PAYLOAD_READ {
+                return json!({
+                    "size": size, "offloaded": path,
+                    "note": format!("too large to show here ({size} bytes); use `weir get io`"),
+                });
+            }
+            let blobs_dir = app.0.state_dir.join("blobs");
+            let read = async {
+                if !blobs_dir.is_dir() {
+                    return Err(format!("object store {} is missing", blobs_dir.display()));
+                }
+                let store = weir_blob::BlobStore::local(&blobs_dir).map_err(|e| e.to_string())?;
+                store.get(&path).await.map_err(|e| e.to_string())
+            };
+            match read.await {
+                Ok(b) => (b, Some(path)),
+                Err(e) => return json!({ "size": size, "offloaded": path, "note": e }),
+            }
+        }
+    };
+    match weir_core::codec::to_json(&bytes) {
+        Ok(value) => {
+            let text = value.to_string();
+            if text.len() > MAX_PAYLOAD_JSON {
+                json!({
+                    "size": size, "offloaded": offloaded, "truncated": true,
+                    "preview": truncate(&text, MAX_PAYLOAD_JSON),
+                })
+            } else {
+                json!({ "size": size, "offloaded": offloaded, "value": value })
+            }
+        }
+        Err(e) => {
+            json!({ "size": size, "offloaded": offloaded, "note": format!("cannot decode: {e}") })
+        }
+    }
+}
+
+fn buckets(p: &Params) -> Result<usize, ApiError> {
+    Ok(p.number("buckets", 200, 10, 2000)? as usize)
+}
+
+async fn timeline(State(app): State<App>, path: PathArgs<String>, q: QueryMap) -> ApiResult {
+    let name = path_args(path)?;
+    let p = Params::new(q, &["offset", "limit", "buckets"])?;
+    let page = p.page()?;
+    let buckets = buckets(&p)?;
+    let run = app.run(name).await?;
+    let act = app.activity(&run, buckets).await?;
+    let lanes: Vec<_> = act
+        .lanes
+        .iter()
+        .skip(page.offset.min(usize::MAX as u64) as usize)
+        .take(page.limit as usize)
+        .cloned()
+        .collect();
+    let parents: Vec<ActionId> = lanes.iter().map(|l| l.parent).collect();
+    let run_id = run.id;
+    let parent_tasks = app.read(move |r| r.tasks_of(run_id, &parents)).await?;
+    let lanes_json: Vec<Value> = lanes
+        .iter()
+        .zip(parent_tasks)
+        .map(|(l, parent_task)| {
+            let root = l.action == Some(ActionId::ROOT) && l.parent == ActionId::ROOT;
+            json!({
+                "parent": l.parent.to_string(),
+                "parent_task": if root { None } else { parent_task },
+                "group": l.group,
+                "task": l.task,
+                "action": l.action.map(|a| a.to_string()),
+                "total": l.count,
+                "counts": l.counts.by_name(),
+                "queued_at": l.queued_at,
+                "started_at": l.started_at,
+                "ended_at": l.ended_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "run": run.name,
+        "t0": act.t0,
+        "t1": act.t1,
+        "bucket_us": act.bucket_us,
+        "counts": act.counts.by_name(),
+        "total": act.counts.total(),
+        "lanes_total": act.lanes.len(),
+        "offset": page.offset,
+        "limit": page.limit,
+        "lanes": lanes_json,
+    })))
+}
+
+async fn utilization(State(app): State<App>, path: PathArgs<String>, q: QueryMap) -> ApiResult {
+    let name = path_args(path)?;
+    let p = Params::new(q, &["buckets"])?;
+    let buckets = buckets(&p)?;
+    let run = app.run(name).await?;
+    let act = app.activity(&run, buckets).await?;
+    let width = act.bucket_us as f64;
+    let envs: Vec<Value> = act
+        .envs
+        .iter()
+        .map(|u| {
+            let running: Vec<f64> = u
+                .busy_us
+                .iter()
+                .map(|b| (b / width * 100.0).round() / 100.0)
+                .collect();
+            json!({
+                "env": u.env,
+                "actions": u.actions,
+                "busy_us": u.total_busy_us.round() as i64,
+                "mean_running": running,
+                "peak_running": running.iter().cloned().fold(0.0, f64::max),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "run": run.name,
+        "t0": act.t0,
+        "t1": act.t1,
+        "bucket_us": act.bucket_us,
+        "buckets": buckets,
+        "envs": envs,
+    })))
+}
