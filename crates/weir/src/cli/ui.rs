@@ -16,9 +16,19 @@ pub(crate) struct UiArgs {
 pub(crate) async fn ui(state_dir: &Path, args: UiArgs) -> CliResult {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
         .await
-        .map_err(|e| Failure::input(format!("cannot listen on 127.0.0.1:{}: {e} (pass --port to choose another)", args.port)))?;
+        .map_err(|e| {
+            Failure::input(format!(
+                "cannot listen on 127.0.0.1:{}: {e} (pass --port to choose another)",
+                args.port
+            ))
+        })?;
     if let Ok(addr) = listener.local_addr() {
-        eprintln!("weir ui: http://{addr}/ (state in {}; Ctrl-C to stop)", state_dir.display());
+        eprintln!(
+            "weir ui: http://{addr}/ (state in {}; Ctrl-C to stop)",
+            state_dir.display()
+        );
     }
-    weir_server::serve_on(listener, state_dir).await.map_err(Failure::other)
+    weir_server::serve_on(listener, state_dir)
+        .await
+        .map_err(Failure::other)
 }
