@@ -9,6 +9,7 @@
 //! measured part; opening the engine is reported as `startup_seconds`.
 
 mod w5;
+mod w7;
 
 use std::sync::LazyLock;
 use std::time::Instant;
@@ -221,6 +222,33 @@ async fn run_workload(name: &str, n: Option<u64>, repeat: usize) -> anyhow::Resu
             row["per_hop_us"] = json!(s * 1e6 / hops as f64);
             rows.push(row);
         }
+        "w7" | "w7reuse" | "w7fresh" => {
+            if name != "w7fresh" {
+                let n = n.unwrap_or(10_000) as usize;
+                let mut results = Vec::new();
+                for _ in 0..repeat.max(1) {
+                    results.push(w7::w7_reusable(n).await);
+                }
+                results.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+                let r = &results[results.len() / 2];
+                rows.push(json!({
+                    "workload": "w7reuse", "n": r.n, "seconds": r.seconds, "actions_per_s": r.actions_per_s,
+                    "per_action_us": r.seconds * 1e6 / n as f64, "workers_started": r.workers_started,
+                    "peak_rss_mb": peak_rss_mb(), "mode": "embedded-processes (replicas 2, concurrency 8)",
+                }));
+            }
+            if name != "w7reuse" {
+                let n = n.map(|n| n.min(1_000)).unwrap_or(200) as usize;
+                let r = w7::w7_fresh(n).await;
+                rows.push(json!({
+                    "workload": "w7fresh", "n": r.n, "seconds": r.seconds, "actions_per_s": r.actions_per_s,
+                    "median_action_ms": r.median_action_ms, "p90_action_ms": r.p90_action_ms,
+                    "cold_start_ms": r.median_action_ms,
+                    "per_action_us": r.median_action_ms * 1e3, "workers_started": r.workers_started,
+                    "peak_rss_mb": peak_rss_mb(), "mode": "embedded-processes (fresh process per action)",
+                }));
+            }
+        }
         "w5a" => {
             let n = n.unwrap_or(200_000) as usize;
             let mut results = Vec::new();
@@ -285,6 +313,12 @@ fn print_table(rows: &[Value]) {
                 cell(r, "records_per_s", 0),
                 cell(r, "avg_batch_size", 1)
             ),
+            "w7fresh" => format!(
+                "fresh process per action: median {} ms, p90 {} ms",
+                cell(r, "median_action_ms", 2),
+                cell(r, "p90_action_ms", 2)
+            ),
+            "w7reuse" => format!("{} worker processes", r["workers_started"]),
             "w5b" => format!(
                 "utilization {}, {} batches, avg batch {}",
                 cell(r, "utilization", 3),
@@ -307,12 +341,21 @@ fn print_table(rows: &[Value]) {
 }
 
 fn main() -> anyhow::Result<()> {
+    // w7 starts this binary again as its worker processes.
+    if std::env::args().nth(1).as_deref() == Some("worker") {
+        let code = weir::cli::main();
+        std::process::exit(if code == std::process::ExitCode::SUCCESS {
+            0
+        } else {
+            1
+        });
+    }
     let args = Args::parse();
     if args.workload == "all" {
         // One process per workload so that peak RSS belongs to that workload alone.
         let exe = std::env::current_exe()?;
         let mut rows = Vec::new();
-        for w in ["w1", "w1map", "w2", "w3", "w1m", "w5a", "w5b"] {
+        for w in ["w1", "w1map", "w2", "w3", "w1m", "w5a", "w5b", "w7"] {
             let out = std::process::Command::new(&exe)
                 .args([w, "--json", "--repeat", &args.repeat.to_string()])
                 .output()?;

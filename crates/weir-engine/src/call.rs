@@ -11,8 +11,8 @@ use std::task::{Context, Poll};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::sync::OwnedSemaphorePermit;
-use weir_core::{ActionId, ErrorKind, codec};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use weir_core::{ActionId, CallKey, ErrorKind, codec};
 
 use crate::engine::{Engine, RunState};
 use crate::registry::TaskDef;
@@ -25,12 +25,35 @@ tokio::task_local! {
 /// Identical calls share (task, inputs hash, group); the task is keyed by its name's address.
 type SeqKey = (usize, [u8; 32], Option<Arc<str>>);
 
+/// Where a task's child calls and trace checkpoints go: the engine in this process, or the
+/// engine behind the worker protocol (a `match`, so the in-process path stays as fast as a
+/// direct call).
+pub(crate) enum Backend {
+    /// The attempt runs in the engine's process.
+    Local {
+        /// The engine.
+        engine: Engine,
+        /// The run.
+        run: Arc<RunState>,
+    },
+    /// The attempt runs in a worker process.
+    Remote(Arc<RemoteRun>),
+}
+
+/// What a worker knows of the run of a leased attempt.
+pub(crate) struct RemoteRun {
+    pub client: crate::worker::client::WorkerClient,
+    pub run_id: i64,
+    /// The worker's slots: released while the attempt waits on a child.
+    pub slots: Arc<Semaphore>,
+}
+
 /// The context of one running attempt of an action.
 pub(crate) struct TaskCtx {
-    pub engine: Engine,
-    pub run: Arc<RunState>,
+    pub backend: Backend,
     pub action: ActionId,
-    pub attempt: u32,
+    /// Children and traces may already be recorded: look them up before running them.
+    pub check_store: bool,
     /// Identical calls seen so far, for the `seq` part of child ids.
     seqs: Mutex<HashMap<SeqKey, u32>>,
     /// The run-level concurrency permit, released while this attempt waits on children.
@@ -46,11 +69,28 @@ impl TaskCtx {
         attempt: u32,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Self {
+        let check_store = run.recovering() || attempt > 1;
         TaskCtx {
-            engine,
-            run,
+            backend: Backend::Local { engine, run },
             action,
-            attempt,
+            check_store,
+            seqs: Mutex::new(HashMap::new()),
+            permit: Mutex::new(permit),
+            waiting_on_children: AtomicUsize::new(0),
+        }
+    }
+
+    /// The context of an attempt leased by a worker process.
+    pub(crate) fn remote(
+        run: Arc<RemoteRun>,
+        action: ActionId,
+        check_store: bool,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        TaskCtx {
+            backend: Backend::Remote(run),
+            action,
+            check_store,
             seqs: Mutex::new(HashMap::new()),
             permit: Mutex::new(permit),
             waiting_on_children: AtomicUsize::new(0),
@@ -82,12 +122,37 @@ impl TaskCtx {
 
     /// Called after a child finished: takes a slot again before the parent's code goes on.
     pub(crate) async fn end_wait(&self) {
-        if self.waiting_on_children.fetch_sub(1, Ordering::AcqRel) == 1
-            && let Some(limit) = &self.run.limit
-            && let Ok(p) = limit.clone().acquire_owned().await
-        {
-            *self.permit.lock() = Some(p);
+        if self.waiting_on_children.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let limit = match &self.backend {
+                Backend::Local { run, .. } => run.limit.as_ref(),
+                Backend::Remote(r) => Some(&r.slots),
+            };
+            if let Some(limit) = limit
+                && let Ok(p) = limit.clone().acquire_owned().await
+            {
+                *self.permit.lock() = Some(p);
+            }
         }
+    }
+
+    /// The id of a child or trace called from this attempt with these inputs: the same
+    /// derivation in the engine and in a worker (SPEC §4.1).
+    pub(crate) fn child_id(
+        &self,
+        task: &str,
+        inputs_hash: [u8; 32],
+        group: &Option<Arc<str>>,
+    ) -> ActionId {
+        let seq = self.next_seq(task, inputs_hash, group);
+        ActionId::derive(
+            self.action,
+            &CallKey {
+                task,
+                inputs_hash,
+                seq,
+                group: group.as_deref(),
+            },
+        )
     }
 
     pub(crate) async fn scope<F: Future>(self: Arc<Self>, fut: F) -> F::Output {
@@ -261,11 +326,12 @@ async fn call_child<O: DeserializeOwned>(
         )
     })?;
     ctx.begin_wait();
-    let result = ctx
-        .engine
-        .clone()
-        .submit_child(&ctx, def, inputs, group)
-        .await;
+    let result = match &ctx.backend {
+        Backend::Local { engine, .. } => {
+            engine.clone().submit_child(&ctx, def, inputs, group).await
+        }
+        Backend::Remote(remote) => remote.submit_child(&ctx, def, inputs, group).await,
+    };
     ctx.end_wait().await;
     let bytes = result?;
     codec::decode(&bytes).map_err(|e| {

@@ -19,7 +19,7 @@ use weir_blob::BlobStore;
 use weir_core::cache::CacheKeyParts;
 use weir_core::spec::CacheBehavior;
 use weir_core::spec::DEFAULT_INLINE_STORE_THRESHOLD;
-use weir_core::{ActionId, ActionStatus, CallKey, ErrorKind, Failure, ids::inputs_hash};
+use weir_core::{ActionId, ActionStatus, ErrorKind, Failure, ids::inputs_hash};
 use weir_store::{
     ActionKind, AttemptRecord, CacheEntry, NewRun, Payload, RunRecord, RunStatus, SqliteStore,
     Store, StoreOptions, WriteOp, now_us,
@@ -44,6 +44,10 @@ pub struct EngineOptions {
     pub blob_url: Option<String>,
     /// SQLite options.
     pub store: StoreOptions,
+    /// Where attempts run: in this process (default) or in worker processes.
+    pub executor: crate::worker::ExecutorKind,
+    /// Settings of the process executor (used with [`ExecutorKind::Processes`](crate::worker::ExecutorKind)).
+    pub workers: crate::worker::WorkerOptions,
 }
 
 impl EngineOptions {
@@ -54,7 +58,15 @@ impl EngineOptions {
             inline_store_threshold: DEFAULT_INLINE_STORE_THRESHOLD,
             blob_url: None,
             store: StoreOptions::default(),
+            executor: crate::worker::ExecutorKind::InProcess,
+            workers: crate::worker::WorkerOptions::default(),
         }
+    }
+
+    /// Runs attempts in worker processes of this binary (SPEC §7).
+    pub fn with_worker_processes(mut self) -> Self {
+        self.executor = crate::worker::ExecutorKind::Processes;
+        self
     }
 }
 
@@ -69,6 +81,17 @@ struct Inner {
     blobs: BlobStore,
     options: EngineOptions,
     runs: Mutex<HashMap<i64, Arc<RunState>>>,
+    /// The process executor, when attempts run in worker processes.
+    executor: Option<Arc<crate::worker::executor::Executor>>,
+}
+
+/// A handle on the engine that does not keep it alive (held by the process executor).
+pub(crate) struct WeakEngine(std::sync::Weak<Inner>);
+
+impl WeakEngine {
+    pub(crate) fn upgrade(&self) -> Option<Engine> {
+        self.0.upgrade().map(|inner| Engine { inner })
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -223,10 +246,18 @@ impl Engine {
             None => BlobStore::local(&options.state_dir.join("blobs")),
         }
         .map_err(|e| Error::with_kind(ErrorKind::System, e))?;
+        let processes = options.executor == crate::worker::ExecutorKind::Processes;
         Ok(Engine {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|weak| Inner {
                 store: Arc::new(store),
                 blobs,
+                executor: processes.then(|| {
+                    Arc::new(crate::worker::executor::Executor::new(
+                        WeakEngine(weak.clone()),
+                        options.workers.clone(),
+                        &options.state_dir,
+                    ))
+                }),
                 options,
                 runs: Mutex::new(HashMap::new()),
             }),
@@ -241,6 +272,14 @@ impl Engine {
     /// The object store for payloads.
     pub fn blobs(&self) -> &BlobStore {
         &self.inner.blobs
+    }
+
+    /// Retires the worker processes of the process executor (if any) and records their final
+    /// state; waits up to `grace` for them to exit. Call it before the process exits.
+    pub async fn shutdown_workers(&self, grace: Duration) {
+        if let Some(exec) = &self.inner.executor {
+            exec.shutdown(grace).await;
+        }
     }
 
     /// Commits everything queued.
@@ -283,15 +322,7 @@ impl Engine {
         })
     }
 
-    pub(crate) async fn store_payload_pub(
-        &self,
-        key: impl FnOnce() -> String,
-        bytes: &[u8],
-    ) -> Result<Payload> {
-        self.store_payload(key, bytes).await
-    }
-
-    fn check_inline(def: &TaskDef, what: &str, size: usize) -> Result<()> {
+    pub(crate) fn check_inline(def: &TaskDef, what: &str, size: usize) -> Result<()> {
         let limit = def.inline_limit();
         if size as u64 > limit {
             return Err(Error::with_kind(
@@ -574,19 +605,45 @@ impl Engine {
         group: Option<Arc<str>>,
     ) -> Result<Arc<[u8]>> {
         Self::check_inline(def, "the inputs", inputs.len())?;
-        let hash = inputs_hash(&inputs);
-        let seq = ctx.next_seq(def.full_name(), hash, &group);
-        let key = CallKey {
-            task: def.full_name(),
-            inputs_hash: hash,
-            seq,
-            group: group.as_deref(),
+        let id = ctx.child_id(def.full_name(), inputs_hash(&inputs), &group);
+        let crate::call::Backend::Local { run, .. } = &ctx.backend else {
+            unreachable!("a local submission from a remote context")
         };
-        let id = ActionId::derive(ctx.action, &key);
-        let run = ctx.run.clone();
-        let check_store = run.recovering || ctx.attempt > 1;
+        let run = run.clone();
+        self.submit_child_as(run, ctx.action, id, ctx.check_store, def, inputs, group)
+            .await
+    }
+
+    /// [`Engine::submit_child_as`] as a boxed `Send` future (for the worker API's tasks).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn submit_child_boxed(
+        self,
+        run: Arc<RunState>,
+        parent: ActionId,
+        id: ActionId,
+        check_store: bool,
+        def: &'static TaskDef,
+        inputs: Vec<u8>,
+        group: Option<Arc<str>>,
+    ) -> futures::future::BoxFuture<'static, Result<Arc<[u8]>>> {
+        Box::pin(self.submit_child_as(run, parent, id, check_store, def, inputs, group))
+    }
+
+    /// Creates (or attaches to, or recovers) child `id` of `parent` and waits for its outcome:
+    /// the one implementation behind in-process calls and the worker protocol's submit.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn submit_child_as(
+        self,
+        run: Arc<RunState>,
+        parent: ActionId,
+        id: ActionId,
+        check_store: bool,
+        def: &'static TaskDef,
+        inputs: Vec<u8>,
+        group: Option<Arc<str>>,
+    ) -> Result<Arc<[u8]>> {
         let attach = self
-            .attach_or_start(&run, id, ctx.action, def, inputs, group, check_store)
+            .attach_or_start(&run, id, parent, def, inputs, group, check_store)
             .await?;
         let mut pending = match attach {
             Attach::Ready(outcome) => return outcome.map_err(Error::from_child),
@@ -944,9 +1001,21 @@ impl Engine {
                 attempt,
                 permit.take(),
             ));
-            let body =
-                std::panic::AssertUnwindSafe(ctx.clone().scope((def.invoke)(inputs.clone())))
-                    .catch_unwind();
+            let body = async {
+                match &self.inner.executor {
+                    None => flatten_panic(
+                        std::panic::AssertUnwindSafe(
+                            ctx.clone().scope((def.invoke)(inputs.clone())),
+                        )
+                        .catch_unwind()
+                        .await,
+                    ),
+                    Some(exec) => {
+                        exec.run_attempt(&run, id, attempt, def, inputs.clone(), ctx.clone())
+                            .await
+                    }
+                }
+            };
             let limit = match (timeouts.max_runtime, deadline) {
                 (Some(rt), Some(dl)) => Some(rt.min(dl.saturating_duration_since(Instant::now()))),
                 (Some(rt), None) => Some(rt),
@@ -955,7 +1024,7 @@ impl Engine {
             };
             let result: Result<Vec<u8>> = match limit {
                 Some(limit) => match tokio::time::timeout(limit, body).await {
-                    Ok(r) => flatten_panic(r),
+                    Ok(r) => r,
                     Err(_) => {
                         let past_deadline = deadline.is_some_and(|dl| Instant::now() >= dl);
                         let (kind, what) = if past_deadline {
@@ -973,7 +1042,7 @@ impl Engine {
                         ))
                     }
                 },
-                None => flatten_panic(body.await),
+                None => body.await,
             };
             run.counters.running.fetch_sub(1, Ordering::Relaxed);
             permit = Arc::try_unwrap(ctx)
@@ -1133,6 +1202,112 @@ impl Engine {
         }
     }
 
+    /// Looks up the checkpoint of trace `id` in run `run_id` (SPEC §6.4): a recorded output,
+    /// a recorded non-recoverable failure, or nothing (run the trace).
+    pub(crate) async fn lookup_checkpoint(
+        &self,
+        run_id: i64,
+        id: ActionId,
+    ) -> Result<crate::trace::Recorded> {
+        use crate::trace::Recorded;
+        let rec = self
+            .inner
+            .store
+            .action(run_id, id)
+            .map_err(|e| Error::with_kind(ErrorKind::System, e))?;
+        Ok(match rec.map(|r| (r.status, r.output, r.error)) {
+            Some((ActionStatus::Succeeded, Some(out), _)) => {
+                Recorded::Output(self.load_payload(&out).await?.to_vec())
+            }
+            // A recoverable failure runs the trace again; any other is re-raised.
+            Some((ActionStatus::Failed, _, Some(f))) if !f.kind.is_retryable() => {
+                Recorded::Failure(f)
+            }
+            _ => Recorded::Nothing,
+        })
+    }
+
+    /// Records a trace checkpoint and waits for its commit.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn record_checkpoint(
+        &self,
+        run: &RunState,
+        id: ActionId,
+        parent: ActionId,
+        name: std::borrow::Cow<'static, str>,
+        inputs: &[u8],
+        started_at: i64,
+        outcome: std::result::Result<Vec<u8>, Failure>,
+    ) -> Result<()> {
+        let inputs = self
+            .store_payload(|| format!("{}/{id}/inputs", run.name), inputs)
+            .await?;
+        let (status, output, error) = match outcome {
+            Ok(bytes) => {
+                let p = self
+                    .store_payload(|| format!("{}/{id}/1/outputs", run.name), &bytes)
+                    .await?;
+                (ActionStatus::Succeeded, Some(p), None)
+            }
+            Err(f) => (ActionStatus::Failed, None, Some(f)),
+        };
+        let store = &self.inner.store;
+        let what = name.to_string();
+        store.write(
+            WriteOp::InsertAction {
+                run: run.id,
+                id,
+                parent,
+                task: name,
+                group: None,
+                kind: ActionKind::Trace,
+                inputs,
+                queued_at: started_at,
+            },
+            None,
+        );
+        store.write(
+            WriteOp::StartAttempt {
+                run: run.id,
+                id,
+                attempt: 1,
+                started_at,
+            },
+            None,
+        );
+        let (tx, rx) = oneshot::channel();
+        store.write(
+            WriteOp::FinishAction {
+                run: run.id,
+                id,
+                status,
+                output,
+                error,
+                cache_hit: false,
+                ended_at: now_us(),
+            },
+            Some(Box::new(move |r| {
+                let _ = tx.send(r);
+            })),
+        );
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::with_kind(
+                ErrorKind::System,
+                format!("could not record trace {what}: {e}"),
+            )),
+            Err(_) => Err(Error::with_kind(
+                ErrorKind::System,
+                format!("could not record trace {what}: the state writer stopped"),
+            )),
+        }
+    }
+
+    /// The state of a run driven by this process, by row id.
+    pub(crate) fn run_state(&self, run_id: i64) -> Option<Arc<RunState>> {
+        self.inner.runs.lock().get(&run_id).cloned()
+    }
+
     /// Polls the store for an abort of this run requested by another process.
     pub(crate) fn aborted_in_store(&self, run: &RunState) -> bool {
         matches!(self.inner.store.run_by_name(&run.name), Ok(r) if r.status == RunStatus::Aborted)
@@ -1142,7 +1317,7 @@ impl Engine {
     pub(crate) const ABORT_POLL: Duration = Duration::from_millis(500);
 }
 
-fn flatten_panic(r: std::thread::Result<Result<Vec<u8>>>) -> Result<Vec<u8>> {
+pub(crate) fn flatten_panic(r: std::thread::Result<Result<Vec<u8>>>) -> Result<Vec<u8>> {
     match r {
         Ok(r) => r,
         Err(panic) => {

@@ -5,6 +5,8 @@
 //! - [`TaskCall`]: what a task function returns; awaiting it inside a task makes a child action.
 //! - [`registry`]: tasks registered at compile time.
 //! - [`RunHandle`] / [`Run`]: waiting on and aborting runs.
+//! - [`worker`]: worker processes: the worker protocol, the worker mode of a user's binary and
+//!   the process executor (SPEC §7).
 //!
 //! The engine's decisions are kept close to the data they need: the one lifecycle table lives
 //! in `weir-core`, durable writes go through `weir-store`'s ordered writer, and a caller learns
@@ -16,6 +18,7 @@ mod error;
 pub mod registry;
 mod run;
 mod trace;
+pub mod worker;
 
 pub use call::{CapturedContext, TaskArgs, TaskCall, capture_context, in_task, with_context};
 pub use engine::{Engine, EngineOptions, RunOutcome};

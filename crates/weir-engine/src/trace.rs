@@ -7,11 +7,10 @@ use std::sync::Arc;
 
 use futures::stream::{self, BoxStream, Stream, StreamExt};
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::sync::oneshot;
-use weir_core::{ActionId, ActionStatus, CallKey, ErrorKind, Failure, codec, ids::inputs_hash};
-use weir_store::{ActionKind, Store, WriteOp, now_us};
+use weir_core::{ActionId, ErrorKind, Failure, codec, ids::inputs_hash};
+use weir_store::now_us;
 
-use crate::call::{TaskCtx, current};
+use crate::call::{Backend, TaskCtx, current};
 use crate::{Error, Result};
 
 tokio::task_local! {
@@ -23,12 +22,7 @@ pub(crate) fn in_trace() -> Option<&'static str> {
     IN_TRACE.try_with(|name| *name).ok()
 }
 
-/// What a trace found when it looked for its checkpoint.
-enum Recorded {
-    Output(Vec<u8>),
-    Failure(Failure),
-    Nothing,
-}
+pub(crate) use crate::worker::protocol::Checkpoint as Recorded;
 
 struct TraceSlot {
     ctx: Arc<TaskCtx>,
@@ -44,37 +38,15 @@ impl TraceSlot {
         name: &'static str,
         inputs: Vec<u8>,
     ) -> Result<(TraceSlot, Recorded)> {
-        let hash = inputs_hash(&inputs);
-        let seq = ctx.next_seq(name, hash, &None);
-        let id = ActionId::derive(
-            ctx.action,
-            &CallKey {
-                task: name,
-                inputs_hash: hash,
-                seq,
-                group: None,
-            },
-        );
-        let mut recorded = Recorded::Nothing;
-        if ctx.run.recovering() || ctx.attempt > 1 {
-            let engine = &ctx.engine;
-            let rec = engine
-                .store()
-                .action(ctx.run.id, id)
-                .map_err(|e| Error::with_kind(ErrorKind::System, e))?;
-            if let Some(rec) = rec {
-                match (rec.status, rec.output, rec.error) {
-                    (ActionStatus::Succeeded, Some(out), _) => {
-                        recorded = Recorded::Output(engine.load_payload(&out).await?.to_vec())
-                    }
-                    // A recoverable failure runs the trace again; any other is re-raised.
-                    (ActionStatus::Failed, _, Some(f)) if !f.kind.is_retryable() => {
-                        recorded = Recorded::Failure(f)
-                    }
-                    _ => {}
-                }
+        let id = ctx.child_id(name, inputs_hash(&inputs), &None);
+        let recorded = if ctx.check_store {
+            match &ctx.backend {
+                Backend::Local { engine, run } => engine.lookup_checkpoint(run.id, id).await?,
+                Backend::Remote(remote) => remote.lookup_checkpoint(id).await?,
             }
-        }
+        } else {
+            Recorded::Nothing
+        };
         Ok((
             TraceSlot {
                 ctx,
@@ -92,71 +64,32 @@ impl TraceSlot {
         started_at: i64,
         outcome: std::result::Result<Vec<u8>, Failure>,
     ) -> Result<()> {
-        let engine = self.ctx.engine.clone();
-        let run = &self.ctx.run;
-        let inputs = engine
-            .store_payload_pub(|| format!("{}/{}/inputs", run.name, self.id), &self.inputs)
-            .await?;
-        let (status, output, error) = match outcome {
-            Ok(bytes) => {
-                let p = engine
-                    .store_payload_pub(|| format!("{}/{}/1/outputs", run.name, self.id), &bytes)
-                    .await?;
-                (ActionStatus::Succeeded, Some(p), None)
+        match &self.ctx.backend {
+            Backend::Local { engine, run } => {
+                engine
+                    .record_checkpoint(
+                        run,
+                        self.id,
+                        self.ctx.action,
+                        Cow::Borrowed(self.name),
+                        &self.inputs,
+                        started_at,
+                        outcome,
+                    )
+                    .await
             }
-            Err(f) => (ActionStatus::Failed, None, Some(f)),
-        };
-        let store = engine.store();
-        store.write(
-            WriteOp::InsertAction {
-                run: run.id,
-                id: self.id,
-                parent: self.ctx.action,
-                task: Cow::Borrowed(self.name),
-                group: None,
-                kind: ActionKind::Trace,
-                inputs,
-                queued_at: started_at,
-            },
-            None,
-        );
-        store.write(
-            WriteOp::StartAttempt {
-                run: run.id,
-                id: self.id,
-                attempt: 1,
-                started_at,
-            },
-            None,
-        );
-        let (tx, rx) = oneshot::channel();
-        store.write(
-            WriteOp::FinishAction {
-                run: run.id,
-                id: self.id,
-                status,
-                output,
-                error,
-                cache_hit: false,
-                ended_at: now_us(),
-            },
-            Some(Box::new(move |r| {
-                let _ = tx.send(r);
-            })),
-        );
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::with_kind(
-                ErrorKind::System,
-                format!("could not record trace {}: {e}", self.name),
-            )),
-            Err(_) => Err(Error::with_kind(
-                ErrorKind::System,
-                format!(
-                    "could not record trace {}: the state writer stopped",
-                    self.name
-                ),
-            )),
+            Backend::Remote(remote) => {
+                remote
+                    .record_checkpoint(
+                        self.id,
+                        self.ctx.action,
+                        self.name,
+                        self.inputs,
+                        started_at,
+                        outcome,
+                    )
+                    .await
+            }
         }
     }
 

@@ -47,6 +47,8 @@ pub use weir_core::spec::{
 };
 pub use weir_core::{ActionId, ActionStatus, ErrorKind, Failure};
 pub use weir_engine::durable;
+/// Worker processes (SPEC §7): options, the protocol and `get workers` records.
+pub use weir_engine::worker;
 pub use weir_engine::{
     CacheLookupScope, Engine, EngineOptions, Error, Progress, Result, Run, RunContext, RunHandle,
     TaskCall, in_task,

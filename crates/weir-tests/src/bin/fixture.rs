@@ -104,6 +104,93 @@ async fn call_cached(a: i64, b: i64, log: String) -> Result<i64> {
     cached_add(a, b, log).await
 }
 
+// ---- Worker processes (SPEC §7): environments run by `run --workers process`. ----
+
+/// Reused workers: 1 to 3 replicas of 2 slots each.
+static FXW: LazyLock<TaskEnvironment> = LazyLock::new(|| {
+    TaskEnvironment::new("fxw").reuse(ReusePolicy::new().replicas(1..=3).concurrency(2))
+});
+/// No reuse policy: a fresh process per action.
+static FXD: LazyLock<TaskEnvironment> = LazyLock::new(|| TaskEnvironment::new("fxd"));
+/// One replica with one slot (nested calls must not deadlock).
+static FXS: LazyLock<TaskEnvironment> = LazyLock::new(|| {
+    TaskEnvironment::new("fxs").reuse(ReusePolicy::new().replicas(1..=1).concurrency(1))
+});
+
+/// Attempts running in this process now.
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Records its pid and the in-flight count of its process, sleeps, returns `i * 2`.
+#[weir::task(env = FXW)]
+async fn wwork(i: u64, sleep_ms: u64, log: String) -> Result<u64> {
+    use std::sync::atomic::Ordering;
+    let pid = std::process::id();
+    let n = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+    println!("wwork {i} says hello from pid {pid}");
+    log_line(&log, format!("start {i} pid={pid} inflight={n}"));
+    tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    log_line(&log, format!("end {i} pid={pid}"));
+    Ok(i * 2)
+}
+
+/// A burst of `n` `wwork` calls at once, a pause with no work, then one more call.
+#[weir::task(env = FXD)]
+async fn wburst(n: u64, sleep_ms: u64, pause_ms: u64, log: String) -> Result<u64> {
+    let log2 = log.clone();
+    let results = weir::map(move |i| wwork(i, sleep_ms, log2.clone()), 0..n)
+        .fail_fast()
+        .await?;
+    log_line(&log, "burst done".into());
+    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+    let last = wwork(100, 0, log.clone()).await?;
+    Ok(results.into_iter().sum::<u64>() + last)
+}
+
+/// The pid of the process that runs it.
+#[weir::task(env = FXD)]
+async fn wpid(i: u64) -> Result<u32> {
+    println!("wpid {i} runs in pid {}", std::process::id());
+    Ok(std::process::id())
+}
+
+/// Calls `wpid` `n` times in sequence; returns their pids and its own last.
+#[weir::task(env = FXD)]
+async fn wpids(n: u64) -> Result<Vec<u32>> {
+    let mut pids = Vec::new();
+    for i in 0..n {
+        pids.push(wpid(i).await?);
+    }
+    pids.push(std::process::id());
+    Ok(pids)
+}
+
+/// A child in the one-slot environment.
+#[weir::task(env = FXS)]
+async fn wnest_child(i: u64) -> Result<u64> {
+    Ok(i + 1)
+}
+
+/// Calls children of its own one-slot environment: in sequence, then two at once.
+#[weir::task(env = FXS)]
+async fn wnest_parent(n: u64) -> Result<u64> {
+    let mut sum = 0;
+    for i in 0..n {
+        sum += wnest_child(i).await?;
+    }
+    let (a, b) = futures::join!(wnest_child(100), wnest_child(200));
+    Ok(sum + a? + b?)
+}
+
+/// Sleeps past its 300 ms timeout (no retries): the engine cancels the lease in its worker.
+#[weir::task(env = FXW, timeout = "300ms")]
+async fn wtoo_slow(sleep_ms: u64, log: String) -> Result<u64> {
+    log_line(&log, format!("slow start pid={}", std::process::id()));
+    tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+    log_line(&log, "slow end".into());
+    Ok(0)
+}
+
 fn main() -> std::process::ExitCode {
     weir::cli::main()
 }

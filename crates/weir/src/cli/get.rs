@@ -19,6 +19,10 @@ pub(crate) enum GetCommand {
     Actions(ActionsArgs),
     /// An action's inputs and output (or error).
     Io(IoArgs),
+    /// Worker processes per environment and the executor's decisions.
+    Workers(super::workers::WorkersArgs),
+    /// What the worker processes that ran an action printed.
+    Logs(super::workers::LogsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +104,8 @@ pub(crate) async fn get(state_dir: &Path, out: OutputFormat, cmd: GetCommand) ->
         GetCommand::Runs(a) => runs(state_dir, out, a),
         GetCommand::Actions(a) => actions(state_dir, out, a),
         GetCommand::Io(a) => io(state_dir, out, a).await,
+        GetCommand::Workers(a) => super::workers::workers(state_dir, out, a),
+        GetCommand::Logs(a) => super::workers::logs(state_dir, out, a),
     }
 }
 

@@ -9,6 +9,8 @@ mod cache;
 mod get;
 mod run;
 mod ui;
+mod worker;
+mod workers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +61,8 @@ enum Command {
     Ui(ui::UiArgs),
     /// List the tasks registered in this binary.
     Tasks,
+    /// Run as a worker process of an engine (started by `run --workers process`).
+    Worker(worker::WorkerArgs),
 }
 
 /// A CLI failure: message and exit code.
@@ -132,6 +136,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Abort(args) => run::abort(&cli.state_dir, args).await,
         Command::Get(cmd) => get::get(&cli.state_dir, out, cmd).await,
         Command::Cache(cmd) => cache::cache(&cli.state_dir, out, cmd),
+        Command::Worker(args) => worker::worker(args).await,
         Command::Ui(args) => ui::ui(&cli.state_dir, args).await,
         Command::Tasks => {
             get::tasks(out);

@@ -39,6 +39,10 @@ pub(crate) struct RunArgs {
     /// Domain of the run.
     #[arg(long)]
     domain: Option<String>,
+    /// Where task attempts run: in this process, or in worker processes of this binary kept
+    /// per environment by its reuse policy (SPEC §7).
+    #[arg(long, value_parser = ["in-process", "process"], default_value = "in-process")]
+    workers: String,
 }
 
 #[derive(Args, Debug)]
@@ -48,6 +52,9 @@ pub(crate) struct ResumeArgs {
     /// Resume even if the run's recorded owner process still exists.
     #[arg(long)]
     force: bool,
+    /// Where task attempts run (see `run --workers`).
+    #[arg(long, value_parser = ["in-process", "process"], default_value = "in-process")]
+    workers: String,
 }
 
 #[derive(Args, Debug)]
@@ -58,6 +65,15 @@ pub(crate) struct AbortArgs {
 
 fn open_engine(state_dir: &Path) -> Result<Engine, Failure> {
     Engine::open(EngineOptions::new(state_dir)).map_err(Failure::other)
+}
+
+fn open_engine_with_workers(state_dir: &Path, workers: &str) -> Result<Engine, Failure> {
+    let mut options = EngineOptions::new(state_dir);
+    if workers == "process" {
+        options = options.with_worker_processes();
+        options.workers = options.workers.with_env_overrides();
+    }
+    Engine::open(options).map_err(Failure::other)
 }
 
 pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> CliResult {
@@ -101,7 +117,7 @@ pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> C
             state_dir.display()
         )));
     }
-    let engine = open_engine(state_dir)?;
+    let engine = open_engine_with_workers(state_dir, &args.workers)?;
     let mut context = RunContext::new();
     context.name = args.name;
     context.max_action_concurrency = args.max_action_concurrency;
@@ -130,7 +146,7 @@ pub(crate) async fn resume(state_dir: &Path, out: OutputFormat, args: ResumeArgs
         ))
     })?;
     drop(store);
-    let engine = open_engine(state_dir)?;
+    let engine = open_engine_with_workers(state_dir, &args.workers)?;
     let handle = engine
         .resume_run(&args.run, args.force)
         .await
@@ -179,6 +195,7 @@ async fn finish(engine: &Engine, handle: RunHandle, out: OutputFormat) -> CliRes
         })
     };
     let result = handle.wait_raw().await;
+    engine.shutdown_workers(Duration::from_secs(2)).await;
     ticker.abort();
     bar.finish_and_clear();
     engine.flush().map_err(Failure::other)?;

@@ -1,0 +1,246 @@
+//! The worker protocol: one set of messages for both sides (SPEC §3.1, ARCHITECTURE "one
+//! protocol, two transports"). Bodies are MessagePack (`rmp-serde`, named fields) over HTTP on
+//! loopback; every request names the worker it comes from.
+//!
+//! | path              | request            | response            |
+//! |-------------------|--------------------|---------------------|
+//! | `/v1/lease`       | [`LeaseRequest`]   | [`LeaseResponse`]   |
+//! | `/v1/heartbeat`   | [`Heartbeat`]      | [`HeartbeatReply`]  |
+//! | `/v1/complete`    | [`CompleteBatch`]  | [`CompleteReply`]   |
+//! | `/v1/submit`      | [`SubmitBatch`]    | `()`                |
+//! | `/v1/results`     | [`ResultsRequest`] | [`ResultsReply`]    |
+//! | `/v1/cancel`      | [`CancelCalls`]    | `()`                |
+//! | `/v1/trace/lookup`| [`TraceLookup`]    | [`Checkpoint`]      |
+//! | `/v1/trace/record`| [`TraceRecord`]    | `()`                |
+//!
+//! A refused request answers HTTP 409 (stale lease, retired or unknown worker) or 400 with an
+//! [`ErrorReply`].
+
+use serde::{Deserialize, Serialize};
+use weir_core::{ActionId, ErrorKind, Failure};
+
+/// Leases up to `max` queued actions of the worker's environment; waits up to the engine's
+/// long-poll time when none is queued.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    /// Worker id (given by the executor on the command line).
+    pub worker: String,
+    /// At most this many actions (the worker's free slots).
+    pub max: u32,
+}
+
+/// Leased actions, or the order to stop.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LeaseResponse {
+    /// The actions; empty when the long poll timed out.
+    pub actions: Vec<LeasedAction>,
+    /// The worker is retired: finish what it runs and exit.
+    pub shutdown: bool,
+}
+
+/// One leased attempt. `(attempt, lease)` is its fencing token: a completion is accepted only
+/// while the lease is current.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LeasedAction {
+    /// Lease id (unique per engine process).
+    pub lease: u64,
+    /// Run row id.
+    pub run: i64,
+    /// Run name (for logs and payload keys).
+    pub run_name: String,
+    /// Action id.
+    pub action: ActionId,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+    /// Full task name (`env.task`).
+    pub task: String,
+    /// Canonical inputs.
+    #[serde(with = "serde_bytes")]
+    pub inputs: Vec<u8>,
+    /// Children and traces may already be recorded (resumed run, retry, system retry).
+    pub check_store: bool,
+}
+
+/// One heartbeat per worker (not per action).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Worker id.
+    pub worker: String,
+}
+
+/// What the worker must do after a heartbeat.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// Leases to stop running (timeout, abort, caller gone).
+    pub cancelled: Vec<u64>,
+    /// The worker is retired.
+    pub shutdown: bool,
+}
+
+/// How an attempt ended in the worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AttemptOutcome {
+    /// Canonical output bytes.
+    Output(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The task's error, with everything needed to rebuild it (retryability included).
+    Error(RemoteError),
+}
+
+/// A task error as sent over the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoteError {
+    /// Kind.
+    pub kind: ErrorKind,
+    /// Message.
+    pub message: String,
+    /// Source chain.
+    pub chain: Vec<String>,
+    /// The failed child, when the error comes from a child call.
+    pub child: Option<Failure>,
+}
+
+/// Completion of one leased attempt.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Completion {
+    /// Lease id.
+    pub lease: u64,
+    /// Attempt number (the other half of the fencing token).
+    pub attempt: u32,
+    /// Action id (for error messages).
+    pub action: ActionId,
+    /// The outcome.
+    pub outcome: AttemptOutcome,
+}
+
+/// Completions, batched.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CompleteBatch {
+    /// Worker id.
+    pub worker: String,
+    /// The completions.
+    pub completions: Vec<Completion>,
+}
+
+/// Completions that were not accepted.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CompleteReply {
+    /// `(lease, why)` of each rejected completion (fenced-off attempts).
+    pub rejected: Vec<(u64, String)>,
+}
+
+/// A child call made by a task running in a worker. The worker derives `id` exactly as the
+/// in-process path does (`ActionId::derive(parent, (task, inputs hash, seq, group))`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChildCall {
+    /// Worker-local call id, echoed in the result.
+    pub call: u64,
+    /// Run row id.
+    pub run: i64,
+    /// Parent action id.
+    pub parent: ActionId,
+    /// Derived child id.
+    pub id: ActionId,
+    /// Full task name.
+    pub task: String,
+    /// Canonical inputs.
+    #[serde(with = "serde_bytes")]
+    pub inputs: Vec<u8>,
+    /// Group name.
+    pub group: Option<String>,
+    /// Look for a recorded outcome first.
+    pub check_store: bool,
+}
+
+/// Child calls, batched. Answered at once; outcomes come back through `/v1/results`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SubmitBatch {
+    /// Worker id.
+    pub worker: String,
+    /// The calls.
+    pub calls: Vec<ChildCall>,
+}
+
+/// Long poll for finished child calls of this worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResultsRequest {
+    /// Worker id.
+    pub worker: String,
+}
+
+/// The outcome of one child call.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChildResult {
+    /// The worker-local call id.
+    pub call: u64,
+    /// Output bytes or the child's failure (or why the call itself failed).
+    pub outcome: Result<serde_bytes::ByteBuf, RemoteError>,
+}
+
+/// Finished child calls.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ResultsReply {
+    /// The results; empty when the long poll timed out.
+    pub results: Vec<ChildResult>,
+    /// The worker is unknown or retired.
+    pub shutdown: bool,
+}
+
+/// Child calls whose caller stopped waiting.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CancelCalls {
+    /// Worker id.
+    pub worker: String,
+    /// Worker-local call ids.
+    pub calls: Vec<u64>,
+}
+
+/// Looks a trace checkpoint up.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TraceLookup {
+    /// Worker id.
+    pub worker: String,
+    /// Run row id.
+    pub run: i64,
+    /// Trace action id.
+    pub id: ActionId,
+}
+
+/// A recorded trace checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Checkpoint {
+    /// Nothing usable recorded: run the trace.
+    Nothing,
+    /// Recorded output.
+    Output(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Recorded non-recoverable failure.
+    Failure(Failure),
+}
+
+/// Records a trace checkpoint; answered after its commit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TraceRecord {
+    /// Worker id.
+    pub worker: String,
+    /// Run row id.
+    pub run: i64,
+    /// Trace action id.
+    pub id: ActionId,
+    /// Parent (the task's action).
+    pub parent: ActionId,
+    /// Trace name.
+    pub name: String,
+    /// Canonical inputs.
+    #[serde(with = "serde_bytes")]
+    pub inputs: Vec<u8>,
+    /// Start time (µs).
+    pub started_at: i64,
+    /// Output bytes or failure.
+    pub outcome: Result<serde_bytes::ByteBuf, Failure>,
+}
+
+/// Body of a refused request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What went wrong and what to do.
+    pub message: String,
+}

@@ -1,0 +1,404 @@
+//! Worker processes (SPEC §7) with real processes: autoscaling between `min` and `max` with
+//! shortened ttls, the per-replica concurrency, a fresh process per action without a reuse
+//! policy, nested calls with one slot, a SIGKILLed worker and a stalled (fenced-off) one.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fixture");
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Starts `fixture --state-dir STATE run TASK -i INPUT --workers process` with extra env vars.
+fn start_run(state: &Path, task: &str, input: &str, name: &str, env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--state-dir")
+        .arg(state)
+        .args([
+            "run",
+            task,
+            "-i",
+            input,
+            "--name",
+            name,
+            "--workers",
+            "process",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("fixture starts")
+}
+
+/// Waits for a run, failing the test (and killing it) past `limit`.
+fn finish(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait works").is_some() {
+            return child.wait_with_output().expect("output read");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output read");
+            panic!(
+                "run did not finish within {limit:?} (deadlock?): {}",
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn get(state: &Path, args: &[&str]) -> String {
+    let o = Command::new(BIN)
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .output()
+        .expect("fixture runs");
+    assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+    text(&o.stdout)
+}
+
+fn workers_json(state: &Path) -> serde_json::Value {
+    serde_json::from_str(&get(state, &["-o", "json", "get", "workers"])).expect("json")
+}
+
+fn decisions(w: &serde_json::Value) -> Vec<String> {
+    w["decisions"]
+        .as_array()
+        .expect("decisions")
+        .iter()
+        .map(|d| d["decision"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// `start I pid=P inflight=N` lines of the fixture's `wwork` task.
+fn starts(log: &Path) -> Vec<(u64, u32, usize)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.strip_prefix("start ")?.split(' ');
+            let i = it.next()?.parse().ok()?;
+            let pid = it.next()?.strip_prefix("pid=")?.parse().ok()?;
+            let n = it.next()?.strip_prefix("inflight=")?.parse().ok()?;
+            Some((i, pid, n))
+        })
+        .collect()
+}
+
+fn ends(log: &Path) -> Vec<(u64, u32)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.strip_prefix("end ")?.split(' ');
+            Some((
+                it.next()?.parse().ok()?,
+                it.next()?.strip_prefix("pid=")?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn reusable_environment_scales_up_under_load_and_down_after_the_ttls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let log = tmp.path().join("log");
+    let input = format!(
+        r#"{{"n": 12, "sleep_ms": 400, "pause_ms": 1500, "log": "{}"}}"#,
+        log.display()
+    );
+    let run = start_run(
+        &state,
+        "wburst",
+        &input,
+        "burst",
+        &[
+            ("WEIR_WORKER_SCALEDOWN_TTL_MS", "300"),
+            ("WEIR_WORKER_IDLE_TTL_MS", "800"),
+        ],
+    );
+    let out = finish(run, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        (2 * (0..12).sum::<u64>() + 200).to_string()
+    );
+
+    // Concurrency 2 per replica is never exceeded, and the burst used more than one replica
+    // but never more than max = 3 at once.
+    let starts = starts(&log);
+    assert_eq!(starts.len(), 13, "every action ran exactly once");
+    assert!(starts.iter().all(|&(_, _, n)| n <= 2), "{starts:?}");
+    let burst_pids: HashSet<u32> = starts.iter().filter(|s| s.0 < 100).map(|s| s.1).collect();
+    assert!((2..=3).contains(&burst_pids.len()), "{burst_pids:?}");
+
+    let w = workers_json(&state);
+    let d = decisions(&w);
+    let count = |needle: &str| d.iter().filter(|x| x.contains(needle)).count();
+    assert!(count("scale up") >= 1, "{d:#?}");
+    assert!(count("scaledown_ttl") >= 1, "{d:#?}");
+    assert_eq!(count("stop environment: no work for 800ms"), 1, "{d:#?}");
+    // The environment started again for the last call after it had stopped.
+    assert_eq!(count("start environment"), 2, "{d:#?}");
+    let fxw: Vec<_> = w["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["env"] == "fxw")
+        .collect();
+    assert!(fxw.iter().all(|r| r["state"] == "retired"), "{fxw:#?}");
+    let table = get(&state, &["get", "workers"]);
+    assert!(table.contains("ENV") && table.contains("fxw") && table.contains("retired"));
+}
+
+#[test]
+fn environment_without_policy_runs_each_action_in_a_fresh_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let run = start_run(&state, "wpids", r#"{"n": 4}"#, "fresh", &[]);
+    let out = finish(run, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pids: Vec<u32> = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(pids.len(), 5);
+    let distinct: HashSet<u32> = pids.iter().copied().collect();
+    assert_eq!(distinct.len(), 5, "a process was reused: {pids:?}");
+    let w = workers_json(&state);
+    let fresh = w["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["once"] == true)
+        .count();
+    assert_eq!(fresh, 5);
+
+    // The stdout of the child that ran in the second process is in its action's log.
+    let actions: serde_json::Value =
+        serde_json::from_str(&get(&state, &["-o", "json", "get", "actions", "fresh"])).unwrap();
+    let child_id = actions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["task"] == "fxd.wpid")
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .expect("a wpid action");
+    let logs = get(&state, &["get", "logs", "fresh", "a0"]);
+    assert!(
+        logs.contains("== worker") && logs.contains("task=fxd.wpids"),
+        "{logs}"
+    );
+    let logs = get(&state, &["get", "logs", "fresh", &child_id]);
+    assert!(
+        logs.contains("runs in pid") && logs.contains("fresh"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("task=fxd.wpids"),
+        "another action's log: {logs}"
+    );
+}
+
+#[test]
+fn nested_calls_in_a_one_slot_environment_do_not_deadlock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let run = start_run(&state, "wnest_parent", r#"{"n": 3}"#, "nested", &[]);
+    let out = finish(run, Duration::from_secs(30));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        (1 + 2 + 3 + 101 + 201).to_string()
+    );
+    let w = workers_json(&state);
+    let replicas = w["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 1, "max = 1 replica: {replicas:#?}");
+    assert_eq!(replicas[0]["completed"], 6, "parent and its five children");
+
+    // With a run-level limit of one action at a time as well: the parent also gives its run
+    // slot back while it waits (this run hung before that).
+    let limited = Command::new(BIN)
+        .arg("--state-dir")
+        .arg(&state)
+        .args([
+            "run",
+            "wnest_parent",
+            "-i",
+            r#"{"n": 2}"#,
+            "--name",
+            "limited",
+        ])
+        .args(["--workers", "process", "--max-action-concurrency", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fixture starts");
+    let out = finish(limited, Duration::from_secs(30));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), (1 + 2 + 101 + 201).to_string());
+}
+
+/// Waits until the log shows a `wwork` start and returns that pid.
+fn busy_pid(log: &Path) -> u32 {
+    let start = Instant::now();
+    loop {
+        if let Some(&(_, pid, _)) = starts(log).first() {
+            return pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no action started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(sig: &str, pid: u32) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Every action succeeded once, with one recorded attempt (system retries are not attempts).
+fn assert_accepted_once(state: &Path, run: &str, expected: usize) {
+    let actions: serde_json::Value =
+        serde_json::from_str(&get(state, &["-o", "json", "get", "actions", run])).unwrap();
+    let list = actions.as_array().expect("actions list");
+    let work: Vec<_> = list.iter().filter(|a| a["task"] == "fxw.wwork").collect();
+    assert_eq!(work.len(), expected, "{list:#?}");
+    for a in work {
+        assert_eq!(a["status"], "succeeded", "{a}");
+        assert_eq!(a["attempts"], 1, "{a}");
+    }
+}
+
+#[test]
+fn sigkilled_worker_loses_its_leases_and_nothing_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let log = tmp.path().join("log");
+    let input = format!(
+        r#"{{"n": 6, "sleep_ms": 700, "pause_ms": 0, "log": "{}"}}"#,
+        log.display()
+    );
+    let run = start_run(&state, "wburst", &input, "killed", &[]);
+    let victim = busy_pid(&log);
+    signal("-KILL", victim);
+    let out = finish(run, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        (2 * (0..6).sum::<u64>() + 200).to_string()
+    );
+
+    // Each action ended exactly once, never in the killed process.
+    let ends = ends(&log);
+    let mut per_action: HashMap<u64, usize> = HashMap::new();
+    for (i, pid) in &ends {
+        assert_ne!(*pid, victim, "the killed worker finished an action");
+        *per_action.entry(*i).or_default() += 1;
+    }
+    assert_eq!(per_action.len(), 7);
+    assert!(per_action.values().all(|&n| n == 1), "{per_action:?}");
+    let d = decisions(&workers_json(&state));
+    assert!(
+        d.iter().any(|x| x.contains("exited unexpectedly")),
+        "{d:#?}"
+    );
+    assert!(d.iter().any(|x| x.contains("system retry 1/3")), "{d:#?}");
+    assert_accepted_once(&state, "killed", 7);
+}
+
+#[test]
+fn stalled_worker_is_fenced_off_and_its_late_completion_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let log = tmp.path().join("log");
+    let input = format!(
+        r#"{{"n": 2, "sleep_ms": 1500, "pause_ms": 2500, "log": "{}"}}"#,
+        log.display()
+    );
+    let run = start_run(
+        &state,
+        "wburst",
+        &input,
+        "stalled",
+        &[
+            ("WEIR_WORKER_HEARTBEAT_MS", "100"),
+            ("WEIR_WORKER_HEARTBEAT_TIMEOUT_MS", "600"),
+        ],
+    );
+    let victim = busy_pid(&log);
+    signal("-STOP", victim);
+    // Fenced off after 600 ms; its actions run again elsewhere meanwhile.
+    std::thread::sleep(Duration::from_millis(2500));
+    signal("-CONT", victim);
+    let out = finish(run, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), (2 + 200).to_string());
+    let d = decisions(&workers_json(&state));
+    assert!(d.iter().any(|x| x.contains("fence off")), "{d:#?}");
+    assert!(d.iter().any(|x| x.contains("requeue")), "{d:#?}");
+    assert!(
+        d.iter().any(|x| x.contains("reject completion")),
+        "the stalled worker's completion was not rejected: {d:#?}"
+    );
+    assert_accepted_once(&state, "stalled", 3);
+}
+
+#[test]
+fn attempt_past_its_timeout_is_cancelled_in_its_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let log = tmp.path().join("log");
+    let input = format!(r#"{{"sleep_ms": 3000, "log": "{}"}}"#, log.display());
+    let run = start_run(
+        &state,
+        "wtoo_slow",
+        &input,
+        "slow",
+        &[("WEIR_WORKER_HEARTBEAT_MS", "50")],
+    );
+    let started = Instant::now();
+    let out = finish(run, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("max runtime"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the run waited for the attempt"
+    );
+    let logs = get(&state, &["get", "logs", "slow", "a0"]);
+    assert!(logs.contains("task=fxw.wtoo_slow"), "{logs}");
+    // The worker heard of the cancellation and dropped the attempt: it never ends, even after
+    // its sleep would have.
+    std::thread::sleep(Duration::from_millis(3500).saturating_sub(started.elapsed()));
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("slow start"), "{log}");
+    assert!(
+        !log.contains("slow end"),
+        "the cancelled attempt ran on: {log}"
+    );
+    let w = workers_json(&state);
+    let worker_log = std::fs::read_to_string(w["replicas"][0]["log"].as_str().unwrap()).unwrap();
+    assert!(
+        worker_log.contains("cancelled by the engine"),
+        "{worker_log}"
+    );
+}
