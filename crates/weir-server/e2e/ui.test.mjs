@@ -75,9 +75,12 @@ test('runs page lists runs with counts and filters by status and name', async ()
   await page.locator('tr[data-run="demo"]').waitFor({ state: 'detached' });
   await page.locator('tr[data-run="doomed"]').waitFor();
   await page.selectOption('#status-filter', '');
+  // Wait for the unfiltered list before filtering by name (the name filter is debounced).
+  await page.locator('tr[data-run="demo"]').waitFor();
   await page.fill('#name-filter', 'tin');
   await page.locator('tr[data-run="demo"]').waitFor({ state: 'detached' });
   await page.locator('tr[data-run="tiny"]').waitFor();
+  await page.waitForFunction(() => document.querySelectorAll('tbody tr').length === 1, null, { timeout: 5000 });
   assert.equal(await page.locator('tbody tr').count(), 1);
   await page.fill('#name-filter', '');
   await page.locator('tr[data-run="demo"]').waitFor();
