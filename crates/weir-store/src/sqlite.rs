@@ -241,14 +241,46 @@ fn next_command(rx: &mpsc::Receiver<Cmd>) -> Option<Cmd> {
 /// How long the writer polls for work before parking.
 const SPIN_MICROS: u64 = 30;
 
+/// Longest time a write nobody waits for is held back to share a commit.
+const MAX_HOLD: std::time::Duration = std::time::Duration::from_millis(2);
+
+impl Cmd {
+    /// Whether someone waits for this command's commit.
+    fn is_awaited(&self) -> bool {
+        !matches!(self, Cmd::Write(_, None))
+    }
+}
+
 fn writer_loop(mut conn: Connection, path: PathBuf, rx: mpsc::Receiver<Cmd>, max_batch: usize) {
     let mut batch: Vec<Cmd> = Vec::with_capacity(1024);
     while let Some(first) = next_command(&rx) {
+        let mut awaited = first.is_awaited();
         batch.push(first);
+        // Writes nobody waits for (an action queued or started) need no commit of their own:
+        // hold them until a write that is waited for arrives (usually microseconds later: the
+        // action's completion) or until `MAX_HOLD` passes. Their ordering is unchanged, and
+        // nothing unacknowledged was promised to anyone.
+        let hold_until = std::time::Instant::now() + MAX_HOLD;
         while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(cmd) => batch.push(cmd),
-                Err(_) => break,
+                Ok(cmd) => {
+                    awaited |= cmd.is_awaited();
+                    batch.push(cmd);
+                }
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let now = std::time::Instant::now();
+                    if awaited || now >= hold_until {
+                        break;
+                    }
+                    match rx.recv_timeout(hold_until - now) {
+                        Ok(cmd) => {
+                            awaited |= cmd.is_awaited();
+                            batch.push(cmd);
+                        }
+                        Err(_) => break,
+                    }
+                }
             }
         }
         let result = apply_batch(&mut conn, &batch).map_err(|source| {
