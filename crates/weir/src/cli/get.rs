@@ -78,7 +78,8 @@ fn fmt_dur(us: i64) -> String {
     }
 }
 
-fn table(header: &[&str], rows: &[Vec<String>]) {
+/// Prints an aligned table (data to stdout).
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {

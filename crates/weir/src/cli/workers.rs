@@ -30,27 +30,6 @@ fn fmt_time(us: i64) -> String {
     format!("{h:02}:{m:02}:{s:02}.{ms:03}Z")
 }
 
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        println!("{}", parts.join("  ").trim_end());
-    };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        line(r.clone());
-    }
-}
-
 /// `get workers`: the replicas of each environment and the executor's decisions.
 pub(crate) fn workers(state_dir: &Path, out: OutputFormat, a: WorkersArgs) -> CliResult {
     if !state_dir.exists() {
@@ -88,7 +67,7 @@ pub(crate) fn workers(state_dir: &Path, out: OutputFormat, a: WorkersArgs) -> Cl
             ]
         })
         .collect();
-    print_table(
+    super::get::table(
         &[
             "ENV",
             "WORKER",
@@ -115,7 +94,7 @@ pub(crate) fn workers(state_dir: &Path, out: OutputFormat, a: WorkersArgs) -> Cl
             ]
         })
         .collect();
-    print_table(&["AT", "ENV", "WORKER", "DECISION"], &rows);
+    super::get::table(&["AT", "ENV", "WORKER", "DECISION"], &rows);
     Ok(())
 }
 
