@@ -109,7 +109,7 @@ async fn measure_cache(repeat: usize, n: u64) -> anyhow::Result<(f64, f64, f64)>
 #[derive(Parser, Debug)]
 #[command(about = "weir benchmark harness")]
 struct Args {
-    /// w1, w1map, w1m, w2, w3, w5a, w5b, or all.
+    /// w1, w1map, w1m, w2, w3, w5a, w5b, w7 (w7reuse, w7fresh), or all.
     workload: String,
     /// Size (default: the workload's default sizes).
     #[arg(long)]
@@ -158,6 +158,20 @@ where
         runner.engine().flush()?;
     }
     Ok((median(times), median(startups)))
+}
+
+/// Runs a workload `repeat` times and returns the run with the median time.
+async fn median_run<R, Fut: std::future::Future<Output = R>>(
+    repeat: usize,
+    make: impl Fn() -> Fut,
+    seconds: impl Fn(&R) -> f64,
+) -> R {
+    let mut results = Vec::new();
+    for _ in 0..repeat.max(1) {
+        results.push(make().await);
+    }
+    results.sort_by(|a, b| seconds(a).total_cmp(&seconds(b)));
+    results.swap_remove(results.len() / 2)
 }
 
 fn engine_row(workload: &str, n: u64, actions: u64, seconds: f64, startup: f64) -> Value {
@@ -225,12 +239,7 @@ async fn run_workload(name: &str, n: Option<u64>, repeat: usize) -> anyhow::Resu
         "w7" | "w7reuse" | "w7fresh" => {
             if name != "w7fresh" {
                 let n = n.unwrap_or(10_000) as usize;
-                let mut results = Vec::new();
-                for _ in 0..repeat.max(1) {
-                    results.push(w7::w7_reusable(n).await);
-                }
-                results.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-                let r = &results[results.len() / 2];
+                let r = &median_run(repeat, || w7::w7_reusable(n), |r| r.seconds).await;
                 rows.push(json!({
                     "workload": "w7reuse", "n": r.n, "seconds": r.seconds, "actions_per_s": r.actions_per_s,
                     "per_action_us": r.seconds * 1e6 / n as f64, "workers_started": r.workers_started,
@@ -251,16 +260,7 @@ async fn run_workload(name: &str, n: Option<u64>, repeat: usize) -> anyhow::Resu
         }
         "w5a" => {
             let n = n.unwrap_or(200_000) as usize;
-            let mut results = Vec::new();
-            for _ in 0..repeat.max(1) {
-                results.push(w5::w5a(n).await);
-            }
-            results.sort_by(|a, b| {
-                a.seconds
-                    .partial_cmp(&b.seconds)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            });
-            let r = &results[results.len() / 2];
+            let r = &median_run(repeat, || w5::w5a(n), |r| r.seconds).await;
             rows.push(json!({
                 "workload": "w5a", "n": n, "records": r.records, "seconds": r.seconds, "records_per_s": r.records_per_s,
                 "avg_batch_size": r.avg_batch_size, "batches": r.batches, "peak_rss_mb": peak_rss_mb(), "mode": "in-process",
@@ -268,23 +268,16 @@ async fn run_workload(name: &str, n: Option<u64>, repeat: usize) -> anyhow::Resu
         }
         "w5b" => {
             let n = n.unwrap_or(20_000) as usize;
-            let mut results = Vec::new();
-            for _ in 0..repeat.max(1) {
-                results.push(w5::w5b(n).await);
-            }
-            results.sort_by(|a, b| {
-                a.seconds
-                    .partial_cmp(&b.seconds)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            });
-            let r = &results[results.len() / 2];
+            let r = &median_run(repeat, || w5::w5b(n), |r| r.seconds).await;
             rows.push(json!({
                 "workload": "w5b", "n": n, "records": r.records, "seconds": r.seconds, "utilization": r.utilization,
                 "avg_batch_size": r.avg_batch_size, "batches": r.batches, "peak_rss_mb": peak_rss_mb(), "mode": "in-process",
             }));
         }
         other => {
-            anyhow::bail!("unknown workload {other:?}; use w1, w1map, w1m, w2, w3, w5a, w5b or all")
+            anyhow::bail!(
+                "unknown workload {other:?}; use w1, w1map, w1m, w2, w3, w5a, w5b, w7 (w7reuse, w7fresh) or all"
+            )
         }
     }
     Ok(rows)

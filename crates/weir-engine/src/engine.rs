@@ -925,13 +925,7 @@ impl Engine {
             {
                 Ok(p) => p,
                 Err(e) => {
-                    return self.finish(
-                        &run,
-                        id,
-                        def,
-                        Err(e.to_failure(id.to_string(), def.full_name().into())),
-                        0,
-                    );
+                    return self.fail(&run, id, def, e);
                 }
             };
             store.write(
@@ -969,13 +963,7 @@ impl Engine {
                             def.full_name()
                         ),
                     );
-                    return self.finish(
-                        &run,
-                        id,
-                        def,
-                        Err(e.to_failure(id.to_string(), def.full_name().into())),
-                        base_attempt,
-                    );
+                    return self.fail(&run, id, def, e);
                 }
             }
         }
@@ -1058,16 +1046,10 @@ impl Engine {
                     {
                         Ok(p) => p,
                         Err(e) => {
-                            return self.finish(
-                                &run,
-                                id,
-                                def,
-                                Err(e.to_failure(id.to_string(), def.full_name().into())),
-                                attempt,
-                            );
+                            return self.fail(&run, id, def, e);
                         }
                     };
-                    return self.finish(&run, id, def, Ok((payload, Arc::from(out))), attempt);
+                    return self.finish(&run, id, def, Ok((payload, Arc::from(out))));
                 }
                 Err(e) => {
                     let failure = e.to_failure(id.to_string(), def.full_name().into());
@@ -1095,10 +1077,20 @@ impl Engine {
                         }
                         continue;
                     }
-                    return self.finish(&run, id, def, Err(failure), attempt);
+                    return self.finish(&run, id, def, Err(failure));
                 }
             }
         }
+    }
+
+    /// Ends an action with an error raised by the engine itself (payload storage, queue wait).
+    fn fail(&self, run: &Arc<RunState>, id: ActionId, def: &'static TaskDef, e: Error) {
+        self.finish(
+            run,
+            id,
+            def,
+            Err(e.to_failure(id.to_string(), def.full_name().into())),
+        );
     }
 
     fn finish(
@@ -1107,7 +1099,6 @@ impl Engine {
         id: ActionId,
         def: &'static TaskDef,
         outcome: std::result::Result<(Payload, Arc<[u8]>), Failure>,
-        _attempt: u32,
     ) {
         let cache = {
             let mut live = run.live.lock();

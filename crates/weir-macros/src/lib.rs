@@ -52,60 +52,12 @@ fn lit_str(e: &Expr) -> Option<&syn::LitStr> {
     }
 }
 
+/// Durations and sizes are parsed by the same functions the runtime uses, at compile time.
 fn parse_duration_ms(s: &str) -> Result<u64, String> {
-    let mut total = 0u64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("expected a number at {rest:?}"));
-        }
-        let n: u64 = rest[..digits].parse().map_err(|e| format!("{e}"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            u => return Err(format!("unknown unit {u:?} (use ms, s, m, h, d)")),
-        };
-        total += n * mult;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
+    weir_core::spec::parse_duration(s).map(|d| d.as_millis() as u64)
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: u64 = s[..digits]
-        .parse()
-        .map_err(|_| "expected a number".to_string())?;
-    let mult = match s[digits..].trim() {
-        "" | "B" => 1,
-        "KiB" | "Ki" => 1 << 10,
-        "MiB" | "Mi" => 1 << 20,
-        "GiB" | "Gi" => 1 << 30,
-        "KB" | "K" => 1_000,
-        "MB" | "M" => 1_000_000,
-        "GB" | "G" => 1_000_000_000,
-        u => {
-            return Err(format!(
-                "unknown unit {u:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
-            ));
-        }
-    };
-    Ok(n * mult)
-}
+use weir_core::spec::parse_size;
 
 fn parse_settings(attr: TokenStream2) -> syn::Result<Settings> {
     let args = Punctuated::<MetaNameValue, Token![,]>::parse_terminated.parse2(attr)?;
@@ -205,6 +157,62 @@ fn source_hash(tokens: &TokenStream2) -> String {
     format!("{h:016x}")
 }
 
+/// A function's parameters, in declaration order and in canonical MessagePack key order (short
+/// names first, then bytewise: the generated argument structs declare fields in this order so
+/// that encoded inputs are canonical without re-sorting).
+struct Params {
+    names: Vec<syn::Ident>,
+    types: Vec<Type>,
+    sorted_names: Vec<syn::Ident>,
+    sorted_types: Vec<Type>,
+}
+
+fn parse_params(sig: &syn::Signature, what: &str, owned_only: bool) -> syn::Result<Params> {
+    let mut names = Vec::new();
+    let mut types = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(r) => {
+                return Err(syn::Error::new(
+                    r.span(),
+                    format!("{what} cannot be a method; make it a free function"),
+                ));
+            }
+            FnArg::Typed(pt) => {
+                let Pat::Ident(id) = pt.pat.as_ref() else {
+                    return Err(syn::Error::new(
+                        pt.pat.span(),
+                        format!("{what} parameters must be plain names (they become input names)"),
+                    ));
+                };
+                if let (true, Type::Reference(r)) = (owned_only, pt.ty.as_ref()) {
+                    return Err(syn::Error::new(
+                        r.span(),
+                        format!(
+                            "{what} parameters must be owned values (serde types), not references"
+                        ),
+                    ));
+                }
+                names.push(id.ident.clone());
+                types.push((*pt.ty).clone());
+            }
+        }
+    }
+    let mut sorted: Vec<(syn::Ident, Type)> =
+        names.iter().cloned().zip(types.iter().cloned()).collect();
+    sorted.sort_by_key(|(n, _)| {
+        let n = n.to_string();
+        (n.len(), n)
+    });
+    let (sorted_names, sorted_types) = sorted.into_iter().unzip();
+    Ok(Params {
+        names,
+        types,
+        sorted_names,
+        sorted_types,
+    })
+}
+
 /// The output type and whether the body returns a `Result`.
 fn output_type(ret: &ReturnType) -> (Type, bool) {
     match ret {
@@ -247,43 +255,12 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
     let args_ty = format_ident!("__WeirArgs_{}", name);
     let def_ident = format_ident!("__WEIR_TASK_{}", name);
 
-    let mut arg_names = Vec::new();
-    let mut arg_types = Vec::new();
-    for input in &sig.inputs {
-        match input {
-            FnArg::Receiver(r) => {
-                return Err(syn::Error::new(
-                    r.span(),
-                    "#[weir::task] cannot be a method; make it a free async function",
-                ));
-            }
-            FnArg::Typed(pt) => {
-                let Pat::Ident(id) = pt.pat.as_ref() else {
-                    return Err(syn::Error::new(
-                        pt.pat.span(),
-                        "#[weir::task] parameters must be plain names (they become input names)",
-                    ));
-                };
-                if let Type::Reference(r) = pt.ty.as_ref() {
-                    return Err(syn::Error::new(
-                        r.span(),
-                        "#[weir::task] parameters must be owned values (serde types), not references",
-                    ));
-                }
-                arg_names.push(id.ident.clone());
-                arg_types.push((*pt.ty).clone());
-            }
-        }
-    }
-    // Fields in canonical MessagePack key order (short names first, then bytewise), so that
-    // encoded inputs are canonical without re-sorting.
-    let mut sorted: Vec<_> = arg_names.iter().zip(arg_types.iter()).collect();
-    sorted.sort_by_key(|(n, _)| {
-        let n = n.to_string();
-        (n.len(), n)
-    });
-    let sorted_names: Vec<_> = sorted.iter().map(|(n, _)| *n).collect();
-    let sorted_types: Vec<_> = sorted.iter().map(|(_, t)| *t).collect();
+    let Params {
+        names: arg_names,
+        types: arg_types,
+        sorted_names,
+        sorted_types,
+    } = parse_params(sig, "#[weir::task]", true)?;
     let (out_ty, fallible) = output_type(&sig.output);
     let ret = &sig.output;
     let body = &func.block;
@@ -458,35 +435,12 @@ fn expand_trace(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStre
     let ret = &sig.output;
     let body_fn = format_ident!("__weir_trace_body_{}", name);
     let args_ty = format_ident!("__WeirTraceArgs_{}", name);
-    let mut arg_names = Vec::new();
-    let mut arg_types = Vec::new();
-    for input in &sig.inputs {
-        match input {
-            FnArg::Receiver(r) => {
-                return Err(syn::Error::new(
-                    r.span(),
-                    "#[weir::trace] cannot be a method",
-                ));
-            }
-            FnArg::Typed(pt) => {
-                let Pat::Ident(id) = pt.pat.as_ref() else {
-                    return Err(syn::Error::new(
-                        pt.pat.span(),
-                        "#[weir::trace] parameters must be plain names",
-                    ));
-                };
-                arg_names.push(id.ident.clone());
-                arg_types.push((*pt.ty).clone());
-            }
-        }
-    }
-    let mut sorted: Vec<_> = arg_names.iter().zip(arg_types.iter()).collect();
-    sorted.sort_by_key(|(n, _)| {
-        let n = n.to_string();
-        (n.len(), n)
-    });
-    let sorted_names: Vec<_> = sorted.iter().map(|(n, _)| *n).collect();
-    let sorted_types: Vec<_> = sorted.iter().map(|(_, t)| *t).collect();
+    let Params {
+        names: arg_names,
+        types: arg_types,
+        sorted_names,
+        sorted_types,
+    } = parse_params(sig, "#[weir::trace]", false)?;
     let encode = quote! {
         {
             #[derive(::weir::__private::serde::Serialize)]

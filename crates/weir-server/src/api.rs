@@ -269,9 +269,10 @@ pub(crate) fn run_json(run: &UiRun, counts: &StatusCounts, max_seq: i64) -> Valu
     })
 }
 
-fn action_json(a: &UiAction) -> Value {
+fn action_json(row: &UiAction) -> Value {
+    let a = &row.record;
     json!({
-        "seq": a.seq,
+        "seq": row.seq,
         "id": a.id.to_string(),
         "parent": a.parent.to_string(),
         "task": a.task,
@@ -285,7 +286,7 @@ fn action_json(a: &UiAction) -> Value {
         "queue_us": duration(Some(a.queued_at), a.started_at),
         "run_us": duration(a.started_at, a.ended_at),
         "cache_hit": a.cache_hit,
-        "has_children": a.has_children,
+        "has_children": row.has_children,
         "error": a.error.as_ref().map(|f| truncate(&f.message, MAX_ROW_ERROR)),
     })
 }
@@ -450,8 +451,8 @@ async fn action_detail(
     let attempts = app
         .read(move |r| r.failed_attempts(run_id, id, MAX_PAGE))
         .await?;
-    let a = &detail.action;
-    let mut doc = action_json(a);
+    let mut doc = action_json(&detail.action);
+    let a = &detail.action.record;
     doc["run"] = json!(run.name);
     doc["error"] = json!(a.error);
     doc["children"] = json!(detail.children);

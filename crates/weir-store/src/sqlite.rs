@@ -456,7 +456,8 @@ fn split_opt(p: &Option<Payload>) -> (Option<&[u8]>, Option<String>) {
     p.as_ref().map(split).unwrap_or((None, None))
 }
 
-fn join(blob: Option<Vec<u8>>, reference: Option<String>) -> Option<Payload> {
+/// A payload from its two columns (`inputs`/`inputs_ref`, `output`/`output_ref`).
+pub(crate) fn join(blob: Option<Vec<u8>>, reference: Option<String>) -> Option<Payload> {
     if let Some(r) = reference {
         let (size, path) = r.split_once(':')?;
         return Some(Payload::Offloaded {
@@ -624,28 +625,36 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     })
 }
 
-const ACTION_COLUMNS: &str = "id, parent, task, grp, kind, status, attempts, queued_at, started_at, ended_at, cache_hit, error";
+pub(crate) const ACTION_COLUMNS: &str = "id, parent, task, grp, kind, status, attempts, queued_at, started_at, ended_at, cache_hit, error";
 
 fn action_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ActionRecord> {
+    action_record_at(row, 0)
+}
+
+/// An action (without payloads) from the [`ACTION_COLUMNS`] starting at column `base`.
+pub(crate) fn action_record_at(
+    row: &rusqlite::Row<'_>,
+    base: usize,
+) -> rusqlite::Result<ActionRecord> {
     Ok(ActionRecord {
-        id: ActionId(row.get::<_, i64>(0)? as u64),
-        parent: ActionId(row.get::<_, i64>(1)? as u64),
-        task: row.get(2)?,
-        group: row.get(3)?,
-        kind: if row.get::<_, i64>(4)? == 1 {
+        id: ActionId(row.get::<_, i64>(base)? as u64),
+        parent: ActionId(row.get::<_, i64>(base + 1)? as u64),
+        task: row.get(base + 2)?,
+        group: row.get(base + 3)?,
+        kind: if row.get::<_, i64>(base + 4)? == 1 {
             ActionKind::Trace
         } else {
             ActionKind::Task
         },
-        status: ActionStatus::from_code(row.get(5)?).unwrap_or(ActionStatus::Failed),
-        attempts: row.get(6)?,
-        queued_at: row.get(7)?,
-        started_at: row.get(8)?,
-        ended_at: row.get(9)?,
-        cache_hit: row.get::<_, i64>(10)? != 0,
+        status: ActionStatus::from_code(row.get(base + 5)?).unwrap_or(ActionStatus::Failed),
+        attempts: row.get(base + 6)?,
+        queued_at: row.get(base + 7)?,
+        started_at: row.get(base + 8)?,
+        ended_at: row.get(base + 9)?,
+        cache_hit: row.get::<_, i64>(base + 10)? != 0,
         inputs: None,
         output: None,
-        error: parse_failure(row.get(11)?),
+        error: parse_failure(row.get(base + 11)?),
     })
 }
 

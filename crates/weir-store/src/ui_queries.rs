@@ -13,7 +13,8 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use weir_core::{ActionId, ActionStatus, Failure};
 
-use crate::{ActionKind, Error, Page, Payload, Result, RunStatus};
+use crate::sqlite::{ACTION_COLUMNS as STORE_ACTION_COLUMNS, action_record_at, join};
+use crate::{ActionRecord, Error, Page, Payload, Result, RunStatus};
 
 /// Number of action statuses ([`ActionStatus::code`] is `0..STATUSES`).
 pub const STATUSES: usize = 7;
@@ -93,30 +94,8 @@ pub struct UiRunFilter {
 pub struct UiAction {
     /// Creation order in the database (`actions.seq`).
     pub seq: i64,
-    /// Id.
-    pub id: ActionId,
-    /// Parent's id (the root's parent is itself).
-    pub parent: ActionId,
-    /// Full task name (`<env>.<function>`).
-    pub task: String,
-    /// Group, if any.
-    pub group: Option<String>,
-    /// Task or trace.
-    pub kind: ActionKind,
-    /// Status.
-    pub status: ActionStatus,
-    /// Attempts started.
-    pub attempts: u32,
-    /// Queued at (µs).
-    pub queued_at: i64,
-    /// Last attempt started at (µs).
-    pub started_at: Option<i64>,
-    /// Ended at (µs).
-    pub ended_at: Option<i64>,
-    /// Output came from the cache.
-    pub cache_hit: bool,
-    /// Failure, if failed or cancelled.
-    pub error: Option<Failure>,
+    /// The action (payloads left out).
+    pub record: ActionRecord,
     /// Whether it has child actions.
     pub has_children: bool,
 }
@@ -217,31 +196,19 @@ impl std::fmt::Debug for UiReader {
     }
 }
 
-/// Columns of [`action_from_row`], for `FROM actions AS a`.
-const ACTION_COLUMNS: &str = "seq, id, parent, task, grp, kind, status, attempts, queued_at, started_at, ended_at, cache_hit, error,
-  EXISTS(SELECT 1 FROM actions AS c WHERE c.run = a.run AND c.parent = a.id AND c.seq <> a.seq)";
+/// Columns of [`action_from_row`], for `FROM actions AS a`: `seq`, the store's action columns,
+/// then whether the action has children.
+static ACTION_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "seq, {STORE_ACTION_COLUMNS},
+  EXISTS(SELECT 1 FROM actions AS c WHERE c.run = a.run AND c.parent = a.id AND c.seq <> a.seq)"
+    )
+});
 
 fn action_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UiAction> {
     Ok(UiAction {
         seq: row.get(0)?,
-        id: ActionId(row.get::<_, i64>(1)? as u64),
-        parent: ActionId(row.get::<_, i64>(2)? as u64),
-        task: row.get(3)?,
-        group: row.get(4)?,
-        kind: if row.get::<_, i64>(5)? == 1 {
-            ActionKind::Trace
-        } else {
-            ActionKind::Task
-        },
-        status: ActionStatus::from_code(row.get(6)?).unwrap_or(ActionStatus::Failed),
-        attempts: row.get(7)?,
-        queued_at: row.get(8)?,
-        started_at: row.get(9)?,
-        ended_at: row.get(10)?,
-        cache_hit: row.get::<_, i64>(11)? != 0,
-        error: row
-            .get::<_, Option<String>>(12)?
-            .and_then(|s| serde_json::from_str(&s).ok()),
+        record: action_record_at(row, 1)?,
         has_children: row.get(13)?,
     })
 }
@@ -259,17 +226,6 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UiRun> {
             .get::<_, Option<String>>(7)?
             .and_then(|s| serde_json::from_str(&s).ok()),
     })
-}
-
-fn payload(blob: Option<Vec<u8>>, reference: Option<String>) -> Option<Payload> {
-    if let Some(r) = reference {
-        let (size, path) = r.split_once(':')?;
-        return Some(Payload::Offloaded {
-            path: path.to_string(),
-            size: size.parse().ok()?,
-        });
-    }
-    blob.map(Payload::Inline)
 }
 
 const RUN_COLUMNS: &str = "id, name, task, status, created_at, ended_at, context, error";
@@ -457,10 +413,11 @@ impl UiReader {
     ) -> Result<Vec<UiAction>> {
         self.with_conn(|conn| {
             let mut st = conn.prepare_cached(&format!(
-                "SELECT {ACTION_COLUMNS} FROM actions AS a
+                "SELECT {cols} FROM actions AS a
                  WHERE run = ?1 AND parent = ?2 AND grp IS ?3 AND seq NOT IN (SELECT seq FROM actions WHERE run = ?1 AND id = ?2 AND parent = ?2)
                    AND (?4 IS NULL OR status = ?4)
-                 ORDER BY seq LIMIT ?5 OFFSET ?6"
+                 ORDER BY seq LIMIT ?5 OFFSET ?6",
+                cols = *ACTION_COLUMNS
             ))?;
             st.query_map(
                 params![
@@ -483,14 +440,15 @@ impl UiReader {
         self.with_conn(|conn| {
             let found = conn
                 .prepare_cached(&format!(
-                    "SELECT {ACTION_COLUMNS}, inputs, inputs_ref, output, output_ref FROM actions AS a
-                     WHERE run = ?1 AND id = ?2"
+                    "SELECT {cols}, inputs, inputs_ref, output, output_ref FROM actions AS a
+                     WHERE run = ?1 AND id = ?2",
+                    cols = *ACTION_COLUMNS
                 ))?
                 .query_row(params![run, id.as_i64()], |row| {
                     Ok(UiActionDetail {
                         action: action_from_row(row)?,
-                        inputs: payload(row.get(14)?, row.get(15)?),
-                        output: payload(row.get(16)?, row.get(17)?),
+                        inputs: join(row.get(14)?, row.get(15)?),
+                        output: join(row.get(16)?, row.get(17)?),
                         children: 0,
                     })
                 })

@@ -73,11 +73,11 @@ where
         MapFailFast(self)
     }
 
+    /// The children as a stream of `(input index, result)` in completion order, and a size hint.
     fn calls(
         self,
     ) -> (
         impl futures::Stream<Item = (usize, Result<O>)> + Send,
-        usize,
         usize,
     ) {
         let Map {
@@ -100,18 +100,14 @@ where
         (
             futures::stream::iter(calls).buffer_unordered(concurrency.unwrap_or(usize::MAX)),
             low,
-            0,
         )
     }
 
     async fn per_item(self) -> Vec<Result<O>> {
-        let (mut stream, hint, _) = self.calls();
+        let (mut stream, hint) = self.calls();
         let mut slots: Vec<Option<Result<O>>> = Vec::with_capacity(hint);
         while let Some((i, r)) = stream.next().await {
-            if slots.len() <= i {
-                slots.resize_with(i + 1, || None);
-            }
-            slots[i] = Some(r);
+            place(&mut slots, i, r);
         }
         slots
             .into_iter()
@@ -120,20 +116,25 @@ where
     }
 
     async fn first_failure(self) -> Result<Vec<O>> {
-        let (mut stream, hint, _) = self.calls();
+        let (mut stream, hint) = self.calls();
         let mut slots: Vec<Option<O>> = Vec::with_capacity(hint);
         while let Some((i, r)) = stream.next().await {
-            let v = r?; // dropping the stream cancels the children still running
-            if slots.len() <= i {
-                slots.resize_with(i + 1, || None);
-            }
-            slots[i] = Some(v);
+            // `?` drops the stream, which cancels the children still running.
+            place(&mut slots, i, r?);
         }
         slots
             .into_iter()
             .map(|s| s.ok_or_else(|| Error::msg("map child produced no result")))
             .collect()
     }
+}
+
+/// Puts a result at its input index.
+fn place<T>(slots: &mut Vec<Option<T>>, i: usize, value: T) {
+    if slots.len() <= i {
+        slots.resize_with(i + 1, || None);
+    }
+    slots[i] = Some(value);
 }
 
 impl<I, O, F, It> IntoFuture for Map<F, It>

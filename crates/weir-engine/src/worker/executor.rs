@@ -920,6 +920,29 @@ impl IntoResponse for Reply {
     }
 }
 
+/// Waits for a long poll's notification, re-checking at least every 250 ms (a notification
+/// sent between the caller's unlock and this wait is caught by the re-check). False once the
+/// poll's deadline has passed.
+async fn wait_for_more(notify: &tokio::sync::Notify, deadline: Instant) -> bool {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if remaining.is_zero() {
+        return false;
+    }
+    let _ =
+        tokio::time::timeout(remaining.min(Duration::from_millis(250)), notify.notified()).await;
+    true
+}
+
+/// The value of a `Result<T, Reply>`, or returns the refusal from the handler.
+macro_rules! or_reply {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(reply) => return reply,
+        }
+    };
+}
+
 fn ok<T: Serialize>(value: &T) -> Reply {
     match rmp_serde::to_vec_named(value) {
         Ok(b) => Reply(Box::new((StatusCode::OK, b).into_response())),
@@ -962,24 +985,15 @@ fn live_worker(st: &State, worker: &str) -> std::result::Result<u64, Reply> {
 }
 
 async fn lease(AxState(exec): Shared, body: Bytes) -> Reply {
-    let req: LeaseRequest = match decode(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let exec = match executor(&exec) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
+    let req: LeaseRequest = or_reply!(decode(&body));
+    let exec = or_reply!(executor(&exec));
     let deadline = Instant::now() + exec.options.long_poll;
     let mut first = true;
     loop {
         let notify = {
             let mut st = exec.state.lock();
             let st = &mut *st;
-            let n = match live_worker(st, &req.worker) {
-                Ok(n) => n,
-                Err(r) => return r,
-            };
+            let n = or_reply!(live_worker(st, &req.worker));
             let r = st.replicas.get_mut(&n).expect("replica present");
             // A request counts as a sign of life when it arrives, not while it waits.
             if std::mem::take(&mut first) {
@@ -1035,30 +1049,17 @@ async fn lease(AxState(exec): Shared, body: Bytes) -> Reply {
             }
             pool.notify.clone()
         };
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
+        if !wait_for_more(&notify, deadline).await {
             return ok(&LeaseResponse::default());
         }
-        // A push between the unlock and here is caught by the short re-check interval.
-        let _ = tokio::time::timeout(remaining.min(Duration::from_millis(250)), notify.notified())
-            .await;
     }
 }
 
 async fn heartbeat(AxState(exec): Shared, body: Bytes) -> Reply {
-    let req: Heartbeat = match decode(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let exec = match executor(&exec) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
+    let req: Heartbeat = or_reply!(decode(&body));
+    let exec = or_reply!(executor(&exec));
     let mut st = exec.state.lock();
-    let n = match live_worker(&st, &req.worker) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
+    let n = or_reply!(live_worker(&st, &req.worker));
     let r = st.replicas.get_mut(&n).expect("replica present");
     r.last_heartbeat = Instant::now();
     ok(&HeartbeatReply {
@@ -1068,14 +1069,8 @@ async fn heartbeat(AxState(exec): Shared, body: Bytes) -> Reply {
 }
 
 async fn complete(AxState(exec): Shared, body: Bytes) -> Reply {
-    let req: CompleteBatch = match decode(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let exec = match executor(&exec) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
+    let req: CompleteBatch = or_reply!(decode(&body));
+    let exec = or_reply!(executor(&exec));
     let n = worker_number(&req.worker).unwrap_or(0);
     let mut rejected = Vec::new();
     let mut deliveries = Vec::with_capacity(req.completions.len());
@@ -1130,23 +1125,14 @@ async fn complete(AxState(exec): Shared, body: Bytes) -> Reply {
 }
 
 async fn submit(AxState(exec): Shared, body: Bytes) -> Reply {
-    let req: SubmitBatch = match decode(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let exec = match executor(&exec) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
+    let req: SubmitBatch = or_reply!(decode(&body));
+    let exec = or_reply!(executor(&exec));
     let Some(engine) = exec.engine() else {
         return refuse(StatusCode::CONFLICT, "the engine is shutting down".into());
     };
     let n = {
         let st = exec.state.lock();
-        match live_worker(&st, &req.worker) {
-            Ok(n) => n,
-            Err(r) => return r,
-        }
+        or_reply!(live_worker(&st, &req.worker))
     };
     for call in req.calls {
         let id = call.call;
@@ -1220,14 +1206,8 @@ async fn submit(AxState(exec): Shared, body: Bytes) -> Reply {
 }
 
 async fn results(AxState(exec): Shared, body: Bytes) -> Reply {
-    let req: ResultsRequest = match decode(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let exec = match executor(&exec) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
+    let req: ResultsRequest = or_reply!(decode(&body));
+    let exec = or_reply!(executor(&exec));
     let deadline = Instant::now() + exec.options.long_poll;
     loop {
         let notify = {
@@ -1250,24 +1230,15 @@ async fn results(AxState(exec): Shared, body: Bytes) -> Reply {
             }
             r.outbox_notify.clone()
         };
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
+        if !wait_for_more(&notify, deadline).await {
             return ok(&ResultsReply::default());
         }
-        let _ = tokio::time::timeout(remaining.min(Duration::from_millis(250)), notify.notified())
-            .await;
     }
 }
 
 async fn cancel(AxState(exec): Shared, body: Bytes) -> Reply {
-    let req: CancelCalls = match decode(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let exec = match executor(&exec) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
+    let req: CancelCalls = or_reply!(decode(&body));
+    let exec = or_reply!(executor(&exec));
     let n = worker_number(&req.worker).unwrap_or(0);
     let handles: Vec<AbortHandle> = {
         let mut st = exec.state.lock();
@@ -1283,10 +1254,7 @@ async fn cancel(AxState(exec): Shared, body: Bytes) -> Reply {
 }
 
 async fn trace_lookup(AxState(exec): Shared, body: Bytes) -> Reply {
-    let req: TraceLookup = match decode(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+    let req: TraceLookup = or_reply!(decode(&body));
     let Some(engine) = exec.upgrade().and_then(|e| e.engine()) else {
         return refuse(StatusCode::CONFLICT, "the engine is shutting down".into());
     };
@@ -1297,10 +1265,7 @@ async fn trace_lookup(AxState(exec): Shared, body: Bytes) -> Reply {
 }
 
 async fn trace_record(AxState(exec): Shared, body: Bytes) -> Reply {
-    let req: TraceRecord = match decode(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+    let req: TraceRecord = or_reply!(decode(&body));
     let Some(engine) = exec.upgrade().and_then(|e| e.engine()) else {
         return refuse(StatusCode::CONFLICT, "the engine is shutting down".into());
     };
