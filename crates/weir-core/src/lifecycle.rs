@@ -1,16 +1,27 @@
 //! The lifecycle of an action, as one transition table.
 //!
 //! ```text
-//! queued ──lease──▶ leased ──start──▶ running ──succeed──▶ succeeded
-//!   │  ╲──start────────────────────▶    │ ──fail──────────▶ failed ──resubmit──▶ queued
-//!   │                                   │ ──fail_retryable─▶ retrying ──requeue─▶ queued
-//!   ├──cache_hit──▶ succeeded           └─lease_lost───────▶ queued   (system retry)
+//! queued ──start──▶ running ──succeed──▶ succeeded
+//!   │                 │ ──fail──────────▶ failed ──resubmit──▶ queued
+//!   │                 │ ──fail_retryable─▶ retrying ──requeue─▶ queued
+//!   ├──cache_hit──▶ succeeded   └─lease_lost──▶ queued   (its process died; resume)
+//!   ├──fail (before any attempt: queue deadline, inputs not stored)──▶ failed
 //!   └──cancel (from any live state)──▶ cancelled ──resubmit──▶ queued
 //! ```
 //!
-//! The engine never changes a status without going through [`ActionStatus::apply`], so an
-//! impossible transition (a completion for a cancelled action, a second success) is rejected
-//! in one place.
+//! The engine changes a status only through [`ActionStatus::take`] (which is
+//! [`ActionStatus::apply`] plus a record of the transition for the coverage test), so an
+//! impossible transition (a completion for a cancelled action, a second success) is refused in
+//! one place. Every status in the table is written to the store: `retrying` when an attempt
+//! failed and a retry follows. There is no `leased` state yet: in embedded mode an attempt is
+//! handed to a worker as it starts; store-level leases (cluster mode) will add it.
+//!
+//! [`coverage`] reports the transitions this process took and any it was refused; with
+//! `WEIR_TRANSITION_LOG=<file>` set, each process also appends the first use of each transition
+//! (and every refused one) to that file, so a whole test suite can be checked
+//! ([`read_log`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,10 +29,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionStatus {
-    /// Waiting for a worker slot.
+    /// Waiting for a slot.
     Queued,
-    /// Handed to a worker, not yet started.
-    Leased,
     /// An attempt is running.
     Running,
     /// An attempt failed and another will follow after the backoff.
@@ -37,19 +46,18 @@ pub enum ActionStatus {
 /// What can happen to an action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ActionEvent {
-    /// A worker leased it.
-    Lease,
     /// An attempt started.
     Start,
     /// The running attempt's output was accepted.
     Succeed,
-    /// The running attempt failed with no retry left (or a non-retryable error).
+    /// The running attempt failed with no retry left (or a non-retryable error), or a queued
+    /// action failed before any attempt (queue deadline, inputs not stored).
     Fail,
     /// The running attempt failed and a retry will follow.
     FailRetryable,
     /// The retry's backoff elapsed.
     Requeue,
-    /// The worker holding the lease died or stopped heartbeating.
+    /// The process running it died (found `running` on resume), or its worker was lost.
     LeaseLost,
     /// The output was found in the cache (or recorded before a crash): no attempt needed.
     CacheHit,
@@ -75,13 +83,10 @@ pub const TRANSITIONS: &[(ActionStatus, ActionEvent, ActionStatus)] = {
     use ActionEvent as E;
     use ActionStatus as S;
     &[
-        (S::Queued, E::Lease, S::Leased),
         (S::Queued, E::Start, S::Running),
         (S::Queued, E::CacheHit, S::Succeeded),
+        (S::Queued, E::Fail, S::Failed),
         (S::Queued, E::Cancel, S::Cancelled),
-        (S::Leased, E::Start, S::Running),
-        (S::Leased, E::LeaseLost, S::Queued),
-        (S::Leased, E::Cancel, S::Cancelled),
         (S::Running, E::Succeed, S::Succeeded),
         (S::Running, E::Fail, S::Failed),
         (S::Running, E::FailRetryable, S::Retrying),
@@ -96,9 +101,8 @@ pub const TRANSITIONS: &[(ActionStatus, ActionEvent, ActionStatus)] = {
 
 impl ActionStatus {
     /// All states, in lifecycle order.
-    pub const ALL: [ActionStatus; 7] = [
+    pub const ALL: [ActionStatus; 6] = [
         ActionStatus::Queued,
-        ActionStatus::Leased,
         ActionStatus::Running,
         ActionStatus::Retrying,
         ActionStatus::Succeeded,
@@ -115,6 +119,28 @@ impl ActionStatus {
             .ok_or(InvalidTransition { from: self, event })
     }
 
+    /// [`ActionStatus::apply`], recording the transition (or the refusal) for [`coverage`].
+    /// This is the one way the engine changes a status.
+    pub fn take(self, event: ActionEvent) -> Result<ActionStatus, InvalidTransition> {
+        let result = self.apply(event);
+        match result {
+            Ok(_) => {
+                let i = TRANSITIONS
+                    .iter()
+                    .position(|(f, e, _)| *f == self && *e == event)
+                    .expect("an allowed transition is in the table");
+                if !TAKEN[i].load(Ordering::Relaxed) && !TAKEN[i].swap(true, Ordering::Relaxed) {
+                    log_line(&format!("took {} {}", self.as_str(), event.as_str()));
+                }
+            }
+            Err(e) => {
+                REFUSED.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+                log_line(&format!("refused {} {}", self.as_str(), event.as_str()));
+            }
+        }
+        result
+    }
+
     /// Whether no further attempt will run on its own.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -127,7 +153,6 @@ impl ActionStatus {
     pub fn code(self) -> i64 {
         match self {
             ActionStatus::Queued => 0,
-            ActionStatus::Leased => 1,
             ActionStatus::Running => 2,
             ActionStatus::Retrying => 3,
             ActionStatus::Succeeded => 4,
@@ -145,7 +170,6 @@ impl ActionStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             ActionStatus::Queued => "queued",
-            ActionStatus::Leased => "leased",
             ActionStatus::Running => "running",
             ActionStatus::Retrying => "retrying",
             ActionStatus::Succeeded => "succeeded",
@@ -160,6 +184,131 @@ impl ActionStatus {
     }
 }
 
+impl ActionEvent {
+    /// Every event.
+    pub const ALL: [ActionEvent; 9] = [
+        ActionEvent::Start,
+        ActionEvent::Succeed,
+        ActionEvent::Fail,
+        ActionEvent::FailRetryable,
+        ActionEvent::Requeue,
+        ActionEvent::LeaseLost,
+        ActionEvent::CacheHit,
+        ActionEvent::Cancel,
+        ActionEvent::Resubmit,
+    ];
+
+    /// snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionEvent::Start => "start",
+            ActionEvent::Succeed => "succeed",
+            ActionEvent::Fail => "fail",
+            ActionEvent::FailRetryable => "fail_retryable",
+            ActionEvent::Requeue => "requeue",
+            ActionEvent::LeaseLost => "lease_lost",
+            ActionEvent::CacheHit => "cache_hit",
+            ActionEvent::Cancel => "cancel",
+            ActionEvent::Resubmit => "resubmit",
+        }
+    }
+
+    /// Parses [`ActionEvent::as_str`].
+    pub fn parse(s: &str) -> Option<ActionEvent> {
+        ActionEvent::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+}
+
+static TAKEN: [AtomicBool; TRANSITIONS.len()] =
+    [const { AtomicBool::new(false) }; TRANSITIONS.len()];
+static REFUSED: std::sync::Mutex<Vec<InvalidTransition>> = std::sync::Mutex::new(Vec::new());
+
+fn log_line(line: &str) {
+    use std::io::Write;
+    static LOG: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> =
+        std::sync::OnceLock::new();
+    let log = LOG.get_or_init(|| {
+        let path = std::env::var_os("WEIR_TRANSITION_LOG")?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()
+            .map(std::sync::Mutex::new)
+    });
+    if let Some(file) = log {
+        let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// What the transition table saw: taken and never-taken declared transitions, and refused
+/// (undeclared) ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// Declared transitions that were taken.
+    pub taken: Vec<(ActionStatus, ActionEvent, ActionStatus)>,
+    /// Declared transitions never taken.
+    pub not_taken: Vec<(ActionStatus, ActionEvent, ActionStatus)>,
+    /// Transitions that were asked for and are not in the table.
+    pub refused: Vec<InvalidTransition>,
+}
+
+impl Coverage {
+    fn from_marks(taken: impl Fn(usize) -> bool, refused: Vec<InvalidTransition>) -> Coverage {
+        let (mut yes, mut no) = (Vec::new(), Vec::new());
+        for (i, t) in TRANSITIONS.iter().enumerate() {
+            if taken(i) { yes.push(*t) } else { no.push(*t) }
+        }
+        Coverage {
+            taken: yes,
+            not_taken: no,
+            refused,
+        }
+    }
+}
+
+/// The transitions taken (and refused) in this process so far.
+pub fn coverage() -> Coverage {
+    Coverage::from_marks(
+        |i| TAKEN[i].load(Ordering::Relaxed),
+        REFUSED.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+    )
+}
+
+/// Reads a `WEIR_TRANSITION_LOG` file written by any number of processes.
+pub fn read_log(text: &str) -> Result<Coverage, String> {
+    let mut taken = vec![false; TRANSITIONS.len()];
+    let mut refused = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let bad = || {
+            format!(
+                "line {}: {line:?} is not \"took|refused STATUS EVENT\"",
+                n + 1
+            )
+        };
+        let mut words = line.split_whitespace();
+        let (Some(verb), Some(from), Some(event)) = (words.next(), words.next(), words.next())
+        else {
+            return Err(bad());
+        };
+        let from = ActionStatus::parse(from).ok_or_else(bad)?;
+        let event = ActionEvent::parse(event).ok_or_else(bad)?;
+        match verb {
+            "took" => match TRANSITIONS
+                .iter()
+                .position(|(f, e, _)| *f == from && *e == event)
+            {
+                Some(i) => taken[i] = true,
+                None => refused.push(InvalidTransition { from, event }),
+            },
+            "refused" => refused.push(InvalidTransition { from, event }),
+            _ => return Err(bad()),
+        }
+    }
+    Ok(Coverage::from_marks(|i| taken[i], refused))
+}
+
 impl std::fmt::Display for ActionStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -171,18 +320,7 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
-    const EVENTS: [ActionEvent; 10] = [
-        ActionEvent::Lease,
-        ActionEvent::Start,
-        ActionEvent::Succeed,
-        ActionEvent::Fail,
-        ActionEvent::FailRetryable,
-        ActionEvent::Requeue,
-        ActionEvent::LeaseLost,
-        ActionEvent::CacheHit,
-        ActionEvent::Cancel,
-        ActionEvent::Resubmit,
-    ];
+    const EVENTS: [ActionEvent; 9] = ActionEvent::ALL;
 
     #[test]
     fn table_is_exhaustive_and_consistent() {
@@ -244,5 +382,43 @@ mod tests {
             assert_eq!(ActionStatus::parse(st.as_str()), Some(st));
         }
         assert_eq!(ActionStatus::from_code(99), None);
+        for e in ActionEvent::ALL {
+            assert_eq!(ActionEvent::parse(e.as_str()), Some(e));
+        }
+    }
+
+    #[test]
+    fn take_records_taken_and_refused_transitions() {
+        assert_eq!(
+            ActionStatus::Queued.take(ActionEvent::CacheHit),
+            Ok(ActionStatus::Succeeded)
+        );
+        assert!(ActionStatus::Succeeded.take(ActionEvent::Start).is_err());
+        let c = coverage();
+        assert!(c.taken.contains(&(
+            ActionStatus::Queued,
+            ActionEvent::CacheHit,
+            ActionStatus::Succeeded
+        )));
+        assert!(c.refused.contains(&InvalidTransition {
+            from: ActionStatus::Succeeded,
+            event: ActionEvent::Start
+        }));
+        assert_eq!(c.taken.len() + c.not_taken.len(), TRANSITIONS.len());
+    }
+
+    #[test]
+    fn the_log_of_several_processes_is_read_back() {
+        let c =
+            read_log("took queued start\ntook running succeed\nrefused succeeded start\n").unwrap();
+        assert_eq!(c.taken.len(), 2);
+        assert_eq!(c.refused.len(), 1);
+        // A "took" line for a pair the table does not declare counts as refused.
+        assert_eq!(read_log("took succeeded start").unwrap().refused.len(), 1);
+        assert!(
+            read_log("took queued nonsense")
+                .unwrap_err()
+                .contains("line 1")
+        );
     }
 }

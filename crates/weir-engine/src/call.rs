@@ -12,9 +12,10 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use weir_core::{ActionId, CallKey, ErrorKind, codec};
+use weir_core::{ActionId, CallKey, ErrorKind, codec, ids::inputs_hash};
 
-use crate::engine::{Engine, RunState};
+use crate::engine::{ChildCall, Engine, RunState};
+use crate::limits::Slots;
 use crate::registry::TaskDef;
 use crate::{Error, Result};
 
@@ -22,8 +23,9 @@ tokio::task_local! {
     static CURRENT: Arc<TaskCtx>;
 }
 
-/// Identical calls share (task, inputs hash, group); the task is keyed by its name's address.
-type SeqKey = (usize, [u8; 32], Option<Arc<str>>);
+/// Identical calls share (task name, inputs hash, group): the same text the id hashes, so two
+/// calls get distinct `seq`s exactly when they would otherwise get the same id.
+type SeqKey = (Box<str>, [u8; 32], Option<Arc<str>>);
 
 /// Where a task's child calls and trace checkpoints go: the engine in this process, or the
 /// engine behind the worker protocol (a `match`, so the in-process path stays as fast as a
@@ -43,7 +45,8 @@ pub(crate) enum Backend {
 /// What a worker knows of the run of a leased attempt.
 pub(crate) struct RemoteRun {
     pub client: crate::worker::client::WorkerClient,
-    pub run_id: i64,
+    pub run_id: weir_store::RunId,
+    pub run_name: String,
     /// The worker's slots: released while the attempt waits on a child.
     pub slots: Arc<Semaphore>,
 }
@@ -56,9 +59,13 @@ pub(crate) struct TaskCtx {
     pub check_store: bool,
     /// Identical calls seen so far, for the `seq` part of child ids.
     seqs: Mutex<HashMap<SeqKey, u32>>,
-    /// The run-level concurrency permit, released while this attempt waits on children.
-    pub(crate) permit: Mutex<Option<OwnedSemaphorePermit>>,
+    /// The slots this attempt takes (environment, run; a worker's own slots), and the permits
+    /// it holds: given back while it waits on children.
+    slots: Slots,
+    permits: Mutex<Vec<OwnedSemaphorePermit>>,
     waiting_on_children: AtomicUsize,
+    /// The attempt number (1-based).
+    pub attempt: u32,
 }
 
 impl TaskCtx {
@@ -67,7 +74,8 @@ impl TaskCtx {
         run: Arc<RunState>,
         action: ActionId,
         attempt: u32,
-        permit: Option<OwnedSemaphorePermit>,
+        slots: Slots,
+        permits: Vec<OwnedSemaphorePermit>,
     ) -> Self {
         let check_store = run.recovering() || attempt > 1;
         TaskCtx {
@@ -75,25 +83,36 @@ impl TaskCtx {
             action,
             check_store,
             seqs: Mutex::new(HashMap::new()),
-            permit: Mutex::new(permit),
+            slots,
+            permits: Mutex::new(permits),
             waiting_on_children: AtomicUsize::new(0),
+            attempt,
         }
+    }
+
+    /// The permits it holds, for the next attempt of the same action.
+    pub(crate) fn into_permits(self) -> Vec<OwnedSemaphorePermit> {
+        self.permits.into_inner()
     }
 
     /// The context of an attempt leased by a worker process.
     pub(crate) fn remote(
         run: Arc<RemoteRun>,
         action: ActionId,
+        attempt: u32,
         check_store: bool,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Self {
+        let slots = Slots::new(Some(run.slots.clone()), None);
         TaskCtx {
             backend: Backend::Remote(run),
             action,
             check_store,
             seqs: Mutex::new(HashMap::new()),
-            permit: Mutex::new(permit),
+            slots,
+            permits: Mutex::new(permit.into_iter().collect()),
             waiting_on_children: AtomicUsize::new(0),
+            attempt,
         }
     }
 
@@ -105,33 +124,26 @@ impl TaskCtx {
     ) -> u32 {
         let mut seqs = self.seqs.lock();
         let n = seqs
-            .entry((task.as_ptr() as usize, inputs_hash, group.clone()))
+            .entry((task.into(), inputs_hash, group.clone()))
             .or_insert(0);
         let seq = *n;
         *n += 1;
         seq
     }
 
-    /// Called before waiting on a child: gives the run-level slot back so that children can use
-    /// it (a parent never holds a slot its own children need).
+    /// Called before waiting on a child: gives the slots back so that children can use them
+    /// (a parent never holds a slot its own children need).
     pub(crate) fn begin_wait(&self) {
         if self.waiting_on_children.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.permit.lock().take();
+            self.permits.lock().clear();
         }
     }
 
-    /// Called after a child finished: takes a slot again before the parent's code goes on.
+    /// Called after a child finished: takes the slots again before the parent's code goes on.
     pub(crate) async fn end_wait(&self) {
         if self.waiting_on_children.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let limit = match &self.backend {
-                Backend::Local { run, .. } => run.limit.as_ref(),
-                Backend::Remote(r) => Some(&r.slots),
-            };
-            if let Some(limit) = limit
-                && let Ok(p) = limit.clone().acquire_owned().await
-            {
-                *self.permit.lock() = Some(p);
-            }
+            let permits = self.slots.acquire().await;
+            *self.permits.lock() = permits;
         }
     }
 
@@ -189,6 +201,37 @@ pub fn capture_context() -> Option<CapturedContext> {
 /// Whether the caller runs inside a task of a run.
 pub fn in_task() -> bool {
     current().is_some()
+}
+
+/// What a running task knows of itself: see [`context`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskContext {
+    /// The run's name.
+    pub run: String,
+    /// This action's id (`a0` for the root): stable across retries and resumes.
+    pub action: ActionId,
+    /// This attempt's number, from 1; a retry, or a run resumed after a crash, counts on.
+    pub attempt: u32,
+}
+
+/// The run, action and attempt of the task attempt this code runs in, or `None` outside a
+/// task (in process and in worker processes alike).
+///
+/// ```
+/// assert!(weir_engine::context().is_none());
+/// ```
+pub fn context() -> Option<TaskContext> {
+    let ctx = current()?;
+    let run = match &ctx.backend {
+        Backend::Local { run, .. } => run.name().to_string(),
+        Backend::Remote(remote) => remote.run_name.clone(),
+    };
+    Some(TaskContext {
+        run,
+        action: ctx.action,
+        attempt: ctx.attempt,
+    })
 }
 
 /// The arguments of a task, as generated by `#[weir::task]`.
@@ -325,12 +368,24 @@ async fn call_child<O: DeserializeOwned>(
             format!("cannot encode the inputs of task {}: {e}", def.full_name()),
         )
     })?;
+    // The same checks and the same id whichever backend carries the call.
+    def.check_inline("inputs", inputs.len())?;
+    let id = ctx.child_id(def.full_name(), inputs_hash(&inputs), &group);
     ctx.begin_wait();
     let result = match &ctx.backend {
-        Backend::Local { engine, .. } => {
-            engine.clone().submit_child(&ctx, def, inputs, group).await
+        Backend::Local { engine, run } => {
+            let call = ChildCall {
+                run: run.clone(),
+                parent: ctx.action,
+                id,
+                def,
+                inputs,
+                group,
+                may_replay: ctx.check_store,
+            };
+            engine.clone().submit(call).await
         }
-        Backend::Remote(remote) => remote.submit_child(&ctx, def, inputs, group).await,
+        Backend::Remote(remote) => remote.submit_child(&ctx, id, def, inputs, group).await,
     };
     ctx.end_wait().await;
     let bytes = result?;
@@ -343,4 +398,22 @@ async fn call_child<O: DeserializeOwned>(
             ),
         )
     })
+}
+
+/// A task body's result, with a panic turned into an error of kind `panic`.
+pub(crate) fn flatten_panic(r: std::thread::Result<Result<Vec<u8>>>) -> Result<Vec<u8>> {
+    match r {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic payload".into());
+            Err(Error::with_kind(
+                ErrorKind::Panic,
+                format!("task panicked: {msg}"),
+            ))
+        }
+    }
 }

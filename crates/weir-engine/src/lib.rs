@@ -13,14 +13,19 @@
 //! an outcome only from the commit acknowledgement.
 
 mod call;
+mod decide;
 mod engine;
 mod error;
+mod limits;
 pub mod registry;
 mod run;
 mod trace;
 pub mod worker;
 
-pub use call::{CapturedContext, TaskArgs, TaskCall, capture_context, in_task, with_context};
+pub use call::{
+    CapturedContext, TaskArgs, TaskCall, TaskContext, capture_context, context, in_task,
+    with_context,
+};
 pub use engine::{Engine, EngineOptions, RunOutcome};
 pub use error::{Error, Result, StdError};
 pub use run::{CacheLookupScope, Progress, Run, RunContext, RunHandle};

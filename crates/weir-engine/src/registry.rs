@@ -108,6 +108,22 @@ impl TaskDef {
     pub fn inline_limit(&self) -> u64 {
         self.resolved().inline_limit
     }
+
+    /// Refuses `what` ("inputs" or "output") of `size` bytes over the task's inline limit.
+    pub(crate) fn check_inline(&self, what: &str, size: usize) -> Result<(), Error> {
+        let limit = self.inline_limit();
+        if size as u64 > limit {
+            let verb = if what.ends_with('s') { "are" } else { "is" };
+            return Err(Error::with_kind(
+                weir_core::ErrorKind::TooLarge,
+                format!(
+                    "the {what} of task {} {verb} {size} bytes, over its inline limit of {limit} bytes; raise max_inline_io on the task or environment, or pass the data as a File",
+                    self.full_name()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Submitted by the macro for each task.
@@ -119,6 +135,86 @@ inventory::collect!(Registration);
 /// All registered tasks.
 pub fn tasks() -> impl Iterator<Item = &'static TaskDef> {
     inventory::iter::<Registration>.into_iter().map(|r| r.0)
+}
+
+/// Submitted by `#[weir::trace]` for each trace function.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct TraceRegistration {
+    /// The function's name: the trace's name in ids and listings.
+    pub name: &'static str,
+    /// Module path of the function.
+    pub module: &'static str,
+}
+
+inventory::collect!(TraceRegistration);
+
+/// Two definitions that would share action ids.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{what} {name:?} is defined twice: `{first}` and `{second}`; calls of the two with the same inputs would get the same action id, so weir refuses to run. Rename one, or give it another `short_name` or environment"
+)]
+pub struct DuplicateName {
+    /// `task` or `trace`.
+    pub what: &'static str,
+    /// The shared name.
+    pub name: String,
+    /// One definition (`module::function`).
+    pub first: String,
+    /// The other.
+    pub second: String,
+}
+
+/// Checks that no two tasks share a full name and no two traces a name (their ids hash the
+/// name's text). Called when an engine opens.
+pub fn check_unique_names() -> Result<(), DuplicateName> {
+    let tasks = tasks().map(|d| {
+        (
+            d.full_name().to_string(),
+            format!("{}::{}", d.module, d.name),
+        )
+    });
+    let traces = inventory::iter::<TraceRegistration>
+        .into_iter()
+        .map(|t| (t.name.to_string(), format!("{}::{}", t.module, t.name)));
+    first_duplicate("task", tasks)?;
+    first_duplicate("trace", traces)
+}
+
+fn first_duplicate(
+    what: &'static str,
+    defs: impl Iterator<Item = (String, String)>,
+) -> Result<(), DuplicateName> {
+    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut found: Vec<DuplicateName> = Vec::new();
+    for (name, path) in defs {
+        match seen.get(&name) {
+            // The same definition submitted twice (it cannot be, but never refuse it).
+            Some(first) if *first == path => {}
+            Some(first) => {
+                let (first, second) = if *first < path {
+                    (first.clone(), path)
+                } else {
+                    (path, first.clone())
+                };
+                found.push(DuplicateName {
+                    what,
+                    name,
+                    first,
+                    second,
+                });
+            }
+            None => {
+                seen.insert(name, path);
+            }
+        }
+    }
+    // Deterministic: the smallest name, whatever the link order.
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    match found.into_iter().next() {
+        Some(d) => Err(d),
+        None => Ok(()),
+    }
 }
 
 /// A task error when looking one up.
@@ -170,5 +266,55 @@ pub fn find_task(name: &str) -> Result<&'static TaskDef, LookupError> {
                 .collect::<Vec<_>>()
                 .join(", "),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defs(list: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        list.iter()
+            .map(|(n, p)| (n.to_string(), p.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    inventory::submit! { TraceRegistration { name: "lookup", module: "app::a" } }
+    inventory::submit! { TraceRegistration { name: "lookup", module: "app::b" } }
+
+    #[test]
+    fn two_registered_traces_with_one_name_are_refused() {
+        let err = check_unique_names().unwrap_err();
+        assert_eq!(err.what, "trace");
+        assert_eq!(err.name, "lookup");
+        assert_eq!(
+            (err.first.as_str(), err.second.as_str()),
+            ("app::a::lookup", "app::b::lookup")
+        );
+    }
+
+    #[test]
+    fn a_name_defined_twice_is_refused_naming_both_definitions() {
+        assert!(first_duplicate("task", defs(&[("e.a", "m::a"), ("e.b", "m::b")])).is_ok());
+        let err = first_duplicate(
+            "task",
+            defs(&[
+                ("e.fetch", "b::fetch"),
+                ("e.x", "m::x"),
+                ("e.fetch", "a::fetch"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(err.name, "e.fetch");
+        assert_eq!(
+            (err.first.as_str(), err.second.as_str()),
+            ("a::fetch", "b::fetch")
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("a::fetch") && msg.contains("b::fetch") && msg.contains("task"),
+            "{msg}"
+        );
     }
 }

@@ -22,7 +22,19 @@ pub(crate) fn in_trace() -> Option<&'static str> {
     IN_TRACE.try_with(|name| *name).ok()
 }
 
-pub(crate) use crate::worker::protocol::Checkpoint as Recorded;
+/// What is recorded for a trace: the answer to a lookup before it runs (also a message of the
+/// worker protocol).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum Checkpoint {
+    /// Nothing usable recorded: run the trace.
+    Nothing,
+    /// Recorded output.
+    Output(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Recorded non-recoverable failure.
+    Failure(Failure),
+}
+
+use Checkpoint as Recorded;
 
 struct TraceSlot {
     ctx: Arc<TaskCtx>,
@@ -66,17 +78,15 @@ impl TraceSlot {
     ) -> Result<()> {
         match &self.ctx.backend {
             Backend::Local { engine, run } => {
-                engine
-                    .record_checkpoint(
-                        run,
-                        self.id,
-                        self.ctx.action,
-                        Cow::Borrowed(self.name),
-                        &self.inputs,
-                        started_at,
-                        outcome,
-                    )
-                    .await
+                let t = crate::engine::TraceOutcome {
+                    id: self.id,
+                    parent: self.ctx.action,
+                    name: Cow::Borrowed(self.name),
+                    inputs: &self.inputs,
+                    started_at,
+                    outcome,
+                };
+                engine.record_checkpoint(run, t).await
             }
             Backend::Remote(remote) => {
                 remote

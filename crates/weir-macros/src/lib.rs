@@ -459,6 +459,10 @@ fn expand_trace(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStre
             ));
         }
         return Ok(quote! {
+            ::weir::__private::inventory::submit! {
+                ::weir::__private::TraceRegistration { name: #name_str, module: ::core::module_path!() }
+            }
+
             #(#attrs)*
             fn #body_fn(#(#arg_names: #arg_types),*) #ret #body
 
@@ -486,6 +490,10 @@ fn expand_trace(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStre
         quote!(#ret)
     };
     Ok(quote! {
+        ::weir::__private::inventory::submit! {
+            ::weir::__private::TraceRegistration { name: #name_str, module: ::core::module_path!() }
+        }
+
         #(#attrs)*
         async fn #body_fn(#(#arg_names: #arg_types),*) #ret #body
 

@@ -94,11 +94,11 @@ pub trait Store: Send + Sync + 'static {
     /// Runs, newest first.
     fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>>;
     /// Actions of a run in creation order, paged.
-    fn list_actions(&self, run: i64, page: Page) -> Result<Vec<ActionRecord>>;
+    fn list_actions(&self, run: RunId, page: Page) -> Result<Vec<ActionRecord>>;
     /// One action with its payloads.
-    fn action(&self, run: i64, id: weir_core::ActionId) -> Result<Option<ActionRecord>>;
+    fn action(&self, run: RunId, id: weir_core::ActionId) -> Result<Option<ActionRecord>>;
     /// Failed attempts of one action, oldest first.
-    fn failed_attempts(&self, run: i64, id: weir_core::ActionId) -> Result<Vec<AttemptRecord>>;
+    fn failed_attempts(&self, run: RunId, id: weir_core::ActionId) -> Result<Vec<AttemptRecord>>;
     /// The cache entry for a key: any project/domain when `scope` is `None`, else only that
     /// project and domain's.
     fn cache_lookup(&self, key: &str, scope: Option<(&str, &str)>) -> Result<Option<CacheEntry>>;

@@ -11,6 +11,30 @@ pub fn now_us() -> i64 {
         .unwrap_or_default()
 }
 
+/// The identity of a run in the state store (its row id in SQLite). Distinct from the run's
+/// name, which users choose; engines, workers and the protocol refer to runs by this id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(pub i64);
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl rusqlite::ToSql for RunId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl rusqlite::types::FromSql for RunId {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        i64::column_result(value).map(RunId)
+    }
+}
+
 /// A payload as stored: inline bytes, or the object-store path of an offloaded value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Payload {
@@ -95,7 +119,7 @@ pub struct NewRun {
 #[derive(Clone, Debug, Serialize)]
 pub struct RunRecord {
     /// Row id.
-    pub id: i64,
+    pub id: RunId,
     /// Unique name.
     pub name: String,
     /// Root task.
@@ -230,7 +254,7 @@ pub enum WriteOp {
     /// A new (or re-submitted) action, queued.
     InsertAction {
         /// Run row id.
-        run: i64,
+        run: RunId,
         /// Action id.
         id: ActionId,
         /// Parent id.
@@ -249,7 +273,7 @@ pub enum WriteOp {
     /// An attempt started.
     StartAttempt {
         /// Run row id.
-        run: i64,
+        run: RunId,
         /// Action id.
         id: ActionId,
         /// 1-based attempt number.
@@ -260,16 +284,18 @@ pub enum WriteOp {
     /// An attempt failed (kept in the attempts history).
     FailAttempt {
         /// Run row id.
-        run: i64,
+        run: RunId,
         /// Action id.
         id: ActionId,
         /// Attempt record.
         attempt: AttemptRecord,
+        /// A retry follows: the action's status becomes `retrying`.
+        retrying: bool,
     },
     /// The action reached a terminal state.
     FinishAction {
         /// Run row id.
-        run: i64,
+        run: RunId,
         /// Action id.
         id: ActionId,
         /// Final status.
@@ -286,7 +312,7 @@ pub enum WriteOp {
     /// The run reached a terminal state.
     FinishRun {
         /// Run row id.
-        run: i64,
+        run: RunId,
         /// Final status.
         status: RunStatus,
         /// Root output.
@@ -299,7 +325,7 @@ pub enum WriteOp {
     /// A process takes over a run (resume).
     ClaimRun {
         /// Run row id.
-        run: i64,
+        run: RunId,
         /// The new owner.
         owner_pid: u32,
     },
@@ -308,7 +334,7 @@ pub enum WriteOp {
     /// Every live action of a run becomes cancelled (abort).
     CancelLiveActions {
         /// Run row id.
-        run: i64,
+        run: RunId,
         /// Failure recorded on each.
         error: Failure,
         /// End time (µs).

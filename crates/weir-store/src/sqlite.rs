@@ -12,7 +12,7 @@ use weir_core::{ActionId, ActionStatus, Failure};
 
 use crate::{
     Ack, ActionKind, ActionRecord, AttemptRecord, CacheEntry, Error, NewRun, Page, Payload, Result,
-    RunFilter, RunRecord, RunStatus, RunSummary, Store, WriteOp, now_us,
+    RunFilter, RunId, RunRecord, RunStatus, RunSummary, Store, WriteOp, now_us,
 };
 
 /// Newest schema this build reads and writes.
@@ -307,7 +307,7 @@ fn writer_loop(mut conn: Connection, path: PathBuf, rx: mpsc::Receiver<Cmd>, max
 /// An action row assembled from the writes of one batch: an action that is queued, started and
 /// finished within one group commit costs one upsert instead of three statements.
 struct MergedRow<'a> {
-    run: i64,
+    run: RunId,
     id: ActionId,
     parent: ActionId,
     task: &'a str,
@@ -327,7 +327,7 @@ struct MergedRow<'a> {
 fn apply_batch(conn: &mut Connection, batch: &[Cmd]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     let mut rows: Vec<MergedRow<'_>> = Vec::new();
-    let mut pending: HashMap<(i64, ActionId), usize> = HashMap::new();
+    let mut pending: HashMap<(RunId, ActionId), usize> = HashMap::new();
     for cmd in batch {
         let Cmd::Write(op, _) = cmd else { continue };
         match op {
@@ -392,6 +392,15 @@ fn apply_batch(conn: &mut Connection, batch: &[Cmd]) -> rusqlite::Result<()> {
                 row.error = error.as_ref();
                 row.cache_hit = *cache_hit;
                 row.ended_at = Some(*ended_at);
+            }
+            WriteOp::FailAttempt {
+                run,
+                id,
+                retrying: true,
+                ..
+            } if pending.contains_key(&(*run, *id)) => {
+                rows[pending[&(*run, *id)]].status = ActionStatus::Retrying;
+                apply(&tx, op)?;
             }
             WriteOp::CancelLiveActions { .. } => {
                 // It must see every action queued before it.
@@ -511,7 +520,17 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
                 started_at
             ])?;
         }
-        WriteOp::FailAttempt { run, id, attempt } => {
+        WriteOp::FailAttempt {
+            run,
+            id,
+            attempt,
+            retrying,
+        } => {
+            if *retrying {
+                let mut st =
+                    tx.prepare_cached("UPDATE actions SET status = ?3 WHERE run = ?1 AND id = ?2")?;
+                st.execute(params![run, id.as_i64(), ActionStatus::Retrying.code()])?;
+            }
             let mut st = tx.prepare_cached(
                 "INSERT OR REPLACE INTO attempts(run, action, attempt, started_at, ended_at, error) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
@@ -576,14 +595,13 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
             ended_at,
         } => {
             tx.execute(
-                "UPDATE actions SET status = ?2, error = ?3, ended_at = ?4 WHERE run = ?1 AND status IN (?5, ?6, ?7, ?8)",
+                "UPDATE actions SET status = ?2, error = ?3, ended_at = ?4 WHERE run = ?1 AND status IN (?5, ?6, ?7)",
                 params![
                     run,
                     ActionStatus::Cancelled.code(),
                     serde_json::to_string(error).unwrap_or_default(),
                     ended_at,
                     ActionStatus::Queued.code(),
-                    ActionStatus::Leased.code(),
                     ActionStatus::Running.code(),
                     ActionStatus::Retrying.code()
                 ],
@@ -758,7 +776,7 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn list_actions(&self, run: i64, page: Page) -> Result<Vec<ActionRecord>> {
+    fn list_actions(&self, run: RunId, page: Page) -> Result<Vec<ActionRecord>> {
         let conn = self.reader.lock();
         let e = sql_err(&self.path);
         let mut st = conn
@@ -775,7 +793,7 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
-    fn action(&self, run: i64, id: ActionId) -> Result<Option<ActionRecord>> {
+    fn action(&self, run: RunId, id: ActionId) -> Result<Option<ActionRecord>> {
         let conn = self.reader.lock();
         let e = sql_err(&self.path);
         let mut st = conn
@@ -791,7 +809,7 @@ impl Store for SqliteStore {
         .map_err(&e)
     }
 
-    fn failed_attempts(&self, run: i64, id: ActionId) -> Result<Vec<AttemptRecord>> {
+    fn failed_attempts(&self, run: RunId, id: ActionId) -> Result<Vec<AttemptRecord>> {
         let conn = self.reader.lock();
         let e = sql_err(&self.path);
         let mut st = conn
@@ -943,6 +961,7 @@ mod tests {
                     ended_at: 3,
                     error: failure.clone(),
                 },
+                retrying: true,
             },
             None,
         );

@@ -51,7 +51,7 @@ pub use weir_engine::durable;
 pub use weir_engine::worker;
 pub use weir_engine::{
     CacheLookupScope, Engine, EngineOptions, Error, Progress, Result, Run, RunContext, RunHandle,
-    TaskCall, in_task,
+    TaskCall, TaskContext, context, in_task,
 };
 pub use weir_macros::{task, trace};
 pub use worker_once::WorkerOnce;
@@ -76,7 +76,7 @@ pub mod __private {
     pub use serde;
     pub use weir_core::{codec, spec};
     pub use weir_engine::TaskArgs;
-    pub use weir_engine::registry::{Registration, TaskConfig, TaskDef};
+    pub use weir_engine::registry::{Registration, TaskConfig, TaskDef, TraceRegistration};
     pub use weir_engine::{trace_call, trace_call_infallible, trace_stream};
 
     use weir_core::ErrorKind;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use weir::prelude::*;
 use weir::{ActionId, CacheLookupScope, Runner};
-use weir_store::{ActionKind, ActionRecord, Page, Payload, Store};
+use weir_store::{ActionKind, ActionRecord, Page, Payload};
 
 static ENV: LazyLock<TaskEnvironment> = LazyLock::new(|| TaskEnvironment::new("c"));
 static CACHED_ENV: LazyLock<TaskEnvironment> =

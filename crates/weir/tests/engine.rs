@@ -30,7 +30,6 @@ async fn runner() -> (tempfile::TempDir, Runner) {
 }
 
 fn actions(runner: &Runner, run: &str) -> Vec<weir_store::ActionRecord> {
-    use weir_store::Store;
     runner.engine().flush().unwrap();
     let store = runner.engine().store();
     let rec = store.run_by_name(run).unwrap();
@@ -257,7 +256,6 @@ async fn retries_with_backoff_non_recoverable_and_panics() {
     let acts = actions(&runner, "flaky");
     assert_eq!(acts[0].attempts, 3);
     {
-        use weir_store::Store;
         let rec = runner.engine().store().run_by_name("flaky").unwrap();
         let failed = runner
             .engine()
@@ -460,7 +458,7 @@ async fn inline_limits_and_offloaded_payloads() {
         out[0]
     );
     assert!(
-        out[1].contains("output of task t.small_io are") && out[1].contains("1024"),
+        out[1].contains("output of task t.small_io is") && out[1].contains("1024"),
         "{}",
         out[1]
     );
@@ -587,7 +585,6 @@ async fn abort_cancels_live_actions() {
         "{:?}",
         acts.iter().map(|a| a.status).collect::<Vec<_>>()
     );
-    use weir_store::Store;
     assert_eq!(
         runner.engine().store().run_by_name("abort").unwrap().status,
         weir_store::RunStatus::Aborted

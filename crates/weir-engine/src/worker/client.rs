@@ -13,12 +13,11 @@ use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{mpsc, oneshot};
-use weir_core::{ActionId, ErrorKind, Failure, ids::inputs_hash};
+use weir_core::{ActionId, ErrorKind, Failure};
 
 use super::Error as ProtocolError;
 use super::protocol::*;
 use crate::call::{RemoteRun, TaskCtx};
-use crate::engine::Engine;
 use crate::registry::TaskDef;
 use crate::{Error, Result};
 
@@ -292,12 +291,11 @@ impl RemoteRun {
     pub(crate) async fn submit_child(
         &self,
         ctx: &TaskCtx,
+        id: ActionId,
         def: &'static TaskDef,
         inputs: Vec<u8>,
         group: Option<Arc<str>>,
     ) -> Result<Arc<[u8]>> {
-        Engine::check_inline(def, "the inputs", inputs.len())?;
-        let id = ctx.child_id(def.full_name(), inputs_hash(&inputs), &group);
         let client = &self.client;
         let call = client.inner.next_call.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();

@@ -25,7 +25,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::AbortHandle;
 use weir_core::spec::ReusePolicy;
 use weir_core::{ActionId, ErrorKind};
-use weir_store::now_us;
+use weir_store::{RunId, now_us};
 
 use super::client::{from_remote, to_remote};
 use super::protocol::*;
@@ -197,7 +197,7 @@ struct State {
     calls: HashMap<(u64, u64), AbortHandle>,
     /// Engine-side contexts of attempts running in workers, by (run, action): they hold the
     /// run-level slot, released while the attempt waits on children.
-    contexts: HashMap<(i64, ActionId), Arc<TaskCtx>>,
+    contexts: HashMap<(RunId, ActionId), Arc<TaskCtx>>,
     next: u64,
     next_worker: u64,
     dirty: bool,
@@ -872,7 +872,7 @@ fn scale_step(
 struct AttemptGuard {
     exec: Arc<Executor>,
     key: u64,
-    context: (i64, ActionId),
+    context: (RunId, ActionId),
     armed: bool,
 }
 
@@ -1157,7 +1157,7 @@ async fn submit(AxState(exec): Shared, body: Bytes) -> Reply {
                 )),
                 (_, Err(e)) => Err(Error::with_kind(ErrorKind::System, e)),
                 (Some(run), Ok(def)) => {
-                    match Engine::check_inline(def, "the inputs", call.inputs.len()) {
+                    match def.check_inline("inputs", call.inputs.len()) {
                         Err(e) => Err(e),
                         Ok(()) => {
                             // The parent gives its run-level slot back while it waits (as
@@ -1166,15 +1166,15 @@ async fn submit(AxState(exec): Shared, body: Bytes) -> Reply {
                                 p.begin_wait();
                             }
                             let r = engine
-                                .submit_child_boxed(
+                                .submit_boxed(crate::engine::ChildCall {
                                     run,
-                                    call.parent,
-                                    call.id,
-                                    call.check_store,
+                                    parent: call.parent,
+                                    id: call.id,
                                     def,
-                                    call.inputs,
-                                    call.group.map(Arc::from),
-                                )
+                                    inputs: call.inputs,
+                                    group: call.group.map(Arc::from),
+                                    may_replay: call.check_store,
+                                })
                                 .await;
                             if let Some(p) = &parent {
                                 p.end_wait().await;
@@ -1275,17 +1275,15 @@ async fn trace_record(AxState(exec): Shared, body: Bytes) -> Reply {
             format!("run {} is not live in this engine", req.run),
         );
     };
-    let result = engine
-        .record_checkpoint(
-            &run,
-            req.id,
-            req.parent,
-            std::borrow::Cow::Owned(req.name),
-            &req.inputs,
-            req.started_at,
-            req.outcome.map(|b| b.into_vec()),
-        )
-        .await;
+    let trace = crate::engine::TraceOutcome {
+        id: req.id,
+        parent: req.parent,
+        name: std::borrow::Cow::Owned(req.name),
+        inputs: &req.inputs,
+        started_at: req.started_at,
+        outcome: req.outcome.map(|b| b.into_vec()),
+    };
+    let result = engine.record_checkpoint(&run, trace).await;
     match result {
         Ok(()) => ok(&()),
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

@@ -18,6 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 use weir_core::{ActionId, ErrorKind, Failure};
+use weir_store::RunId;
 
 /// Leases up to `max` queued actions of the worker's environment; waits up to the engine's
 /// long-poll time when none is queued.
@@ -44,8 +45,8 @@ pub struct LeaseResponse {
 pub struct LeasedAction {
     /// Lease id (unique per engine process).
     pub lease: u64,
-    /// Run row id.
-    pub run: i64,
+    /// Run id.
+    pub run: RunId,
     /// Run name (for logs and payload keys).
     pub run_name: String,
     /// Action id.
@@ -134,8 +135,8 @@ pub struct CompleteReply {
 pub struct ChildCall {
     /// Worker-local call id, echoed in the result.
     pub call: u64,
-    /// Run row id.
-    pub run: i64,
+    /// Run id.
+    pub run: RunId,
     /// Parent action id.
     pub parent: ActionId,
     /// Derived child id.
@@ -199,30 +200,21 @@ pub struct CancelCalls {
 pub struct TraceLookup {
     /// Worker id.
     pub worker: String,
-    /// Run row id.
-    pub run: i64,
+    /// Run id.
+    pub run: RunId,
     /// Trace action id.
     pub id: ActionId,
 }
 
-/// A recorded trace checkpoint.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Checkpoint {
-    /// Nothing usable recorded: run the trace.
-    Nothing,
-    /// Recorded output.
-    Output(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// Recorded non-recoverable failure.
-    Failure(Failure),
-}
+pub use crate::trace::Checkpoint;
 
 /// Records a trace checkpoint; answered after its commit.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TraceRecord {
     /// Worker id.
     pub worker: String,
-    /// Run row id.
-    pub run: i64,
+    /// Run id.
+    pub run: RunId,
     /// Trace action id.
     pub id: ActionId,
     /// Parent (the task's action).

@@ -195,11 +195,13 @@ async fn run_leased(
             let remote = Arc::new(RemoteRun {
                 client: client.clone(),
                 run_id: a.run,
+                run_name: a.run_name.clone(),
                 slots,
             });
             let ctx = Arc::new(TaskCtx::remote(
                 remote,
                 a.action,
+                a.attempt,
                 a.check_store,
                 Some(permit),
             ));
@@ -207,7 +209,7 @@ async fn run_leased(
                 std::panic::AssertUnwindSafe(ctx.clone().scope((def.invoke)(Arc::from(a.inputs))))
                     .catch_unwind()
                     .await;
-            match crate::engine::flatten_panic(body) {
+            match crate::call::flatten_panic(body) {
                 Ok(out) => AttemptOutcome::Output(out),
                 Err(e) => AttemptOutcome::Error(to_remote(&e)),
             }

@@ -1,0 +1,298 @@
+//! The attempt loop of one action: its slot, each attempt's start, limit and outcome, retries
+//! (rules: [`crate::decide`]), and the writes that end it. Every status change goes through the
+//! live table's lifecycle ([`RunState::transition`]).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures::FutureExt;
+use weir_core::{ActionEvent, ActionId, ErrorKind, Failure};
+use weir_store::{ActionKind, AttemptRecord, Payload, WriteOp, now_us};
+
+use super::Engine;
+use super::state::{RunOutcome, RunState};
+use crate::call::{TaskCtx, flatten_panic};
+use crate::decide::{self, Finish, Next};
+use crate::registry::TaskDef;
+use crate::{Error, Result};
+
+/// An action to run: what admission (or a run's start) hands to [`Engine::run_action`].
+pub(crate) struct NewAction {
+    pub run: Arc<RunState>,
+    pub id: ActionId,
+    pub parent: ActionId,
+    pub def: &'static TaskDef,
+    pub inputs: Arc<[u8]>,
+    pub group: Option<Arc<str>>,
+    /// Attempts already started (a resubmitted or recovered action counts on).
+    pub base_attempt: u32,
+    /// Write the action's row (false for a run's root, created with the run).
+    pub insert: bool,
+}
+
+impl Engine {
+    pub(super) async fn run_action(self, action: NewAction) {
+        let NewAction {
+            run,
+            id,
+            parent,
+            def,
+            inputs,
+            group,
+            base_attempt,
+            insert,
+        } = action;
+        let queued = Instant::now();
+        let store = &self.inner.store;
+        if insert {
+            let payload = match self
+                .store_payload(|| format!("{}/{id}/inputs", run.name), &inputs)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => return self.fail(&run, id, def, e),
+            };
+            store.write(
+                WriteOp::InsertAction {
+                    run: run.id,
+                    id,
+                    parent,
+                    task: def.full_name().to_string().into(),
+                    group,
+                    kind: ActionKind::Task,
+                    inputs: payload,
+                    queued_at: now_us(),
+                },
+                None,
+            );
+        }
+        let timeouts = &def.config().timeouts;
+        let retry = &def.config().retry;
+        let deadline = timeouts.deadline.map(|d| queued + d);
+        // Take the environment's and the run's slots (SPEC §9.2), bounded by max_queued.
+        let slots = crate::limits::Slots::new(
+            self.inner.env_limits.of(def.environment()),
+            run.limit.clone(),
+        );
+        let mut permits = match timeouts.max_queued.or(timeouts.deadline) {
+            Some(max) => tokio::time::timeout(max, slots.acquire()).await.ok(),
+            None => Some(slots.acquire().await),
+        };
+        if permits.is_none() {
+            let e = Error::with_kind(
+                ErrorKind::Deadline,
+                format!(
+                    "task {} waited in the queue longer than its max_queued time",
+                    def.full_name()
+                ),
+            );
+            return self.fail(&run, id, def, e);
+        }
+        let mut attempt = base_attempt;
+        let mut retries_used = 0;
+        loop {
+            attempt += 1;
+            if run.transition(id, ActionEvent::Start).is_err() {
+                return; // cancelled meanwhile
+            }
+            let started = now_us();
+            store.write(
+                WriteOp::StartAttempt {
+                    run: run.id,
+                    id,
+                    attempt,
+                    started_at: started,
+                },
+                None,
+            );
+            run.counters.running.fetch_add(1, Ordering::Relaxed);
+            let ctx = Arc::new(TaskCtx::new(
+                self.clone(),
+                run.clone(),
+                id,
+                attempt,
+                slots.clone(),
+                permits.take().unwrap_or_default(),
+            ));
+            let body = async {
+                match &self.inner.executor {
+                    None => flatten_panic(
+                        std::panic::AssertUnwindSafe(
+                            ctx.clone().scope((def.invoke)(inputs.clone())),
+                        )
+                        .catch_unwind()
+                        .await,
+                    ),
+                    Some(exec) => {
+                        exec.run_attempt(&run, id, attempt, def, inputs.clone(), ctx.clone())
+                            .await
+                    }
+                }
+            };
+            let result: Result<Vec<u8>> =
+                match decide::attempt_limit(timeouts, deadline, Instant::now()) {
+                    Some(limit) => match tokio::time::timeout(limit, body).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            let kind = decide::timeout_kind(deadline, Instant::now());
+                            let what = match kind {
+                                ErrorKind::Deadline => "its overall deadline",
+                                _ => "its max runtime",
+                            };
+                            Err(Error::with_kind(
+                                kind,
+                                format!(
+                                    "attempt {attempt} of task {} ran past {what} of {limit:?}",
+                                    def.full_name()
+                                ),
+                            ))
+                        }
+                    },
+                    None => body.await,
+                };
+            run.counters.running.fetch_sub(1, Ordering::Relaxed);
+            permits = Arc::try_unwrap(ctx).ok().map(TaskCtx::into_permits);
+            let result = result.and_then(|out| def.check_inline("output", out.len()).map(|_| out));
+            let e = match result {
+                Ok(out) => {
+                    let payload = match self
+                        .store_payload(|| format!("{}/{id}/{attempt}/outputs", run.name), &out)
+                        .await
+                    {
+                        Ok(p) => p,
+                        Err(e) => return self.fail(&run, id, def, e),
+                    };
+                    return self.finish(&run, id, def, Ok((payload, Arc::from(out))));
+                }
+                Err(e) => e,
+            };
+            let failure = e.to_failure(id.to_string(), def.full_name().into());
+            let next =
+                decide::after_failure(e.kind(), retries_used, retry, deadline, Instant::now());
+            let retrying = next != Next::Finish;
+            if retrying && run.transition(id, ActionEvent::FailRetryable).is_err() {
+                return;
+            }
+            store.write(
+                WriteOp::FailAttempt {
+                    run: run.id,
+                    id,
+                    attempt: AttemptRecord {
+                        attempt,
+                        started_at: started,
+                        ended_at: now_us(),
+                        error: failure.clone(),
+                    },
+                    retrying,
+                },
+                None,
+            );
+            let Next::Retry(delay) = next else {
+                return self.finish(&run, id, def, Err(failure));
+            };
+            retries_used += 1;
+            tracing::debug!(run = %run.name, action = %id, task = def.full_name(), attempt, error = %failure.message, "attempt failed, retrying");
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if run.transition(id, ActionEvent::Requeue).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Ends an action with an error raised by the engine itself (payload storage, queue wait).
+    fn fail(&self, run: &Arc<RunState>, id: ActionId, def: &'static TaskDef, e: Error) {
+        self.finish(
+            run,
+            id,
+            def,
+            Err(e.to_failure(id.to_string(), def.full_name().into())),
+        );
+    }
+
+    /// Queues the writes that end the action ([`decide::finish_writes`]); once committed, the
+    /// waiters get the outcome and the action leaves memory.
+    fn finish(
+        &self,
+        run: &Arc<RunState>,
+        id: ActionId,
+        def: &'static TaskDef,
+        outcome: std::result::Result<(Payload, Arc<[u8]>), Failure>,
+    ) {
+        let (from, cache) = {
+            let mut live = run.live.lock();
+            match live.get_mut(&id) {
+                Some(a) => {
+                    a.finishing = true;
+                    (a.status, a.cache.take())
+                }
+                None => return, // cancelled meanwhile
+            }
+        };
+        let (stored, delivered) = match outcome {
+            Ok((payload, bytes)) => (Ok(payload), Ok(bytes)),
+            Err(f) => (Err(f.clone()), Err(f)),
+        };
+        let writes = decide::finish_writes(Finish {
+            run: run.id,
+            id,
+            task: def.full_name(),
+            from,
+            outcome: stored,
+            cache,
+            scope: (&run.cache.project, &run.cache.domain),
+            ended_at: now_us(),
+        });
+        let writes = match writes {
+            Ok(w) => w,
+            Err(refused) => {
+                tracing::error!(run = %run.name, action = %id, %refused, "finish refused by the lifecycle table");
+                return;
+            }
+        };
+        let is_root = id == ActionId::ROOT;
+        let state = run.clone();
+        let engine = self.clone();
+        let ack: weir_store::Ack = Box::new(move |committed| {
+            let delivered = match committed {
+                Ok(()) => delivered,
+                Err(e) => Err(Failure {
+                    action_id: id.to_string(),
+                    task: def.full_name().into(),
+                    kind: ErrorKind::System,
+                    message: format!("could not persist the result: {e}"),
+                    chain: vec![],
+                }),
+            };
+            if delivered.is_ok() {
+                state.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+            } else {
+                state.counters.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            let entry = state.live.lock().remove(&id);
+            if is_root {
+                let outcome = match &delivered {
+                    Ok(b) => RunOutcome::Succeeded(b.clone()),
+                    Err(f) => RunOutcome::Failed(f.clone()),
+                };
+                state.done.send_replace(Some(outcome));
+                engine.inner.runs.lock().remove(&state.id);
+            }
+            if let Some(entry) = entry {
+                for w in entry.waiters {
+                    let _ = w.send(delivered.clone());
+                }
+            }
+        });
+        let last = writes.len() - 1;
+        for (i, op) in writes.into_iter().enumerate() {
+            if i == last {
+                self.inner.store.write(op, Some(ack));
+                break;
+            }
+            self.inner.store.write(op, None);
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Trace checkpoints (SPEC §6.4): looked up before a trace runs again, recorded after it ran.
+//! A checkpoint is an action row of kind `trace` that goes queued → running → its end within
+//! one group commit.
+
+use std::borrow::Cow;
+
+use tokio::sync::oneshot;
+use weir_core::{ActionEvent, ActionId, ActionStatus, ErrorKind, Failure};
+use weir_store::{ActionKind, RunId, WriteOp, now_us};
+
+use super::state::RunState;
+use super::{Engine, system};
+use crate::trace::Checkpoint;
+use crate::{Error, Result};
+
+/// A trace's outcome to record.
+pub(crate) struct TraceOutcome<'a> {
+    /// The trace's id (derived like a child's).
+    pub id: ActionId,
+    /// The attempt it ran in.
+    pub parent: ActionId,
+    /// The trace's name.
+    pub name: Cow<'static, str>,
+    /// Canonical inputs.
+    pub inputs: &'a [u8],
+    /// When it started (µs).
+    pub started_at: i64,
+    /// Its output or failure.
+    pub outcome: std::result::Result<Vec<u8>, Failure>,
+}
+
+impl Engine {
+    /// Looks up the checkpoint of trace `id` in run `run_id` (SPEC §6.4): a recorded output,
+    /// a recorded non-recoverable failure, or nothing (run the trace).
+    pub(crate) async fn lookup_checkpoint(
+        &self,
+        run_id: RunId,
+        id: ActionId,
+    ) -> Result<Checkpoint> {
+        let rec = self.inner.store.action(run_id, id).map_err(system)?;
+        Ok(match rec.map(|r| (r.status, r.output, r.error)) {
+            Some((ActionStatus::Succeeded, Some(out), _)) => {
+                Checkpoint::Output(self.load_payload(&out).await?.to_vec())
+            }
+            // A recoverable failure runs the trace again; any other is re-raised.
+            Some((ActionStatus::Failed, _, Some(f))) if !f.kind.is_retryable() => {
+                Checkpoint::Failure(f)
+            }
+            _ => Checkpoint::Nothing,
+        })
+    }
+
+    /// Records a trace checkpoint and waits for its commit.
+    pub(crate) async fn record_checkpoint(
+        &self,
+        run: &RunState,
+        t: TraceOutcome<'_>,
+    ) -> Result<()> {
+        let id = t.id;
+        let inputs = self
+            .store_payload(|| format!("{}/{id}/inputs", run.name), t.inputs)
+            .await?;
+        let running = ActionStatus::Queued
+            .take(ActionEvent::Start)
+            .map_err(system)?;
+        let (event, output, error) = match t.outcome {
+            Ok(bytes) => {
+                let p = self
+                    .store_payload(|| format!("{}/{id}/1/outputs", run.name), &bytes)
+                    .await?;
+                (ActionEvent::Succeed, Some(p), None)
+            }
+            Err(f) => (ActionEvent::Fail, None, Some(f)),
+        };
+        let status = running.take(event).map_err(system)?;
+        let store = &self.inner.store;
+        let what = t.name.to_string();
+        store.write(
+            WriteOp::InsertAction {
+                run: run.id,
+                id,
+                parent: t.parent,
+                task: t.name,
+                group: None,
+                kind: ActionKind::Trace,
+                inputs,
+                queued_at: t.started_at,
+            },
+            None,
+        );
+        store.write(
+            WriteOp::StartAttempt {
+                run: run.id,
+                id,
+                attempt: 1,
+                started_at: t.started_at,
+            },
+            None,
+        );
+        let (tx, rx) = oneshot::channel();
+        store.write(
+            WriteOp::FinishAction {
+                run: run.id,
+                id,
+                status,
+                output,
+                error,
+                cache_hit: false,
+                ended_at: now_us(),
+            },
+            Some(Box::new(move |r| {
+                let _ = tx.send(r);
+            })),
+        );
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::with_kind(
+                ErrorKind::System,
+                format!("could not record trace {what}: {e}"),
+            )),
+            Err(_) => Err(Error::with_kind(
+                ErrorKind::System,
+                format!("could not record trace {what}: the state writer stopped"),
+            )),
+        }
+    }
+}

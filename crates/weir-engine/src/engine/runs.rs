@@ -1,0 +1,269 @@
+//! Runs: start, resume after a crash, abort.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::{Semaphore, watch};
+use weir_core::{ActionId, ErrorKind, Failure};
+use weir_store::{NewRun, RunRecord, RunStatus, WriteOp, now_us};
+
+use super::attempt::NewAction;
+use super::state::{Counters, LiveAction, RunCache, RunOutcome, RunState};
+use super::{Engine, system};
+use crate::Result;
+use crate::registry::{self, TaskDef};
+use crate::run::{RunContext, RunHandle};
+
+fn is_alive(pid: u32) -> bool {
+    pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn generate_run_name() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let h = blake3::hash(format!("{}{}", now.as_nanos(), std::process::id()).as_bytes());
+    format!("r{}", &h.to_hex()[..10])
+}
+
+/// A failure of the run itself (not of one of its actions), recorded on the root.
+pub(crate) fn run_failure(task: &str, kind: ErrorKind, message: impl Into<String>) -> Failure {
+    Failure {
+        action_id: ActionId::ROOT.to_string(),
+        task: task.to_string(),
+        kind,
+        message: message.into(),
+        chain: vec![],
+    }
+}
+
+impl Engine {
+    /// Starts a run of `def` with canonical `inputs`.
+    pub async fn start_run(
+        &self,
+        def: &'static TaskDef,
+        inputs: Vec<u8>,
+        context: RunContext,
+    ) -> Result<RunHandle> {
+        def.check_inline("inputs", inputs.len())?;
+        let name = context.name.clone().unwrap_or_else(generate_run_name);
+        let payload = self
+            .store_payload(|| format!("{name}/a0/inputs"), &inputs)
+            .await?;
+        let record = self
+            .inner
+            .store
+            .create_run(&NewRun {
+                name: name.clone(),
+                task: def.full_name().into(),
+                inputs: payload,
+                context: serde_json::to_value(&context).unwrap_or_default(),
+                owner_pid: std::process::id(),
+            })
+            .map_err(system)?;
+        Ok(self.launch(record, def, Arc::from(inputs), &context, false, 0))
+    }
+
+    /// Resumes a run whose process died (SPEC §4.2): the root runs again and every child that
+    /// had succeeded returns its recorded output without running.
+    pub async fn resume_run(&self, name: &str, force: bool) -> Result<RunHandle> {
+        let record = self.inner.store.run_by_name(name).map_err(system)?;
+        let def = registry::find_task(&record.task).map_err(system)?;
+        let context: RunContext =
+            serde_json::from_value(record.context.clone()).unwrap_or_default();
+        if record.status.is_terminal() {
+            let (done, _) = watch::channel(Some(self.stored_outcome(&record).await?));
+            let state = Arc::new(self.new_run_state(&record, &context, done, false));
+            return Ok(RunHandle::new(self.clone(), state));
+        }
+        if !force && is_alive(record.owner_pid) {
+            return Err(system(format!(
+                "run {name} is still being driven by process {} (pass --force if that process is not weir)",
+                record.owner_pid
+            )));
+        }
+        let inputs = self.load_payload(&record.inputs).await?;
+        let root = self
+            .inner
+            .store
+            .action(record.id, ActionId::ROOT)
+            .ok()
+            .flatten();
+        self.inner.store.write(
+            WriteOp::ClaimRun {
+                run: record.id,
+                owner_pid: std::process::id(),
+            },
+            None,
+        );
+        Ok(self.launch(
+            record,
+            def,
+            inputs,
+            &context,
+            true,
+            root.map(|r| r.attempts).unwrap_or(0),
+        ))
+    }
+
+    async fn stored_outcome(&self, record: &RunRecord) -> Result<RunOutcome> {
+        Ok(match record.status {
+            RunStatus::Succeeded => match &record.output {
+                Some(p) => RunOutcome::Succeeded(self.load_payload(p).await?),
+                None => RunOutcome::Failed(run_failure(
+                    &record.task,
+                    ErrorKind::System,
+                    "the run succeeded but its output is missing",
+                )),
+            },
+            RunStatus::Aborted => RunOutcome::Aborted,
+            _ => RunOutcome::Failed(
+                record
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| run_failure(&record.task, ErrorKind::System, "failed")),
+            ),
+        })
+    }
+
+    fn new_run_state(
+        &self,
+        record: &RunRecord,
+        context: &RunContext,
+        done: watch::Sender<Option<RunOutcome>>,
+        recovering: bool,
+    ) -> RunState {
+        RunState {
+            id: record.id,
+            name: record.name.clone(),
+            limit: context
+                .max_action_concurrency
+                .map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            recovering,
+            live: Mutex::new(HashMap::default()),
+            counters: Counters::default(),
+            cache: RunCache {
+                disabled: context.disable_cache,
+                overwrite: context.overwrite_cache,
+                project_domain_only: context.cache_lookup_scope
+                    == crate::run::CacheLookupScope::ProjectDomain,
+                project: context.project.clone().unwrap_or_else(|| "default".into()),
+                domain: context
+                    .domain
+                    .clone()
+                    .unwrap_or_else(|| "development".into()),
+            },
+            done,
+            aborted: AtomicBool::new(false),
+        }
+    }
+
+    fn launch(
+        &self,
+        record: RunRecord,
+        def: &'static TaskDef,
+        inputs: Arc<[u8]>,
+        context: &RunContext,
+        recovering: bool,
+        base_attempt: u32,
+    ) -> RunHandle {
+        let (done, _) = watch::channel(None);
+        let run = Arc::new(self.new_run_state(&record, context, done, recovering));
+        self.inner.runs.lock().insert(run.id, run.clone());
+        run.counters.created.fetch_add(1, Ordering::Relaxed);
+        run.live
+            .lock()
+            .insert(ActionId::ROOT, LiveAction::queued(Vec::new(), None));
+        let task = tokio::spawn(self.clone().run_action(NewAction {
+            run: run.clone(),
+            id: ActionId::ROOT,
+            parent: ActionId::ROOT,
+            def,
+            inputs,
+            group: None,
+            base_attempt,
+            insert: false,
+        }));
+        if let Some(a) = run.live.lock().get_mut(&ActionId::ROOT) {
+            a.abort = Some(task.abort_handle());
+        }
+        RunHandle::new(self.clone(), run)
+    }
+
+    /// Aborts a run driven by this process: cancels every live action and records the run as
+    /// aborted. Returns false if this process does not drive the run.
+    pub fn abort_local(&self, run_name: &str) -> bool {
+        let run = self
+            .inner
+            .runs
+            .lock()
+            .values()
+            .find(|r| r.name == run_name)
+            .cloned();
+        let Some(run) = run else { return false };
+        self.abort_run_state(&run);
+        true
+    }
+
+    pub(crate) fn abort_run_state(&self, run: &Arc<RunState>) {
+        if run.aborted.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let aborted: Vec<_> = run
+            .live
+            .lock()
+            .drain()
+            .filter_map(|(_, mut a)| {
+                // Every live status accepts a cancel; the store's bulk update below writes it.
+                if let Ok(s) = a.status.take(weir_core::ActionEvent::Cancel) {
+                    a.status = s;
+                }
+                a.abort
+            })
+            .collect();
+        for h in aborted {
+            h.abort();
+        }
+        let state = run.clone();
+        let engine = self.clone();
+        self.write_abort(
+            run.id,
+            "",
+            Some(Box::new(move |_| {
+                state.done.send_replace(Some(RunOutcome::Aborted));
+                engine.inner.runs.lock().remove(&state.id);
+            })),
+        );
+    }
+
+    /// Marks a run aborted in the store when no live process drives it (the process that
+    /// drives it notices through the store, which it polls).
+    pub fn abort_stored(&self, record: &RunRecord) {
+        self.write_abort(record.id, &record.task, None);
+    }
+
+    fn write_abort(&self, run: weir_store::RunId, task: &str, ack: Option<weir_store::Ack>) {
+        let now = now_us();
+        self.inner.store.write(
+            WriteOp::CancelLiveActions {
+                run,
+                error: run_failure(task, ErrorKind::Cancelled, "the run was aborted"),
+                ended_at: now,
+            },
+            None,
+        );
+        self.inner.store.write(
+            WriteOp::FinishRun {
+                run,
+                status: RunStatus::Aborted,
+                output: None,
+                error: None,
+                ended_at: now,
+            },
+            ack,
+        );
+    }
+}
