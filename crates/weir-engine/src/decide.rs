@@ -7,6 +7,7 @@
 //! - [`cache_version`]: whether a call is cached, and under which version.
 //! - [`attempt_limit`], [`timeout_kind`], [`after_failure`]: the attempt loop's rules.
 //! - [`finish_writes`]: what an action's end writes, in which order.
+//! - [`owner_gone`]: whether a run's recorded owner may be taken over.
 
 use std::time::{Duration, Instant};
 
@@ -219,6 +220,29 @@ pub(crate) fn finish_writes(f: Finish<'_>) -> Result<Vec<WriteOp>, InvalidTransi
     Ok(writes)
 }
 
+/// What is known of a run's recorded owner when another engine wants to resume the run.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RecordedOwner {
+    /// It runs on this host.
+    pub same_host: bool,
+    /// It is this very engine instance.
+    pub is_me: bool,
+    /// Its process exists on this host (meaningless on another host).
+    pub pid_alive: bool,
+    /// Time since it last said it is alive, if it ever did.
+    pub silent_for: Option<Duration>,
+}
+
+/// Whether the run may be taken over: its owner is this engine, or a process of this host
+/// that no longer exists, or an owner (any host; a zombie or a reused pid) silent for longer
+/// than `presumed_gone`.
+pub(crate) fn owner_gone(owner: RecordedOwner, presumed_gone: Duration) -> bool {
+    if owner.is_me || (owner.same_host && !owner.pid_alive) {
+        return true;
+    }
+    owner.silent_for.is_some_and(|s| s > presumed_gone)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,6 +442,55 @@ mod tests {
             after_failure(ErrorKind::User, 0, &RetryPolicy::default(), None, now),
             Next::Finish
         );
+    }
+
+    #[test]
+    fn a_run_is_taken_over_only_from_a_dead_or_silent_owner() {
+        let gone = Duration::from_secs(10);
+        let alive = RecordedOwner {
+            same_host: true,
+            is_me: false,
+            pid_alive: true,
+            silent_for: Some(Duration::from_secs(1)),
+        };
+        assert!(!owner_gone(alive, gone));
+        // Its process is gone.
+        assert!(owner_gone(
+            RecordedOwner {
+                pid_alive: false,
+                ..alive
+            },
+            gone
+        ));
+        // The pid exists but never heartbeats any more (zombie, reused pid).
+        assert!(owner_gone(
+            RecordedOwner {
+                silent_for: Some(Duration::from_secs(11)),
+                ..alive
+            },
+            gone
+        ));
+        // Another host: the pid says nothing, only the heartbeat does.
+        let remote = RecordedOwner {
+            same_host: false,
+            pid_alive: false,
+            ..alive
+        };
+        assert!(!owner_gone(remote, gone));
+        assert!(owner_gone(
+            RecordedOwner {
+                silent_for: Some(Duration::from_secs(30)),
+                ..remote
+            },
+            gone
+        ));
+        assert!(owner_gone(
+            RecordedOwner {
+                is_me: true,
+                ..alive
+            },
+            gone
+        ));
     }
 
     fn child_id() -> ActionId {

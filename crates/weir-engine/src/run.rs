@@ -188,7 +188,7 @@ impl RunHandle {
                     }
                 }
                 _ = tokio::time::sleep(Engine::ABORT_POLL) => {
-                    if self.engine.aborted_in_store(&self.run) {
+                    if self.engine.aborted_in_store(&self.run).await {
                         self.engine.abort_run_state(&self.run);
                     }
                 }

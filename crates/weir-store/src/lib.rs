@@ -1,8 +1,11 @@
 //! Durable state of weir.
 //!
-//! [`Store`] is what the engine needs from a state backend: an ordered stream of writes
-//! ([`WriteOp`]) that are applied in group commits and acknowledged only once committed, and the
-//! reads behind recovery, the CLI and the UI. [`SqliteStore`] is the embedded backend.
+//! [`Store`] is what the engine, the CLI and the UI need from a state backend, and the only
+//! door to state: an ordered stream of writes ([`WriteOp`]) applied in group commits, whose
+//! commits are reported by [`Ticket`]s (nothing of the caller runs on the writer); async reads
+//! behind recovery, the cache, the CLI and the UI; and run ownership by owner id and epoch.
+//! [`SqliteStore`] is the embedded backend; a PostgreSQL backend implements the same trait and
+//! runs the same conformance suite (`tests/conformance.rs`).
 //!
 //! ## Why rusqlite
 //! The embedded backend uses `rusqlite` (bundled SQLite) directly: the hot path is one writer
@@ -19,11 +22,19 @@
 
 mod records;
 mod sqlite;
+mod ticket;
 mod ui_queries;
 
-pub use records::*;
-pub use sqlite::{SqliteStore, StoreOptions};
-pub use ui_queries::*;
+pub use records::{
+    ActionKind, ActionRecord, AttemptRecord, CacheEntry, NewRun, Page, Payload, RunFilter, RunId,
+    RunRecord, RunStatus, RunSummary, WriteOp, now_us,
+};
+pub use sqlite::{SCHEMA_VERSION, SqliteStore, StoreOptions};
+pub use ticket::{Promise, Ticket};
+pub use ui_queries::{
+    StatusCounts, UiAction, UiActionDetail, UiActivity, UiEnvUsage, UiGroup, UiLane, UiReader,
+    UiRun, UiRunFilter,
+};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -71,41 +82,109 @@ pub enum Error {
     /// The writer thread is gone (the store was closed or crashed).
     #[error("the state writer has stopped")]
     WriterGone,
-    /// A stored value could not be read.
+    /// A stored value could not be read, or the state directory could not be used.
     #[error("corrupt state: {0}")]
     Corrupt(String),
+    /// The run is driven by another engine (it claimed the run after this one did, or is
+    /// alive): this engine's writes for it are refused.
+    #[error(
+        "run {run:?} is driven by {owner} (claim {epoch}); a second driver would run its actions twice. If that process is gone, `resume --force` takes the run over"
+    )]
+    RunOwned {
+        /// Run name (or id when the name is not at hand).
+        run: String,
+        /// The owning engine instance.
+        owner: String,
+        /// Its claim's epoch.
+        epoch: u64,
+    },
 }
 
 /// Result of store operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Called once the write it belongs to is committed (or failed).
-pub type Ack = Box<dyn FnOnce(Result<(), std::sync::Arc<Error>>) + Send>;
+/// Opens (creating if needed) the state in `state_dir` with the backend for it (the embedded
+/// SQLite store; cluster mode adds PostgreSQL).
+pub fn open(
+    state_dir: &std::path::Path,
+    options: StoreOptions,
+) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(std::sync::Arc::new(SqliteStore::open(state_dir, options)?))
+}
 
-/// What the engine needs from a state backend.
+/// Opens existing state for reading only: nothing is created or changed; fails with
+/// [`Error::NoState`] when there is none.
+pub fn open_read_only(state_dir: &std::path::Path) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(std::sync::Arc::new(SqliteStore::open_read_only(state_dir)?))
+}
+
+/// The future of a read.
+pub type StoreFuture<'a, T> = futures::future::BoxFuture<'a, Result<T>>;
+
+/// A successful claim of a run: this owner drives it under this epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The run.
+    pub run: RunId,
+    /// The owner id.
+    pub owner: String,
+    /// The claim's epoch (1 for the creating engine, +1 per takeover).
+    pub epoch: u64,
+}
+
+/// What the engine, the CLI and the UI need from a state backend.
+///
+/// Writes are applied in the order they are queued. A write of a run this store instance has
+/// claimed ([`Store::create_run`], [`Store::claim_run`]) commits only while that claim is the
+/// run's newest: once another owner took the run over, its writes are refused with
+/// [`Error::RunOwned`] (reported on the tickets) and change nothing.
+///
+/// Reads see every write whose ticket has resolved; [`Store::sync`] makes a read see every
+/// write queued before it.
 pub trait Store: Send + Sync + 'static {
-    /// Queues a write. Writes are applied in the order they are queued; `ack`, if any, is called
-    /// after the transaction holding the write has committed.
-    fn write(&self, op: WriteOp, ack: Option<Ack>);
-    /// Creates a run and its root action; fails if the name is taken.
-    fn create_run(&self, run: &NewRun) -> Result<RunRecord>;
+    /// Queues a write; it commits with a later awaited write or after a short hold.
+    fn write(&self, op: WriteOp);
+    /// Queues a write and returns the ticket of the commit that holds it.
+    fn commit(&self, op: WriteOp) -> Ticket;
+    /// A ticket that resolves once every write queued before it is committed.
+    fn sync(&self) -> Ticket;
+    /// Creates a run, its root action and this owner's claim (epoch 1); fails with
+    /// [`Error::RunExists`] if the name is taken (and then writes nothing).
+    fn create_run(&self, run: NewRun) -> StoreFuture<'_, (RunRecord, Claim)>;
+    /// Takes a run over: succeeds only if the run's claim is still `seen_epoch` (compare and
+    /// set), else [`Error::RunOwned`] naming the owner that got there first.
+    fn claim_run(&self, run: RunId, owner: String, seen_epoch: u64) -> StoreFuture<'_, Claim>;
     /// A run by name.
-    fn run_by_name(&self, name: &str) -> Result<RunRecord>;
+    fn run_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, RunRecord>;
     /// Runs, newest first.
-    fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>>;
+    fn list_runs<'a>(&'a self, filter: &'a RunFilter) -> StoreFuture<'a, Vec<RunSummary>>;
     /// Actions of a run in creation order, paged.
-    fn list_actions(&self, run: RunId, page: Page) -> Result<Vec<ActionRecord>>;
+    fn list_actions(&self, run: RunId, page: Page) -> StoreFuture<'_, Vec<ActionRecord>>;
     /// One action with its payloads.
-    fn action(&self, run: RunId, id: weir_core::ActionId) -> Result<Option<ActionRecord>>;
+    fn action(&self, run: RunId, id: weir_core::ActionId) -> StoreFuture<'_, Option<ActionRecord>>;
     /// Failed attempts of one action, oldest first.
-    fn failed_attempts(&self, run: RunId, id: weir_core::ActionId) -> Result<Vec<AttemptRecord>>;
+    fn failed_attempts(
+        &self,
+        run: RunId,
+        id: weir_core::ActionId,
+    ) -> StoreFuture<'_, Vec<AttemptRecord>>;
     /// The cache entry for a key: any project/domain when `scope` is `None`, else only that
     /// project and domain's.
-    fn cache_lookup(&self, key: &str, scope: Option<(&str, &str)>) -> Result<Option<CacheEntry>>;
+    fn cache_lookup<'a>(
+        &'a self,
+        key: &'a str,
+        scope: Option<(&'a str, &'a str)>,
+    ) -> StoreFuture<'a, Option<CacheEntry>>;
     /// Cache entries, newest first, optionally of one task.
-    fn list_cache(&self, task: Option<&str>, limit: u32) -> Result<Vec<CacheEntry>>;
+    fn list_cache<'a>(
+        &'a self,
+        task: Option<&'a str>,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<CacheEntry>>;
     /// Deletes cache entries (of one task, or all); returns how many.
-    fn clear_cache(&self, task: Option<&str>) -> Result<u64>;
-    /// Blocks until every write queued so far is committed.
-    fn flush(&self) -> Result<()>;
+    fn clear_cache<'a>(&'a self, task: Option<&'a str>) -> StoreFuture<'a, u64>;
+    /// A store-wide setting (e.g. the object store URL payloads go to).
+    fn setting<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<String>>;
+    /// Sets a store-wide setting (committed before it returns).
+    fn set_setting<'a>(&'a self, key: &'a str, value: &'a str) -> StoreFuture<'a, ()>;
 }

@@ -111,8 +111,8 @@ pub struct NewRun {
     pub inputs: Payload,
     /// The run context, as JSON.
     pub context: serde_json::Value,
-    /// Process owning the run.
-    pub owner_pid: u32,
+    /// The engine instance that creates (and first drives) the run.
+    pub owner: String,
 }
 
 /// A run as stored.
@@ -140,8 +140,12 @@ pub struct RunRecord {
     pub output: Option<Payload>,
     /// Failure, when failed.
     pub error: Option<Failure>,
-    /// Process that last owned the run.
-    pub owner_pid: u32,
+    /// The engine instance that drives (or last drove) the run.
+    pub owner: String,
+    /// Epoch of its claim: 1 at creation, +1 per takeover.
+    pub epoch: u64,
+    /// When the owner last said it is alive (µs), if ever.
+    pub owner_seen_at: Option<i64>,
 }
 
 /// A run with action counts, for listings.
@@ -322,12 +326,12 @@ pub enum WriteOp {
         /// End time (µs).
         ended_at: i64,
     },
-    /// A process takes over a run (resume).
-    ClaimRun {
-        /// Run row id.
-        run: RunId,
-        /// The new owner.
-        owner_pid: u32,
+    /// An engine instance says it is alive: the runs it drives are not taken over.
+    OwnerAlive {
+        /// The owner id.
+        owner: String,
+        /// When (µs).
+        at: i64,
     },
     /// A cache entry is written (or replaced).
     PutCache(CacheEntry),
@@ -340,6 +344,21 @@ pub enum WriteOp {
         /// End time (µs).
         ended_at: i64,
     },
+}
+
+impl WriteOp {
+    /// The run the write belongs to (none for cache entries and owner heartbeats).
+    pub fn run(&self) -> Option<RunId> {
+        match self {
+            WriteOp::InsertAction { run, .. }
+            | WriteOp::StartAttempt { run, .. }
+            | WriteOp::FailAttempt { run, .. }
+            | WriteOp::FinishAction { run, .. }
+            | WriteOp::FinishRun { run, .. }
+            | WriteOp::CancelLiveActions { run, .. } => Some(*run),
+            WriteOp::PutCache(_) | WriteOp::OwnerAlive { .. } => None,
+        }
+    }
 }
 
 /// A cache entry (SPEC §6): the output of a task for a cache key, per project and domain.

@@ -5,6 +5,7 @@ use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::executor::block_on;
 use weir::prelude::*;
 use weir::{ActionId, CacheLookupScope, Runner};
 use weir_store::{ActionKind, ActionRecord, Page, Payload};
@@ -27,24 +28,21 @@ fn count(key: &str) -> u64 {
 fn actions(runner: &Runner, run: &str) -> Vec<ActionRecord> {
     runner.engine().flush().unwrap();
     let store = runner.engine().store();
-    let rec = store.run_by_name(run).unwrap();
-    store
-        .list_actions(
-            rec.id,
-            Page {
-                offset: 0,
-                limit: 100_000,
-            },
-        )
-        .unwrap()
+    let rec = block_on(store.run_by_name(run)).unwrap();
+    block_on(store.list_actions(
+        rec.id,
+        Page {
+            offset: 0,
+            limit: 100_000,
+        },
+    ))
+    .unwrap()
 }
 
 fn full(runner: &Runner, run: &str, id: ActionId) -> ActionRecord {
     let store = runner.engine().store();
-    store
-        .action(store.run_by_name(run).unwrap().id, id)
-        .unwrap()
-        .unwrap()
+    let rec = block_on(store.run_by_name(run)).unwrap();
+    block_on(store.action(rec.id, id)).unwrap().unwrap()
 }
 
 #[weir::task(env = ENV, cache = Cache::auto().ignored_inputs(["label"]))]
@@ -250,6 +248,7 @@ async fn large_outputs_are_cached_by_reference() {
         .engine()
         .store()
         .list_cache(Some("c.big_output"), 10)
+        .await
         .unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].version, "v1");
@@ -258,6 +257,7 @@ async fn large_outputs_are_cached_by_reference() {
             .engine()
             .store()
             .clear_cache(Some("c.big_output"))
+            .await
             .unwrap(),
         1
     );

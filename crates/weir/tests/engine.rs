@@ -32,16 +32,12 @@ async fn runner() -> (tempfile::TempDir, Runner) {
 fn actions(runner: &Runner, run: &str) -> Vec<weir_store::ActionRecord> {
     runner.engine().flush().unwrap();
     let store = runner.engine().store();
-    let rec = store.run_by_name(run).unwrap();
-    store
-        .list_actions(
-            rec.id,
-            weir_store::Page {
-                offset: 0,
-                limit: 100_000,
-            },
-        )
-        .unwrap()
+    let rec = futures::executor::block_on(store.run_by_name(run)).unwrap();
+    let page = weir_store::Page {
+        offset: 0,
+        limit: 100_000,
+    };
+    futures::executor::block_on(store.list_actions(rec.id, page)).unwrap()
 }
 
 #[weir::task(env = ENV)]
@@ -256,11 +252,12 @@ async fn retries_with_backoff_non_recoverable_and_panics() {
     let acts = actions(&runner, "flaky");
     assert_eq!(acts[0].attempts, 3);
     {
-        let rec = runner.engine().store().run_by_name("flaky").unwrap();
+        let rec = runner.engine().store().run_by_name("flaky").await.unwrap();
         let failed = runner
             .engine()
             .store()
             .failed_attempts(rec.id, ActionId::ROOT)
+            .await
             .unwrap();
         assert_eq!(failed.len(), 2);
         assert!(failed[0].error.message.contains("transient failure 1"));
@@ -586,7 +583,13 @@ async fn abort_cancels_live_actions() {
         acts.iter().map(|a| a.status).collect::<Vec<_>>()
     );
     assert_eq!(
-        runner.engine().store().run_by_name("abort").unwrap().status,
+        runner
+            .engine()
+            .store()
+            .run_by_name("abort")
+            .await
+            .unwrap()
+            .status,
         weir_store::RunStatus::Aborted
     );
 }

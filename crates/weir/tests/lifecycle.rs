@@ -228,7 +228,7 @@ async fn the_engine_takes_only_declared_transitions() {
         (S::Queued, E::Cancel),
         (S::Retrying, E::Cancel),
         (S::Failed, E::Resubmit),
-        // (S::Cancelled, E::Resubmit): needs reads that see queued writes (store barrier).
+        (S::Cancelled, E::Resubmit),
         (S::Running, E::LeaseLost),
     ] {
         assert!(
@@ -324,8 +324,11 @@ async fn tasks_know_their_run_action_and_attempt() {
     assert_eq!(attempt, 2);
     runner.engine().flush().unwrap();
     let store = runner.engine().store();
-    let rec = store.run_by_name("ctx").unwrap();
-    let acts = store.list_actions(rec.id, Default::default()).unwrap();
+    let rec = store.run_by_name("ctx").await.unwrap();
+    let acts = store
+        .list_actions(rec.id, Default::default())
+        .await
+        .unwrap();
     let child = acts.iter().find(|a| a.id.to_string() == action).unwrap();
     assert_eq!((child.status, child.attempts), (ActionStatus::Succeeded, 2));
 }

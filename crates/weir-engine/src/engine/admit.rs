@@ -111,7 +111,11 @@ impl Engine {
             return Ok(Attach::Wait(rx));
         }
         let record = match call.may_replay {
-            true => self.inner.store.action(run.id, id).map_err(system)?,
+            true => {
+                // Read what was queued before (a failed attempt's cancelled children).
+                self.inner.store.sync().await.map_err(system)?;
+                self.inner.store.action(run.id, id).await.map_err(system)?
+            }
             false => None,
         };
         let stored = record.as_ref().map(|r| Stored {
@@ -198,17 +202,14 @@ impl Engine {
             "cancelled: its caller stopped waiting",
         );
         failure.action_id = id.to_string();
-        self.inner.store.write(
-            WriteOp::FinishAction {
-                run: run.id,
-                id,
-                status: ActionStatus::Cancelled,
-                output: None,
-                error: Some(failure),
-                cache_hit: false,
-                ended_at: now_us(),
-            },
-            None,
-        );
+        self.inner.store.write(WriteOp::FinishAction {
+            run: run.id,
+            id,
+            status: ActionStatus::Cancelled,
+            output: None,
+            error: Some(failure),
+            cache_hit: false,
+            ended_at: now_us(),
+        });
     }
 }

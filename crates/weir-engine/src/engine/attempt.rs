@@ -51,21 +51,18 @@ impl Engine {
                 .await
             {
                 Ok(p) => p,
-                Err(e) => return self.fail(&run, id, def, e),
+                Err(e) => return self.fail(&run, id, def, e).await,
             };
-            store.write(
-                WriteOp::InsertAction {
-                    run: run.id,
-                    id,
-                    parent,
-                    task: def.full_name().to_string().into(),
-                    group,
-                    kind: ActionKind::Task,
-                    inputs: payload,
-                    queued_at: now_us(),
-                },
-                None,
-            );
+            store.write(WriteOp::InsertAction {
+                run: run.id,
+                id,
+                parent,
+                task: def.full_name().to_string().into(),
+                group,
+                kind: ActionKind::Task,
+                inputs: payload,
+                queued_at: now_us(),
+            });
         }
         let timeouts = &def.config().timeouts;
         let retry = &def.config().retry;
@@ -87,7 +84,7 @@ impl Engine {
                     def.full_name()
                 ),
             );
-            return self.fail(&run, id, def, e);
+            return self.fail(&run, id, def, e).await;
         }
         let mut attempt = base_attempt;
         let mut retries_used = 0;
@@ -97,15 +94,12 @@ impl Engine {
                 return; // cancelled meanwhile
             }
             let started = now_us();
-            store.write(
-                WriteOp::StartAttempt {
-                    run: run.id,
-                    id,
-                    attempt,
-                    started_at: started,
-                },
-                None,
-            );
+            store.write(WriteOp::StartAttempt {
+                run: run.id,
+                id,
+                attempt,
+                started_at: started,
+            });
             run.counters.running.fetch_add(1, Ordering::Relaxed);
             let ctx = Arc::new(TaskCtx::new(
                 self.clone(),
@@ -161,9 +155,11 @@ impl Engine {
                         .await
                     {
                         Ok(p) => p,
-                        Err(e) => return self.fail(&run, id, def, e),
+                        Err(e) => return self.fail(&run, id, def, e).await,
                     };
-                    return self.finish(&run, id, def, Ok((payload, Arc::from(out))));
+                    return self
+                        .finish(&run, id, def, Ok((payload, Arc::from(out))))
+                        .await;
                 }
                 Err(e) => e,
             };
@@ -174,22 +170,19 @@ impl Engine {
             if retrying && run.transition(id, ActionEvent::FailRetryable).is_err() {
                 return;
             }
-            store.write(
-                WriteOp::FailAttempt {
-                    run: run.id,
-                    id,
-                    attempt: AttemptRecord {
-                        attempt,
-                        started_at: started,
-                        ended_at: now_us(),
-                        error: failure.clone(),
-                    },
-                    retrying,
+            store.write(WriteOp::FailAttempt {
+                run: run.id,
+                id,
+                attempt: AttemptRecord {
+                    attempt,
+                    started_at: started,
+                    ended_at: now_us(),
+                    error: failure.clone(),
                 },
-                None,
-            );
+                retrying,
+            });
             let Next::Retry(delay) = next else {
-                return self.finish(&run, id, def, Err(failure));
+                return self.finish(&run, id, def, Err(failure)).await;
             };
             retries_used += 1;
             tracing::debug!(run = %run.name, action = %id, task = def.full_name(), attempt, error = %failure.message, "attempt failed, retrying");
@@ -203,18 +196,14 @@ impl Engine {
     }
 
     /// Ends an action with an error raised by the engine itself (payload storage, queue wait).
-    fn fail(&self, run: &Arc<RunState>, id: ActionId, def: &'static TaskDef, e: Error) {
-        self.finish(
-            run,
-            id,
-            def,
-            Err(e.to_failure(id.to_string(), def.full_name().into())),
-        );
+    async fn fail(&self, run: &Arc<RunState>, id: ActionId, def: &'static TaskDef, e: Error) {
+        let failure = e.to_failure(id.to_string(), def.full_name().into());
+        self.finish(run, id, def, Err(failure)).await;
     }
 
-    /// Queues the writes that end the action ([`decide::finish_writes`]); once committed, the
-    /// waiters get the outcome and the action leaves memory.
-    fn finish(
+    /// Queues the writes that end the action ([`decide::finish_writes`]); once they are
+    /// committed, the waiters get the outcome and the action leaves memory.
+    async fn finish(
         &self,
         run: &Arc<RunState>,
         id: ActionId,
@@ -252,47 +241,40 @@ impl Engine {
                 return;
             }
         };
-        let is_root = id == ActionId::ROOT;
-        let state = run.clone();
-        let engine = self.clone();
-        let ack: weir_store::Ack = Box::new(move |committed| {
-            let delivered = match committed {
-                Ok(()) => delivered,
-                Err(e) => Err(Failure {
-                    action_id: id.to_string(),
-                    task: def.full_name().into(),
-                    kind: ErrorKind::System,
-                    message: format!("could not persist the result: {e}"),
-                    chain: vec![],
-                }),
+        let mut writes = writes.into_iter();
+        let last = writes.next_back().expect("an action's end writes its row");
+        for op in writes {
+            self.inner.store.write(op);
+        }
+        let committed = self.inner.store.commit(last).await;
+        let delivered = match committed {
+            Ok(()) => delivered,
+            Err(e) => Err(Failure {
+                action_id: id.to_string(),
+                task: def.full_name().into(),
+                kind: ErrorKind::System,
+                message: format!("could not persist the result: {e}"),
+                chain: vec![],
+            }),
+        };
+        if delivered.is_ok() {
+            run.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+        } else {
+            run.counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let entry = run.live.lock().remove(&id);
+        if id == ActionId::ROOT {
+            let outcome = match &delivered {
+                Ok(b) => RunOutcome::Succeeded(b.clone()),
+                Err(f) => RunOutcome::Failed(f.clone()),
             };
-            if delivered.is_ok() {
-                state.counters.succeeded.fetch_add(1, Ordering::Relaxed);
-            } else {
-                state.counters.failed.fetch_add(1, Ordering::Relaxed);
+            run.done.send_replace(Some(outcome));
+            self.inner.runs.lock().remove(&run.id);
+        }
+        if let Some(entry) = entry {
+            for w in entry.waiters {
+                let _ = w.send(delivered.clone());
             }
-            let entry = state.live.lock().remove(&id);
-            if is_root {
-                let outcome = match &delivered {
-                    Ok(b) => RunOutcome::Succeeded(b.clone()),
-                    Err(f) => RunOutcome::Failed(f.clone()),
-                };
-                state.done.send_replace(Some(outcome));
-                engine.inner.runs.lock().remove(&state.id);
-            }
-            if let Some(entry) = entry {
-                for w in entry.waiters {
-                    let _ = w.send(delivered.clone());
-                }
-            }
-        });
-        let last = writes.len() - 1;
-        for (i, op) in writes.into_iter().enumerate() {
-            if i == last {
-                self.inner.store.write(op, Some(ack));
-                break;
-            }
-            self.inner.store.write(op, None);
         }
     }
 }

@@ -59,7 +59,13 @@ impl Engine {
             .cache
             .project_domain_only
             .then(|| (run.cache.project.as_str(), run.cache.domain.as_str()));
-        let Some(entry) = self.inner.store.cache_lookup(key, scope).map_err(system)? else {
+        let Some(entry) = self
+            .inner
+            .store
+            .cache_lookup(key, scope)
+            .await
+            .map_err(system)?
+        else {
             return Ok(None);
         };
         let Ok(bytes) = self.load_payload(&entry.output).await else {
@@ -77,31 +83,25 @@ impl Engine {
             .take(ActionEvent::CacheHit)
             .map_err(system)?;
         let now = now_us();
-        self.inner.store.write(
-            WriteOp::InsertAction {
-                run: run.id,
-                id: call.id,
-                parent: call.parent,
-                task: call.def.full_name().to_string().into(),
-                group: call.group.clone(),
-                kind: ActionKind::Task,
-                inputs,
-                queued_at: now,
-            },
-            None,
-        );
-        self.inner.store.write(
-            WriteOp::FinishAction {
-                run: run.id,
-                id: call.id,
-                status,
-                output: Some(entry.output),
-                error: None,
-                cache_hit: true,
-                ended_at: now,
-            },
-            None,
-        );
+        self.inner.store.write(WriteOp::InsertAction {
+            run: run.id,
+            id: call.id,
+            parent: call.parent,
+            task: call.def.full_name().to_string().into(),
+            group: call.group.clone(),
+            kind: ActionKind::Task,
+            inputs,
+            queued_at: now,
+        });
+        self.inner.store.write(WriteOp::FinishAction {
+            run: run.id,
+            id: call.id,
+            status,
+            output: Some(entry.output),
+            error: None,
+            cache_hit: true,
+            ended_at: now,
+        });
         run.counters.created.fetch_add(1, Ordering::Relaxed);
         run.counters.succeeded.fetch_add(1, Ordering::Relaxed);
         run.counters.cache_hits.fetch_add(1, Ordering::Relaxed);

@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 
-use tokio::sync::oneshot;
 use weir_core::{ActionEvent, ActionId, ActionStatus, ErrorKind, Failure};
 use weir_store::{ActionKind, RunId, WriteOp, now_us};
 
@@ -37,7 +36,9 @@ impl Engine {
         run_id: RunId,
         id: ActionId,
     ) -> Result<Checkpoint> {
-        let rec = self.inner.store.action(run_id, id).map_err(system)?;
+        // A checkpoint is looked up only after a retry or a resume: see what was queued before.
+        self.inner.store.sync().await.map_err(system)?;
+        let rec = self.inner.store.action(run_id, id).await.map_err(system)?;
         Ok(match rec.map(|r| (r.status, r.output, r.error)) {
             Some((ActionStatus::Succeeded, Some(out), _)) => {
                 Checkpoint::Output(self.load_payload(&out).await?.to_vec())
@@ -75,31 +76,24 @@ impl Engine {
         let status = running.take(event).map_err(system)?;
         let store = &self.inner.store;
         let what = t.name.to_string();
-        store.write(
-            WriteOp::InsertAction {
-                run: run.id,
-                id,
-                parent: t.parent,
-                task: t.name,
-                group: None,
-                kind: ActionKind::Trace,
-                inputs,
-                queued_at: t.started_at,
-            },
-            None,
-        );
-        store.write(
-            WriteOp::StartAttempt {
-                run: run.id,
-                id,
-                attempt: 1,
-                started_at: t.started_at,
-            },
-            None,
-        );
-        let (tx, rx) = oneshot::channel();
-        store.write(
-            WriteOp::FinishAction {
+        store.write(WriteOp::InsertAction {
+            run: run.id,
+            id,
+            parent: t.parent,
+            task: t.name,
+            group: None,
+            kind: ActionKind::Trace,
+            inputs,
+            queued_at: t.started_at,
+        });
+        store.write(WriteOp::StartAttempt {
+            run: run.id,
+            id,
+            attempt: 1,
+            started_at: t.started_at,
+        });
+        let committed = store
+            .commit(WriteOp::FinishAction {
                 run: run.id,
                 id,
                 status,
@@ -107,21 +101,13 @@ impl Engine {
                 error,
                 cache_hit: false,
                 ended_at: now_us(),
-            },
-            Some(Box::new(move |r| {
-                let _ = tx.send(r);
-            })),
-        );
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::with_kind(
+            })
+            .await;
+        committed.map_err(|e| {
+            Error::with_kind(
                 ErrorKind::System,
                 format!("could not record trace {what}: {e}"),
-            )),
-            Err(_) => Err(Error::with_kind(
-                ErrorKind::System,
-                format!("could not record trace {what}: the state writer stopped"),
-            )),
-        }
+            )
+        })
     }
 }

@@ -21,6 +21,7 @@ mod admit;
 mod attempt;
 mod cache;
 mod checkpoint;
+mod owner;
 mod payload;
 mod runs;
 mod state;
@@ -95,6 +96,9 @@ struct Inner {
     env_limits: crate::limits::EnvLimits,
     /// The process executor, when attempts run in worker processes.
     executor: Option<Arc<crate::worker::executor::Executor>>,
+    /// This engine instance as the owner of the runs it drives.
+    owner: owner::OwnerId,
+    heartbeat_started: std::sync::atomic::AtomicBool,
 }
 
 /// A handle on the engine that does not keep it alive (held by the process executor).
@@ -145,6 +149,8 @@ impl Engine {
                 options,
                 runs: Mutex::new(HashMap::new()),
                 env_limits: Default::default(),
+                owner: owner::OwnerId::generate(),
+                heartbeat_started: Default::default(),
             }),
         })
     }
@@ -169,7 +175,7 @@ impl Engine {
 
     /// Commits everything queued.
     pub fn flush(&self) -> Result<()> {
-        self.inner.store.flush().map_err(system)
+        self.inner.store.sync().wait().map_err(system)
     }
 
     /// The state of a run driven by this process, by id.
@@ -178,8 +184,8 @@ impl Engine {
     }
 
     /// Polls the store for an abort of this run requested by another process.
-    pub(crate) fn aborted_in_store(&self, run: &RunState) -> bool {
-        matches!(self.inner.store.run_by_name(&run.name), Ok(r) if r.status == RunStatus::Aborted)
+    pub(crate) async fn aborted_in_store(&self, run: &RunState) -> bool {
+        matches!(self.inner.store.run_by_name(&run.name).await, Ok(r) if r.status == RunStatus::Aborted)
     }
 
     /// Time between checks for an external abort.

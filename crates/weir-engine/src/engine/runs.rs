@@ -1,9 +1,9 @@
 //! Runs: start, resume after a crash, abort.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, watch};
@@ -11,15 +11,13 @@ use weir_core::{ActionId, ErrorKind, Failure};
 use weir_store::{NewRun, RunRecord, RunStatus, WriteOp, now_us};
 
 use super::attempt::NewAction;
+use super::owner::{OwnerId, PRESUMED_GONE, pid_alive};
 use super::state::{Counters, LiveAction, RunCache, RunOutcome, RunState};
 use super::{Engine, system};
 use crate::Result;
+use crate::decide::RecordedOwner;
 use crate::registry::{self, TaskDef};
 use crate::run::{RunContext, RunHandle};
-
-fn is_alive(pid: u32) -> bool {
-    pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
-}
 
 fn generate_run_name() -> String {
     let now = std::time::SystemTime::now()
@@ -53,16 +51,17 @@ impl Engine {
         let payload = self
             .store_payload(|| format!("{name}/a0/inputs"), &inputs)
             .await?;
-        let record = self
+        let (record, _claim) = self
             .inner
             .store
-            .create_run(&NewRun {
+            .create_run(NewRun {
                 name: name.clone(),
                 task: def.full_name().into(),
                 inputs: payload,
                 context: serde_json::to_value(&context).unwrap_or_default(),
-                owner_pid: std::process::id(),
+                owner: self.inner.owner.to_string(),
             })
+            .await
             .map_err(system)?;
         Ok(self.launch(record, def, Arc::from(inputs), &context, false, 0))
     }
@@ -70,7 +69,7 @@ impl Engine {
     /// Resumes a run whose process died (SPEC §4.2): the root runs again and every child that
     /// had succeeded returns its recorded output without running.
     pub async fn resume_run(&self, name: &str, force: bool) -> Result<RunHandle> {
-        let record = self.inner.store.run_by_name(name).map_err(system)?;
+        let record = self.inner.store.run_by_name(name).await.map_err(system)?;
         let def = registry::find_task(&record.task).map_err(system)?;
         let context: RunContext =
             serde_json::from_value(record.context.clone()).unwrap_or_default();
@@ -79,26 +78,27 @@ impl Engine {
             let state = Arc::new(self.new_run_state(&record, &context, done, false));
             return Ok(RunHandle::new(self.clone(), state));
         }
-        if !force && is_alive(record.owner_pid) {
-            return Err(system(format!(
-                "run {name} is still being driven by process {} (pass --force if that process is not weir)",
-                record.owner_pid
-            )));
+        if !force && !self.owner_gone(&record) {
+            return Err(system(weir_store::Error::RunOwned {
+                run: name.to_string(),
+                owner: record.owner.clone(),
+                epoch: record.epoch,
+            }));
         }
+        // Compare and set: of two engines resuming together, one gets the run.
+        self.inner
+            .store
+            .claim_run(record.id, self.inner.owner.to_string(), record.epoch)
+            .await
+            .map_err(system)?;
         let inputs = self.load_payload(&record.inputs).await?;
         let root = self
             .inner
             .store
             .action(record.id, ActionId::ROOT)
+            .await
             .ok()
             .flatten();
-        self.inner.store.write(
-            WriteOp::ClaimRun {
-                run: record.id,
-                owner_pid: std::process::id(),
-            },
-            None,
-        );
         Ok(self.launch(
             record,
             def,
@@ -107,6 +107,26 @@ impl Engine {
             true,
             root.map(|r| r.attempts).unwrap_or(0),
         ))
+    }
+
+    /// Whether the run's recorded owner is gone ([`crate::decide::owner_gone`]).
+    fn owner_gone(&self, record: &RunRecord) -> bool {
+        let me = &self.inner.owner;
+        let Some(owner) = OwnerId::parse(&record.owner) else {
+            return true; // no usable owner recorded
+        };
+        let silent_for = record
+            .owner_seen_at
+            .map(|at| Duration::from_micros(now_us().saturating_sub(at).max(0) as u64));
+        crate::decide::owner_gone(
+            RecordedOwner {
+                same_host: owner.host == me.host,
+                is_me: owner == *me,
+                pid_alive: owner.pid != me.pid && pid_alive(owner.pid),
+                silent_for,
+            },
+            PRESUMED_GONE,
+        )
     }
 
     async fn stored_outcome(&self, record: &RunRecord) -> Result<RunOutcome> {
@@ -170,6 +190,7 @@ impl Engine {
         recovering: bool,
         base_attempt: u32,
     ) -> RunHandle {
+        self.start_heartbeat();
         let (done, _) = watch::channel(None);
         let run = Arc::new(self.new_run_state(&record, context, done, recovering));
         self.inner.runs.lock().insert(run.id, run.clone());
@@ -227,43 +248,36 @@ impl Engine {
         for h in aborted {
             h.abort();
         }
-        let state = run.clone();
-        let engine = self.clone();
-        self.write_abort(
-            run.id,
-            "",
-            Some(Box::new(move |_| {
-                state.done.send_replace(Some(RunOutcome::Aborted));
-                engine.inner.runs.lock().remove(&state.id);
-            })),
-        );
+        let committed = self.write_abort(run.id, "");
+        let (state, engine) = (run.clone(), self.clone());
+        tokio::spawn(async move {
+            let _ = committed.await;
+            state.done.send_replace(Some(RunOutcome::Aborted));
+            engine.inner.runs.lock().remove(&state.id);
+        });
     }
 
     /// Marks a run aborted in the store when no live process drives it (the process that
     /// drives it notices through the store, which it polls).
-    pub fn abort_stored(&self, record: &RunRecord) {
-        self.write_abort(record.id, &record.task, None);
+    pub async fn abort_stored(&self, record: &RunRecord) -> Result<()> {
+        self.write_abort(record.id, &record.task)
+            .await
+            .map_err(system)
     }
 
-    fn write_abort(&self, run: weir_store::RunId, task: &str, ack: Option<weir_store::Ack>) {
+    fn write_abort(&self, run: weir_store::RunId, task: &str) -> weir_store::Ticket {
         let now = now_us();
-        self.inner.store.write(
-            WriteOp::CancelLiveActions {
-                run,
-                error: run_failure(task, ErrorKind::Cancelled, "the run was aborted"),
-                ended_at: now,
-            },
-            None,
-        );
-        self.inner.store.write(
-            WriteOp::FinishRun {
-                run,
-                status: RunStatus::Aborted,
-                output: None,
-                error: None,
-                ended_at: now,
-            },
-            ack,
-        );
+        self.inner.store.write(WriteOp::CancelLiveActions {
+            run,
+            error: run_failure(task, ErrorKind::Cancelled, "the run was aborted"),
+            ended_at: now,
+        });
+        self.inner.store.commit(WriteOp::FinishRun {
+            run,
+            status: RunStatus::Aborted,
+            output: None,
+            error: None,
+            ended_at: now,
+        })
     }
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use clap::Subcommand;
-use weir_store::{SqliteStore, Store, StoreOptions};
+use weir_store::StoreOptions;
 
 use super::{CliResult, Failure, OutputFormat};
 
@@ -24,12 +24,13 @@ pub(crate) enum CacheCommand {
     },
 }
 
-pub(crate) fn cache(state_dir: &Path, out: OutputFormat, cmd: CacheCommand) -> CliResult {
+pub(crate) async fn cache(state_dir: &Path, out: OutputFormat, cmd: CacheCommand) -> CliResult {
     match cmd {
         CacheCommand::List { task, limit } => {
-            let store = SqliteStore::open_read_only(state_dir).map_err(Failure::input)?;
+            let store = weir_store::open_read_only(state_dir).map_err(Failure::input)?;
             let entries = store
                 .list_cache(task.as_deref(), limit)
+                .await
                 .map_err(Failure::other)?;
             if out == OutputFormat::Json {
                 let items: Vec<_> = entries
@@ -62,14 +63,14 @@ pub(crate) fn cache(state_dir: &Path, out: OutputFormat, cmd: CacheCommand) -> C
             Ok(())
         }
         CacheCommand::Clear { task } => {
-            if !SqliteStore::db_path(state_dir).exists() {
-                return Err(Failure::input(weir_store::Error::NoState(
-                    state_dir.display().to_string(),
-                )));
-            }
+            // Refused (exit 2) where there is no state, before anything is created.
+            drop(weir_store::open_read_only(state_dir).map_err(Failure::input)?);
             let store =
-                SqliteStore::open(state_dir, StoreOptions::default()).map_err(Failure::other)?;
-            let n = store.clear_cache(task.as_deref()).map_err(Failure::other)?;
+                weir_store::open(state_dir, StoreOptions::default()).map_err(Failure::other)?;
+            let n = store
+                .clear_cache(task.as_deref())
+                .await
+                .map_err(Failure::other)?;
             eprintln!("removed {n} cache entries");
             Ok(())
         }

@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
 use weir_core::{ActionId, ActionStatus};
 use weir_engine::registry;
-use weir_store::{ActionRecord, Page, Payload, RunFilter, RunStatus, SqliteStore, Store};
+use weir_store::{ActionRecord, Page, Payload, RunFilter, RunStatus, Store};
 
 use super::{CliResult, Failure, OutputFormat};
 
@@ -58,8 +59,8 @@ pub(crate) struct IoArgs {
     action: String,
 }
 
-fn open(state_dir: &Path) -> Result<SqliteStore, Failure> {
-    SqliteStore::open_read_only(state_dir).map_err(Failure::input)
+fn open(state_dir: &Path) -> Result<Arc<dyn Store>, Failure> {
+    weir_store::open_read_only(state_dir).map_err(Failure::input)
 }
 
 fn fmt_time(us: i64) -> String {
@@ -102,15 +103,15 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
 
 pub(crate) async fn get(state_dir: &Path, out: OutputFormat, cmd: GetCommand) -> CliResult {
     match cmd {
-        GetCommand::Runs(a) => runs(state_dir, out, a),
-        GetCommand::Actions(a) => actions(state_dir, out, a),
+        GetCommand::Runs(a) => runs(state_dir, out, a).await,
+        GetCommand::Actions(a) => actions(state_dir, out, a).await,
         GetCommand::Io(a) => io(state_dir, out, a).await,
         GetCommand::Workers(a) => super::workers::workers(state_dir, out, a),
         GetCommand::Logs(a) => super::workers::logs(state_dir, out, a),
     }
 }
 
-fn runs(state_dir: &Path, out: OutputFormat, a: RunsArgs) -> CliResult {
+async fn runs(state_dir: &Path, out: OutputFormat, a: RunsArgs) -> CliResult {
     let status = match a.status.as_deref() {
         Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
             Failure::input(format!(
@@ -126,6 +127,7 @@ fn runs(state_dir: &Path, out: OutputFormat, a: RunsArgs) -> CliResult {
             name_contains: a.name,
             limit: Some(a.limit),
         })
+        .await
         .map_err(Failure::other)?;
     if out == OutputFormat::Json {
         println!("{}", serde_json::to_string(&runs).unwrap_or_default());
@@ -159,9 +161,9 @@ fn runs(state_dir: &Path, out: OutputFormat, a: RunsArgs) -> CliResult {
     Ok(())
 }
 
-fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResult {
+async fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResult {
     let store = open(state_dir)?;
-    let run = store.run_by_name(&a.run).map_err(Failure::input)?;
+    let run = store.run_by_name(&a.run).await.map_err(Failure::input)?;
     let list = store
         .list_actions(
             run.id,
@@ -170,6 +172,7 @@ fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResult {
                 limit: a.limit,
             },
         )
+        .await
         .map_err(Failure::other)?;
     if out == OutputFormat::Json {
         let items: Vec<_> = list.iter().map(action_json).collect();
@@ -253,7 +256,7 @@ fn action_json(r: &ActionRecord) -> serde_json::Value {
 
 async fn io(state_dir: &Path, out: OutputFormat, a: IoArgs) -> CliResult {
     let store = open(state_dir)?;
-    let run = store.run_by_name(&a.run).map_err(Failure::input)?;
+    let run = store.run_by_name(&a.run).await.map_err(Failure::input)?;
     let unknown = || {
         Failure::input(weir_store::Error::UnknownAction {
             run: a.run.clone(),
@@ -263,6 +266,7 @@ async fn io(state_dir: &Path, out: OutputFormat, a: IoArgs) -> CliResult {
     let id = ActionId::parse(&a.action).ok_or_else(unknown)?;
     let rec = store
         .action(run.id, id)
+        .await
         .map_err(Failure::other)?
         .ok_or_else(unknown)?;
     let blobs = weir_blob::BlobStore::local(&state_dir.join("blobs")).map_err(Failure::other)?;
@@ -285,7 +289,10 @@ async fn io(state_dir: &Path, out: OutputFormat, a: IoArgs) -> CliResult {
     } else {
         serde_json::Value::Null
     };
-    let attempts = store.failed_attempts(run.id, id).map_err(Failure::other)?;
+    let attempts = store
+        .failed_attempts(run.id, id)
+        .await
+        .map_err(Failure::other)?;
     let doc = json!({
         "run": a.run,
         "action": rec.id.to_string(),

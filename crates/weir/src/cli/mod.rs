@@ -135,7 +135,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Resume(args) => run::resume(&cli.state_dir, out, args).await,
         Command::Abort(args) => run::abort(&cli.state_dir, args).await,
         Command::Get(cmd) => get::get(&cli.state_dir, out, cmd).await,
-        Command::Cache(cmd) => cache::cache(&cli.state_dir, out, cmd),
+        Command::Cache(cmd) => cache::cache(&cli.state_dir, out, cmd).await,
         Command::Worker(args) => worker::worker(args).await,
         Command::Ui(args) => ui::ui(&cli.state_dir, args).await,
         Command::Tasks => {

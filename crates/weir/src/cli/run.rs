@@ -7,7 +7,6 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use weir_engine::registry::find_task;
 use weir_engine::{Engine, EngineOptions, RunContext, RunHandle};
-use weir_store::{SqliteStore, Store};
 
 use super::{CliResult, Failure, OutputFormat};
 
@@ -109,8 +108,8 @@ pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> C
         )));
     }
     if let Some(name) = &args.name
-        && let Ok(store) = SqliteStore::open_read_only(state_dir)
-        && store.run_by_name(name).is_ok()
+        && let Ok(store) = weir_store::open_read_only(state_dir)
+        && store.run_by_name(name).await.is_ok()
     {
         return Err(Failure::input(format!(
             "a run named {name:?} exists already in {}; choose another --name",
@@ -137,8 +136,8 @@ pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> C
 }
 
 pub(crate) async fn resume(state_dir: &Path, out: OutputFormat, args: ResumeArgs) -> CliResult {
-    let store = SqliteStore::open_read_only(state_dir).map_err(Failure::input)?;
-    let record = store.run_by_name(&args.run).map_err(Failure::input)?;
+    let store = weir_store::open_read_only(state_dir).map_err(Failure::input)?;
+    let record = store.run_by_name(&args.run).await.map_err(Failure::input)?;
     find_task(&record.task).map_err(|e| {
         Failure::input(format!(
             "run {} cannot be resumed by this binary: {e}",
@@ -156,8 +155,8 @@ pub(crate) async fn resume(state_dir: &Path, out: OutputFormat, args: ResumeArgs
 }
 
 pub(crate) async fn abort(state_dir: &Path, args: AbortArgs) -> CliResult {
-    let store = SqliteStore::open_read_only(state_dir).map_err(Failure::input)?;
-    let record = store.run_by_name(&args.run).map_err(Failure::input)?;
+    let store = weir_store::open_read_only(state_dir).map_err(Failure::input)?;
+    let record = store.run_by_name(&args.run).await.map_err(Failure::input)?;
     if record.status.is_terminal() {
         return Err(Failure::input(format!(
             "run {} has already ended ({})",
@@ -167,8 +166,7 @@ pub(crate) async fn abort(state_dir: &Path, args: AbortArgs) -> CliResult {
     }
     drop(store);
     let engine = open_engine(state_dir)?;
-    engine.abort_stored(&record);
-    engine.flush().map_err(Failure::other)?;
+    engine.abort_stored(&record).await.map_err(Failure::other)?;
     eprintln!("run {} aborted", args.run);
     Ok(())
 }

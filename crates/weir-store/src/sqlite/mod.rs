@@ -1,0 +1,357 @@
+//! The embedded SQLite backend: one writer thread with group commit (`writer`), one read
+//! connection. Reads run on the caller's thread when polled: each is a short indexed query,
+//! cheaper than a hop to a blocking pool (a PostgreSQL backend awaits its connection instead).
+
+mod reads;
+mod rows;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+pub(crate) use rows::{ACTION_COLUMNS, action_record_at, join};
+use writer::{Claims, Cmd, writer_loop};
+
+use weir_core::ActionId;
+
+use crate::{
+    ActionRecord, AttemptRecord, CacheEntry, Claim, Error, NewRun, Page, Result, RunFilter, RunId,
+    RunRecord, RunSummary, Store, StoreFuture, Ticket, WriteOp,
+};
+
+/// Newest schema this build reads and writes.
+pub const SCHEMA_VERSION: i64 = 2;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS runs(
+  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, task TEXT NOT NULL, status TEXT NOT NULL,
+  created_at INTEGER NOT NULL, ended_at INTEGER, inputs BLOB, inputs_ref TEXT, context TEXT NOT NULL,
+  output BLOB, output_ref TEXT, error TEXT, owner TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 1,
+  owner_seen_at INTEGER);
+CREATE TABLE IF NOT EXISTS actions(
+  seq INTEGER PRIMARY KEY, run INTEGER NOT NULL, id INTEGER NOT NULL, parent INTEGER NOT NULL,
+  task TEXT NOT NULL, grp TEXT, kind INTEGER NOT NULL, status INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, queued_at INTEGER NOT NULL, started_at INTEGER,
+  ended_at INTEGER, cache_hit INTEGER NOT NULL DEFAULT 0, inputs BLOB, inputs_ref TEXT,
+  output BLOB, output_ref TEXT, error TEXT);
+CREATE UNIQUE INDEX IF NOT EXISTS actions_by_id ON actions(run, id);
+-- Children of a parent in creation order (index entries end with the rowid `seq`).
+CREATE INDEX IF NOT EXISTS actions_by_parent ON actions(run, parent);
+CREATE TABLE IF NOT EXISTS cache(
+  key TEXT NOT NULL, project TEXT NOT NULL, domain TEXT NOT NULL, task TEXT NOT NULL,
+  version TEXT NOT NULL, output BLOB, output_ref TEXT, created_at INTEGER NOT NULL,
+  PRIMARY KEY(key, project, domain)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cache_by_task ON cache(task);
+CREATE TABLE IF NOT EXISTS attempts(
+  run INTEGER NOT NULL, action INTEGER NOT NULL, attempt INTEGER NOT NULL,
+  started_at INTEGER NOT NULL, ended_at INTEGER NOT NULL, error TEXT NOT NULL,
+  PRIMARY KEY(run, action, attempt)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
+
+/// From schema 1 (owner as a pid) to 2 (owner id + epoch, settings).
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE runs ADD COLUMN owner_seen_at INTEGER;
+UPDATE runs SET owner = 'pid ' || owner_pid;
+ALTER TABLE runs DROP COLUMN owner_pid;
+CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+UPDATE meta SET value = 2 WHERE key = 'schema_version';
+";
+
+/// Options of the SQLite store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// `synchronous=FULL` (survives power loss) instead of `NORMAL` (survives process crashes).
+    /// Default false.
+    pub fsync: bool,
+    /// Most writes in one transaction. Default 20 000.
+    pub max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            fsync: false,
+            max_batch: 20_000,
+        }
+    }
+}
+
+/// The embedded SQLite store (`<state-dir>/state.db`).
+pub struct SqliteStore {
+    path: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<Cmd>>>,
+    reader: Mutex<Connection>,
+    writer: Mutex<Option<thread::JoinHandle<()>>>,
+    claims: Claims,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + use<> {
+    let path = path.display().to_string();
+    move |source| Error::Sqlite {
+        path: path.clone(),
+        source,
+    }
+}
+
+impl SqliteStore {
+    /// The database file inside a state directory.
+    pub fn db_path(state_dir: &Path) -> PathBuf {
+        state_dir.join("state.db")
+    }
+
+    /// Opens (creating if needed) the store in `state_dir`.
+    pub fn open(state_dir: &Path, options: StoreOptions) -> Result<SqliteStore> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| Error::Corrupt(format!("cannot create {}: {e}", state_dir.display())))?;
+        let path = Self::db_path(state_dir);
+        let e = sql_err(&path);
+        let conn = Connection::open(&path).map_err(&e)?;
+        configure(&conn, options.fsync).map_err(&e)?;
+        if check_version(&conn, &path)? == Some(1) {
+            conn.execute_batch(&format!("BEGIN; {MIGRATE_1_TO_2} COMMIT;"))
+                .map_err(&e)?;
+        }
+        conn.execute_batch(SCHEMA).map_err(&e)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?1)",
+            [SCHEMA_VERSION],
+        )
+        .map_err(&e)?;
+        let writer_conn = Connection::open(&path).map_err(&e)?;
+        configure(&writer_conn, options.fsync).map_err(&e)?;
+        let (tx, rx) = mpsc::channel();
+        let wpath = path.clone();
+        let claims = Claims::default();
+        let writer_claims = claims.clone();
+        let handle = thread::Builder::new()
+            .name("weir-store-writer".into())
+            .spawn(move || writer_loop(writer_conn, wpath, rx, options.max_batch, writer_claims))
+            .map_err(|e| Error::Corrupt(format!("cannot start writer thread: {e}")))?;
+        Ok(SqliteStore {
+            path,
+            tx: Mutex::new(Some(tx)),
+            reader: Mutex::new(conn),
+            writer: Mutex::new(Some(handle)),
+            claims,
+        })
+    }
+
+    /// Opens an existing store for reading only; fails with [`Error::NoState`] if there is none.
+    /// Nothing in the directory is created or changed.
+    pub fn open_read_only(state_dir: &Path) -> Result<SqliteStore> {
+        let path = Self::db_path(state_dir);
+        if !path.exists() {
+            return Err(Error::NoState(state_dir.display().to_string()));
+        }
+        let e = sql_err(&path);
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(&e)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(&e)?;
+        if check_version(&conn, &path)? == Some(1) {
+            return Err(Error::Corrupt(format!(
+                "{} has schema version 1: open it once with a command that writes (e.g. `run`) to upgrade it",
+                path.display()
+            )));
+        }
+        Ok(SqliteStore {
+            path,
+            tx: Mutex::new(None),
+            reader: Mutex::new(conn),
+            writer: Mutex::new(None),
+            claims: Claims::default(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Commits what is queued and stops the writer thread.
+    pub fn close(&self) -> Result<()> {
+        let flushed = self
+            .sync()
+            .wait()
+            .map_err(|e| Error::Corrupt(e.to_string()));
+        self.tx.lock().take();
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+        flushed
+    }
+
+    #[allow(clippy::result_large_err)] // the command is handed back to run its ack
+    fn send(&self, cmd: Cmd) -> std::result::Result<(), Cmd> {
+        match self.tx.lock().as_ref() {
+            Some(tx) => tx.send(cmd).map_err(|e| e.0),
+            None => Err(cmd),
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+fn configure(conn: &Connection, fsync: bool) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
+    conn.pragma_update(None, "cache_size", -64_000)?;
+    Ok(())
+}
+
+/// The schema version found (`None` for a new database); refuses a newer one.
+fn check_version(conn: &Connection, path: &Path) -> Result<Option<i64>> {
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name='meta'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(sql_err(path))?
+        > 0;
+    if !has_meta {
+        return Ok(None);
+    }
+    let found: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key='schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql_err(path))?;
+    match found {
+        Some(v) if v > SCHEMA_VERSION => Err(Error::NewerSchema {
+            path: path.display().to_string(),
+            found: v,
+            supported: SCHEMA_VERSION,
+        }),
+        v => Ok(v),
+    }
+}
+impl SqliteStore {
+    fn queue(&self, op: WriteOp, promise: Option<crate::Promise>) {
+        if let Err(Cmd::Write(_, Some(promise))) = self.send(Cmd::Write(op, promise)) {
+            promise.resolve(Err(Arc::new(Error::WriterGone)));
+        }
+    }
+
+    fn claimed(&self, run: crate::RunId, owner: &str, epoch: u64) {
+        self.claims.lock().insert(run, (owner.to_string(), epoch));
+    }
+}
+
+impl Store for SqliteStore {
+    fn write(&self, op: WriteOp) {
+        self.queue(op, None);
+    }
+
+    fn commit(&self, op: WriteOp) -> Ticket {
+        let (ticket, promise) = Ticket::new();
+        self.queue(op, Some(promise));
+        ticket
+    }
+
+    fn sync(&self) -> Ticket {
+        let (ticket, promise) = Ticket::new();
+        match self.send(Cmd::Sync(promise)) {
+            Ok(()) => ticket,
+            // Read-only or closed: nothing is queued.
+            Err(_) => Ticket::ready(Ok(())),
+        }
+    }
+
+    fn create_run(&self, run: NewRun) -> StoreFuture<'_, (RunRecord, Claim)> {
+        let result = self.create_run_now(&run).map(|rec| {
+            self.claimed(rec.id, &run.owner, rec.epoch);
+            let claim = Claim {
+                run: rec.id,
+                owner: run.owner.clone(),
+                epoch: rec.epoch,
+            };
+            (rec, claim)
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn claim_run(&self, run: RunId, owner: String, seen_epoch: u64) -> StoreFuture<'_, Claim> {
+        let result = self.claim_now(run, &owner, seen_epoch).map(|epoch| {
+            self.claimed(run, &owner, epoch);
+            Claim { run, owner, epoch }
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn run_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, RunRecord> {
+        Box::pin(std::future::ready(self.run_by_name_now(name)))
+    }
+
+    fn list_runs<'a>(&'a self, filter: &'a RunFilter) -> StoreFuture<'a, Vec<RunSummary>> {
+        Box::pin(std::future::ready(self.list_runs_now(filter)))
+    }
+
+    fn list_actions(&self, run: RunId, page: Page) -> StoreFuture<'_, Vec<ActionRecord>> {
+        Box::pin(std::future::ready(self.list_actions_now(run, page)))
+    }
+
+    fn action(&self, run: RunId, id: ActionId) -> StoreFuture<'_, Option<ActionRecord>> {
+        Box::pin(std::future::ready(self.action_now(run, id)))
+    }
+
+    fn failed_attempts(&self, run: RunId, id: ActionId) -> StoreFuture<'_, Vec<AttemptRecord>> {
+        Box::pin(std::future::ready(self.failed_attempts_now(run, id)))
+    }
+
+    fn cache_lookup<'a>(
+        &'a self,
+        key: &'a str,
+        scope: Option<(&'a str, &'a str)>,
+    ) -> StoreFuture<'a, Option<CacheEntry>> {
+        Box::pin(std::future::ready(self.cache_lookup_now(key, scope)))
+    }
+
+    fn list_cache<'a>(
+        &'a self,
+        task: Option<&'a str>,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<CacheEntry>> {
+        Box::pin(std::future::ready(self.list_cache_now(task, limit)))
+    }
+
+    fn clear_cache<'a>(&'a self, task: Option<&'a str>) -> StoreFuture<'a, u64> {
+        Box::pin(std::future::ready(self.clear_cache_now(task)))
+    }
+
+    fn setting<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(std::future::ready(self.setting_now(key)))
+    }
+
+    fn set_setting<'a>(&'a self, key: &'a str, value: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(self.set_setting_now(key, value)))
+    }
+}

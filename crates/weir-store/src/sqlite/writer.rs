@@ -1,0 +1,458 @@
+//! The writer thread: group commits of queued writes, acknowledged through tickets once the
+//! transaction holding them has committed; writes of a run this store lost are refused.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, params};
+use weir_core::{ActionId, ActionStatus, Failure};
+
+use super::rows::{failure_json, split, split_opt};
+use crate::{ActionKind, Error, Payload, Promise, RunId, WriteOp};
+
+/// A command for the writer thread.
+pub(super) enum Cmd {
+    /// A write, and the promise of its ticket if someone waits for it.
+    Write(WriteOp, Option<Promise>),
+    /// Resolves once everything before it is committed.
+    Sync(Promise),
+}
+
+/// The runs this store instance drives: run → (owner, epoch of its claim).
+pub(super) type Claims = Arc<Mutex<HashMap<RunId, (String, u64)>>>;
+
+/// Waits for the next command. A chain of calls (each waiting on the previous commit) sends its
+/// next write within microseconds of an acknowledgement, so the writer polls briefly before
+/// parking its thread: a futex wake-up costs more than the commit itself.
+pub(super) fn next_command(rx: &mpsc::Receiver<Cmd>) -> Option<Cmd> {
+    let spin_until = std::time::Instant::now() + std::time::Duration::from_micros(SPIN_MICROS);
+    loop {
+        match rx.try_recv() {
+            Ok(cmd) => return Some(cmd),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Err(mpsc::TryRecvError::Empty) if std::time::Instant::now() < spin_until => {
+                std::hint::spin_loop()
+            }
+            Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
+        }
+    }
+}
+
+/// How long the writer polls for work before parking.
+const SPIN_MICROS: u64 = 30;
+
+/// Longest time a write nobody waits for is held back to share a commit.
+const MAX_HOLD: std::time::Duration = std::time::Duration::from_millis(2);
+
+impl Cmd {
+    /// Whether someone waits for this command's commit.
+    fn is_awaited(&self) -> bool {
+        match self {
+            Cmd::Write(_, Some(p)) | Cmd::Sync(p) => !p.is_abandoned(),
+            Cmd::Write(_, None) => false,
+        }
+    }
+}
+
+pub(super) fn writer_loop(
+    mut conn: Connection,
+    path: PathBuf,
+    rx: mpsc::Receiver<Cmd>,
+    max_batch: usize,
+    claims: Claims,
+) {
+    let mut batch: Vec<Cmd> = Vec::with_capacity(1024);
+    while let Some(first) = next_command(&rx) {
+        let mut awaited = first.is_awaited();
+        batch.push(first);
+        // Writes nobody waits for (an action queued or started) need no commit of their own:
+        // hold them until a write that is waited for arrives (usually microseconds later: the
+        // action's completion) or until `MAX_HOLD` passes. Their ordering is unchanged, and
+        // nothing unacknowledged was promised to anyone.
+        let hold_until = std::time::Instant::now() + MAX_HOLD;
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(cmd) => {
+                    awaited |= cmd.is_awaited();
+                    batch.push(cmd);
+                }
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let now = std::time::Instant::now();
+                    if awaited || now >= hold_until {
+                        break;
+                    }
+                    match rx.recv_timeout(hold_until - now) {
+                        Ok(cmd) => {
+                            awaited |= cmd.is_awaited();
+                            batch.push(cmd);
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        let sql_error = |source| {
+            Arc::new(Error::Sqlite {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let lost = lost_runs(&conn, &batch, &claims).map_err(sql_error);
+        let result = match &lost {
+            Ok(lost) => apply_batch(&mut conn, &batch, lost).map_err(sql_error),
+            Err(e) => Err(e.clone()),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, ops = batch.len(), "state commit failed");
+        }
+        let lost = lost.unwrap_or_default();
+        for cmd in batch.drain(..) {
+            match cmd {
+                Cmd::Write(op, Some(promise)) => match op.run().and_then(|r| lost.get(&r)) {
+                    Some(refusal) => promise.resolve(Err(refusal.clone())),
+                    None => promise.resolve(result.clone()),
+                },
+                Cmd::Write(_, None) => {}
+                Cmd::Sync(promise) => promise.resolve(result.clone()),
+            }
+        }
+    }
+}
+
+/// An action row assembled from the writes of one batch: an action that is queued, started and
+/// finished within one group commit costs one upsert instead of three statements.
+struct MergedRow<'a> {
+    run: RunId,
+    id: ActionId,
+    parent: ActionId,
+    task: &'a str,
+    group: Option<&'a str>,
+    kind: ActionKind,
+    status: ActionStatus,
+    attempts: u32,
+    queued_at: i64,
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+    cache_hit: bool,
+    inputs: &'a Payload,
+    output: Option<&'a Payload>,
+    error: Option<&'a Failure>,
+}
+
+/// The runs of this batch that this store claimed but another owner has claimed since: their
+/// writes are refused (with the reason each ticket gets).
+fn lost_runs(
+    conn: &Connection,
+    batch: &[Cmd],
+    claims: &Claims,
+) -> rusqlite::Result<HashMap<RunId, Arc<Error>>> {
+    let mut lost = HashMap::new();
+    let claims = claims.lock();
+    if claims.is_empty() {
+        return Ok(lost);
+    }
+    let mut checked = HashSet::new();
+    let mut st = conn.prepare_cached("SELECT name, owner, epoch FROM runs WHERE id = ?1")?;
+    for cmd in batch {
+        let Cmd::Write(op, _) = cmd else { continue };
+        let Some(run) = op.run() else { continue };
+        if !checked.insert(run) {
+            continue;
+        }
+        let Some((_, mine)) = claims.get(&run) else {
+            continue;
+        };
+        let now: Option<(String, String, i64)> = st
+            .query_row([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        if let Some((name, owner, epoch)) = now
+            && epoch as u64 != *mine
+        {
+            tracing::warn!(
+                run = name,
+                owner,
+                epoch,
+                "run taken over by another engine: its writes from here are refused"
+            );
+            lost.insert(
+                run,
+                Arc::new(Error::RunOwned {
+                    run: name,
+                    owner,
+                    epoch: epoch as u64,
+                }),
+            );
+        }
+    }
+    Ok(lost)
+}
+
+fn apply_batch(
+    conn: &mut Connection,
+    batch: &[Cmd],
+    lost: &HashMap<RunId, Arc<Error>>,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let mut rows: Vec<MergedRow<'_>> = Vec::new();
+    let mut pending: HashMap<(RunId, ActionId), usize> = HashMap::new();
+    for cmd in batch {
+        let Cmd::Write(op, _) = cmd else { continue };
+        if op.run().is_some_and(|r| lost.contains_key(&r)) {
+            continue;
+        }
+        match op {
+            WriteOp::InsertAction {
+                run,
+                id,
+                parent,
+                task,
+                group,
+                kind,
+                inputs,
+                queued_at,
+            } => {
+                let row = MergedRow {
+                    run: *run,
+                    id: *id,
+                    parent: *parent,
+                    task,
+                    group: group.as_deref(),
+                    kind: *kind,
+                    status: ActionStatus::Queued,
+                    attempts: 0,
+                    queued_at: *queued_at,
+                    started_at: None,
+                    ended_at: None,
+                    cache_hit: false,
+                    inputs,
+                    output: None,
+                    error: None,
+                };
+                match pending.get(&(*run, *id)) {
+                    Some(&i) => rows[i] = row,
+                    None => {
+                        pending.insert((*run, *id), rows.len());
+                        rows.push(row);
+                    }
+                }
+            }
+            WriteOp::StartAttempt {
+                run,
+                id,
+                attempt,
+                started_at,
+            } if pending.contains_key(&(*run, *id)) => {
+                let row = &mut rows[pending[&(*run, *id)]];
+                row.status = ActionStatus::Running;
+                row.attempts = *attempt;
+                row.started_at = Some(*started_at);
+            }
+            WriteOp::FinishAction {
+                run,
+                id,
+                status,
+                output,
+                error,
+                cache_hit,
+                ended_at,
+            } if pending.contains_key(&(*run, *id)) => {
+                let row = &mut rows[pending[&(*run, *id)]];
+                row.status = *status;
+                row.output = output.as_ref();
+                row.error = error.as_ref();
+                row.cache_hit = *cache_hit;
+                row.ended_at = Some(*ended_at);
+            }
+            WriteOp::FailAttempt {
+                run,
+                id,
+                retrying: true,
+                ..
+            } if pending.contains_key(&(*run, *id)) => {
+                rows[pending[&(*run, *id)]].status = ActionStatus::Retrying;
+                apply(&tx, op)?;
+            }
+            WriteOp::CancelLiveActions { .. } => {
+                // It must see every action queued before it.
+                for row in rows.drain(..) {
+                    upsert_row(&tx, &row)?;
+                }
+                pending.clear();
+                apply(&tx, op)?;
+            }
+            _ => apply(&tx, op)?,
+        }
+    }
+    for row in &rows {
+        upsert_row(&tx, row)?;
+    }
+    tx.commit()
+}
+
+fn upsert_row(tx: &rusqlite::Transaction<'_>, row: &MergedRow<'_>) -> rusqlite::Result<()> {
+    let (inputs, inputs_ref) = split(row.inputs);
+    let (output, output_ref) = row.output.map(split).unwrap_or((None, None));
+    let mut st = tx.prepare_cached(
+        "INSERT INTO actions(run, id, parent, task, grp, kind, status, attempts, queued_at, started_at,
+                             ended_at, cache_hit, inputs, inputs_ref, output, output_ref, error)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+         ON CONFLICT(run, id) DO UPDATE SET status = excluded.status,
+           attempts = max(attempts, excluded.attempts), queued_at = excluded.queued_at,
+           started_at = coalesce(excluded.started_at, started_at), ended_at = excluded.ended_at,
+           cache_hit = excluded.cache_hit, output = excluded.output, output_ref = excluded.output_ref,
+           error = excluded.error",
+    )?;
+    st.execute(params![
+        row.run,
+        row.id.as_i64(),
+        row.parent.as_i64(),
+        row.task,
+        row.group,
+        (row.kind == ActionKind::Trace) as i64,
+        row.status.code(),
+        row.attempts,
+        row.queued_at,
+        row.started_at,
+        row.ended_at,
+        row.cache_hit as i64,
+        inputs,
+        inputs_ref,
+        output,
+        output_ref,
+        row.error.and_then(|f| serde_json::to_string(f).ok()),
+    ])?;
+    Ok(())
+}
+
+fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
+    match op {
+        WriteOp::InsertAction { .. } => unreachable!("inserts are merged in apply_batch"),
+        WriteOp::PutCache(entry) => {
+            let (blob, reference) = split(&entry.output);
+            let mut st = tx.prepare_cached(
+                "INSERT OR REPLACE INTO cache(key, project, domain, task, version, output, output_ref, created_at)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            st.execute(params![
+                entry.key,
+                entry.project,
+                entry.domain,
+                entry.task,
+                entry.version,
+                blob,
+                reference,
+                entry.created_at
+            ])?;
+        }
+        WriteOp::StartAttempt {
+            run,
+            id,
+            attempt,
+            started_at,
+        } => {
+            let mut st = tx.prepare_cached("UPDATE actions SET status = ?3, attempts = ?4, started_at = ?5 WHERE run = ?1 AND id = ?2")?;
+            st.execute(params![
+                run,
+                id.as_i64(),
+                ActionStatus::Running.code(),
+                attempt,
+                started_at
+            ])?;
+        }
+        WriteOp::FailAttempt {
+            run,
+            id,
+            attempt,
+            retrying,
+        } => {
+            if *retrying {
+                let mut st =
+                    tx.prepare_cached("UPDATE actions SET status = ?3 WHERE run = ?1 AND id = ?2")?;
+                st.execute(params![run, id.as_i64(), ActionStatus::Retrying.code()])?;
+            }
+            let mut st = tx.prepare_cached(
+                "INSERT OR REPLACE INTO attempts(run, action, attempt, started_at, ended_at, error) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            st.execute(params![
+                run,
+                id.as_i64(),
+                attempt.attempt,
+                attempt.started_at,
+                attempt.ended_at,
+                serde_json::to_string(&attempt.error).unwrap_or_default()
+            ])?;
+        }
+        WriteOp::FinishAction {
+            run,
+            id,
+            status,
+            output,
+            error,
+            cache_hit,
+            ended_at,
+        } => {
+            let (blob, reference) = split_opt(output);
+            let mut st = tx.prepare_cached(
+                "UPDATE actions SET status = ?3, output = ?4, output_ref = ?5, error = ?6, cache_hit = ?7, ended_at = ?8
+                 WHERE run = ?1 AND id = ?2",
+            )?;
+            st.execute(params![
+                run,
+                id.as_i64(),
+                status.code(),
+                blob,
+                reference,
+                failure_json(error),
+                *cache_hit as i64,
+                ended_at
+            ])?;
+        }
+        WriteOp::FinishRun {
+            run,
+            status,
+            output,
+            error,
+            ended_at,
+        } => {
+            let (blob, reference) = split_opt(output);
+            let mut st = tx.prepare_cached("UPDATE runs SET status = ?2, output = ?3, output_ref = ?4, error = ?5, ended_at = ?6 WHERE id = ?1")?;
+            st.execute(params![
+                run,
+                status.as_str(),
+                blob,
+                reference,
+                failure_json(error),
+                ended_at
+            ])?;
+        }
+        WriteOp::OwnerAlive { owner, at } => {
+            let mut st = tx.prepare_cached(
+                "UPDATE runs SET owner_seen_at = ?2 WHERE owner = ?1 AND status = 'running'",
+            )?;
+            st.execute(params![owner, at])?;
+        }
+        WriteOp::CancelLiveActions {
+            run,
+            error,
+            ended_at,
+        } => {
+            tx.execute(
+                "UPDATE actions SET status = ?2, error = ?3, ended_at = ?4 WHERE run = ?1 AND status IN (?5, ?6, ?7)",
+                params![
+                    run,
+                    ActionStatus::Cancelled.code(),
+                    serde_json::to_string(error).unwrap_or_default(),
+                    ended_at,
+                    ActionStatus::Queued.code(),
+                    ActionStatus::Running.code(),
+                    ActionStatus::Retrying.code()
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,424 @@
+//! The store conformance suite: what every backend of [`Store`] must do, run against each
+//! backend through `dyn Store` (SQLite now; PostgreSQL joins with cluster mode by adding a
+//! line to [`backends`]).
+//!
+//! Covered: write ordering within and across group commits, tickets resolving only after the
+//! commit (visible to another connection), the sync barrier, run creation refusing a taken
+//! name, ownership by compare-and-set with writes of a superseded owner refused, cache scope,
+//! recovery reads (payloads, failed attempts, creation order, paging), settings, schema
+//! migration and refusal of a newer schema. Not yet here: the queue, leases, heartbeats,
+//! fenced completion and the reaper, which still live in the process executor's memory
+//! (`weir-engine` `worker::leases`, unit-tested there); they move into the store with cluster
+//! mode.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use weir_core::{ActionId, ActionStatus, ErrorKind, Failure};
+use weir_store::{
+    ActionKind, AttemptRecord, CacheEntry, Error, NewRun, Page, Payload, RunFilter, RunStatus,
+    SqliteStore, Store, StoreOptions, WriteOp,
+};
+
+type Open = fn(&Path) -> Arc<dyn Store>;
+
+fn backends() -> Vec<(&'static str, Open)> {
+    vec![("sqlite", |dir| {
+        Arc::new(SqliteStore::open(dir, StoreOptions::default()).unwrap())
+    })]
+}
+
+/// Runs `check` against a fresh store of every backend.
+async fn each_backend<F, Fut>(check: F)
+where
+    F: Fn(&'static str, Arc<dyn Store>, std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for (name, open) in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        check(name, open(dir.path()), dir.path().to_path_buf()).await;
+    }
+}
+
+fn new_run(name: &str, owner: &str) -> NewRun {
+    NewRun {
+        name: name.into(),
+        task: "env.root".into(),
+        inputs: Payload::Inline(vec![1, 2, 3]),
+        context: serde_json::json!({"labels": {}}),
+        owner: owner.into(),
+    }
+}
+
+fn insert(run: weir_store::RunId, id: u64) -> WriteOp {
+    WriteOp::InsertAction {
+        run,
+        id: ActionId(id),
+        parent: ActionId::ROOT,
+        task: "env.child".into(),
+        group: Some("g".into()),
+        kind: ActionKind::Task,
+        inputs: Payload::Offloaded {
+            path: "r1/x/inputs".into(),
+            size: 100_000,
+        },
+        queued_at: 1,
+    }
+}
+
+fn finish(run: weir_store::RunId, id: u64, status: ActionStatus, output: Option<u8>) -> WriteOp {
+    WriteOp::FinishAction {
+        run,
+        id: ActionId(id),
+        status,
+        output: output.map(|b| Payload::Inline(vec![b])),
+        error: None,
+        cache_hit: false,
+        ended_at: 9,
+    }
+}
+
+fn failure(id: u64) -> Failure {
+    Failure {
+        action_id: ActionId(id).to_string(),
+        task: "env.child".into(),
+        kind: ErrorKind::User,
+        message: "boom".into(),
+        chain: vec![],
+    }
+}
+
+#[tokio::test]
+async fn writes_apply_in_order_and_tickets_resolve_after_the_commit() {
+    each_backend(|backend, store, dir| async move {
+        let (run, _) = store.create_run(new_run("r1", "me")).await.unwrap();
+        assert_eq!(run.status, RunStatus::Running);
+        let child = 77;
+        store.write(insert(run.id, child));
+        store.write(WriteOp::StartAttempt {
+            run: run.id,
+            id: ActionId(child),
+            attempt: 1,
+            started_at: 2,
+        });
+        store.write(WriteOp::FailAttempt {
+            run: run.id,
+            id: ActionId(child),
+            attempt: AttemptRecord {
+                attempt: 1,
+                started_at: 2,
+                ended_at: 3,
+                error: failure(child),
+            },
+            retrying: true,
+        });
+        // The retrying status is written (it is not only a passing state in memory).
+        store.sync().await.unwrap();
+        let rec = store
+            .action(run.id, ActionId(child))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rec.status, ActionStatus::Retrying, "{backend}");
+        store.write(WriteOp::StartAttempt {
+            run: run.id,
+            id: ActionId(child),
+            attempt: 2,
+            started_at: 4,
+        });
+        let ticket = store.commit(finish(run.id, child, ActionStatus::Succeeded, Some(9)));
+        ticket.await.unwrap();
+        // Visible to another connection as soon as the ticket resolved.
+        let other = SqliteStore::open_read_only(&dir).unwrap();
+        let rec = other
+            .action(run.id, ActionId(child))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rec.status, ActionStatus::Succeeded);
+        assert_eq!(rec.attempts, 2);
+        assert_eq!(rec.output, Some(Payload::Inline(vec![9])));
+        assert_eq!(
+            rec.inputs,
+            Some(Payload::Offloaded {
+                path: "r1/x/inputs".into(),
+                size: 100_000
+            })
+        );
+        assert_eq!(rec.group.as_deref(), Some("g"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_resubmitted_action_is_queued_again_and_ordering_holds_across_commits() {
+    each_backend(|backend, store, _| async move {
+        let (run, _) = store.create_run(new_run("r", "me")).await.unwrap();
+        store.write(insert(run.id, 5));
+        store
+            .commit(finish(run.id, 5, ActionStatus::Failed, None))
+            .await
+            .unwrap();
+        // A second commit: the re-insert must land after the failure, not be merged before it.
+        store.write(insert(run.id, 5));
+        store.sync().await.unwrap();
+        let rec = store.action(run.id, ActionId(5)).await.unwrap().unwrap();
+        assert_eq!(rec.status, ActionStatus::Queued, "{backend}");
+        assert_eq!(rec.ended_at, None);
+        // Within one batch the last write wins too.
+        store.write(finish(run.id, 5, ActionStatus::Cancelled, None));
+        store.write(insert(run.id, 5));
+        store.write(finish(run.id, 5, ActionStatus::Succeeded, Some(1)));
+        store.sync().await.unwrap();
+        let rec = store.action(run.id, ActionId(5)).await.unwrap().unwrap();
+        assert_eq!(rec.status, ActionStatus::Succeeded);
+        assert_eq!(
+            store
+                .list_actions(run.id, Page::default())
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_taken_run_name_is_refused_and_changes_nothing() {
+    each_backend(|backend, store, _| async move {
+        let (first, claim) = store.create_run(new_run("same", "a")).await.unwrap();
+        assert_eq!((claim.epoch, claim.owner.as_str()), (1, "a"));
+        let err = store.create_run(new_run("same", "b")).await.unwrap_err();
+        assert!(
+            matches!(err, Error::RunExists(ref n) if n == "same"),
+            "{backend}: {err}"
+        );
+        let again = store.run_by_name("same").await.unwrap();
+        assert_eq!(
+            (again.id, again.owner.as_str(), again.epoch),
+            (first.id, "a", 1)
+        );
+        let runs = store.list_runs(&RunFilter::default()).await.unwrap();
+        assert_eq!(runs.len(), 1);
+        assert!(matches!(
+            store.run_by_name("nope").await,
+            Err(Error::UnknownRun(_))
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ownership_is_compare_and_set_and_a_superseded_owner_writes_nothing() {
+    for (_, open) in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = open(dir.path());
+        let (run, _) = original
+            .create_run(new_run("owned", "first"))
+            .await
+            .unwrap();
+        original.write(insert(run.id, 1));
+        original.sync().await.unwrap();
+        // Two engines try to take it over having read epoch 1: exactly one wins.
+        let a = open(dir.path());
+        let b = open(dir.path());
+        let won = a.claim_run(run.id, "second".into(), 1).await.unwrap();
+        assert_eq!(won.epoch, 2);
+        let lost = b.claim_run(run.id, "third".into(), 1).await.unwrap_err();
+        assert!(
+            matches!(lost, Error::RunOwned { ref owner, epoch: 2, .. } if owner == "second"),
+            "{lost}"
+        );
+        // The first owner's writes are now refused, on its tickets, and change nothing.
+        let refused = original
+            .commit(finish(run.id, 1, ActionStatus::Succeeded, Some(1)))
+            .await
+            .unwrap_err();
+        assert!(matches!(*refused, Error::RunOwned { .. }), "{refused}");
+        let rec = a.action(run.id, ActionId(1)).await.unwrap().unwrap();
+        assert_eq!(rec.status, ActionStatus::Queued);
+        // The new owner writes.
+        a.commit(finish(run.id, 1, ActionStatus::Succeeded, Some(1)))
+            .await
+            .unwrap();
+        let rec = a.action(run.id, ActionId(1)).await.unwrap().unwrap();
+        assert_eq!(rec.status, ActionStatus::Succeeded);
+        let rec = a.run_by_name("owned").await.unwrap();
+        assert_eq!((rec.owner.as_str(), rec.epoch), ("second", 2));
+        // Writes of another run in the same store are unaffected.
+        let (other, _) = original
+            .create_run(new_run("other", "first"))
+            .await
+            .unwrap();
+        original.commit(insert(other.id, 3)).await.unwrap();
+        // An owner's heartbeat is recorded on the runs it drives.
+        a.commit(WriteOp::OwnerAlive {
+            owner: "second".into(),
+            at: 123,
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            a.run_by_name("owned").await.unwrap().owner_seen_at,
+            Some(123)
+        );
+    }
+}
+
+fn entry(key: &str, project: &str, task: &str, byte: u8) -> CacheEntry {
+    CacheEntry {
+        key: key.into(),
+        project: project.into(),
+        domain: "development".into(),
+        task: task.into(),
+        version: "v1".into(),
+        output: Payload::Inline(vec![byte]),
+        created_at: byte as i64,
+    }
+}
+
+#[tokio::test]
+async fn cache_lookups_respect_scope_and_clearing() {
+    each_backend(|backend, store, _| async move {
+        store.write(WriteOp::PutCache(entry("k", "alpha", "env.a", 1)));
+        store.write(WriteOp::PutCache(entry("k2", "beta", "env.b", 2)));
+        store.sync().await.unwrap();
+        let global = store.cache_lookup("k", None).await.unwrap().unwrap();
+        assert_eq!(global.output, Payload::Inline(vec![1]), "{backend}");
+        assert!(
+            store
+                .cache_lookup("k", Some(("beta", "development")))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .cache_lookup("k", Some(("alpha", "development")))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // Replacing an entry keeps one per key, project and domain.
+        store.write(WriteOp::PutCache(entry("k", "alpha", "env.a", 7)));
+        store.sync().await.unwrap();
+        let all = store.list_cache(None, 10).await.unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(store.list_cache(Some("env.a"), 10).await.unwrap().len(), 1);
+        assert_eq!(store.clear_cache(Some("env.a")).await.unwrap(), 1);
+        assert!(store.cache_lookup("k", None).await.unwrap().is_none());
+        assert_eq!(store.clear_cache(None).await.unwrap(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn recovery_reads_return_attempts_in_order_and_actions_by_page() {
+    each_backend(|backend, store, _| async move {
+        let (run, _) = store.create_run(new_run("rec", "me")).await.unwrap();
+        for id in 1..=5 {
+            store.write(insert(run.id, id * 10));
+        }
+        for attempt in 1..=3 {
+            store.write(WriteOp::FailAttempt {
+                run: run.id,
+                id: ActionId(10),
+                attempt: AttemptRecord {
+                    attempt,
+                    started_at: attempt as i64,
+                    ended_at: attempt as i64 + 1,
+                    error: failure(10),
+                },
+                retrying: attempt < 3,
+            });
+        }
+        store.sync().await.unwrap();
+        let attempts = store.failed_attempts(run.id, ActionId(10)).await.unwrap();
+        assert_eq!(
+            attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+            vec![1, 2, 3],
+            "{backend}"
+        );
+        let page = store
+            .list_actions(
+                run.id,
+                Page {
+                    offset: 2,
+                    limit: 3,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            page.iter().map(|a| a.id).collect::<Vec<_>>(),
+            vec![ActionId(20), ActionId(30), ActionId(40)]
+        );
+        // Listings carry no payloads; one action's read carries them.
+        assert!(page[0].inputs.is_none());
+        let root = store.action(run.id, ActionId::ROOT).await.unwrap().unwrap();
+        assert_eq!(root.inputs, Some(Payload::Inline(vec![1, 2, 3])));
+        assert!(store.action(run.id, ActionId(999)).await.unwrap().is_none());
+        let runs = store.list_runs(&RunFilter::default()).await.unwrap();
+        assert_eq!(runs[0].actions.get("queued"), Some(&5));
+        assert_eq!(runs[0].actions.get("retrying"), Some(&1));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn settings_round_trip() {
+    each_backend(|backend, store, _| async move {
+        assert_eq!(store.setting("blob_url").await.unwrap(), None, "{backend}");
+        store.set_setting("blob_url", "file:///x").await.unwrap();
+        store.set_setting("blob_url", "s3://b/p").await.unwrap();
+        assert_eq!(
+            store.setting("blob_url").await.unwrap().as_deref(),
+            Some("s3://b/p")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_migrates_schema_1_and_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = SqliteStore::db_path(dir.path());
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             INSERT INTO meta VALUES('schema_version', 1);
+             CREATE TABLE runs(
+               id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, task TEXT NOT NULL, status TEXT NOT NULL,
+               created_at INTEGER NOT NULL, ended_at INTEGER, inputs BLOB, inputs_ref TEXT, context TEXT NOT NULL,
+               output BLOB, output_ref TEXT, error TEXT, owner_pid INTEGER NOT NULL);
+             INSERT INTO runs(name, task, status, created_at, context, owner_pid)
+               VALUES('old', 'env.t', 'succeeded', 1, '{}', 4242);",
+        )
+        .unwrap();
+    }
+    // A read-only open does not change it, and says how to upgrade.
+    let err = SqliteStore::open_read_only(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("schema version 1"), "{err}");
+    let store = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let old = store.run_by_name("old").await.unwrap();
+    assert_eq!((old.owner.as_str(), old.epoch), ("pid 4242", 1));
+    let (_, claim) = store.create_run(new_run("new", "me")).await.unwrap();
+    assert_eq!(claim.epoch, 1);
+    store.close().unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE meta SET value = 99 WHERE key = 'schema_version'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let err = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+    assert!(matches!(
+        SqliteStore::open_read_only(&dir.path().join("missing")),
+        Err(Error::NoState(_))
+    ));
+}
