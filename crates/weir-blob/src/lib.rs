@@ -9,10 +9,14 @@
 //! partial value that reads as valid. Keys are validated so that none can escape the store's
 //! root (`..`, empty segments and absolute paths are refused).
 
+mod payloads;
+
 use std::sync::Arc;
 
 use object_store::path::Path;
+
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+pub use payloads::{BLOB_URL_SETTING, PayloadKey, Payloads};
 
 /// A storage failure, naming the key or URL involved.
 #[derive(Debug, thiserror::Error)]

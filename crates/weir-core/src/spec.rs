@@ -24,8 +24,6 @@ pub struct TaskEnvironment {
     resources: Resources,
     reuse: Option<ReusePolicy>,
     cache: CachePolicy,
-    env_vars: Vec<(String, String)>,
-    depends_on: Vec<String>,
     max_inline_io: u64,
     max_concurrency: Option<usize>,
 }
@@ -39,8 +37,6 @@ impl TaskEnvironment {
             resources: Resources::default(),
             reuse: None,
             cache: Cache::disable(),
-            env_vars: Vec::new(),
-            depends_on: Vec::new(),
             max_inline_io: DEFAULT_MAX_INLINE_IO,
             max_concurrency: None,
         }
@@ -60,23 +56,14 @@ impl TaskEnvironment {
         self.cache = c.into();
         self
     }
-    /// An environment variable set for the environment's tasks.
-    pub fn env_var(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env_vars.push((key.into(), value.into()));
-        self
-    }
-    /// Another environment this one's tasks call (deployed together).
-    pub fn depends_on(mut self, other: &TaskEnvironment) -> Self {
-        self.depends_on.push(other.name.clone());
-        self
-    }
     /// Inline limit in bytes for inputs and outputs of this environment's tasks.
     pub fn max_inline_io(mut self, bytes: u64) -> Self {
         self.max_inline_io = bytes;
         self
     }
-    /// At most this many of the environment's actions run at once in the embedded in-process
-    /// executor (default: unbounded).
+    /// At most this many of the environment's actions run at once, in process and in worker
+    /// processes (default: unbounded; with a reuse policy at most `max replicas × concurrency`
+    /// in any case).
     pub fn max_concurrency(mut self, n: usize) -> Self {
         self.max_concurrency = Some(n.max(1));
         self
@@ -98,19 +85,12 @@ impl TaskEnvironment {
     pub fn cache_policy(&self) -> &CachePolicy {
         &self.cache
     }
-    /// Environment variables.
-    pub fn env_vars(&self) -> &[(String, String)] {
-        &self.env_vars
-    }
-    /// Names of environments this one depends on.
-    pub fn dependencies(&self) -> &[String] {
-        &self.depends_on
-    }
     /// Inline limit in bytes.
     pub fn inline_limit(&self) -> u64 {
         self.max_inline_io
     }
-    /// Concurrency bound of the in-process executor.
+    /// The `max_concurrency` setting (see `weir_engine`'s environment bound for the effective
+    /// limit with a reuse policy).
     pub fn concurrency_limit(&self) -> Option<usize> {
         self.max_concurrency
     }

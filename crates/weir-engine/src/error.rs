@@ -59,6 +59,20 @@ impl Error {
         }
     }
 
+    /// The error of a failed run or action as its caller outside the run sees it: the kind of
+    /// what failed (the root's own timeout, or `child_failed` when the root failed because of
+    /// a child it did not handle), with the failure record in [`Error::child`].
+    pub fn from_failure(failure: Failure) -> Error {
+        Error {
+            inner: Box::new(Inner {
+                kind: failure.kind,
+                message: failure.to_string(),
+                chain: Vec::new(),
+                child: Some(failure),
+            }),
+        }
+    }
+
     /// Why it failed.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind

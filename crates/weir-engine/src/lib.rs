@@ -26,6 +26,7 @@ pub use call::{
     CapturedContext, TaskArgs, TaskCall, TaskContext, capture_context, context, in_task,
     with_context,
 };
+pub use engine::error::Error as EngineError;
 pub use engine::{Engine, EngineOptions, RunOutcome};
 pub use error::{Error, Result, StdError};
 pub use run::{CacheLookupScope, Progress, Run, RunContext, RunHandle};

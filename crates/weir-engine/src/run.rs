@@ -36,17 +36,12 @@ pub struct RunContext {
     /// Cache lookup scope.
     #[serde(default)]
     pub cache_lookup_scope: CacheLookupScope,
-    /// Object-store prefix for this run's reference data.
-    pub raw_data_storage: Option<String>,
     /// At most this many actions of the run execute at once (a parent waiting on children does
     /// not hold a slot).
     pub max_action_concurrency: Option<usize>,
     /// Labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// Environment variables for the run's tasks.
-    #[serde(default)]
-    pub env_vars: BTreeMap<String, String>,
     /// Project (default `"default"`).
     pub project: Option<String>,
     /// Domain (default `"development"`).
@@ -86,11 +81,6 @@ impl RunContext {
     /// Adds a label.
     pub fn label(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.labels.insert(k.into(), v.into());
-        self
-    }
-    /// Adds an environment variable.
-    pub fn env_var(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
-        self.env_vars.insert(k.into(), v.into());
         self
     }
     /// Project and domain.
@@ -174,7 +164,7 @@ impl RunHandle {
             if let Some(outcome) = rx.borrow_and_update().clone() {
                 return match outcome {
                     RunOutcome::Succeeded(b) => Ok(b),
-                    RunOutcome::Failed(f) => Err(Error::from_child(f)),
+                    RunOutcome::Failed(f) => Err(Error::from_failure(f)),
                     RunOutcome::Aborted => Err(Error::with_kind(
                         ErrorKind::Cancelled,
                         format!("run {} was aborted", self.name()),

@@ -15,8 +15,8 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use weir_core::ActionId;
 use weir_store::{
-    ActionKind, Payload, StatusCounts, UiAction, UiActivity, UiGroup, UiReader, UiRun, UiRunFilter,
-    now_us,
+    ActionKind, Payload, ReadModel, StatusCounts, UiAction, UiActivity, UiGroup, UiRun,
+    UiRunFilter, now_us,
 };
 
 use crate::cache::Slot;
@@ -88,7 +88,7 @@ type ApiResult = Result<Json<Value>, ApiError>;
 
 struct Inner {
     state_dir: PathBuf,
-    reader: Mutex<Option<Arc<UiReader>>>,
+    reader: Mutex<Option<Arc<dyn ReadModel>>>,
     counts: Slot<i64, (StatusCounts, i64)>,
     groups: Slot<(i64, ActionId), Vec<UiGroup>>,
     activity: Slot<(i64, usize), UiActivity>,
@@ -100,12 +100,12 @@ struct Inner {
 pub(crate) struct App(Arc<Inner>);
 
 impl App {
-    fn reader(&self) -> Result<Arc<UiReader>, ApiError> {
+    fn reader(&self) -> Result<Arc<dyn ReadModel>, ApiError> {
         let mut slot = self.0.reader.lock();
         if let Some(r) = slot.as_ref() {
             return Ok(r.clone());
         }
-        let reader = Arc::new(UiReader::open(&self.0.state_dir)?);
+        let reader = weir_store::open_read_model(&self.0.state_dir)?;
         *slot = Some(reader.clone());
         Ok(reader)
     }
@@ -113,10 +113,10 @@ impl App {
     /// Runs a read on a blocking thread.
     pub(crate) async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&UiReader) -> Result<T, weir_store::Error> + Send + 'static,
+        f: impl FnOnce(&dyn ReadModel) -> Result<T, weir_store::Error> + Send + 'static,
     ) -> Result<T, ApiError> {
         let reader = self.reader()?;
-        tokio::task::spawn_blocking(move || f(&reader))
+        tokio::task::spawn_blocking(move || f(reader.as_ref()))
             .await
             .map_err(|e| ApiError::internal(format!("read panicked: {e}")))?
             .map_err(ApiError::from)
@@ -486,16 +486,22 @@ async fn payload_json(app: &App, payload: Option<Payload>) -> Value {
                     "note": format!("too large to show here ({size} bytes); use `weir get io`"),
                 });
             }
-            let blobs_dir = app.0.state_dir.join("blobs");
+            let state_dir = app.0.state_dir.clone();
+            let payload = Payload::Offloaded {
+                path: path.clone(),
+                size,
+            };
             let read = async {
-                if !blobs_dir.is_dir() {
-                    return Err(format!("object store {} is missing", blobs_dir.display()));
-                }
-                let store = weir_blob::BlobStore::local(&blobs_dir).map_err(|e| e.to_string())?;
-                store.get(&path).await.map_err(|e| e.to_string())
+                let recorded = app
+                    .read(|r| r.setting(weir_blob::BLOB_URL_SETTING))
+                    .await
+                    .map_err(|e| e.message)?;
+                let payloads = weir_blob::Payloads::of_state(&state_dir, recorded.as_deref())
+                    .map_err(|e| e.to_string())?;
+                payloads.load(&payload).await.map_err(|e| e.to_string())
             };
             match read.await {
-                Ok(b) => (b, Some(path)),
+                Ok(b) => (b.to_vec(), Some(path)),
                 Err(e) => return json!({ "size": size, "offloaded": path, "note": e }),
             }
         }

@@ -23,7 +23,7 @@
 mod records;
 mod sqlite;
 mod ticket;
-mod ui_queries;
+mod ui;
 
 pub use records::{
     ActionKind, ActionRecord, AttemptRecord, CacheEntry, NewRun, Page, Payload, RunFilter, RunId,
@@ -31,9 +31,9 @@ pub use records::{
 };
 pub use sqlite::{SCHEMA_VERSION, SqliteStore, StoreOptions};
 pub use ticket::{Promise, Ticket};
-pub use ui_queries::{
-    StatusCounts, UiAction, UiActionDetail, UiActivity, UiEnvUsage, UiGroup, UiLane, UiReader,
-    UiRun, UiRunFilter,
+pub use ui::{
+    ReadModel, STATUSES, StatusCounts, UiAction, UiActionDetail, UiActivity, UiEnvUsage, UiGroup,
+    UiLane, UiReader, UiRun, UiRunFilter, open_read_model,
 };
 
 /// A store failure.

@@ -29,7 +29,7 @@
 //! ```
 //!
 //! A binary that calls [`cli::main`] gets the command line: `run`, `resume`, `abort`,
-//! `get runs|actions|io`.
+//! `get runs|actions|io|workers|logs`, `cache list|clear`, `tasks`, `ui` and `worker`.
 
 extern crate self as weir;
 
@@ -47,11 +47,14 @@ pub use weir_core::spec::{
 };
 pub use weir_core::{ActionId, ActionStatus, ErrorKind, Failure};
 pub use weir_engine::durable;
-/// Worker processes (SPEC §7): options, the protocol and `get workers` records.
-pub use weir_engine::worker;
+/// Worker processes (SPEC §7): where attempts run and the process executor's settings. (The
+/// wire protocol is internal to weir.)
+pub mod worker {
+    pub use weir_engine::worker::{ExecutorKind, WorkerOptions, read_snapshot};
+}
 pub use weir_engine::{
-    CacheLookupScope, Engine, EngineOptions, Error, Progress, Result, Run, RunContext, RunHandle,
-    TaskCall, TaskContext, context, in_task,
+    CacheLookupScope, Engine, EngineError, EngineOptions, Error, Progress, Result, Run, RunContext,
+    RunHandle, TaskCall, TaskContext, context, in_task,
 };
 pub use weir_macros::{task, trace};
 pub use worker_once::WorkerOnce;

@@ -3,10 +3,7 @@
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
-use weir_core::ErrorKind;
-use weir_engine::{Engine, EngineOptions, Run, RunContext, TaskCall};
-
-use crate::{Error, Result};
+use weir_engine::{Engine, EngineError, EngineOptions, Run, RunContext, TaskCall};
 
 /// Starts and resumes runs. Embedded by default: state in a directory (SQLite + local object
 /// store), tasks executed in this process.
@@ -18,15 +15,16 @@ pub struct Runner {
 
 impl Runner {
     /// An embedded runner with its state in `state_dir` (created if needed), e.g. `".weir"`.
-    pub async fn embedded(state_dir: impl AsRef<Path>) -> Result<Runner> {
+    pub async fn embedded(state_dir: impl AsRef<Path>) -> Result<Runner, EngineError> {
         Runner::with_options(EngineOptions::new(state_dir.as_ref())).await
     }
 
     /// An embedded runner with explicit engine options.
-    pub async fn with_options(options: EngineOptions) -> Result<Runner> {
-        let engine = tokio::task::spawn_blocking(move || Engine::open(options))
-            .await
-            .map_err(|e| Error::with_kind(ErrorKind::System, e))??;
+    pub async fn with_options(options: EngineOptions) -> Result<Runner, EngineError> {
+        let engine = match tokio::task::spawn_blocking(move || Engine::open(options)).await {
+            Ok(opened) => opened?,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         Ok(Runner {
             engine,
             context: RunContext::default(),
@@ -55,13 +53,13 @@ impl Runner {
     }
 
     /// Starts a run of a task call: `runner.run(my_task(args)).await?`, then `run.wait().await?`.
-    pub async fn run<O: DeserializeOwned>(&self, call: TaskCall<O>) -> Result<Run<O>> {
+    pub async fn run<O: DeserializeOwned>(&self, call: TaskCall<O>) -> Result<Run<O>, EngineError> {
         let (def, inputs) = call.into_parts();
         let inputs = inputs.map_err(|e| {
-            Error::with_kind(
-                ErrorKind::Codec,
-                format!("cannot encode the inputs of task {}: {e}", def.full_name()),
-            )
+            EngineError::Encode(format!(
+                "cannot encode the inputs of task {}: {e}",
+                def.full_name()
+            ))
         })?;
         Ok(self
             .engine
@@ -71,7 +69,7 @@ impl Runner {
     }
 
     /// Resumes a run whose process died; succeeded actions are not run again.
-    pub async fn resume<O: DeserializeOwned>(&self, name: &str) -> Result<Run<O>> {
+    pub async fn resume<O: DeserializeOwned>(&self, name: &str) -> Result<Run<O>, EngineError> {
         Ok(self.engine.resume_run(name, false).await?.typed())
     }
 }

@@ -425,7 +425,6 @@ async fn sleeps_durably(tag: String) -> Result<u64> {
 async fn durable_sleep_and_now_replay_on_retry() {
     let dir = tempfile::tempdir().unwrap();
     let runner = Runner::embedded(dir.path()).await.unwrap();
-    let started = std::time::Instant::now();
     let elapsed_ms = run_named(
         &runner,
         RunContext::new().name("sleep"),
@@ -435,14 +434,18 @@ async fn durable_sleep_and_now_replay_on_retry() {
     // The retry replays `now` (same t0) and the sleep's recorded wake-up time (already past),
     // so the whole run sleeps about once.
     assert!(elapsed_ms >= 300, "{elapsed_ms}");
-    assert!(
-        started.elapsed() < Duration::from_millis(590),
-        "the retry slept again: {:?}",
-        started.elapsed()
-    );
-    let traces = actions(&runner, "sleep")
-        .into_iter()
-        .filter(|a| a.kind == ActionKind::Trace)
-        .count();
+    let acts = actions(&runner, "sleep");
+    let traces = acts.iter().filter(|a| a.kind == ActionKind::Trace).count();
     assert_eq!(traces, 3, "now, sleep, now");
+    // From the recorded attempts: the first slept its 300 ms; the retry replayed the recorded
+    // wake-up time, already past, instead of sleeping again (a sleep never ends early, so a
+    // second sleep would make the retry last at least 300 ms).
+    let root = &acts[0];
+    let store = runner.engine().store();
+    let run = store.run_by_name("sleep").await.unwrap();
+    let failed = store.failed_attempts(run.id, root.id).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].ended_at - failed[0].started_at >= 300_000);
+    let retry_us = root.ended_at.unwrap() - root.started_at.unwrap();
+    assert!(retry_us < 300_000, "the retry slept again: {retry_us} µs");
 }

@@ -349,16 +349,14 @@ async fn timeouts_runtime_deadline_and_queue() {
     assert_eq!(err.child().unwrap().kind, ErrorKind::Timeout, "{err}");
     assert_eq!(count("slow"), 2, "a timed-out attempt is retried");
 
-    let t0 = std::time::Instant::now();
     let run = runner.run(past_deadline("deadline".into())).await.unwrap();
     let err = run.wait().await.unwrap_err();
     assert_eq!(err.child().unwrap().kind, ErrorKind::Deadline, "{err}");
     let attempts = count("deadline");
     assert!(
         (3..=8).contains(&attempts),
-        "deadline cut the retries: {attempts} attempts"
+        "the 200 ms deadline cut 100 retries of 30 ms attempts: {attempts} attempts"
     );
-    assert!(t0.elapsed() < Duration::from_secs(3));
 
     // One slot for the run: the parent gives it up while waiting, the slow child takes it, and
     // the impatient child times out in the queue.
@@ -476,7 +474,8 @@ async fn inline_limits_and_offloaded_payloads() {
 
     // A root input over the limit is refused before anything is stored.
     let err = runner.run(small_io(vec![0; 5000], 1)).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::TooLarge);
+    assert!(matches!(err, weir::EngineError::TooLarge(_)), "{err}");
+    assert!(err.is_bad_input());
 }
 
 #[weir::task(env = ENV)]

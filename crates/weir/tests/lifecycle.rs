@@ -332,3 +332,29 @@ async fn tasks_know_their_run_action_and_attempt() {
     let child = acts.iter().find(|a| a.id.to_string() == action).unwrap();
     assert_eq!((child.status, child.attempts), (ActionStatus::Succeeded, 2));
 }
+
+#[weir::task(env = ENV, timeout = "30ms")]
+async fn root_too_slow() -> Result<u64> {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    Ok(0)
+}
+
+#[weir::task(env = ENV)]
+async fn root_with_failing_child(tag: String) -> Result<u64> {
+    always_fails(tag).await
+}
+
+#[tokio::test]
+async fn a_failed_run_has_the_kind_of_what_failed() {
+    let (_d, runner) = runner().await;
+    let err = run_named(&runner, "slow-root", root_too_slow())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert_eq!(err.child().unwrap().action_id, "a0");
+    let err = run_named(&runner, "bad-child", root_with_failing_child("bc".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ChildFailed, "{err}");
+    assert!(err.to_string().contains("no luck"), "{err}");
+}

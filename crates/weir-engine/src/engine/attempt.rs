@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use futures::FutureExt;
+use weir_blob::PayloadKey;
 use weir_core::{ActionEvent, ActionId, ErrorKind, Failure};
 use weir_store::{ActionKind, AttemptRecord, Payload, WriteOp, now_us};
 
@@ -47,7 +48,13 @@ impl Engine {
         let store = &self.inner.store;
         if insert {
             let payload = match self
-                .store_payload(|| format!("{}/{id}/inputs", run.name), &inputs)
+                .store_payload(
+                    PayloadKey::Inputs {
+                        run: &run.name,
+                        action: &id,
+                    },
+                    &inputs,
+                )
                 .await
             {
                 Ok(p) => p,
@@ -151,7 +158,14 @@ impl Engine {
             let e = match result {
                 Ok(out) => {
                     let payload = match self
-                        .store_payload(|| format!("{}/{id}/{attempt}/outputs", run.name), &out)
+                        .store_payload(
+                            PayloadKey::Outputs {
+                                run: &run.name,
+                                action: &id,
+                                attempt,
+                            },
+                            &out,
+                        )
                         .await
                     {
                         Ok(p) => p,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use weir_blob::PayloadKey;
 use weir_core::cache::CacheKeyParts;
 use weir_core::{ActionEvent, ActionStatus, ErrorKind};
 use weir_store::{ActionKind, WriteOp, now_us};
@@ -77,7 +78,13 @@ impl Engine {
             return Ok(None);
         };
         let inputs = self
-            .store_payload(|| format!("{}/{}/inputs", run.name, call.id), &call.inputs)
+            .store_payload(
+                PayloadKey::Inputs {
+                    run: &run.name,
+                    action: &call.id,
+                },
+                &call.inputs,
+            )
             .await?;
         let status = ActionStatus::Queued
             .take(ActionEvent::CacheHit)

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use weir_blob::PayloadKey;
 use weir_core::{ActionEvent, ActionId, ActionStatus, ErrorKind, Failure};
 use weir_store::{ActionKind, RunId, WriteOp, now_us};
 
@@ -59,7 +60,13 @@ impl Engine {
     ) -> Result<()> {
         let id = t.id;
         let inputs = self
-            .store_payload(|| format!("{}/{id}/inputs", run.name), t.inputs)
+            .store_payload(
+                PayloadKey::Inputs {
+                    run: &run.name,
+                    action: &id,
+                },
+                t.inputs,
+            )
             .await?;
         let running = ActionStatus::Queued
             .take(ActionEvent::Start)
@@ -67,7 +74,14 @@ impl Engine {
         let (event, output, error) = match t.outcome {
             Ok(bytes) => {
                 let p = self
-                    .store_payload(|| format!("{}/{id}/1/outputs", run.name), &bytes)
+                    .store_payload(
+                        PayloadKey::Outputs {
+                            run: &run.name,
+                            action: &id,
+                            attempt: 1,
+                        },
+                        &bytes,
+                    )
                     .await?;
                 (ActionEvent::Succeed, Some(p), None)
             }

@@ -21,6 +21,7 @@ mod admit;
 mod attempt;
 mod cache;
 mod checkpoint;
+pub mod error;
 mod owner;
 mod payload;
 mod runs;
@@ -32,17 +33,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use weir_blob::BlobStore;
+use weir_blob::{BLOB_URL_SETTING, BlobStore, Payloads};
 use weir_core::ErrorKind;
 use weir_core::spec::DEFAULT_INLINE_STORE_THRESHOLD;
-use weir_store::{RunId, RunStatus, SqliteStore, Store, StoreOptions};
+use weir_store::{RunId, RunStatus, Store, StoreOptions};
 
 pub(crate) use admit::ChildCall;
 pub(crate) use checkpoint::TraceOutcome;
 pub use state::RunOutcome;
 pub(crate) use state::RunState;
 
-use crate::{Error, Result};
+use crate::Error;
 
 /// Options of the embedded engine.
 #[derive(Clone, Debug)]
@@ -89,7 +90,7 @@ pub struct Engine {
 
 struct Inner {
     store: Arc<dyn Store>,
-    blobs: BlobStore,
+    payloads: Payloads,
     options: EngineOptions,
     runs: Mutex<HashMap<RunId, Arc<RunState>>>,
     /// Concurrency bounds of environments in the in-process executor, by name.
@@ -125,20 +126,15 @@ pub(crate) fn system(e: impl std::fmt::Display) -> Error {
 
 impl Engine {
     /// Opens the embedded engine on a state directory (created if needed).
-    pub fn open(options: EngineOptions) -> Result<Engine> {
-        crate::registry::check_unique_names()
-            .map_err(|e| Error::with_kind(ErrorKind::NonRecoverable, e))?;
-        let store = SqliteStore::open(&options.state_dir, options.store.clone()).map_err(system)?;
-        let blobs = match &options.blob_url {
-            Some(url) => BlobStore::from_url(url),
-            None => BlobStore::local(&options.state_dir.join("blobs")),
-        }
-        .map_err(system)?;
+    pub fn open(options: EngineOptions) -> std::result::Result<Engine, error::Error> {
+        crate::registry::check_unique_names()?;
+        let store = weir_store::open(&options.state_dir, options.store.clone())?;
+        let blobs = Self::open_blobs(store.as_ref(), &options)?;
         let processes = options.executor == crate::worker::ExecutorKind::Processes;
         Ok(Engine {
             inner: Arc::new_cyclic(|weak| Inner {
-                store: Arc::new(store),
-                blobs,
+                store,
+                payloads: Payloads::new(blobs, options.inline_store_threshold),
                 executor: processes.then(|| {
                     Arc::new(crate::worker::executor::Executor::new(
                         WeakEngine(weak.clone()),
@@ -155,6 +151,36 @@ impl Engine {
         })
     }
 
+    /// The object store of the state: the one recorded in it, or `blob_url` (recorded on first
+    /// use), or `<state_dir>/blobs`. A `blob_url` other than the recorded one is refused: the
+    /// payloads of earlier runs would not be found.
+    fn open_blobs(
+        store: &dyn Store,
+        options: &EngineOptions,
+    ) -> std::result::Result<BlobStore, error::Error> {
+        let recorded = futures::executor::block_on(store.setting(BLOB_URL_SETTING))?;
+        let url = match (recorded, &options.blob_url) {
+            (Some(recorded), Some(given)) if recorded != *given => {
+                return Err(error::Error::Config(format!(
+                    "the state in {} keeps its payloads in {recorded}, not {given}; use the same blob URL (or another state directory)",
+                    options.state_dir.display()
+                )));
+            }
+            (Some(recorded), _) => Some(recorded),
+            (None, Some(given)) => {
+                // Checked before it is recorded.
+                BlobStore::from_url(given)?;
+                futures::executor::block_on(store.set_setting(BLOB_URL_SETTING, given))?;
+                Some(given.clone())
+            }
+            (None, None) => None,
+        };
+        Ok(match url {
+            Some(url) => BlobStore::from_url(&url)?,
+            None => BlobStore::local(&options.state_dir.join("blobs"))?,
+        })
+    }
+
     /// The state store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
@@ -162,7 +188,10 @@ impl Engine {
 
     /// The object store for payloads.
     pub fn blobs(&self) -> &BlobStore {
-        &self.inner.blobs
+        self.inner
+            .payloads
+            .blobs()
+            .expect("an engine's object store exists")
     }
 
     /// Retires the worker processes of the process executor (if any) and records their final
@@ -174,8 +203,12 @@ impl Engine {
     }
 
     /// Commits everything queued.
-    pub fn flush(&self) -> Result<()> {
-        self.inner.store.sync().wait().map_err(system)
+    pub fn flush(&self) -> std::result::Result<(), error::Error> {
+        self.inner
+            .store
+            .sync()
+            .wait()
+            .map_err(|e| error::Error::Store(weir_store::Error::Corrupt(e.to_string())))
     }
 
     /// The state of a run driven by this process, by id.

@@ -1,8 +1,9 @@
-//! Payloads: a value is kept inline in the state store up to the inline-store threshold and
-//! offloaded to the object store above it (SPEC §5.3).
+//! Payloads through the one payload service ([`weir_blob::Payloads`]): inline up to the
+//! inline-store threshold, offloaded to the object store above it (SPEC §5.3).
 
 use std::sync::Arc;
 
+use weir_blob::PayloadKey;
 use weir_store::Payload;
 
 use super::{Engine, system};
@@ -11,33 +12,11 @@ use crate::Result;
 impl Engine {
     /// Reads a stored payload (inline or from the object store).
     pub async fn load_payload(&self, payload: &Payload) -> Result<Arc<[u8]>> {
-        match payload {
-            Payload::Inline(b) => Ok(Arc::from(b.as_slice())),
-            Payload::Offloaded { path, .. } => {
-                let bytes = self.inner.blobs.get(path).await.map_err(system)?;
-                Ok(Arc::from(bytes))
-            }
-        }
+        self.inner.payloads.load(payload).await.map_err(system)
     }
 
-    /// Keeps `bytes` inline or writes them to the object store under `key()`.
-    pub(super) async fn store_payload(
-        &self,
-        key: impl FnOnce() -> String,
-        bytes: &[u8],
-    ) -> Result<Payload> {
-        if bytes.len() <= self.inner.options.inline_store_threshold {
-            return Ok(Payload::Inline(bytes.to_vec()));
-        }
-        let key = key();
-        self.inner
-            .blobs
-            .put(&key, bytes.to_vec())
-            .await
-            .map_err(system)?;
-        Ok(Payload::Offloaded {
-            path: key,
-            size: bytes.len() as u64,
-        })
+    /// Keeps `bytes` inline or writes them to the object store under `key`.
+    pub(super) async fn store_payload(&self, key: PayloadKey<'_>, bytes: &[u8]) -> Result<Payload> {
+        self.inner.payloads.store(key, bytes).await.map_err(system)
     }
 }

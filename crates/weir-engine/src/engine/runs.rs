@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, watch};
+use weir_blob::PayloadKey;
 use weir_core::{ActionId, ErrorKind, Failure};
 use weir_store::{NewRun, RunRecord, RunStatus, WriteOp, now_us};
 
+use super::Engine;
 use super::attempt::NewAction;
+use super::error::Error;
 use super::owner::{OwnerId, PRESUMED_GONE, pid_alive};
 use super::state::{Counters, LiveAction, RunCache, RunOutcome, RunState};
-use super::{Engine, system};
-use crate::Result;
 use crate::decide::RecordedOwner;
 use crate::registry::{self, TaskDef};
 use crate::run::{RunContext, RunHandle};
@@ -45,53 +46,61 @@ impl Engine {
         def: &'static TaskDef,
         inputs: Vec<u8>,
         context: RunContext,
-    ) -> Result<RunHandle> {
-        def.check_inline("inputs", inputs.len())?;
+    ) -> std::result::Result<RunHandle, Error> {
+        def.check_inline("inputs", inputs.len())
+            .map_err(|e| Error::TooLarge(e.to_string()))?;
         let name = context.name.clone().unwrap_or_else(generate_run_name);
-        let payload = self
-            .store_payload(|| format!("{name}/a0/inputs"), &inputs)
-            .await?;
+        // The name is claimed before anything is written: a refused run changes nothing.
+        let key = PayloadKey::Inputs {
+            run: &name,
+            action: &ActionId::ROOT,
+        };
+        let payload = self.inner.payloads.prepare(key, &inputs);
         let (record, _claim) = self
             .inner
             .store
             .create_run(NewRun {
                 name: name.clone(),
                 task: def.full_name().into(),
-                inputs: payload,
-                context: serde_json::to_value(&context).unwrap_or_default(),
+                inputs: payload.clone(),
+                context: self.recorded_context(&context),
                 owner: self.inner.owner.to_string(),
             })
-            .await
-            .map_err(system)?;
+            .await?;
+        self.inner.payloads.write(&payload, &inputs).await?;
         Ok(self.launch(record, def, Arc::from(inputs), &context, false, 0))
     }
 
     /// Resumes a run whose process died (SPEC §4.2): the root runs again and every child that
     /// had succeeded returns its recorded output without running.
-    pub async fn resume_run(&self, name: &str, force: bool) -> Result<RunHandle> {
-        let record = self.inner.store.run_by_name(name).await.map_err(system)?;
-        let def = registry::find_task(&record.task).map_err(system)?;
+    pub async fn resume_run(
+        &self,
+        name: &str,
+        force: bool,
+    ) -> std::result::Result<RunHandle, Error> {
+        let record = self.inner.store.run_by_name(name).await?;
+        let def = registry::find_task(&record.task)?;
         let context: RunContext =
             serde_json::from_value(record.context.clone()).unwrap_or_default();
         if record.status.is_terminal() {
-            let (done, _) = watch::channel(Some(self.stored_outcome(&record).await?));
+            let outcome = self.stored_outcome(&record).await?;
+            let (done, _) = watch::channel(Some(outcome));
             let state = Arc::new(self.new_run_state(&record, &context, done, false));
             return Ok(RunHandle::new(self.clone(), state));
         }
         if !force && !self.owner_gone(&record) {
-            return Err(system(weir_store::Error::RunOwned {
+            return Err(Error::RunOwned {
                 run: name.to_string(),
                 owner: record.owner.clone(),
                 epoch: record.epoch,
-            }));
+            });
         }
         // Compare and set: of two engines resuming together, one gets the run.
         self.inner
             .store
             .claim_run(record.id, self.inner.owner.to_string(), record.epoch)
-            .await
-            .map_err(system)?;
-        let inputs = self.load_payload(&record.inputs).await?;
+            .await?;
+        let inputs = self.inner.payloads.load(&record.inputs).await?;
         let root = self
             .inner
             .store
@@ -107,6 +116,20 @@ impl Engine {
             true,
             root.map(|r| r.attempts).unwrap_or(0),
         ))
+    }
+
+    /// The run context as recorded with the run, with where its attempts run (so that a
+    /// resume runs them the same way).
+    fn recorded_context(&self, context: &RunContext) -> serde_json::Value {
+        let mut value = serde_json::to_value(context).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            let executor = match self.inner.executor {
+                Some(_) => "processes",
+                None => "in_process",
+            };
+            map.insert("executor".into(), executor.into());
+        }
+        value
     }
 
     /// Whether the run's recorded owner is gone ([`crate::decide::owner_gone`]).
@@ -129,10 +152,10 @@ impl Engine {
         )
     }
 
-    async fn stored_outcome(&self, record: &RunRecord) -> Result<RunOutcome> {
+    async fn stored_outcome(&self, record: &RunRecord) -> std::result::Result<RunOutcome, Error> {
         Ok(match record.status {
             RunStatus::Succeeded => match &record.output {
-                Some(p) => RunOutcome::Succeeded(self.load_payload(p).await?),
+                Some(p) => RunOutcome::Succeeded(self.inner.payloads.load(p).await?),
                 None => RunOutcome::Failed(run_failure(
                     &record.task,
                     ErrorKind::System,
@@ -257,12 +280,22 @@ impl Engine {
         });
     }
 
-    /// Marks a run aborted in the store when no live process drives it (the process that
-    /// drives it notices through the store, which it polls).
-    pub async fn abort_stored(&self, record: &RunRecord) -> Result<()> {
+    /// Aborts a run by name: in this process if it drives the run, else through the store
+    /// (the process that drives it notices, as it polls). A run that has ended is refused.
+    pub async fn abort_run(&self, name: &str) -> std::result::Result<(), Error> {
+        if self.abort_local(name) {
+            return Ok(());
+        }
+        let record = self.inner.store.run_by_name(name).await?;
+        if record.status.is_terminal() {
+            return Err(Error::RunEnded {
+                run: name.to_string(),
+                status: record.status.as_str(),
+            });
+        }
         self.write_abort(record.id, &record.task)
             .await
-            .map_err(system)
+            .map_err(|e| Error::Store(weir_store::Error::Corrupt(e.to_string())))
     }
 
     fn write_abort(&self, run: weir_store::RunId, task: &str) -> weir_store::Ticket {

@@ -269,16 +269,20 @@ async fn io(state_dir: &Path, out: OutputFormat, a: IoArgs) -> CliResult {
         .await
         .map_err(Failure::other)?
         .ok_or_else(unknown)?;
-    let blobs = weir_blob::BlobStore::local(&state_dir.join("blobs")).map_err(Failure::other)?;
+    let recorded = store
+        .setting(weir_blob::BLOB_URL_SETTING)
+        .await
+        .map_err(Failure::other)?;
+    let payloads =
+        weir_blob::Payloads::of_state(state_dir, recorded.as_deref()).map_err(Failure::other)?;
     let load = |p: Option<Payload>| {
-        let blobs = blobs.clone();
+        let payloads = payloads.clone();
         async move {
             match p {
                 None => Ok(serde_json::Value::Null),
-                Some(Payload::Inline(b)) => weir_core::codec::to_json(&b).map_err(Failure::other),
-                Some(Payload::Offloaded { path, .. }) => {
-                    let b = blobs.get(&path).await.map_err(Failure::other)?;
-                    weir_core::codec::to_json(&b).map_err(Failure::other)
+                Some(p) => {
+                    let bytes = payloads.load(&p).await.map_err(Failure::other)?;
+                    weir_core::codec::to_json(&bytes).map_err(Failure::other)
                 }
             }
         }

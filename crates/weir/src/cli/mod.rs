@@ -89,6 +89,16 @@ impl Failure {
     }
 }
 
+impl From<weir_engine::EngineError> for Failure {
+    fn from(e: weir_engine::EngineError) -> Self {
+        if e.is_bad_input() {
+            Failure::input(e)
+        } else {
+            Failure::other(e)
+        }
+    }
+}
+
 pub(crate) type CliResult = std::result::Result<(), Failure>;
 
 /// Parses the process arguments, runs the command and exits. Call it from a plain `fn main()`

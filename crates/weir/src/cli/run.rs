@@ -51,9 +51,9 @@ pub(crate) struct ResumeArgs {
     /// Resume even if the run's recorded owner process still exists.
     #[arg(long)]
     force: bool,
-    /// Where task attempts run (see `run --workers`).
-    #[arg(long, value_parser = ["in-process", "process"], default_value = "in-process")]
-    workers: String,
+    /// Where task attempts run (see `run --workers`); default: where the run's attempts ran.
+    #[arg(long, value_parser = ["in-process", "process"])]
+    workers: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -63,7 +63,7 @@ pub(crate) struct AbortArgs {
 }
 
 fn open_engine(state_dir: &Path) -> Result<Engine, Failure> {
-    Engine::open(EngineOptions::new(state_dir)).map_err(Failure::other)
+    Ok(Engine::open(EngineOptions::new(state_dir))?)
 }
 
 fn open_engine_with_workers(state_dir: &Path, workers: &str) -> Result<Engine, Failure> {
@@ -72,7 +72,7 @@ fn open_engine_with_workers(state_dir: &Path, workers: &str) -> Result<Engine, F
         options = options.with_worker_processes();
         options.workers = options.workers.with_env_overrides();
     }
-    Engine::open(options).map_err(Failure::other)
+    Ok(Engine::open(options)?)
 }
 
 pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> CliResult {
@@ -107,15 +107,6 @@ pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> C
             inputs.len()
         )));
     }
-    if let Some(name) = &args.name
-        && let Ok(store) = weir_store::open_read_only(state_dir)
-        && store.run_by_name(name).await.is_ok()
-    {
-        return Err(Failure::input(format!(
-            "a run named {name:?} exists already in {}; choose another --name",
-            state_dir.display()
-        )));
-    }
     let engine = open_engine_with_workers(state_dir, &args.workers)?;
     let mut context = RunContext::new();
     context.name = args.name;
@@ -127,10 +118,8 @@ pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> C
     }
     context.project = args.project;
     context.domain = args.domain;
-    let handle = engine
-        .start_run(def, inputs, context)
-        .await
-        .map_err(Failure::other)?;
+    // A taken --name is refused here (exit 2) before anything is written.
+    let handle = engine.start_run(def, inputs, context).await?;
     eprintln!("run {} started ({})", handle.name(), def.full_name());
     finish(&engine, handle, out).await
 }
@@ -145,28 +134,31 @@ pub(crate) async fn resume(state_dir: &Path, out: OutputFormat, args: ResumeArgs
         ))
     })?;
     drop(store);
-    let engine = open_engine_with_workers(state_dir, &args.workers)?;
-    let handle = engine
-        .resume_run(&args.run, args.force)
-        .await
-        .map_err(Failure::other)?;
+    // A run remembers where its attempts ran.
+    let workers = args
+        .workers
+        .or_else(|| {
+            record.context["executor"].as_str().map(|e| {
+                if e == "processes" {
+                    "process"
+                } else {
+                    "in-process"
+                }
+                .to_string()
+            })
+        })
+        .unwrap_or_else(|| "in-process".into());
+    let engine = open_engine_with_workers(state_dir, &workers)?;
+    let handle = engine.resume_run(&args.run, args.force).await?;
     eprintln!("run {} resumed", handle.name());
     finish(&engine, handle, out).await
 }
 
 pub(crate) async fn abort(state_dir: &Path, args: AbortArgs) -> CliResult {
-    let store = weir_store::open_read_only(state_dir).map_err(Failure::input)?;
-    let record = store.run_by_name(&args.run).await.map_err(Failure::input)?;
-    if record.status.is_terminal() {
-        return Err(Failure::input(format!(
-            "run {} has already ended ({})",
-            args.run,
-            record.status.as_str()
-        )));
-    }
-    drop(store);
+    // Refused (exit 2) where there is no state, before anything is created.
+    drop(weir_store::open_read_only(state_dir).map_err(Failure::input)?);
     let engine = open_engine(state_dir)?;
-    engine.abort_stored(&record).await.map_err(Failure::other)?;
+    engine.abort_run(&args.run).await?;
     eprintln!("run {} aborted", args.run);
     Ok(())
 }
@@ -196,7 +188,7 @@ async fn finish(engine: &Engine, handle: RunHandle, out: OutputFormat) -> CliRes
     engine.shutdown_workers(Duration::from_secs(2)).await;
     ticker.abort();
     bar.finish_and_clear();
-    engine.flush().map_err(Failure::other)?;
+    engine.flush()?;
     let p = handle.progress();
     match result {
         Ok(bytes) => {
