@@ -61,6 +61,53 @@ function noPageErrors() {
   assert.deepEqual(pageErrors.splice(0), [], 'no JavaScript errors in the page');
 }
 
+// GET /api{path}: the JSON answer, or null when it is not a 200.
+async function apiJson(path) {
+  const res = await fetch(`${BASE}/api${path}`);
+  return res.ok ? res.json() : null;
+}
+
+// Polls `cond` (every 50 ms) until it holds; fails after `ms`.
+async function until(cond, ms, what) {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+// The first member of a group (of the children of a run's root) that `pick` accepts, with its
+// position in the group as the API (and so the tree) lists it.
+async function groupMember(run, group, pick) {
+  for (let offset = 0; ; offset += 500) {
+    const d = await apiJson(`/runs/${run}/actions/a0/groups/${group}?offset=${offset}&limit=500`);
+    assert.ok(d, `group ${group} of run ${run}`);
+    const i = d.actions.findIndex(pick);
+    if (i >= 0) return { index: offset + i, id: d.actions[i].id };
+    assert.ok(d.actions.length && offset + d.actions.length < d.total, `no member of ${group} matches`);
+  }
+}
+
+// Scrolls the virtualized tree so that row `index` (0: the run's root) is in its window.
+async function scrollTreeTo(page, index) {
+  await page.locator('#tree .trow').first().waitFor();
+  await page.locator('#tree').evaluate((el, i) => {
+    const rowH = el.querySelector('.trow').getBoundingClientRect().height;
+    el.scrollTop = Math.max(0, i * rowH - el.clientHeight / 2);
+  }, index);
+}
+
+// Clicks a row of the action tree and returns the detail pane's text once it shows that action.
+// The pane keeps the previously selected action until the new one's detail has been fetched,
+// so waiting for text that both could have (e.g. "Failed attempts (1)") would read the old one.
+async function openDetail(page, row) {
+  const id = await row.getAttribute('data-action');
+  assert.ok(id, 'a tree row with an action id');
+  await row.click();
+  await page.locator('#detail > .mono', { hasText: new RegExp(`^${id}$`) }).waitFor();
+  return page.locator('#detail').innerText();
+}
+
 test('runs page lists runs with counts and filters by status and name', async () => {
   const page = await newPage();
   await page.goto(`${BASE}/#/`);
@@ -109,13 +156,13 @@ test('run page: tree with a folded map group, expand, detail pane, timeline', as
   await page.locator('#tree').evaluate((el) => { el.scrollTop = el.scrollHeight; });
   await page.waitForFunction(() => [...document.querySelectorAll('.trow[data-action]')].some((r) => r.innerText.includes('ml.')));
 
-  // a failed member's detail: inputs, error, attempts, no logs
-  await page.locator('#tree').evaluate((el) => { el.scrollTop = 0; });
-  const failedRow = page.locator('.trow[data-action]', { hasText: 'item 13 is malformed' });
-  await failedRow.waitFor();
-  await failedRow.click();
-  await page.locator('#detail h3', { hasText: 'Error' }).waitFor();
-  const detail = await page.locator('#detail').innerText();
+  // a failed member's detail: inputs, error, attempts, no logs. Members are listed in the order
+  // the engine recorded them, which under load is not the order of the map's inputs: item 13 may
+  // be anywhere in the group, so find its place and scroll the virtualized tree there.
+  const failed = await groupMember('demo', 'square_map', (a) => a.error === 'item 13 is malformed');
+  await scrollTreeTo(page, 2 + failed.index); // rows: the root, the group, then its members
+  const detail = await openDetail(page, page.locator(`.trow[data-action="${failed.id}"]`));
+  assert.match(detail, /^error$/im, 'an Error section (the h3 is upper-cased by CSS)');
   assert.match(detail, /item 13 is malformed/);
   assert.match(detail, /inputs[\s\S]*"x": 13/i);
   assert.match(detail, /no logs captured/);
@@ -123,10 +170,12 @@ test('run page: tree with a folded map group, expand, detail pane, timeline', as
   await page.screenshot({ path: join(SHOTS, 'run-demo-detail.png') });
 
   // the retried action (after the folded group again) shows its failed attempt
+  // (the failed square above has one failed attempt too: wait for this action's own detail)
+  await scrollTreeTo(page, 0);
   await group.click();
-  await page.locator('.trow[data-action]', { hasText: 'ml.flaky_train' }).click();
-  await page.locator('#detail', { hasText: 'Failed attempts (1)' }).waitFor();
-  assert.match(await page.locator('#detail').innerText(), /GPU fell off the bus/);
+  const flaky = await openDetail(page, page.locator('.trow[data-action]', { hasText: 'ml.flaky_train' }));
+  assert.match(flaky, /failed attempts \(1\)/i);
+  assert.match(flaky, /GPU fell off the bus/);
 
   await page.locator('#tab-timeline').click();
   await page.waitForFunction(() => document.body.dataset.ready === 'timeline');
@@ -148,16 +197,24 @@ test('unknown run shows the API message', async () => {
 });
 
 test('live run updates without reloading', { skip: !process.env.WEIR_UI_SLOW }, async () => {
-  const child = spawn('sh', ['-c', process.env.WEIR_UI_SLOW], { stdio: 'inherit' });
+  const page = await newPage();
+  // the runs page is open before the run starts: the run appears in it on its own (polling)
+  await page.goto(`${BASE}/#/`);
+  await page.locator('tr[data-run="demo"]').waitFor();
+  // The run lasts a few seconds, while the list polls every 2 s: on a busy machine the page could
+  // open it only after it ended, with nothing live left to see. So its process (in a group of its
+  // own) is paused as soon as the run is running, until the page has shown it running.
+  const child = spawn('sh', ['-c', process.env.WEIR_UI_SLOW], { stdio: 'inherit', detached: true });
   const exited = new Promise((resolve) => child.on('exit', resolve));
+  const signal = (sig) => { try { process.kill(-child.pid, sig); } catch { /* it has exited */ } };
   try {
-    const page = await newPage();
-    // the run appears in the runs list on its own (polling), then we open it
-    await page.goto(`${BASE}/#/`);
+    await until(async () => (await apiJson('/runs/slow'))?.status === 'running', 20000, 'the run "slow" to be running');
+    signal('SIGSTOP');
     await page.locator('tr[data-run="slow"] a').click({ timeout: 20000 });
     await page.locator('.runhead .badge.running').waitFor({ timeout: 10000 });
     await page.evaluate(() => { window.__noReload = true; });
     const first = await page.locator('.runhead').innerText();
+    signal('SIGCONT');
     await page.locator('.runhead .badge.succeeded').first().waitFor({ timeout: 30000 });
     const last = await page.locator('.runhead').innerText();
     assert.notEqual(first, last);
@@ -165,6 +222,7 @@ test('live run updates without reloading', { skip: !process.env.WEIR_UI_SLOW }, 
     assert.match(last, /succeeded \d/);
     await page.close();
   } finally {
+    signal('SIGCONT');
     await exited;
   }
 });
