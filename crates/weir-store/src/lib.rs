@@ -26,8 +26,9 @@ mod ticket;
 mod ui;
 
 pub use records::{
-    ActionKind, ActionRecord, AttemptRecord, CacheEntry, NewRun, Page, Payload, RunFilter, RunId,
-    RunRecord, RunStatus, RunSummary, WriteOp, now_us,
+    ActionKind, ActionRecord, AttemptRecord, CacheEntry, Lease, NewRun, Page, Payload,
+    QueuedAttempt, Reaped, RunFilter, RunId, RunRecord, RunStatus, RunSummary, WorkerRecord,
+    WriteOp, now_us,
 };
 pub use sqlite::{SCHEMA_VERSION, SqliteStore, StoreOptions};
 pub use ticket::{Promise, Ticket};
@@ -187,4 +188,37 @@ pub trait Store: Send + Sync + 'static {
     fn setting<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<String>>;
     /// Sets a store-wide setting (committed before it returns).
     fn set_setting<'a>(&'a self, key: &'a str, value: &'a str) -> StoreFuture<'a, ()>;
+
+    // The work queue of worker processes (SPEC §3): leases with fencing tokens, heartbeats,
+    // the reaper. Each operation is one transaction.
+
+    /// Puts an attempt in its environment's queue (replacing any entry of the same action).
+    fn enqueue(&self, attempt: QueuedAttempt, now: i64) -> StoreFuture<'_, ()>;
+    /// Leases up to `max` queued attempts of `env` to `worker`, oldest first, until
+    /// `now + ttl_us`. An attempt is never leased to two workers at once.
+    fn lease<'a>(
+        &'a self,
+        worker: &'a str,
+        env: &'a str,
+        max: u32,
+        now: i64,
+        ttl_us: i64,
+    ) -> StoreFuture<'a, Vec<Lease>>;
+    /// A worker's sign of life: records it and extends all its leases to `now + ttl_us`;
+    /// returns how many it holds.
+    fn heartbeat<'a>(&'a self, worker: &'a str, now: i64, ttl_us: i64) -> StoreFuture<'a, u64>;
+    /// Completes a leased attempt: removes it from the queue and returns it, or `None` when
+    /// the lease is not current or not this worker's (fenced off: nothing changes).
+    fn complete<'a>(
+        &'a self,
+        lease: u64,
+        worker: &'a str,
+    ) -> StoreFuture<'a, Option<QueuedAttempt>>;
+    /// Requeues the attempts whose leases expired by `now` (a system retry each); those
+    /// requeued more than `max_system_retries` times leave the queue and are reported.
+    fn reap(&self, now: i64, max_system_retries: u32) -> StoreFuture<'_, Reaped>;
+    /// Records a worker (or refreshes its record).
+    fn register_worker(&self, worker: WorkerRecord) -> StoreFuture<'_, ()>;
+    /// Registered workers, oldest first.
+    fn workers(&self) -> StoreFuture<'_, Vec<WorkerRecord>>;
 }

@@ -358,3 +358,59 @@ pub struct CacheEntry {
     /// When it was written (µs).
     pub created_at: i64,
 }
+
+/// An attempt waiting for a worker of its environment (SPEC §3.1): what the queue holds and
+/// [`crate::Store::lease`] hands out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedAttempt {
+    /// The run.
+    pub run: RunId,
+    /// The action.
+    pub action: ActionId,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+    /// The environment whose workers may run it.
+    pub env: String,
+    /// Full task name.
+    pub task: String,
+}
+
+/// A leased attempt. `id` is the fencing token: a completion is accepted only with the current
+/// lease of the attempt, from the worker that holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// Lease id, never reused.
+    pub id: u64,
+    /// The worker holding it.
+    pub worker: String,
+    /// When it expires unless the worker heartbeats (µs).
+    pub expires_at: i64,
+    /// Times the attempt was requeued because its worker was lost.
+    pub system_retries: u32,
+    /// The attempt.
+    pub attempt: QueuedAttempt,
+}
+
+/// What the reaper did with expired leases.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Attempts back in the queue (one more system retry each).
+    pub requeued: Vec<QueuedAttempt>,
+    /// Attempts removed after too many lost workers: their actions fail.
+    pub gave_up: Vec<QueuedAttempt>,
+}
+
+/// A registered worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorkerRecord {
+    /// Worker id.
+    pub id: String,
+    /// Its environment.
+    pub env: String,
+    /// Content hash of its binary.
+    pub version: String,
+    /// Registration time (µs).
+    pub registered_at: i64,
+    /// Last sign of life (µs).
+    pub seen_at: i64,
+}

@@ -6,18 +6,17 @@
 //! commit (visible to another connection), the sync barrier, run creation refusing a taken
 //! name, ownership by compare-and-set with writes of a superseded owner refused, cache scope,
 //! recovery reads (payloads, failed attempts, creation order, paging), settings, schema
-//! migration and refusal of a newer schema. Not yet here: the queue, leases, heartbeats,
-//! fenced completion and the reaper, which still live in the process executor's memory
-//! (`weir-engine` `worker::leases`, unit-tested there); they move into the store with cluster
-//! mode.
+//! migration and refusal of a newer schema; the work queue: leases never given twice (four
+//! stores leasing at once), fenced completion, heartbeats extending leases, the reaper's system
+//! retries, environments kept apart, worker records.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use weir_core::{ActionId, ActionStatus, ErrorKind, Failure};
 use weir_store::{
-    ActionKind, AttemptRecord, CacheEntry, Error, NewRun, Page, Payload, RunFilter, RunStatus,
-    SqliteStore, Store, StoreOptions, WriteOp,
+    ActionKind, AttemptRecord, CacheEntry, Error, NewRun, Page, Payload, QueuedAttempt, RunFilter,
+    RunId, RunStatus, SqliteStore, Store, StoreOptions, WorkerRecord, WriteOp,
 };
 
 type Open = fn(&Path) -> Arc<dyn Store>;
@@ -421,4 +420,137 @@ async fn sqlite_migrates_schema_1_and_refuses_a_newer_schema() {
         SqliteStore::open_read_only(&dir.path().join("missing")),
         Err(Error::NoState(_))
     ));
+}
+
+fn queued(run: RunId, action: u64, env: &str) -> QueuedAttempt {
+    QueuedAttempt {
+        run,
+        action: ActionId(action),
+        attempt: 1,
+        env: env.into(),
+        task: format!("{env}.t"),
+    }
+}
+
+#[tokio::test]
+async fn leases_are_never_given_twice() {
+    for (backend, open) in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        for i in 0..200 {
+            store
+                .enqueue(queued(RunId(1), i, "gpu"), i as i64)
+                .await
+                .unwrap();
+        }
+        // Four stores on the same state, as four engines or replicas, lease at once.
+        let threads: Vec<_> = (0..4)
+            .map(|w| {
+                let store = open(dir.path());
+                std::thread::spawn(move || {
+                    let worker = format!("w{w}");
+                    let mut got = Vec::new();
+                    loop {
+                        let batch = futures::executor::block_on(
+                            store.lease(&worker, "gpu", 7, 1_000, 60_000_000),
+                        )
+                        .unwrap();
+                        if batch.is_empty() {
+                            break got;
+                        }
+                        got.extend(batch);
+                    }
+                })
+            })
+            .collect();
+        let leases: Vec<_> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(leases.len(), 200, "{backend}");
+        let actions: std::collections::HashSet<_> =
+            leases.iter().map(|l| l.attempt.action).collect();
+        assert_eq!(actions.len(), 200, "an attempt was leased twice");
+        let ids: std::collections::HashSet<_> = leases.iter().map(|l| l.id).collect();
+        assert_eq!(ids.len(), 200, "a lease id was reused");
+    }
+}
+
+#[tokio::test]
+async fn completions_are_fenced_and_the_reaper_requeues_expired_leases() {
+    each_backend(|backend, store, _| async move {
+        let run = RunId(3);
+        store.enqueue(queued(run, 1, "cpu"), 0).await.unwrap();
+        store.enqueue(queued(run, 2, "gpu"), 0).await.unwrap();
+        // Environments are kept apart, oldest first within one.
+        let first = store.lease("a", "cpu", 10, 100, 1_000).await.unwrap();
+        assert_eq!(first.len(), 1, "{backend}");
+        assert_eq!(first[0].attempt.action, ActionId(1));
+        assert_eq!(first[0].expires_at, 1_100);
+        // Only the holder completes it.
+        assert_eq!(store.complete(first[0].id, "b").await.unwrap(), None);
+        // A heartbeat extends the lease: not reaped at its first expiry.
+        assert_eq!(store.heartbeat("a", 900, 1_000).await.unwrap(), 1);
+        assert!(store.reap(1_100, 3).await.unwrap().requeued.is_empty());
+        // Silent past the extended expiry: requeued as a system retry.
+        let reaped = store.reap(1_900, 3).await.unwrap();
+        assert_eq!(reaped.requeued.len(), 1);
+        assert!(reaped.gave_up.is_empty());
+        // The lost worker's late completion is refused and changes nothing.
+        assert_eq!(store.complete(first[0].id, "a").await.unwrap(), None);
+        let second = store.lease("b", "cpu", 10, 2_000, 1_000).await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].system_retries, 1);
+        assert_ne!(second[0].id, first[0].id, "a new fencing token");
+        let done = store.complete(second[0].id, "b").await.unwrap().unwrap();
+        assert_eq!(done.action, ActionId(1));
+        // Completed: gone from the queue, and a second completion is refused.
+        assert_eq!(store.complete(second[0].id, "b").await.unwrap(), None);
+        assert!(
+            store
+                .lease("b", "cpu", 10, 3_000, 1_000)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // The reaper gives up after the allowed system retries.
+        let mut now = 10_000;
+        for retry in 0..3 {
+            let l = store.lease("c", "gpu", 1, now, 10).await.unwrap();
+            assert_eq!(l[0].system_retries, retry);
+            now += 100;
+            assert_eq!(
+                store.reap(now, 2).await.unwrap().gave_up.len(),
+                (retry == 2) as usize
+            );
+        }
+        assert!(
+            store
+                .lease("c", "gpu", 1, now, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn workers_are_recorded_and_heartbeats_refresh_them() {
+    each_backend(|backend, store, _| async move {
+        let w = WorkerRecord {
+            id: "w1".into(),
+            env: "gpu".into(),
+            version: "abc123".into(),
+            registered_at: 5,
+            seen_at: 5,
+        };
+        store.register_worker(w.clone()).await.unwrap();
+        store.heartbeat("w1", 50, 10).await.unwrap();
+        let all = store.workers().await.unwrap();
+        assert_eq!(all.len(), 1, "{backend}");
+        assert_eq!(all[0].seen_at, 50);
+        assert_eq!(all[0].version, "abc123");
+    })
+    .await;
 }

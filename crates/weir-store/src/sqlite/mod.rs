@@ -2,6 +2,7 @@
 //! connection. Reads run on the caller's thread when polled: each is a short indexed query,
 //! cheaper than a hop to a blocking pool (a PostgreSQL backend awaits its connection instead).
 
+mod queue;
 mod reads;
 mod rows;
 mod writer;
@@ -20,8 +21,9 @@ use writer::{Claims, Cmd, writer_loop};
 use weir_core::ActionId;
 
 use crate::{
-    ActionRecord, AttemptRecord, CacheEntry, Claim, Error, NewRun, Page, Result, RunFilter, RunId,
-    RunRecord, RunSummary, Store, StoreFuture, Ticket, WriteOp,
+    ActionRecord, AttemptRecord, CacheEntry, Claim, Error, Lease, NewRun, Page, QueuedAttempt,
+    Reaped, Result, RunFilter, RunId, RunRecord, RunSummary, Store, StoreFuture, Ticket,
+    WorkerRecord, WriteOp,
 };
 
 /// Newest schema this build reads and writes.
@@ -53,6 +55,16 @@ CREATE TABLE IF NOT EXISTS attempts(
   started_at INTEGER NOT NULL, ended_at INTEGER NOT NULL, error TEXT NOT NULL,
   PRIMARY KEY(run, action, attempt)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS queue(
+  run INTEGER NOT NULL, action INTEGER NOT NULL, attempt INTEGER NOT NULL, env TEXT NOT NULL,
+  task TEXT NOT NULL, enqueued_at INTEGER NOT NULL, lease INTEGER, worker TEXT,
+  expires_at INTEGER, system_retries INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY(run, action));
+CREATE INDEX IF NOT EXISTS queue_ready ON queue(env, lease, enqueued_at);
+CREATE INDEX IF NOT EXISTS queue_expiry ON queue(expires_at) WHERE lease IS NOT NULL;
+CREATE TABLE IF NOT EXISTS workers(
+  id TEXT PRIMARY KEY, env TEXT NOT NULL, version TEXT NOT NULL, registered_at INTEGER NOT NULL,
+  seen_at INTEGER NOT NULL);
 ";
 
 /// From schema 1 (owner as a pid) to 2 (owner id + epoch, settings).
@@ -353,5 +365,46 @@ impl Store for SqliteStore {
 
     fn set_setting<'a>(&'a self, key: &'a str, value: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(std::future::ready(self.set_setting_now(key, value)))
+    }
+
+    fn enqueue(&self, attempt: QueuedAttempt, now: i64) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(self.enqueue_now(&attempt, now)))
+    }
+
+    fn lease<'a>(
+        &'a self,
+        worker: &'a str,
+        env: &'a str,
+        max: u32,
+        now: i64,
+        ttl_us: i64,
+    ) -> StoreFuture<'a, Vec<Lease>> {
+        Box::pin(std::future::ready(
+            self.lease_now(worker, env, max, now, ttl_us),
+        ))
+    }
+
+    fn heartbeat<'a>(&'a self, worker: &'a str, now: i64, ttl_us: i64) -> StoreFuture<'a, u64> {
+        Box::pin(std::future::ready(self.heartbeat_now(worker, now, ttl_us)))
+    }
+
+    fn complete<'a>(
+        &'a self,
+        lease: u64,
+        worker: &'a str,
+    ) -> StoreFuture<'a, Option<QueuedAttempt>> {
+        Box::pin(std::future::ready(self.complete_now(lease, worker)))
+    }
+
+    fn reap(&self, now: i64, max_system_retries: u32) -> StoreFuture<'_, Reaped> {
+        Box::pin(std::future::ready(self.reap_now(now, max_system_retries)))
+    }
+
+    fn register_worker(&self, worker: WorkerRecord) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(self.register_worker_now(&worker)))
+    }
+
+    fn workers(&self) -> StoreFuture<'_, Vec<WorkerRecord>> {
+        Box::pin(std::future::ready(self.workers_now()))
     }
 }
