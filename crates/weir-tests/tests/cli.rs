@@ -189,6 +189,28 @@ fn inspection_commands_show_runs_actions_and_io() {
     assert_eq!(io["output"].as_u64().unwrap(), i * 2);
     assert_eq!(io["inputs"]["sleep_ms"], 0);
 
+    // Every action's inputs and output in one call.
+    let o = fixture(
+        BIN,
+        state,
+        &["-o", "json", "get", "actions", "five", "--with-io"],
+    );
+    let with_io: Vec<serde_json::Value> = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(with_io[0]["inputs"]["n"], 5);
+    assert_eq!(with_io[0]["output"], 20);
+    for a in &with_io[1..] {
+        assert_eq!(a["output"], a["inputs"]["i"].as_u64().unwrap() * 2, "{a}");
+    }
+    let table = stdout(&fixture(
+        BIN,
+        state,
+        &["get", "actions", "five", "--with-io"],
+    ));
+    assert!(
+        table.contains("INPUTS") && table.contains("\"sleep_ms\":0"),
+        "{table}"
+    );
+
     let tasks = stdout(&fixture(BIN, state, &["tasks"]));
     assert!(
         tasks.contains("fx.fanout") && tasks.contains("n, width, sleep_ms, log"),

@@ -49,6 +49,10 @@ pub(crate) struct ActionsArgs {
     /// At most this many actions.
     #[arg(long, default_value_t = 200)]
     limit: u32,
+    /// Also show each action's inputs and output (JSON: `inputs` and `output` fields, decoded;
+    /// table: short previews).
+    #[arg(long)]
+    with_io: bool,
 }
 
 #[derive(Args, Debug)]
@@ -174,8 +178,36 @@ async fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResu
         )
         .await
         .map_err(Failure::other)?;
+    let mut io = Vec::new();
+    if a.with_io {
+        let payloads = payloads_of(state_dir, store.as_ref()).await?;
+        for r in &list {
+            let full = store
+                .action(run.id, r.id)
+                .await
+                .map_err(Failure::other)?
+                .unwrap_or_else(|| r.clone());
+            let inputs = decode(&payloads, full.inputs.as_ref()).await?;
+            let output = match full.status {
+                ActionStatus::Succeeded => decode(&payloads, full.output.as_ref()).await?,
+                _ => serde_json::Value::Null,
+            };
+            io.push((inputs, output));
+        }
+    }
     if out == OutputFormat::Json {
-        let items: Vec<_> = list.iter().map(action_json).collect();
+        let items: Vec<_> = list
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut item = action_json(r);
+                if let Some((inputs, output)) = io.get(i) {
+                    item["inputs"] = inputs.clone();
+                    item["output"] = output.clone();
+                }
+                item
+            })
+            .collect();
         println!("{}", serde_json::to_string(&items).unwrap_or_default());
         return Ok(());
     }
@@ -183,7 +215,8 @@ async fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResu
     let mut depth: HashMap<ActionId, usize> = HashMap::new();
     let rows: Vec<Vec<String>> = list
         .iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
             let d = if r.id == ActionId::ROOT {
                 0
             } else {
@@ -198,7 +231,7 @@ async fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResu
                 (Some(s), Some(e)) => fmt_dur(e - s),
                 _ => "-".into(),
             };
-            vec![
+            let mut row = vec![
                 format!("{}{}", "  ".repeat(d), r.id),
                 match r.kind {
                     weir_store::ActionKind::Trace => format!("{} (trace)", r.task),
@@ -218,15 +251,22 @@ async fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResu
                     .as_ref()
                     .map(|e| format!("[{}] {}", e.kind, e.message))
                     .unwrap_or_default(),
-            ]
+            ];
+            if a.with_io {
+                let (inputs, output) = &io[i];
+                row.push(preview(inputs));
+                row.push(preview(output));
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "ACTION", "TASK", "GROUP", "STATUS", "ATTEMPTS", "QUEUED", "RUNTIME", "CACHE", "ERROR",
-        ],
-        &rows,
-    );
+    let mut header = vec![
+        "ACTION", "TASK", "GROUP", "STATUS", "ATTEMPTS", "QUEUED", "RUNTIME", "CACHE", "ERROR",
+    ];
+    if a.with_io {
+        header.extend(["INPUTS", "OUTPUT"]);
+    }
+    table(&header, &rows);
     if list.len() as u32 == a.limit {
         eprintln!(
             "(showing {} actions from offset {}; use --offset/--limit for more)",
@@ -235,6 +275,40 @@ async fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResu
         );
     }
     Ok(())
+}
+
+/// The payloads of the state (its recorded object store, or `<state>/blobs`).
+async fn payloads_of(state_dir: &Path, store: &dyn Store) -> Result<weir_blob::Payloads, Failure> {
+    let recorded = store
+        .setting(weir_blob::BLOB_URL_SETTING)
+        .await
+        .map_err(Failure::other)?;
+    weir_blob::Payloads::of_state(state_dir, recorded.as_deref()).map_err(Failure::other)
+}
+
+/// A payload as JSON (`null` when there is none).
+async fn decode(
+    payloads: &weir_blob::Payloads,
+    p: Option<&Payload>,
+) -> Result<serde_json::Value, Failure> {
+    match p {
+        None => Ok(serde_json::Value::Null),
+        Some(p) => {
+            let bytes = payloads.load(p).await.map_err(Failure::other)?;
+            weir_core::codec::to_json(&bytes).map_err(Failure::other)
+        }
+    }
+}
+
+fn preview(v: &serde_json::Value) -> String {
+    if v.is_null() {
+        return "-".into();
+    }
+    let text = v.to_string();
+    match text.char_indices().nth(40) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
 
 fn action_json(r: &ActionRecord) -> serde_json::Value {
