@@ -1,16 +1,22 @@
 //! weir's control plane and in-process executor.
 //!
-//! - [`Engine`]: runs, the live-action table, child submission with deterministic ids and
-//!   recovery from the store, retries, timeouts, cancellation.
+//! - [`Engine`]: runs, the live-action table, child admission with deterministic ids and
+//!   recovery from the store, retries, timeouts, cancellation, run ownership. Its boundary
+//!   error is [`EngineError`].
+//! - `decide`: the engine's rules as plain functions over plain values (admission, caching,
+//!   attempt limits, retries, the writes that end an action, takeover of a run), unit-tested
+//!   without IO; the async code in `engine/` gathers their inputs and carries out what they
+//!   return.
 //! - [`TaskCall`]: what a task function returns; awaiting it inside a task makes a child action.
-//! - [`registry`]: tasks registered at compile time.
+//!   [`context`] tells a running task its run, action and attempt.
+//! - [`registry`]: tasks registered at compile time (duplicate names refused).
 //! - [`RunHandle`] / [`Run`]: waiting on and aborting runs.
 //! - [`worker`]: worker processes: the worker protocol, the worker mode of a user's binary and
 //!   the process executor (SPEC §7).
 //!
-//! The engine's decisions are kept close to the data they need: the one lifecycle table lives
-//! in `weir-core`, durable writes go through `weir-store`'s ordered writer, and a caller learns
-//! an outcome only from the commit acknowledgement.
+//! Every status change of an action goes through the lifecycle table in `weir-core`
+//! (`ActionStatus::take`); durable writes go through the `weir-store` `Store` trait, and a
+//! caller learns an outcome only once the commit ticket of the write that holds it resolved.
 
 mod call;
 mod decide;
