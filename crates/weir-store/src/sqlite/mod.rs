@@ -9,14 +9,13 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::thread;
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub(crate) use rows::{ACTION_COLUMNS, action_record_at, join};
-use writer::{Claims, Cmd, writer_loop};
+use writer::{Claims, Cmd, Writer};
 
 use weir_core::ActionId;
 
@@ -100,7 +99,7 @@ impl Default for StoreOptions {
 /// The embedded SQLite store (`<state-dir>/state.db`).
 pub struct SqliteStore {
     path: PathBuf,
-    tx: Mutex<Option<mpsc::Sender<Cmd>>>,
+    queue: Option<Arc<Writer>>,
     reader: Mutex<Connection>,
     writer: Mutex<Option<thread::JoinHandle<()>>>,
     claims: Claims,
@@ -148,17 +147,22 @@ impl SqliteStore {
         .map_err(&e)?;
         let writer_conn = Connection::open(&path).map_err(&e)?;
         configure(&writer_conn, options.fsync).map_err(&e)?;
-        let (tx, rx) = mpsc::channel();
-        let wpath = path.clone();
         let claims = Claims::default();
-        let writer_claims = claims.clone();
+        let queue = Arc::new(Writer::new(
+            writer_conn,
+            path.clone(),
+            options.max_batch,
+            claims.clone(),
+            !options.fsync,
+        ));
+        let background = queue.clone();
         let handle = thread::Builder::new()
             .name("weir-store-writer".into())
-            .spawn(move || writer_loop(writer_conn, wpath, rx, options.max_batch, writer_claims))
+            .spawn(move || background.background())
             .map_err(|e| Error::Corrupt(format!("cannot start writer thread: {e}")))?;
         Ok(SqliteStore {
             path,
-            tx: Mutex::new(Some(tx)),
+            queue: Some(queue),
             reader: Mutex::new(conn),
             writer: Mutex::new(Some(handle)),
             claims,
@@ -188,7 +192,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             path,
-            tx: Mutex::new(None),
+            queue: None,
             reader: Mutex::new(conn),
             writer: Mutex::new(None),
             claims: Claims::default(),
@@ -206,7 +210,9 @@ impl SqliteStore {
             .sync()
             .wait()
             .map_err(|e| Error::Corrupt(e.to_string()));
-        self.tx.lock().take();
+        if let Some(q) = &self.queue {
+            q.close();
+        }
         if let Some(h) = self.writer.lock().take() {
             let _ = h.join();
         }
@@ -215,8 +221,8 @@ impl SqliteStore {
 
     #[allow(clippy::result_large_err)] // the command is handed back to run its ack
     fn send(&self, cmd: Cmd) -> std::result::Result<(), Cmd> {
-        match self.tx.lock().as_ref() {
-            Some(tx) => tx.send(cmd).map_err(|e| e.0),
+        match &self.queue {
+            Some(queue) => queue.push(cmd),
             None => Err(cmd),
         }
     }

@@ -1,19 +1,20 @@
-//! The writer thread: group commits of queued writes, acknowledged through tickets once the
-//! transaction holding them has committed; writes of a run this store lost are refused.
+//! The write path: group commits of queued writes, acknowledged through tickets once the
+//! transaction holding them has committed (see [`Writer`]); writes of a run this store lost
+//! are refused.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use weir_core::{ActionId, ActionStatus, Failure};
 
 use super::rows::{failure_json, split, split_opt};
 use crate::{ActionKind, Error, Payload, Promise, RunId, WriteOp};
 
-/// A command for the writer thread.
+/// A command for the writer.
 pub(super) enum Cmd {
     /// A write, and the promise of its ticket if someone waits for it.
     Write(WriteOp, Option<Promise>),
@@ -24,28 +25,11 @@ pub(super) enum Cmd {
 /// The runs this store instance drives: run → (owner, epoch of its claim).
 pub(super) type Claims = Arc<Mutex<HashMap<RunId, (String, u64)>>>;
 
-/// Waits for the next command. A chain of calls (each waiting on the previous commit) sends its
-/// next write within microseconds of an acknowledgement, so the writer polls briefly before
-/// parking its thread: a futex wake-up costs more than the commit itself.
-pub(super) fn next_command(rx: &mpsc::Receiver<Cmd>) -> Option<Cmd> {
-    let spin_until = std::time::Instant::now() + std::time::Duration::from_micros(SPIN_MICROS);
-    loop {
-        match rx.try_recv() {
-            Ok(cmd) => return Some(cmd),
-            Err(mpsc::TryRecvError::Disconnected) => return None,
-            Err(mpsc::TryRecvError::Empty) if std::time::Instant::now() < spin_until => {
-                std::hint::spin_loop()
-            }
-            Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
-        }
-    }
-}
-
-/// How long the writer polls for work before parking.
-const SPIN_MICROS: u64 = 30;
-
 /// Longest time a write nobody waits for is held back to share a commit.
-const MAX_HOLD: std::time::Duration = std::time::Duration::from_millis(2);
+const MAX_HOLD: Duration = Duration::from_millis(2);
+
+/// How long the background committer sleeps when nothing is queued (it is woken earlier).
+const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 impl Cmd {
     /// Whether someone waits for this command's commit.
@@ -57,60 +41,133 @@ impl Cmd {
     }
 }
 
-pub(super) fn writer_loop(
-    mut conn: Connection,
+struct Queue {
+    cmds: Vec<Cmd>,
+    /// Commands in `cmds` that someone waits for.
+    awaited: usize,
+    /// When the oldest queued command arrived.
+    since: Option<Instant>,
+    closed: bool,
+}
+
+/// The ordered write queue and the one write connection.
+///
+/// Writes are queued in order. A write that someone waits for is committed at once: on the
+/// caller's own thread when the connection is free (a sequential chain of calls then pays no
+/// thread hand-offs at all), else by whoever holds the connection or by the background
+/// committer, which it wakes. Writes nobody waits for (an action queued or started) are held
+/// until a waited-for write arrives or `MAX_HOLD` passes, so they share its commit. A commit
+/// takes everything queued (up to `max_batch`) in one transaction, and the queue is taken only
+/// while holding the connection, so commits are in queue order.
+pub(super) struct Writer {
     path: PathBuf,
-    rx: mpsc::Receiver<Cmd>,
+    conn: Mutex<Connection>,
+    queue: Mutex<Queue>,
+    wake: Condvar,
     max_batch: usize,
     claims: Claims,
-) {
-    let mut batch: Vec<Cmd> = Vec::with_capacity(1024);
-    while let Some(first) = next_command(&rx) {
-        let mut awaited = first.is_awaited();
-        batch.push(first);
-        // Writes nobody waits for (an action queued or started) need no commit of their own:
-        // hold them until a write that is waited for arrives (usually microseconds later: the
-        // action's completion) or until `MAX_HOLD` passes. Their ordering is unchanged, and
-        // nothing unacknowledged was promised to anyone.
-        let hold_until = std::time::Instant::now() + MAX_HOLD;
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(cmd) => {
-                    awaited |= cmd.is_awaited();
-                    batch.push(cmd);
-                }
-                Err(mpsc::TryRecvError::Disconnected) => break,
-                Err(mpsc::TryRecvError::Empty) => {
-                    let now = std::time::Instant::now();
-                    if awaited || now >= hold_until {
-                        break;
-                    }
-                    match rx.recv_timeout(hold_until - now) {
-                        Ok(cmd) => {
-                            awaited |= cmd.is_awaited();
-                            batch.push(cmd);
-                        }
-                        Err(_) => break,
-                    }
-                }
+    /// Commit on the caller's thread (off with `fsync`: a synced commit would stall a runtime
+    /// thread for a millisecond).
+    inline: bool,
+}
+
+impl Writer {
+    pub(super) fn new(
+        conn: Connection,
+        path: PathBuf,
+        max_batch: usize,
+        claims: Claims,
+        inline: bool,
+    ) -> Writer {
+        Writer {
+            path,
+            conn: Mutex::new(conn),
+            queue: Mutex::new(Queue {
+                cmds: Vec::with_capacity(1024),
+                awaited: 0,
+                since: None,
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            max_batch,
+            claims,
+            inline,
+        }
+    }
+
+    /// Queues a command; it is handed back when the writer has stopped.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn push(&self, cmd: Cmd) -> std::result::Result<(), Cmd> {
+        let awaited = cmd.is_awaited();
+        {
+            let mut q = self.queue.lock();
+            if q.closed {
+                return Err(cmd);
+            }
+            q.cmds.push(cmd);
+            q.since.get_or_insert_with(Instant::now);
+            if !awaited && q.cmds.len() < self.max_batch {
+                return Ok(());
+            }
+            q.awaited += awaited as usize;
+        }
+        if !(self.inline && awaited) {
+            self.wake.notify_one();
+            return Ok(());
+        }
+        match self.conn.try_lock() {
+            Some(mut conn) => self.commit_queued(&mut conn),
+            None => {
+                self.wake.notify_one();
             }
         }
+        Ok(())
+    }
+
+    /// Stops accepting commands; the background committer commits what is queued and exits.
+    pub(super) fn close(&self) {
+        self.queue.lock().closed = true;
+        self.wake.notify_all();
+    }
+
+    /// Commits everything queued, batch by batch, while someone waits for a queued command.
+    fn commit_queued(&self, conn: &mut Connection) {
+        loop {
+            let batch = {
+                let mut q = self.queue.lock();
+                if q.cmds.is_empty() {
+                    return;
+                }
+                let take = q.cmds.len().min(self.max_batch);
+                let batch: Vec<Cmd> = q.cmds.drain(..take).collect();
+                q.awaited = q.cmds.iter().filter(|c| c.is_awaited()).count();
+                q.since = (!q.cmds.is_empty()).then(Instant::now);
+                batch
+            };
+            self.commit(conn, batch);
+            if self.queue.lock().awaited == 0 {
+                return;
+            }
+        }
+    }
+
+    fn commit(&self, conn: &mut Connection, batch: Vec<Cmd>) {
         let sql_error = |source| {
             Arc::new(Error::Sqlite {
-                path: path.display().to_string(),
+                path: self.path.display().to_string(),
                 source,
             })
         };
-        let lost = lost_runs(&conn, &batch, &claims).map_err(sql_error);
+        let lost = lost_runs(conn, &batch, &self.claims).map_err(sql_error);
         let result = match &lost {
-            Ok(lost) => apply_batch(&mut conn, &batch, lost).map_err(sql_error),
+            Ok(lost) => apply_batch(conn, &batch, lost).map_err(sql_error),
             Err(e) => Err(e.clone()),
         };
         if let Err(e) = &result {
             tracing::error!(error = %e, ops = batch.len(), "state commit failed");
         }
         let lost = lost.unwrap_or_default();
-        for cmd in batch.drain(..) {
+        for cmd in batch {
             match cmd {
                 Cmd::Write(op, Some(promise)) => match op.run().and_then(|r| lost.get(&r)) {
                     Some(refusal) => promise.resolve(Err(refusal.clone())),
@@ -119,6 +176,50 @@ pub(super) fn writer_loop(
                 Cmd::Write(_, None) => {}
                 Cmd::Sync(promise) => promise.resolve(result.clone()),
             }
+        }
+    }
+
+    /// The background committer: commits waited-for writes that found the connection busy,
+    /// and held writes after `MAX_HOLD`; exits once closed and drained.
+    pub(super) fn background(&self) {
+        loop {
+            {
+                let mut q = self.queue.lock();
+                loop {
+                    let held = q.since.map(|t| t.elapsed());
+                    let due = q.awaited > 0 || held.is_some_and(|h| h >= MAX_HOLD);
+                    if due || (q.closed && !q.cmds.is_empty()) {
+                        break;
+                    }
+                    if q.closed {
+                        return;
+                    }
+                    let wait = match held {
+                        Some(h) => MAX_HOLD - h,
+                        None => IDLE_WAIT,
+                    };
+                    self.wake.wait_for(&mut q, wait);
+                }
+            }
+            let mut conn = self.conn.lock();
+            self.commit_all(&mut conn);
+        }
+    }
+
+    fn commit_all(&self, conn: &mut Connection) {
+        loop {
+            let batch = {
+                let mut q = self.queue.lock();
+                if q.cmds.is_empty() {
+                    return;
+                }
+                let take = q.cmds.len().min(self.max_batch);
+                let batch: Vec<Cmd> = q.cmds.drain(..take).collect();
+                q.awaited = q.cmds.iter().filter(|c| c.is_awaited()).count();
+                q.since = (!q.cmds.is_empty()).then(Instant::now);
+                batch
+            };
+            self.commit(conn, batch);
         }
     }
 }
