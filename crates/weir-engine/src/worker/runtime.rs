@@ -1,5 +1,7 @@
 //! The worker mode of the user's binary: lease actions of one environment, run them (at most
 //! `concurrency` holding a slot at once), heartbeat, complete them with their fencing token.
+//! The loops talk to the engine through a [`WorkerApi`]: over HTTP in [`run_worker`], or any
+//! other implementation in [`run_worker_with`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +14,9 @@ use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::Error;
-use super::client::{WorkerClient, to_remote};
+use super::api::WorkerApi;
+use super::client::WorkerClient;
+use super::http::HttpClient;
 use super::protocol::*;
 use crate::call::{RemoteRun, TaskCtx};
 use crate::registry;
@@ -22,7 +26,7 @@ use crate::registry;
 pub struct WorkerConfig {
     /// The environment whose actions it leases.
     pub env: String,
-    /// The engine's worker API, e.g. `http://127.0.0.1:40123`.
+    /// The engine's worker API, e.g. `http://127.0.0.1:40123` (used by [`run_worker`]).
     pub engine_url: String,
     /// Worker id given by the executor.
     pub id: String,
@@ -32,9 +36,16 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
 }
 
-/// Runs a worker until the engine retires it (or goes away). Returns when every action it
-/// leased is completed and its completions are delivered.
+/// Runs a worker against the engine's HTTP worker API until the engine retires it (or goes
+/// away). Returns when every action it leased is completed and its completions are delivered.
 pub async fn run_worker(config: WorkerConfig) -> Result<(), Error> {
+    let api = Arc::new(HttpClient::new(config.engine_url.clone()));
+    run_worker_with(config, api).await
+}
+
+/// [`run_worker`] over any implementation of the worker protocol (`config.engine_url` is not
+/// used): the engine's own, in its process, as well as a transport's client.
+pub async fn run_worker_with(config: WorkerConfig, api: Arc<dyn WorkerApi>) -> Result<(), Error> {
     let env = registry::tasks()
         .map(|d| d.environment())
         .find(|e| e.name() == config.env)
@@ -46,7 +57,7 @@ pub async fn run_worker(config: WorkerConfig) -> Result<(), Error> {
             .map(|p| p.concurrency.max(1))
             .unwrap_or(1)
     };
-    let client = WorkerClient::start(config.engine_url.clone(), config.id.clone());
+    let client = WorkerClient::start(api, config.id.clone());
     let slots = Arc::new(Semaphore::new(concurrency));
     let running: Arc<Mutex<HashMap<u64, AbortHandle>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -75,7 +86,7 @@ pub async fn run_worker(config: WorkerConfig) -> Result<(), Error> {
             worker: config.id.clone(),
             max: free.min(256) as u32,
         };
-        let reply: LeaseResponse = match client.post("/v1/lease", &req).await {
+        let reply = match client.api().lease(req).await {
             Ok(r) => {
                 failures = 0;
                 r
@@ -120,6 +131,7 @@ pub async fn run_worker(config: WorkerConfig) -> Result<(), Error> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     heartbeat.abort();
+    client.close();
     Ok(())
 }
 
@@ -135,10 +147,7 @@ async fn heartbeat_loop(
     let mut failures = 0;
     loop {
         tokio::time::sleep(every).await;
-        match client
-            .post::<_, HeartbeatReply>("/v1/heartbeat", &msg)
-            .await
-        {
+        match client.api().heartbeat(msg.clone()).await {
             Ok(reply) => {
                 failures = 0;
                 let mut running = running.lock();
@@ -185,12 +194,7 @@ async fn run_leased(
         a.run_name, a.action, a.attempt, a.task, a.lease
     );
     let outcome = match registry::find_task(&a.task) {
-        Err(e) => AttemptOutcome::Error(RemoteError {
-            kind: weir_core::ErrorKind::System,
-            message: format!("worker {}: {e}", client.worker()),
-            chain: vec![],
-            child: None,
-        }),
+        Err(e) => AttemptOutcome::Error(system_error(format!("worker {}: {e}", client.worker()))),
         Ok(def) => {
             let remote = Arc::new(RemoteRun {
                 client: client.clone(),
