@@ -182,6 +182,19 @@ pub enum Error {
     /// The loopback server could not start.
     #[error("cannot start the worker API on 127.0.0.1: {0}")]
     Server(String),
+    /// The engine stopped answering the worker: nothing the worker runs could be delivered any
+    /// more, so it stops (the engine, if it comes back, requeues its leases).
+    #[error(
+        "the engine stopped answering: {failures} {requests} in a row failed, the last with: {last}"
+    )]
+    EngineLost {
+        /// Which requests failed (`heartbeats`, `lease requests`).
+        requests: &'static str,
+        /// How many in a row.
+        failures: u32,
+        /// The last failure.
+        last: String,
+    },
     /// A worker process could not be started.
     #[error("cannot start a worker process {program}: {message}")]
     Spawn {
