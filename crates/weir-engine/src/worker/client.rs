@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
+use weir_core::ActionId;
 
 use super::api::WorkerApi;
 use super::protocol::*;
+use super::worker_log::WorkerLog;
 
 type ChildOutcome = Result<serde_bytes::ByteBuf, RemoteError>;
 
@@ -23,6 +25,7 @@ pub(crate) struct WorkerClient {
 struct ClientInner {
     api: Arc<dyn WorkerApi>,
     worker: String,
+    log: Arc<WorkerLog>,
     next_call: AtomicU64,
     pending: Mutex<HashMap<u64, oneshot::Sender<ChildOutcome>>>,
     submit_tx: mpsc::UnboundedSender<ChildCall>,
@@ -39,7 +42,11 @@ const BATCH: usize = 4096;
 
 impl WorkerClient {
     /// Starts the batching loops of worker `worker` over `api`.
-    pub(crate) fn start(api: Arc<dyn WorkerApi>, worker: String) -> WorkerClient {
+    pub(crate) fn start(
+        api: Arc<dyn WorkerApi>,
+        worker: String,
+        log: Arc<WorkerLog>,
+    ) -> WorkerClient {
         let (submit_tx, submit_rx) = mpsc::unbounded_channel();
         let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();
         let (complete_tx, complete_rx) = mpsc::unbounded_channel();
@@ -47,6 +54,7 @@ impl WorkerClient {
             inner: Arc::new(ClientInner {
                 api,
                 worker,
+                log,
                 next_call: AtomicU64::new(1),
                 pending: Mutex::new(HashMap::new()),
                 submit_tx,
@@ -80,6 +88,11 @@ impl WorkerClient {
     /// The engine.
     pub(crate) fn api(&self) -> &dyn WorkerApi {
         &*self.inner.api
+    }
+
+    /// The worker's structured log.
+    pub(crate) fn log(&self) -> &WorkerLog {
+        &self.inner.log
     }
 
     /// Queues a completion (sent in the next batch).
@@ -150,6 +163,10 @@ impl WorkerClient {
         while rx.recv_many(&mut buf, BATCH).await > 0 {
             let completions = std::mem::take(&mut buf);
             let n = completions.len();
+            let leased: HashMap<u64, (ActionId, u32)> = completions
+                .iter()
+                .map(|c| (c.lease, (c.action, c.attempt)))
+                .collect();
             let batch = CompleteBatch {
                 worker: self.inner.worker.clone(),
                 completions,
@@ -160,7 +177,8 @@ impl WorkerClient {
                 match self.api().complete(batch.clone()).await {
                     Ok(reply) => {
                         for (lease, why) in reply.rejected {
-                            eprintln!("[weir] completion of lease {lease} rejected: {why}");
+                            let leased = leased.get(&lease).copied();
+                            self.log().rejected(lease, leased, why);
                         }
                         break;
                     }
@@ -170,7 +188,7 @@ impl WorkerClient {
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     }
                     Err(e) => {
-                        eprintln!("[weir] completions lost: {e}");
+                        self.log().undelivered(n, e.to_string());
                         break;
                     }
                 }

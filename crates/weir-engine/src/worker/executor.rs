@@ -319,7 +319,7 @@ impl State {
     /// queued attempts: they fail rather than wait forever.
     fn spawn(&mut self, options: &WorkerOptions, env: &str, url: &str, once: bool, why: String) {
         let (n, id) = self.pool.next_id();
-        let log = self.journal.worker_log(env, &id);
+        let (log, events) = self.journal.worker_logs(env, &id);
         let spec = LaunchSpec {
             env: env.to_string(),
             worker: id.clone(),
@@ -327,6 +327,7 @@ impl State {
             once,
             heartbeat: options.heartbeat_interval,
             log,
+            events,
         };
         match self.pool.start(n, spec) {
             Ok(pid) => {

@@ -5,7 +5,8 @@
 //!   changes ([`ReplicaRecord`]);
 //! - `decisions.jsonl`: every decision (scale up, retire, stop, requeue, reject), appended
 //!   ([`DecisionRecord`]) and also logged with `tracing`;
-//! - per worker, `<env>-<engine pid>-<worker>.log` (its stdout and stderr).
+//! - per worker, `<env>-<engine pid>-<worker>.log` (its stdout and stderr) and
+//!   `<env>-<engine pid>-<worker>.jsonl` (its structured log, see [`WorkerLogRecord`](super::WorkerLogRecord)).
 //!
 //! Files rather than store tables for now; [`read_snapshot`] is the one reader.
 
@@ -38,6 +39,19 @@ pub struct ReplicaRecord {
     pub once: bool,
     /// Its stdout/stderr log file.
     pub log: PathBuf,
+    /// Its structured log (JSON lines of [`WorkerLogRecord`](super::WorkerLogRecord)).
+    /// Absent in tables written before it existed.
+    #[serde(default)]
+    pub events: Option<PathBuf>,
+}
+
+impl ReplicaRecord {
+    /// The worker's structured log file.
+    pub fn events_path(&self) -> PathBuf {
+        self.events
+            .clone()
+            .unwrap_or_else(|| self.log.with_extension("jsonl"))
+    }
 }
 
 /// One executor decision (scale up, retire, stop, requeue, reject).
@@ -112,10 +126,13 @@ impl Journal {
         &self.dir
     }
 
-    /// The stdout/stderr log of a new worker.
-    pub(crate) fn worker_log(&self, env: &str, worker: &str) -> PathBuf {
-        self.dir
-            .join(format!("{env}-{}-{worker}.log", std::process::id()))
+    /// The stdout/stderr log and the structured log of a new worker.
+    pub(crate) fn worker_logs(&self, env: &str, worker: &str) -> (PathBuf, PathBuf) {
+        let base = format!("{env}-{}-{worker}", std::process::id());
+        (
+            self.dir.join(format!("{base}.log")),
+            self.dir.join(format!("{base}.jsonl")),
+        )
     }
 
     /// Logs and appends one decision.

@@ -36,7 +36,8 @@
 //! - `leases`: per-environment queues, leases with fencing tokens, system retries — plain state.
 //! - [`run_worker`]: the worker mode of the user's binary (`<binary> worker --env NAME
 //!   --engine URL`); `client`: its connection to the engine (batching loops over a
-//!   [`WorkerApi`]); `remote_run`: a task's child calls and checkpoints from a worker.
+//!   [`WorkerApi`]); `remote_run`: a task's child calls and checkpoints from a worker;
+//!   `worker_log`: its structured log ([`WorkerLogRecord`]), read by `get logs`.
 //!
 //! # Slots and nested calls
 //!
@@ -58,6 +59,7 @@ mod remote_run;
 mod runtime;
 mod scaling;
 mod service;
+mod worker_log;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -65,6 +67,7 @@ use std::time::Duration;
 pub use api::{ApiFuture, WorkerApi};
 pub use journal::{DecisionRecord, ReplicaRecord, WorkersSnapshot, read_snapshot};
 pub use runtime::{WorkerConfig, run_worker, run_worker_with};
+pub use worker_log::{WorkerEvent, WorkerLogRecord, read_worker_log};
 
 /// Where the engine runs task attempts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -32,6 +32,8 @@ pub(crate) struct LaunchSpec {
     pub heartbeat: Duration,
     /// Where its stdout and stderr go.
     pub log: PathBuf,
+    /// Where its structured log goes.
+    pub events: PathBuf,
 }
 
 /// Starts workers. The first implementation starts a local process of the user's binary
@@ -51,8 +53,8 @@ pub(crate) trait Launched: Send {
     fn kill(&mut self);
 }
 
-/// Starts `<program> worker --env E --engine URL --id W [--once]` with its stdout and stderr
-/// in one log file.
+/// Starts `<program> worker --env E --engine URL --id W [--once] --log EVENTS` with its stdout
+/// and stderr in one log file.
 pub(crate) struct LocalProcess {
     /// The program; the current executable when unset.
     pub program: Option<PathBuf>,
@@ -71,6 +73,8 @@ impl Launcher for LocalProcess {
                 cmd.arg("worker")
                     .args(["--env", &spec.env, "--engine", &spec.engine_url])
                     .args(["--id", &spec.worker])
+                    .arg("--log")
+                    .arg(&spec.events)
                     .env(
                         "WEIR_WORKER_HEARTBEAT_MS",
                         spec.heartbeat.as_millis().to_string(),
@@ -149,6 +153,7 @@ pub(crate) struct Replica {
     ended_at: Option<i64>,
     pub once: bool,
     log: PathBuf,
+    events: PathBuf,
 }
 
 /// The executor's view of one environment.
@@ -232,6 +237,7 @@ impl Pool {
                 ended_at: None,
                 once: spec.once,
                 log: spec.log,
+                events: spec.events,
             },
         );
         Ok(pid)
@@ -368,6 +374,7 @@ impl Pool {
                 ended_at: r.ended_at,
                 once: r.once,
                 log: r.log.clone(),
+                events: Some(r.events.clone()),
             })
             .collect()
     }

@@ -4,6 +4,7 @@
 //! other implementation in [`run_worker_with`].
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use super::api::WorkerApi;
 use super::client::WorkerClient;
 use super::http::HttpClient;
 use super::protocol::*;
+use super::worker_log::WorkerLog;
 use crate::call::{RemoteRun, TaskCtx};
 use crate::registry;
 
@@ -34,6 +36,9 @@ pub struct WorkerConfig {
     pub once: bool,
     /// Heartbeat period. Default 500 ms (`WEIR_WORKER_HEARTBEAT_MS`).
     pub heartbeat: Duration,
+    /// Where to append the worker's structured log (JSON lines of
+    /// [`WorkerLogRecord`](super::WorkerLogRecord)); only `tracing` events when unset.
+    pub log: Option<PathBuf>,
 }
 
 /// Runs a worker against the engine's HTTP worker API until the engine retires it. Returns
@@ -45,8 +50,8 @@ pub async fn run_worker(config: WorkerConfig) -> Result<(), Error> {
     run_worker_with(config, api).await
 }
 
-/// What runs in the worker, by lease: to cancel it.
-type Running = Arc<Mutex<HashMap<u64, AbortHandle>>>;
+/// What runs in the worker, by lease: to cancel it, and to say what was cancelled.
+type Running = Arc<Mutex<HashMap<u64, (AbortHandle, LeasedAction)>>>;
 
 /// Why the worker stops leasing: the first reason given wins.
 #[derive(Default)]
@@ -82,7 +87,8 @@ pub async fn run_worker_with(config: WorkerConfig, api: Arc<dyn WorkerApi>) -> R
             .map(|p| p.concurrency.max(1))
             .unwrap_or(1)
     };
-    let client = WorkerClient::start(api, config.id.clone());
+    let log = Arc::new(WorkerLog::open(&config.id, config.log.as_deref()));
+    let client = WorkerClient::start(api, config.id.clone(), log);
     let running: Running = Arc::default();
     let stop = Arc::new(Stop::default());
     let mut heartbeat = tokio::spawn(heartbeat_loop(
@@ -99,8 +105,8 @@ pub async fn run_worker_with(config: WorkerConfig, api: Arc<dyn WorkerApi>) -> R
         e = engine_lost(&mut heartbeat) => Err(e),
     };
     match &result {
-        Ok(()) => eprintln!("[weir] worker {} stops: {}", config.id, stop.reason()),
-        Err(e) => eprintln!("[weir] worker {} stops: {e}", config.id),
+        Ok(()) => client.log().stop(stop.reason()),
+        Err(e) => client.log().stop(e.to_string()),
     }
     heartbeat.abort();
     client.close();
@@ -177,6 +183,16 @@ async fn lease_and_run(
         for action in reply.actions {
             leased_once = true;
             let lease = action.lease;
+            let summary = LeasedAction {
+                lease,
+                run: action.run,
+                run_name: action.run_name.clone(),
+                action: action.action,
+                attempt: action.attempt,
+                task: action.task.clone(),
+                inputs: Vec::new(),
+                check_store: action.check_store,
+            };
             // Under the lock: the attempt cannot end (and remove itself) before it is added.
             let mut running_now = running.lock();
             let handle = tasks.spawn(run_leased(
@@ -185,7 +201,7 @@ async fn lease_and_run(
                 action,
                 running.clone(),
             ));
-            running_now.insert(lease, handle);
+            running_now.insert(lease, (handle, summary));
         }
         while tasks.try_join_next().is_some() {}
         if reply.shutdown {
@@ -225,9 +241,9 @@ async fn heartbeat_loop(
                 failures = 0;
                 for lease in reply.cancelled {
                     let cancelled = running.lock().remove(&lease);
-                    if let Some(handle) = cancelled {
-                        eprintln!("[weir] lease {lease} cancelled by the engine");
+                    if let Some((handle, action)) = cancelled {
                         handle.abort();
+                        client.log().cancelled(&action);
                     }
                 }
                 if reply.shutdown {
@@ -264,10 +280,7 @@ async fn run_leased(
     let Ok(permit) = slots.clone().acquire_owned().await else {
         return;
     };
-    eprintln!(
-        "[weir] begin run={} action={} attempt={} task={} lease={}",
-        a.run_name, a.action, a.attempt, a.task, a.lease
-    );
+    client.log().begin(&a);
     let outcome = match registry::find_task(&a.task) {
         Err(e) => AttemptOutcome::Error(system_error(format!("worker {}: {e}", client.worker()))),
         Ok(def) => {
@@ -294,11 +307,11 @@ async fn run_leased(
             }
         }
     };
-    let ok = matches!(outcome, AttemptOutcome::Output(_));
-    eprintln!(
-        "[weir] end run={} action={} attempt={} ok={ok}",
-        a.run_name, a.action, a.attempt
-    );
+    let error = match &outcome {
+        AttemptOutcome::Output(_) => None,
+        AttemptOutcome::Error(e) => Some(e.message.clone()),
+    };
+    client.log().end(&a, error);
     running.lock().remove(&a.lease);
     client.complete(Completion {
         lease: a.lease,
@@ -317,12 +330,14 @@ mod tests {
     use std::sync::atomic::AtomicU32;
 
     use futures::future::BoxFuture;
+    use weir_core::ActionId;
     use weir_core::spec::{ReusePolicy, TaskEnvironment};
+    use weir_store::RunId;
 
     use super::*;
     use crate::registry::{Registration, TaskConfig, TaskDef};
-    use crate::worker::Refusal;
     use crate::worker::api::ApiFuture;
+    use crate::worker::{Refusal, WorkerEvent, read_worker_log};
 
     static ENV: LazyLock<TaskEnvironment> = LazyLock::new(|| {
         TaskEnvironment::new("inproc").reuse(ReusePolicy::new().replicas(1..=1).concurrency(2))
@@ -360,6 +375,19 @@ mod tests {
     };
 
     inventory::submit! { Registration(&ECHO) }
+
+    fn leased(lease: u64, inputs: u8) -> LeasedAction {
+        LeasedAction {
+            lease,
+            run: RunId(1),
+            run_name: "inproc-run".into(),
+            action: ActionId(lease),
+            attempt: 1,
+            task: "inproc.echo".into(),
+            inputs: vec![inputs],
+            check_store: false,
+        }
+    }
 
     /// Leases two attempts once (lease 1 ends, lease 2 never does), cancels lease 2 with the
     /// first heartbeat, and retires the worker once lease 1 is completed. Or answers nothing.
@@ -443,13 +471,14 @@ mod tests {
         }
     }
 
-    fn config() -> WorkerConfig {
+    fn config(log: &std::path::Path) -> WorkerConfig {
         WorkerConfig {
             env: "inproc".into(),
             engine_url: String::new(),
             id: "w1".into(),
             once: false,
             heartbeat: Duration::from_millis(10),
+            log: Some(log.to_path_buf()),
         }
     }
 
@@ -457,12 +486,61 @@ mod tests {
     const HANG: Duration = Duration::from_secs(30);
 
     #[tokio::test]
+    async fn a_worker_runs_in_process_and_drops_the_attempt_the_engine_cancels() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("w1.jsonl");
+        let engine = Arc::new(Scripted::default());
+        *engine.to_lease.lock() = vec![leased(1, 7), leased(2, 0)];
+        let api: Arc<dyn WorkerApi> = engine.clone();
+        let ran = tokio::time::timeout(HANG, run_worker_with(config(&log), api)).await;
+        ran.expect("the worker stopped").expect("without error");
+
+        let completions = engine.completions.lock();
+        assert_eq!(
+            completions.len(),
+            1,
+            "only the attempt that ended completes"
+        );
+        assert_eq!(completions[0].lease, 1);
+        assert!(matches!(&completions[0].outcome, AttemptOutcome::Output(b) if b == &[7]));
+
+        let records = read_worker_log(&log).unwrap();
+        let events: Vec<(WorkerEvent, Option<u64>)> =
+            records.iter().map(|r| (r.event, r.lease)).collect();
+        let has = |e: WorkerEvent, lease: u64| events.contains(&(e, Some(lease)));
+        assert!(
+            has(WorkerEvent::Begin, 1) && has(WorkerEvent::End, 1),
+            "{events:?}"
+        );
+        assert!(
+            has(WorkerEvent::Begin, 2) && has(WorkerEvent::Cancelled, 2),
+            "{events:?}"
+        );
+        assert!(
+            !has(WorkerEvent::End, 2),
+            "the cancelled attempt ended: {events:?}"
+        );
+        let cancelled = records
+            .iter()
+            .find(|r| r.event == WorkerEvent::Cancelled)
+            .unwrap();
+        assert_eq!(cancelled.run.as_deref(), Some("inproc-run"));
+        assert_eq!(cancelled.task.as_deref(), Some("inproc.echo"));
+        assert_eq!(cancelled.action, Some(ActionId(2).to_string()));
+        let last = records.last().unwrap();
+        assert_eq!(last.event, WorkerEvent::Stop);
+        assert_eq!(last.message.as_deref(), Some("retired by the engine"));
+    }
+
+    #[tokio::test]
     async fn a_worker_whose_engine_stops_answering_returns_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("w1.jsonl");
         let engine = Arc::new(Scripted {
             unreachable: true,
             ..Scripted::default()
         });
-        let ran = tokio::time::timeout(HANG, run_worker_with(config(), engine)).await;
+        let ran = tokio::time::timeout(HANG, run_worker_with(config(&log), engine)).await;
         match ran.expect("the worker stopped") {
             Err(Error::EngineLost {
                 requests,
@@ -474,5 +552,14 @@ mod tests {
             }
             other => panic!("not EngineLost: {other:?}"),
         }
+        let records = read_worker_log(&log).unwrap();
+        let stop = records.last().expect("a stop record");
+        assert_eq!(stop.event, WorkerEvent::Stop);
+        assert!(
+            stop.message
+                .as_deref()
+                .is_some_and(|m| m.contains("stopped answering")),
+            "{stop:?}"
+        );
     }
 }
