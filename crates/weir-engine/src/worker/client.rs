@@ -1,27 +1,20 @@
-//! The worker's side of the transport: an HTTP/1 client (keep-alive pool) on loopback, and the
-//! loops that batch child submissions, cancellations and completions and long-poll results.
+//! A worker's connection to the engine, over any [`WorkerApi`]: the loops that batch child
+//! submissions, cancellations and completions, and the one that long-polls child results.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
-use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{mpsc, oneshot};
-use weir_core::{ActionId, ErrorKind, Failure};
+use tokio::task::AbortHandle;
+use weir_core::ActionId;
 
-use super::Error as ProtocolError;
+use super::api::WorkerApi;
 use super::protocol::*;
-use crate::call::{RemoteRun, TaskCtx};
-use crate::registry::TaskDef;
-use crate::{Error, Result};
+use super::worker_log::WorkerLog;
 
-type ResultTx = oneshot::Sender<std::result::Result<serde_bytes::ByteBuf, RemoteError>>;
+type ChildOutcome = Result<serde_bytes::ByteBuf, RemoteError>;
 
 /// A cheap cloneable handle on the worker's connection to the engine.
 #[derive(Clone)]
@@ -30,104 +23,76 @@ pub(crate) struct WorkerClient {
 }
 
 struct ClientInner {
-    http: Client<HttpConnector, Full<Bytes>>,
-    base: String,
+    api: Arc<dyn WorkerApi>,
     worker: String,
+    log: Arc<WorkerLog>,
     next_call: AtomicU64,
-    pending: Mutex<HashMap<u64, ResultTx>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<ChildOutcome>>>,
     submit_tx: mpsc::UnboundedSender<ChildCall>,
     cancel_tx: mpsc::UnboundedSender<u64>,
     complete_tx: mpsc::UnboundedSender<Completion>,
     /// Completions queued but not yet acknowledged by the engine.
     unsent: AtomicUsize,
+    /// The loops, stopped by [`WorkerClient::close`].
+    loops: Mutex<Vec<AbortHandle>>,
 }
 
 /// Most messages of one kind in one request.
 const BATCH: usize = 4096;
 
 impl WorkerClient {
-    /// Connects (lazily) to the engine at `base` (`http://127.0.0.1:PORT`) and starts the
-    /// batching loops.
-    pub(crate) fn start(base: String, worker: String) -> WorkerClient {
-        let http = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(64)
-            .build_http();
+    /// Starts the batching loops of worker `worker` over `api`.
+    pub(crate) fn start(
+        api: Arc<dyn WorkerApi>,
+        worker: String,
+        log: Arc<WorkerLog>,
+    ) -> WorkerClient {
         let (submit_tx, submit_rx) = mpsc::unbounded_channel();
         let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();
         let (complete_tx, complete_rx) = mpsc::unbounded_channel();
         let client = WorkerClient {
             inner: Arc::new(ClientInner {
-                http,
-                base,
+                api,
                 worker,
+                log,
                 next_call: AtomicU64::new(1),
                 pending: Mutex::new(HashMap::new()),
                 submit_tx,
                 cancel_tx,
                 complete_tx,
                 unsent: AtomicUsize::new(0),
+                loops: Mutex::new(Vec::new()),
             }),
         };
-        tokio::spawn(client.clone().submit_loop(submit_rx));
-        tokio::spawn(client.clone().cancel_loop(cancel_rx));
-        tokio::spawn(client.clone().complete_loop(complete_rx));
-        tokio::spawn(client.clone().results_loop());
+        let loops = vec![
+            tokio::spawn(client.clone().submit_loop(submit_rx)).abort_handle(),
+            tokio::spawn(client.clone().cancel_loop(cancel_rx)).abort_handle(),
+            tokio::spawn(client.clone().complete_loop(complete_rx)).abort_handle(),
+            tokio::spawn(client.clone().results_loop()).abort_handle(),
+        ];
+        *client.inner.loops.lock() = loops;
         client
+    }
+
+    /// Stops the loops (the worker is done; what is still queued is dropped).
+    pub(crate) fn close(&self) {
+        for h in self.inner.loops.lock().drain(..) {
+            h.abort();
+        }
     }
 
     pub(crate) fn worker(&self) -> &str {
         &self.inner.worker
     }
 
-    /// One request: MessagePack in, MessagePack out.
-    pub(crate) async fn post<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &Req,
-    ) -> std::result::Result<Resp, ProtocolError> {
-        let bytes = rmp_serde::to_vec_named(body).map_err(|e| ProtocolError::Codec {
-            what: path.into(),
-            message: e.to_string(),
-        })?;
-        let url = format!("{}{path}", self.inner.base);
-        let req = hyper::Request::post(&url)
-            .header("content-type", "application/msgpack")
-            .body(Full::new(Bytes::from(bytes)))
-            .map_err(|e| ProtocolError::Codec {
-                what: path.into(),
-                message: e.to_string(),
-            })?;
-        let unreachable = |e: String| ProtocolError::Unreachable {
-            url: url.clone(),
-            message: e,
-        };
-        let resp = self
-            .inner
-            .http
-            .request(req)
-            .await
-            .map_err(|e| unreachable(format!("{e:?}")))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?
-            .to_bytes();
-        if !status.is_success() {
-            let message = rmp_serde::from_slice::<ErrorReply>(&body)
-                .map(|r| r.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-            return Err(ProtocolError::Refused {
-                path: path.into(),
-                status: status.as_u16(),
-                message,
-            });
-        }
-        rmp_serde::from_slice(&body).map_err(|e| ProtocolError::Codec {
-            what: path.into(),
-            message: e.to_string(),
-        })
+    /// The engine.
+    pub(crate) fn api(&self) -> &dyn WorkerApi {
+        &*self.inner.api
+    }
+
+    /// The worker's structured log.
+    pub(crate) fn log(&self) -> &WorkerLog {
+        &self.inner.log
     }
 
     /// Queues a completion (sent in the next batch).
@@ -141,6 +106,24 @@ impl WorkerClient {
         self.inner.unsent.load(Ordering::Acquire)
     }
 
+    /// Submits a child call (its `call` id is assigned here) and waits for its outcome; `None`
+    /// when the connection dropped it. Dropping the future cancels the call at the engine.
+    pub(crate) async fn call_child(&self, mut call: ChildCall) -> Option<ChildOutcome> {
+        let inner = &self.inner;
+        call.call = inner.next_call.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        inner.pending.lock().insert(call.call, tx);
+        let mut guard = CancelGuard {
+            client: self.clone(),
+            call: call.call,
+            armed: true,
+        };
+        let _ = inner.submit_tx.send(call);
+        let outcome = rx.await;
+        guard.armed = false;
+        outcome.ok()
+    }
+
     async fn submit_loop(self, mut rx: mpsc::UnboundedReceiver<ChildCall>) {
         let mut buf = Vec::new();
         while rx.recv_many(&mut buf, BATCH).await > 0 {
@@ -150,7 +133,7 @@ impl WorkerClient {
                 worker: self.inner.worker.clone(),
                 calls,
             };
-            if let Err(e) = self.post::<_, ()>("/v1/submit", &batch).await {
+            if let Err(e) = self.api().submit(batch).await {
                 let failure = system_error(format!("child call not submitted: {e}"));
                 let mut pending = self.inner.pending.lock();
                 for id in ids {
@@ -165,12 +148,11 @@ impl WorkerClient {
     async fn cancel_loop(self, mut rx: mpsc::UnboundedReceiver<u64>) {
         let mut buf = Vec::new();
         while rx.recv_many(&mut buf, BATCH).await > 0 {
-            let calls = std::mem::take(&mut buf);
             let msg = CancelCalls {
                 worker: self.inner.worker.clone(),
-                calls,
+                calls: std::mem::take(&mut buf),
             };
-            if let Err(e) = self.post::<_, ()>("/v1/cancel", &msg).await {
+            if let Err(e) = self.api().cancel(msg).await {
                 tracing::warn!(error = %e, "could not cancel child calls");
             }
         }
@@ -181,6 +163,10 @@ impl WorkerClient {
         while rx.recv_many(&mut buf, BATCH).await > 0 {
             let completions = std::mem::take(&mut buf);
             let n = completions.len();
+            let leased: HashMap<u64, (ActionId, u32)> = completions
+                .iter()
+                .map(|c| (c.lease, (c.action, c.attempt)))
+                .collect();
             let batch = CompleteBatch {
                 worker: self.inner.worker.clone(),
                 completions,
@@ -188,10 +174,11 @@ impl WorkerClient {
             // Retried until the engine answers: a completion is only lost with the process.
             let mut tries = 0;
             loop {
-                match self.post::<_, CompleteReply>("/v1/complete", &batch).await {
+                match self.api().complete(batch.clone()).await {
                     Ok(reply) => {
                         for (lease, why) in reply.rejected {
-                            eprintln!("[weir] completion of lease {lease} rejected: {why}");
+                            let leased = leased.get(&lease).copied();
+                            self.log().rejected(lease, leased, why);
                         }
                         break;
                     }
@@ -201,7 +188,7 @@ impl WorkerClient {
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     }
                     Err(e) => {
-                        eprintln!("[weir] completions lost: {e}");
+                        self.log().undelivered(n, e.to_string());
                         break;
                     }
                 }
@@ -215,7 +202,7 @@ impl WorkerClient {
             worker: self.inner.worker.clone(),
         };
         loop {
-            match self.post::<_, ResultsReply>("/v1/results", &req).await {
+            match self.api().results(req.clone()).await {
                 Ok(reply) => {
                     let mut pending = self.inner.pending.lock();
                     for r in reply.results {
@@ -249,120 +236,5 @@ impl Drop for CancelGuard {
             self.client.inner.pending.lock().remove(&self.call);
             let _ = self.client.inner.cancel_tx.send(self.call);
         }
-    }
-}
-
-fn system_error(message: String) -> RemoteError {
-    RemoteError {
-        kind: ErrorKind::System,
-        message,
-        chain: vec![],
-        child: None,
-    }
-}
-
-/// Converts a task error for the wire.
-pub(crate) fn to_remote(e: &Error) -> RemoteError {
-    RemoteError {
-        kind: e.kind(),
-        message: e.message().to_string(),
-        chain: e.chain().to_vec(),
-        child: e.child().cloned(),
-    }
-}
-
-/// Rebuilds a task error from the wire.
-pub(crate) fn from_remote(r: RemoteError) -> Error {
-    match r.child {
-        Some(child) if r.kind == ErrorKind::ChildFailed => Error::from_child(child),
-        _ => {
-            let mut e = Error::with_kind(r.kind, r.message);
-            for c in r.chain {
-                e = e.context_below(c);
-            }
-            e
-        }
-    }
-}
-
-impl RemoteRun {
-    /// A child call from a task in this worker: the id is derived here, the action is created
-    /// (or attached to, or recovered) by the engine; the outcome comes back through results.
-    pub(crate) async fn submit_child(
-        &self,
-        ctx: &TaskCtx,
-        id: ActionId,
-        def: &'static TaskDef,
-        inputs: Vec<u8>,
-        group: Option<Arc<str>>,
-    ) -> Result<Arc<[u8]>> {
-        let client = &self.client;
-        let call = client.inner.next_call.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        client.inner.pending.lock().insert(call, tx);
-        let mut guard = CancelGuard {
-            client: client.clone(),
-            call,
-            armed: true,
-        };
-        let _ = client.inner.submit_tx.send(ChildCall {
-            call,
-            run: self.run_id,
-            parent: ctx.action,
-            id,
-            task: def.full_name().to_string(),
-            inputs,
-            group: group.map(|g| g.to_string()),
-            check_store: ctx.check_store,
-        });
-        let outcome = rx.await;
-        guard.armed = false;
-        match outcome {
-            Ok(Ok(bytes)) => Ok(Arc::from(bytes.into_vec())),
-            Ok(Err(e)) => Err(from_remote(e)),
-            Err(_) => Err(Error::with_kind(
-                ErrorKind::Cancelled,
-                format!("action {id} ({}) was cancelled", def.full_name()),
-            )),
-        }
-    }
-
-    /// Looks a trace checkpoint up through the engine.
-    pub(crate) async fn lookup_checkpoint(&self, id: ActionId) -> Result<Checkpoint> {
-        let msg = TraceLookup {
-            worker: self.client.worker().to_string(),
-            run: self.run_id,
-            id,
-        };
-        self.client
-            .post("/v1/trace/lookup", &msg)
-            .await
-            .map_err(|e| Error::with_kind(ErrorKind::System, e))
-    }
-
-    /// Records a trace checkpoint through the engine (answered after the commit).
-    pub(crate) async fn record_checkpoint(
-        &self,
-        id: ActionId,
-        parent: ActionId,
-        name: &str,
-        inputs: Vec<u8>,
-        started_at: i64,
-        outcome: std::result::Result<Vec<u8>, Failure>,
-    ) -> Result<()> {
-        let msg = TraceRecord {
-            worker: self.client.worker().to_string(),
-            run: self.run_id,
-            id,
-            parent,
-            name: name.to_string(),
-            inputs,
-            started_at,
-            outcome: outcome.map(serde_bytes::ByteBuf::from),
-        };
-        self.client
-            .post::<_, ()>("/v1/trace/record", &msg)
-            .await
-            .map_err(|e| Error::with_kind(ErrorKind::System, format!("trace {name}: {e}")))
     }
 }

@@ -5,19 +5,39 @@
 //! Why this lives in `weir-engine` and not in a crate of its own: both halves need engine
 //! internals. A task running in a worker keeps the same `TaskCtx` as in-process (child ids,
 //! `seq` counters, the slot released while waiting on children), whose backend is either the
-//! local [`Engine`](crate::Engine) or the [`client`] of this protocol; and the server side calls
-//! the engine's own child submission, trace checkpoints and attempt loop. A separate crate would
-//! have to depend on the engine and be depended on by it.
+//! local [`Engine`](crate::Engine) or a worker's connection to the engine; and the engine side
+//! calls the engine's own child submission, trace checkpoints and attempt loop. A separate crate
+//! would have to depend on the engine and be depended on by it.
 //!
-//! - [`protocol`]: the messages, shared by both sides (one protocol, two transports: the
-//!   in-process executor calls the same engine functions the server calls).
-//! - `client`: the worker's HTTP client, with batching loops for child submissions, results
-//!   and completions.
+//! # One contract for out-of-process workers; the in-process executor is a direct call
+//!
+//! The worker protocol ([`protocol`], and the [`WorkerApi`] trait with one method per message)
+//! is the one contract between the engine and a worker outside its process. The engine
+//! implements it once (`service.rs`); HTTP is an adapter on each side (`http.rs`); the worker's
+//! loops take any [`WorkerApi`], so a worker can also run against the engine in the same process
+//! ([`run_worker_with`]).
+//!
+//! The in-process executor (the default, [`ExecutorKind::InProcess`]) is *not* a transport of
+//! this protocol: the engine's attempt loop invokes the task body directly, and a child call or
+//! trace checkpoint from that body calls the engine's functions directly. That is the
+//! ~13 µs-per-action path; leasing through queues, fencing tokens, heartbeats and encoding and
+//! decoding each message would cost more than the work it carries. What the two paths share is
+//! the engine's functions (child submission, checkpoints), the task context and the child-id
+//! derivation, not the messages.
+//!
+//! # Modules
+//!
+//! - [`protocol`]: the messages, shared by both sides; `api`: the [`WorkerApi`] trait.
+//! - `service`: the engine's implementation of [`WorkerApi`], over the lease table and the
+//!   engine; `http`: the HTTP server (an adapter over any [`WorkerApi`]) and the HTTP client
+//!   (an implementation of it).
+//! - `executor`: the process executor: queues an attempt, starts workers (`pool`, behind a
+//!   `Launcher`), scales them (`scaling`), records what it did (`journal`).
+//! - `leases`: per-environment queues, leases with fencing tokens, system retries — plain state.
 //! - [`run_worker`]: the worker mode of the user's binary (`<binary> worker --env NAME
-//!   --engine URL`).
-//! - `executor`: the engine side: queues per environment, leases with fencing tokens,
-//!   heartbeats, replicas kept between `min` and `max` of the environment's `ReusePolicy`, a
-//!   fresh process per action for an environment without one, system retries.
+//!   --engine URL`); `client`: its connection to the engine (batching loops over a
+//!   [`WorkerApi`]); `remote_run`: a task's child calls and checkpoints from a worker;
+//!   `worker_log`: its structured log ([`WorkerLogRecord`]), read by `get logs`.
 //!
 //! # Slots and nested calls
 //!
@@ -27,16 +47,27 @@
 //! another task of the same environment does not deadlock: the parent waits without a slot, the
 //! one replica leases and runs the child, then the parent takes its slot again.
 
+mod api;
 pub(crate) mod client;
 pub(crate) mod executor;
+mod http;
+mod journal;
+mod leases;
+mod pool;
 pub mod protocol;
+mod remote_run;
 mod runtime;
+mod scaling;
+mod service;
+mod worker_log;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use executor::{DecisionRecord, ReplicaRecord, WorkersSnapshot, read_snapshot};
-pub use runtime::{WorkerConfig, run_worker};
+pub use api::{ApiFuture, WorkerApi};
+pub use journal::{DecisionRecord, ReplicaRecord, WorkersSnapshot, read_snapshot};
+pub use runtime::{WorkerConfig, run_worker, run_worker_with};
+pub use worker_log::{WorkerEvent, WorkerLogRecord, read_worker_log};
 
 /// Where the engine runs task attempts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -129,12 +160,12 @@ pub enum Error {
         message: String,
     },
     /// The engine refused the request.
-    #[error("the engine refused {path} (HTTP {status}): {message}")]
+    #[error("the engine refused {request} ({reason}): {message}")]
     Refused {
-        /// Request path.
-        path: String,
-        /// HTTP status.
-        status: u16,
+        /// The request (its path over HTTP).
+        request: String,
+        /// Why, in kind.
+        reason: Refusal,
         /// The engine's explanation.
         message: String,
     },
@@ -154,6 +185,19 @@ pub enum Error {
     /// The loopback server could not start.
     #[error("cannot start the worker API on 127.0.0.1: {0}")]
     Server(String),
+    /// The engine stopped answering the worker: nothing the worker runs could be delivered any
+    /// more, so it stops (the engine, if it comes back, requeues its leases).
+    #[error(
+        "the engine stopped answering: {failures} {requests} in a row failed, the last with: {last}"
+    )]
+    EngineLost {
+        /// Which requests failed (`heartbeats`, `lease requests`).
+        requests: &'static str,
+        /// How many in a row.
+        failures: u32,
+        /// The last failure.
+        last: String,
+    },
     /// A worker process could not be started.
     #[error("cannot start a worker process {program}: {message}")]
     Spawn {
@@ -162,4 +206,26 @@ pub enum Error {
         /// Why.
         message: String,
     },
+}
+
+/// Why the engine refused a request of the worker protocol (over HTTP: 409, 400, 500).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The worker is unknown or presumed dead, the run is not live, or the engine is shutting
+    /// down: the worker must stop.
+    Conflict,
+    /// The message did not decode.
+    BadRequest,
+    /// The engine could not carry the request out (a store or blob error).
+    Internal,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::Conflict => "conflict",
+            Refusal::BadRequest => "bad request",
+            Refusal::Internal => "internal error",
+        })
+    }
 }

@@ -1,6 +1,7 @@
-//! The worker protocol: one set of messages for both sides (SPEC §3.1, ARCHITECTURE "one
-//! protocol, two transports"). Bodies are MessagePack (`rmp-serde`, named fields) over HTTP on
-//! loopback; every request names the worker it comes from.
+//! The worker protocol: one set of messages for both sides (SPEC §3.1). The operations are the
+//! methods of [`WorkerApi`](super::WorkerApi); over HTTP (the only transport today, see
+//! `http.rs`) bodies are MessagePack (`rmp-serde`, named fields) on loopback, and every request
+//! names the worker it comes from.
 //!
 //! | path              | request            | response            |
 //! |-------------------|--------------------|---------------------|
@@ -13,12 +14,16 @@
 //! | `/v1/trace/lookup`| [`TraceLookup`]    | [`Checkpoint`]      |
 //! | `/v1/trace/record`| [`TraceRecord`]    | `()`                |
 //!
-//! A refused request answers HTTP 409 (stale lease, retired or unknown worker) or 400 with an
-//! [`ErrorReply`].
+//! A refused request answers HTTP 409 (stale lease, retired or unknown worker, engine shutting
+//! down), 400 (a message that does not decode) or 500 (the engine could not carry it out), with
+//! an [`ErrorReply`]; the [`Refusal`](super::Refusal) of [`Error::Refused`](super::Error::Refused)
+//! on the worker's side.
 
 use serde::{Deserialize, Serialize};
 use weir_core::{ActionId, ErrorKind, Failure};
 use weir_store::RunId;
+
+use crate::Error;
 
 /// Leases up to `max` queued actions of the worker's environment; waits up to the engine's
 /// long-poll time when none is queued.
@@ -235,4 +240,38 @@ pub struct TraceRecord {
 pub struct ErrorReply {
     /// What went wrong and what to do.
     pub message: String,
+}
+
+/// Converts a task error for the wire.
+pub(crate) fn to_remote(e: &Error) -> RemoteError {
+    RemoteError {
+        kind: e.kind(),
+        message: e.message().to_string(),
+        chain: e.chain().to_vec(),
+        child: e.child().cloned(),
+    }
+}
+
+/// Rebuilds a task error from the wire.
+pub(crate) fn from_remote(r: RemoteError) -> Error {
+    match r.child {
+        Some(child) if r.kind == ErrorKind::ChildFailed => Error::from_child(child),
+        _ => {
+            let mut e = Error::with_kind(r.kind, r.message);
+            for c in r.chain {
+                e = e.context_below(c);
+            }
+            e
+        }
+    }
+}
+
+/// A system error for the wire (the call itself failed, not the task).
+pub(crate) fn system_error(message: String) -> RemoteError {
+    RemoteError {
+        kind: ErrorKind::System,
+        message,
+        chain: vec![],
+        child: None,
+    }
 }

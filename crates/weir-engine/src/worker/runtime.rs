@@ -1,7 +1,10 @@
 //! The worker mode of the user's binary: lease actions of one environment, run them (at most
 //! `concurrency` holding a slot at once), heartbeat, complete them with their fencing token.
+//! The loops talk to the engine through a [`WorkerApi`]: over HTTP in [`run_worker`], or any
+//! other implementation in [`run_worker_with`].
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -9,11 +12,14 @@ use std::time::Duration;
 use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use super::Error;
-use super::client::{WorkerClient, to_remote};
+use super::api::WorkerApi;
+use super::client::WorkerClient;
+use super::http::HttpClient;
 use super::protocol::*;
+use super::worker_log::WorkerLog;
 use crate::call::{RemoteRun, TaskCtx};
 use crate::registry;
 
@@ -22,7 +28,7 @@ use crate::registry;
 pub struct WorkerConfig {
     /// The environment whose actions it leases.
     pub env: String,
-    /// The engine's worker API, e.g. `http://127.0.0.1:40123`.
+    /// The engine's worker API, e.g. `http://127.0.0.1:40123` (used by [`run_worker`]).
     pub engine_url: String,
     /// Worker id given by the executor.
     pub id: String,
@@ -30,11 +36,46 @@ pub struct WorkerConfig {
     pub once: bool,
     /// Heartbeat period. Default 500 ms (`WEIR_WORKER_HEARTBEAT_MS`).
     pub heartbeat: Duration,
+    /// Where to append the worker's structured log (JSON lines of
+    /// [`WorkerLogRecord`](super::WorkerLogRecord)); only `tracing` events when unset.
+    pub log: Option<PathBuf>,
 }
 
-/// Runs a worker until the engine retires it (or goes away). Returns when every action it
-/// leased is completed and its completions are delivered.
+/// Runs a worker against the engine's HTTP worker API until the engine retires it. Returns
+/// when every action it leased is completed and its completions are delivered; returns an
+/// error when the engine stops answering (then what it ran is abandoned: the engine, if it
+/// comes back, requeues it).
 pub async fn run_worker(config: WorkerConfig) -> Result<(), Error> {
+    let api = Arc::new(HttpClient::new(config.engine_url.clone()));
+    run_worker_with(config, api).await
+}
+
+/// What runs in the worker, by lease: to cancel it, and to say what was cancelled.
+type Running = Arc<Mutex<HashMap<u64, (AbortHandle, LeasedAction)>>>;
+
+/// Why the worker stops leasing: the first reason given wins.
+#[derive(Default)]
+struct Stop {
+    requested: AtomicBool,
+    reason: Mutex<Option<String>>,
+}
+
+impl Stop {
+    fn request(&self, reason: impl Into<String>) {
+        self.reason.lock().get_or_insert_with(|| reason.into());
+        self.requested.store(true, Ordering::Release);
+    }
+    fn requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+    fn reason(&self) -> String {
+        self.reason.lock().clone().unwrap_or_default()
+    }
+}
+
+/// [`run_worker`] over any implementation of the worker protocol (`config.engine_url` is not
+/// used): the engine's own, in its process, as well as a transport's client.
+pub async fn run_worker_with(config: WorkerConfig, api: Arc<dyn WorkerApi>) -> Result<(), Error> {
     let env = registry::tasks()
         .map(|d| d.environment())
         .find(|e| e.name() == config.env)
@@ -46,20 +87,62 @@ pub async fn run_worker(config: WorkerConfig) -> Result<(), Error> {
             .map(|p| p.concurrency.max(1))
             .unwrap_or(1)
     };
-    let client = WorkerClient::start(config.engine_url.clone(), config.id.clone());
-    let slots = Arc::new(Semaphore::new(concurrency));
-    let running: Arc<Mutex<HashMap<u64, AbortHandle>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let heartbeat = tokio::spawn(heartbeat_loop(
+    let log = Arc::new(WorkerLog::open(&config.id, config.log.as_deref()));
+    let client = WorkerClient::start(api, config.id.clone(), log);
+    let running: Running = Arc::default();
+    let stop = Arc::new(Stop::default());
+    let mut heartbeat = tokio::spawn(heartbeat_loop(
         client.clone(),
         config.heartbeat,
         running.clone(),
         stop.clone(),
     ));
+    let work = lease_and_run(&config, &client, concurrency, running, stop.clone());
+    // When the engine is lost, what runs is dropped with `work`: nothing it finishes could be
+    // delivered any more.
+    let result = tokio::select! {
+        r = work => r,
+        e = engine_lost(&mut heartbeat) => Err(e),
+    };
+    match &result {
+        Ok(()) => client.log().stop(stop.reason()),
+        Err(e) => client.log().stop(e.to_string()),
+    }
+    heartbeat.abort();
+    client.close();
+    result
+}
+
+/// The heartbeat loop's error; never returns while the loop runs or ended without one.
+async fn engine_lost(heartbeat: &mut JoinHandle<Result<(), Error>>) -> Error {
+    match heartbeat.await {
+        Ok(Err(e)) => e,
+        _ => std::future::pending().await,
+    }
+}
+
+/// Leases and runs actions until told to stop, then waits for what runs and for the delivery
+/// of its completions. An error when the engine stopped answering lease requests.
+async fn lease_and_run(
+    config: &WorkerConfig,
+    client: &WorkerClient,
+    concurrency: usize,
+    running: Running,
+    stop: Arc<Stop>,
+) -> Result<(), Error> {
+    const MAX_FAILURES: u32 = 20;
+    let slots = Arc::new(Semaphore::new(concurrency));
     let mut tasks = JoinSet::new();
     let mut failures = 0u32;
     let mut leased_once = false;
-    while !(stop.load(Ordering::Acquire) || config.once && leased_once) {
+    loop {
+        if stop.requested() {
+            break;
+        }
+        if config.once && leased_once {
+            stop.request("ran its one action");
+            break;
+        }
         // Lease as many actions as there are free slots, without holding the slots while the
         // lease waits: a parent whose child just finished must get its slot back at once. Each
         // leased action takes its slot before it runs, so `concurrency` is never exceeded.
@@ -75,20 +158,23 @@ pub async fn run_worker(config: WorkerConfig) -> Result<(), Error> {
             worker: config.id.clone(),
             max: free.min(256) as u32,
         };
-        let reply: LeaseResponse = match client.post("/v1/lease", &req).await {
+        let reply = match client.api().lease(req).await {
             Ok(r) => {
                 failures = 0;
                 r
             }
-            Err(Error::Refused { message, .. }) => {
-                eprintln!("[weir] worker {} stops: {message}", config.id);
+            Err(e @ Error::Refused { .. }) => {
+                stop.request(format!("lease refused: {e}"));
                 break;
             }
             Err(e) => {
                 failures += 1;
-                if failures >= 20 {
-                    eprintln!("[weir] worker {} stops: {e}", config.id);
-                    break;
+                if failures >= MAX_FAILURES {
+                    return Err(Error::EngineLost {
+                        requests: "lease requests",
+                        failures,
+                        last: e.to_string(),
+                    });
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -97,74 +183,88 @@ pub async fn run_worker(config: WorkerConfig) -> Result<(), Error> {
         for action in reply.actions {
             leased_once = true;
             let lease = action.lease;
+            let summary = LeasedAction {
+                lease,
+                run: action.run,
+                run_name: action.run_name.clone(),
+                action: action.action,
+                attempt: action.attempt,
+                task: action.task.clone(),
+                inputs: Vec::new(),
+                check_store: action.check_store,
+            };
+            // Under the lock: the attempt cannot end (and remove itself) before it is added.
+            let mut running_now = running.lock();
             let handle = tasks.spawn(run_leased(
                 client.clone(),
                 slots.clone(),
                 action,
                 running.clone(),
             ));
-            running.lock().insert(lease, handle);
+            running_now.insert(lease, (handle, summary));
         }
         while tasks.try_join_next().is_some() {}
         if reply.shutdown {
+            stop.request("retired by the engine");
             break;
         }
     }
-    stop.store(true, Ordering::Release);
     while tasks.join_next().await.is_some() {}
-    // Deliver the last completions before the process exits.
+    // Deliver the last completions before returning.
     for _ in 0..500 {
         if client.unsent_completions() == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    heartbeat.abort();
     Ok(())
 }
 
+/// Heartbeats every `every`; cancels the leases the engine cancelled, and asks the worker to
+/// stop when the engine retires or refuses it. Returns an error when the engine stopped
+/// answering (10 heartbeats in a row failed): the worker then stops at once.
 async fn heartbeat_loop(
     client: WorkerClient,
     every: Duration,
-    running: Arc<Mutex<HashMap<u64, AbortHandle>>>,
-    stop: Arc<AtomicBool>,
-) {
+    running: Running,
+    stop: Arc<Stop>,
+) -> Result<(), Error> {
+    const MAX_FAILURES: u32 = 10;
     let msg = Heartbeat {
         worker: client.worker().to_string(),
     };
     let mut failures = 0;
     loop {
         tokio::time::sleep(every).await;
-        match client
-            .post::<_, HeartbeatReply>("/v1/heartbeat", &msg)
-            .await
-        {
+        match client.api().heartbeat(msg.clone()).await {
             Ok(reply) => {
                 failures = 0;
-                let mut running = running.lock();
                 for lease in reply.cancelled {
-                    if let Some(h) = running.remove(&lease) {
-                        eprintln!("[weir] lease {lease} cancelled by the engine");
-                        h.abort();
+                    let cancelled = running.lock().remove(&lease);
+                    if let Some((handle, action)) = cancelled {
+                        handle.abort();
+                        client.log().cancelled(&action);
                     }
                 }
                 if reply.shutdown {
-                    stop.store(true, Ordering::Release);
+                    stop.request("retired by the engine");
                 }
             }
-            Err(Error::Refused { message, .. }) => {
+            Err(e @ Error::Refused { .. }) => {
                 // Fenced off: lease nothing more. What runs still finishes; the engine rejects
                 // its completions (the actions were requeued elsewhere).
-                eprintln!("[weir] heartbeat refused, stopping: {message}");
-                stop.store(true, Ordering::Release);
-                return;
+                stop.request(format!("heartbeat refused: {e}"));
+                return Ok(());
             }
             Err(e) => {
                 failures += 1;
                 // The engine is gone: nothing this worker runs can be delivered any more.
-                if failures >= 10 {
-                    eprintln!("[weir] engine unreachable, exiting: {e}");
-                    std::process::exit(1);
+                if failures >= MAX_FAILURES {
+                    return Err(Error::EngineLost {
+                        requests: "heartbeats",
+                        failures,
+                        last: e.to_string(),
+                    });
                 }
             }
         }
@@ -174,23 +274,15 @@ async fn heartbeat_loop(
 async fn run_leased(
     client: WorkerClient,
     slots: Arc<Semaphore>,
-    a: LeasedAction,
-    running: Arc<Mutex<HashMap<u64, AbortHandle>>>,
+    mut a: LeasedAction,
+    running: Running,
 ) {
     let Ok(permit) = slots.clone().acquire_owned().await else {
         return;
     };
-    eprintln!(
-        "[weir] begin run={} action={} attempt={} task={} lease={}",
-        a.run_name, a.action, a.attempt, a.task, a.lease
-    );
+    client.log().begin(&a);
     let outcome = match registry::find_task(&a.task) {
-        Err(e) => AttemptOutcome::Error(RemoteError {
-            kind: weir_core::ErrorKind::System,
-            message: format!("worker {}: {e}", client.worker()),
-            chain: vec![],
-            child: None,
-        }),
+        Err(e) => AttemptOutcome::Error(system_error(format!("worker {}: {e}", client.worker()))),
         Ok(def) => {
             let remote = Arc::new(RemoteRun {
                 client: client.clone(),
@@ -205,21 +297,21 @@ async fn run_leased(
                 a.check_store,
                 Some(permit),
             ));
-            let body =
-                std::panic::AssertUnwindSafe(ctx.clone().scope((def.invoke)(Arc::from(a.inputs))))
-                    .catch_unwind()
-                    .await;
+            let inputs: Arc<[u8]> = Arc::from(std::mem::take(&mut a.inputs));
+            let body = std::panic::AssertUnwindSafe(ctx.clone().scope((def.invoke)(inputs)))
+                .catch_unwind()
+                .await;
             match crate::call::flatten_panic(body) {
                 Ok(out) => AttemptOutcome::Output(out),
                 Err(e) => AttemptOutcome::Error(to_remote(&e)),
             }
         }
     };
-    let ok = matches!(outcome, AttemptOutcome::Output(_));
-    eprintln!(
-        "[weir] end run={} action={} attempt={} ok={ok}",
-        a.run_name, a.action, a.attempt
-    );
+    let error = match &outcome {
+        AttemptOutcome::Output(_) => None,
+        AttemptOutcome::Error(e) => Some(e.message.clone()),
+    };
+    client.log().end(&a, error);
     running.lock().remove(&a.lease);
     client.complete(Completion {
         lease: a.lease,
@@ -227,4 +319,247 @@ async fn run_leased(
         action: a.action,
         outcome,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    //! The worker's loops against an engine in the same process (a scripted [`WorkerApi`]): no
+    //! process, no HTTP.
+
+    use std::sync::LazyLock;
+    use std::sync::atomic::AtomicU32;
+
+    use futures::future::BoxFuture;
+    use weir_core::ActionId;
+    use weir_core::spec::{ReusePolicy, TaskEnvironment};
+    use weir_store::RunId;
+
+    use super::*;
+    use crate::registry::{Registration, TaskConfig, TaskDef};
+    use crate::worker::api::ApiFuture;
+    use crate::worker::{Refusal, WorkerEvent, read_worker_log};
+
+    static ENV: LazyLock<TaskEnvironment> = LazyLock::new(|| {
+        TaskEnvironment::new("inproc").reuse(ReusePolicy::new().replicas(1..=1).concurrency(2))
+    });
+
+    fn env() -> &'static TaskEnvironment {
+        &ENV
+    }
+
+    /// Echoes its inputs; never ends when they are `[0]`.
+    fn invoke(inputs: Arc<[u8]>) -> BoxFuture<'static, crate::Result<Vec<u8>>> {
+        Box::pin(async move {
+            if inputs[..] == [0] {
+                futures::future::pending::<()>().await;
+            }
+            Ok(inputs.to_vec())
+        })
+    }
+
+    fn no_json(_: &str) -> Result<Vec<u8>, weir_core::codec::Error> {
+        Ok(Vec::new())
+    }
+
+    static ECHO: TaskDef = TaskDef {
+        name: "echo",
+        module: "weir_engine::worker::runtime::tests",
+        env,
+        config: TaskConfig::default,
+        invoke,
+        inputs_from_json: no_json,
+        params: &[],
+        source_hash: "",
+        interface: "",
+        resolved: std::sync::OnceLock::new(),
+    };
+
+    inventory::submit! { Registration(&ECHO) }
+
+    fn leased(lease: u64, inputs: u8) -> LeasedAction {
+        LeasedAction {
+            lease,
+            run: RunId(1),
+            run_name: "inproc-run".into(),
+            action: ActionId(lease),
+            attempt: 1,
+            task: "inproc.echo".into(),
+            inputs: vec![inputs],
+            check_store: false,
+        }
+    }
+
+    /// Leases two attempts once (lease 1 ends, lease 2 never does), cancels lease 2 with the
+    /// first heartbeat, and retires the worker once lease 1 is completed. Or answers nothing.
+    #[derive(Default)]
+    struct Scripted {
+        unreachable: bool,
+        to_lease: Mutex<Vec<LeasedAction>>,
+        heartbeats: AtomicU32,
+        completions: Mutex<Vec<Completion>>,
+    }
+
+    impl Scripted {
+        fn down(&self) -> Result<(), Error> {
+            match self.unreachable {
+                true => Err(Error::Unreachable {
+                    url: "in-process".into(),
+                    message: "down".into(),
+                }),
+                false => Ok(()),
+            }
+        }
+    }
+
+    impl WorkerApi for Scripted {
+        fn lease(&self, _: LeaseRequest) -> ApiFuture<'_, LeaseResponse> {
+            Box::pin(async move {
+                self.down()?;
+                let actions = std::mem::take(&mut *self.to_lease.lock());
+                let done = !self.completions.lock().is_empty()
+                    && self.heartbeats.load(Ordering::Acquire) > 0;
+                if actions.is_empty() && !done {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok(LeaseResponse {
+                    actions,
+                    shutdown: done,
+                })
+            })
+        }
+        fn heartbeat(&self, _: Heartbeat) -> ApiFuture<'_, HeartbeatReply> {
+            Box::pin(async move {
+                self.down()?;
+                let first = self.heartbeats.fetch_add(1, Ordering::AcqRel) == 0;
+                Ok(HeartbeatReply {
+                    cancelled: if first { vec![2] } else { vec![] },
+                    shutdown: false,
+                })
+            })
+        }
+        fn complete(&self, req: CompleteBatch) -> ApiFuture<'_, CompleteReply> {
+            Box::pin(async move {
+                self.completions.lock().extend(req.completions);
+                Ok(CompleteReply::default())
+            })
+        }
+        fn submit(&self, _: SubmitBatch) -> ApiFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn results(&self, _: ResultsRequest) -> ApiFuture<'_, ResultsReply> {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Ok(ResultsReply::default())
+            })
+        }
+        fn cancel(&self, _: CancelCalls) -> ApiFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn trace_lookup(&self, _: TraceLookup) -> ApiFuture<'_, Checkpoint> {
+            Box::pin(async { Err(refused()) })
+        }
+        fn trace_record(&self, _: TraceRecord) -> ApiFuture<'_, ()> {
+            Box::pin(async { Err(refused()) })
+        }
+    }
+
+    fn refused() -> Error {
+        Error::Refused {
+            request: "trace".into(),
+            reason: Refusal::Conflict,
+            message: "not in this test".into(),
+        }
+    }
+
+    fn config(log: &std::path::Path) -> WorkerConfig {
+        WorkerConfig {
+            env: "inproc".into(),
+            engine_url: String::new(),
+            id: "w1".into(),
+            once: false,
+            heartbeat: Duration::from_millis(10),
+            log: Some(log.to_path_buf()),
+        }
+    }
+
+    /// A guard against a hang, not a measure of speed.
+    const HANG: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn a_worker_runs_in_process_and_drops_the_attempt_the_engine_cancels() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("w1.jsonl");
+        let engine = Arc::new(Scripted::default());
+        *engine.to_lease.lock() = vec![leased(1, 7), leased(2, 0)];
+        let api: Arc<dyn WorkerApi> = engine.clone();
+        let ran = tokio::time::timeout(HANG, run_worker_with(config(&log), api)).await;
+        ran.expect("the worker stopped").expect("without error");
+
+        let completions = engine.completions.lock();
+        assert_eq!(
+            completions.len(),
+            1,
+            "only the attempt that ended completes"
+        );
+        assert_eq!(completions[0].lease, 1);
+        assert!(matches!(&completions[0].outcome, AttemptOutcome::Output(b) if b == &[7]));
+
+        let records = read_worker_log(&log).unwrap();
+        let events: Vec<(WorkerEvent, Option<u64>)> =
+            records.iter().map(|r| (r.event, r.lease)).collect();
+        let has = |e: WorkerEvent, lease: u64| events.contains(&(e, Some(lease)));
+        assert!(
+            has(WorkerEvent::Begin, 1) && has(WorkerEvent::End, 1),
+            "{events:?}"
+        );
+        assert!(
+            has(WorkerEvent::Begin, 2) && has(WorkerEvent::Cancelled, 2),
+            "{events:?}"
+        );
+        assert!(
+            !has(WorkerEvent::End, 2),
+            "the cancelled attempt ended: {events:?}"
+        );
+        let cancelled = records
+            .iter()
+            .find(|r| r.event == WorkerEvent::Cancelled)
+            .unwrap();
+        assert_eq!(cancelled.run.as_deref(), Some("inproc-run"));
+        assert_eq!(cancelled.task.as_deref(), Some("inproc.echo"));
+        assert_eq!(cancelled.action, Some(ActionId(2).to_string()));
+        let last = records.last().unwrap();
+        assert_eq!(last.event, WorkerEvent::Stop);
+        assert_eq!(last.message.as_deref(), Some("retired by the engine"));
+    }
+
+    #[tokio::test]
+    async fn a_worker_whose_engine_stops_answering_returns_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("w1.jsonl");
+        let engine = Arc::new(Scripted {
+            unreachable: true,
+            ..Scripted::default()
+        });
+        let ran = tokio::time::timeout(HANG, run_worker_with(config(&log), engine)).await;
+        match ran.expect("the worker stopped") {
+            Err(Error::EngineLost {
+                requests,
+                failures,
+                last,
+            }) => {
+                assert_eq!((requests, failures), ("heartbeats", 10));
+                assert!(last.contains("down"), "{last}");
+            }
+            other => panic!("not EngineLost: {other:?}"),
+        }
+        let records = read_worker_log(&log).unwrap();
+        let stop = records.last().expect("a stop record");
+        assert_eq!(stop.event, WorkerEvent::Stop);
+        assert!(
+            stop.message
+                .as_deref()
+                .is_some_and(|m| m.contains("stopped answering")),
+            "{stop:?}"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! an engine (`run --workers process`), not by hand: it leases actions of one environment from
 //! the engine's worker API, runs them, heartbeats and completes them with their fencing token.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -26,6 +27,9 @@ pub(crate) struct WorkerArgs {
     /// Heartbeat period in milliseconds.
     #[arg(long, env = "WEIR_WORKER_HEARTBEAT_MS", default_value_t = 500)]
     heartbeat_ms: u64,
+    /// Append the worker's structured log (JSON lines) to this file.
+    #[arg(long, env = "WEIR_WORKER_LOG")]
+    log: Option<PathBuf>,
 }
 
 pub(crate) async fn worker(args: WorkerArgs) -> CliResult {
@@ -35,6 +39,7 @@ pub(crate) async fn worker(args: WorkerArgs) -> CliResult {
         id: args.id,
         once: args.once,
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
+        log: args.log,
     };
     run_worker(config).await.map_err(Failure::other)
 }

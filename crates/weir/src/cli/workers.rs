@@ -1,10 +1,14 @@
-//! `get workers` and `get logs`: what the process executor decided and what workers printed.
+//! `get workers` and `get logs`: what the process executor decided and what workers printed
+//! (found with each worker's structured log, `<state_dir>/workers/*.jsonl`).
 
 use std::path::Path;
 
 use clap::Args;
 use serde_json::json;
-use weir_engine::worker::read_snapshot;
+use weir_core::ActionId;
+use weir_engine::worker::{
+    ReplicaRecord, WorkerEvent, WorkerLogRecord, read_snapshot, read_worker_log,
+};
 
 use super::{CliResult, Failure, OutputFormat};
 
@@ -98,50 +102,113 @@ pub(crate) fn workers(state_dir: &Path, out: OutputFormat, a: WorkersArgs) -> Cl
     Ok(())
 }
 
-/// `get logs RUN ACTION`: the lines each worker printed while running the action's attempts.
+/// One attempt's section of a worker log.
+struct Section<'a> {
+    replica: &'a ReplicaRecord,
+    begin: WorkerLogRecord,
+    /// Its `end` or `cancelled` record; none when the worker stopped first.
+    last: Option<WorkerLogRecord>,
+    lines: Vec<String>,
+}
+
+/// The sections of `run`'s `action` in one worker's structured log, with the lines the worker
+/// wrote to its stdout/stderr log between each attempt's `begin` and its end.
+fn sections<'a>(replica: &'a ReplicaRecord, run: &str, action: &str) -> Vec<Section<'a>> {
+    let Ok(records) = read_worker_log(&replica.events_path()) else {
+        return Vec::new();
+    };
+    let mut output: Option<Vec<u8>> = None;
+    let mut found = Vec::new();
+    for begin in records.iter().filter(|r| {
+        r.event == WorkerEvent::Begin
+            && r.run.as_deref() == Some(run)
+            && r.action.as_deref() == Some(action)
+    }) {
+        let last = records
+            .iter()
+            .find(|r| {
+                matches!(r.event, WorkerEvent::End | WorkerEvent::Cancelled)
+                    && r.lease == begin.lease
+                    && r.at >= begin.at
+            })
+            .cloned();
+        let output = output.get_or_insert_with(|| std::fs::read(&replica.log).unwrap_or_default());
+        let lines = match begin.log_offset {
+            Some(from) => {
+                let to = last
+                    .as_ref()
+                    .and_then(|r| r.log_offset)
+                    .unwrap_or(output.len() as u64);
+                let bytes = output
+                    .get(from as usize..(to as usize).min(output.len()))
+                    .unwrap_or_default();
+                String::from_utf8_lossy(bytes)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        found.push(Section {
+            replica,
+            begin: begin.clone(),
+            last,
+            lines,
+        });
+    }
+    found
+}
+
+/// `get logs RUN ACTION`: what each worker printed while running the action's attempts, found
+/// with the workers' structured logs.
 pub(crate) fn logs(state_dir: &Path, out: OutputFormat, a: LogsArgs) -> CliResult {
     let snap = read_snapshot(state_dir);
-    let begin = format!("[weir] begin run={} action={} ", a.run, a.action);
-    let end = format!("[weir] end run={} action={} ", a.run, a.action);
-    let mut sections = Vec::new();
-    for r in &snap.replicas {
-        let Ok(text) = std::fs::read_to_string(&r.log) else {
-            continue;
-        };
-        let mut current: Option<(String, Vec<String>)> = None;
-        for line in text.lines() {
-            if line.starts_with(&begin) {
-                current = Some((line.to_string(), Vec::new()));
-            } else if line.starts_with(&end) {
-                if let Some((head, lines)) = current.take() {
-                    sections.push((r.clone(), head, lines, line.to_string()));
-                }
-            } else if let Some((_, lines)) = current.as_mut()
-                && !line.starts_with("[weir] ")
-            {
-                lines.push(line.to_string());
-            }
-        }
-        if let Some((head, lines)) = current.take() {
-            sections.push((
-                r.clone(),
-                head,
-                lines,
-                "(no end: the worker stopped)".into(),
-            ));
-        }
-    }
+    // The action as workers record it (`a0`, or 16 lower-case hex digits).
+    let action = ActionId::parse(&a.action.to_ascii_lowercase())
+        .map(|id| id.to_string())
+        .unwrap_or_else(|| a.action.clone());
+    let sections: Vec<Section> = snap
+        .replicas
+        .iter()
+        .flat_map(|r| sections(r, &a.run, &action))
+        .collect();
     if sections.is_empty() {
         return Err(Failure::input(format!(
             "no worker log of action {} in run {}: only attempts run by worker processes (run --workers process) have logs",
             a.action, a.run
         )));
     }
-    for (r, head, lines, tail) in sections {
+    for s in sections {
+        let (r, b) = (s.replica, &s.begin);
+        let field = |v: Option<String>| v.unwrap_or_else(|| "?".into());
+        let attempt = field(b.attempt.map(|n| n.to_string()));
+        let head = format!(
+            "[weir] begin run={} action={} attempt={attempt} task={} lease={}",
+            a.run,
+            action,
+            field(b.task.clone()),
+            field(b.lease.map(|n| n.to_string())),
+        );
+        let tail = match &s.last {
+            Some(e) if e.event == WorkerEvent::End => format!(
+                "[weir] end run={} action={} attempt={attempt} ok={}",
+                a.run,
+                action,
+                e.ok.unwrap_or(false)
+            ),
+            Some(_) => "(cancelled by the engine)".to_string(),
+            None => "(no end: the worker stopped)".to_string(),
+        };
         if out == OutputFormat::Json {
             println!(
                 "{}",
-                json!({"worker": r.worker, "pid": r.pid, "env": r.env, "log": r.log, "begin": head, "lines": lines, "end": tail})
+                json!({
+                    "worker": r.worker, "pid": r.pid, "env": r.env, "log": r.log,
+                    "attempt": b.attempt, "lease": b.lease,
+                    "ok": s.last.as_ref().and_then(|e| e.ok),
+                    "cancelled": s.last.as_ref().is_some_and(|e| e.event == WorkerEvent::Cancelled),
+                    "begin": head, "lines": s.lines, "end": tail
+                })
             );
             continue;
         }
@@ -158,7 +225,7 @@ pub(crate) fn logs(state_dir: &Path, out: OutputFormat, a: LogsArgs) -> CliResul
             }
         );
         println!("{head}");
-        for l in lines {
+        for l in s.lines {
             println!("{l}");
         }
         println!("{tail}");

@@ -1,0 +1,630 @@
+//! The lease table of the process executor: a queue of attempts per environment, the attempts
+//! waiting for a worker or leased to one, and the rules that keep an attempt's outcome
+//! delivered exactly once (SPEC §7.4):
+//!
+//! - a queued attempt is leased to one worker at a time, under a fresh lease id;
+//! - a completion is accepted only with the current fencing token (lease, attempt, action,
+//!   worker); any other is rejected and changes nothing;
+//! - the leases of a lost worker go back to the front of their queue as system retries, and
+//!   an attempt that lost its worker more than `max_system_retries` times fails;
+//! - an attempt cancelled by the engine while leased is reported to its worker (with the next
+//!   heartbeat) and its lease stops being current.
+//!
+//! Plain state and plain values: no transport, no process, no clock but `Instant` for the
+//! idle time the scaling rule reads. Methods return what happened; the caller logs the
+//! decisions and sends the [`Delivery`]s outside its lock.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+use weir_core::ActionId;
+use weir_store::RunId;
+
+use super::protocol::{AttemptOutcome, Completion, LeasedAction, from_remote};
+use crate::Error;
+
+/// How an attempt ended, as its caller in the engine gets it.
+pub(crate) type Outcome = Result<Vec<u8>, Error>;
+
+/// What a worker needs to run one attempt: plain values taken from the run and the task.
+#[derive(Clone, Debug)]
+pub(crate) struct AttemptSpec {
+    /// Run id.
+    pub run: RunId,
+    /// Run name.
+    pub run_name: Arc<str>,
+    /// The run is being resumed: children and traces may already be recorded.
+    pub recovering: bool,
+    /// Action id.
+    pub action: ActionId,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+    /// Full task name.
+    pub task: &'static str,
+    /// Canonical inputs.
+    pub inputs: Arc<[u8]>,
+}
+
+impl AttemptSpec {
+    fn describe(&self) -> String {
+        format!(
+            "action {} of run {} (attempt {}, {})",
+            self.action, self.run_name, self.attempt, self.task
+        )
+    }
+}
+
+/// An outcome to hand to the engine-side caller of an attempt.
+#[must_use = "a delivery does nothing until it is sent"]
+pub(crate) struct Delivery {
+    tx: oneshot::Sender<Outcome>,
+    outcome: Outcome,
+}
+
+impl Delivery {
+    /// Sends the outcome (the caller may have stopped waiting: then nothing happens).
+    pub(crate) fn send(self) {
+        let _ = self.tx.send(self.outcome);
+    }
+}
+
+/// The lease an attempt is held under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Holder {
+    lease: u64,
+    worker: u64,
+}
+
+struct Attempt {
+    spec: AttemptSpec,
+    env: String,
+    system_retries: u32,
+    holder: Option<Holder>,
+    tx: oneshot::Sender<Outcome>,
+}
+
+/// The leases of one worker.
+struct WorkerLeases {
+    env: String,
+    in_flight: HashSet<u64>,
+    completed: u64,
+    /// Leases cancelled by the engine that the worker has not heard of yet.
+    cancelled: Vec<u64>,
+    /// Since when nothing is leased to it.
+    idle_since: Instant,
+}
+
+/// Completions of one batch: the outcomes to deliver and the rejected ones, with why.
+pub(crate) struct Completed {
+    /// Accepted outcomes, to send to the attempts' callers.
+    pub deliveries: Vec<Delivery>,
+    /// `(lease, why)` of each rejected completion.
+    pub rejected: Vec<(u64, String)>,
+}
+
+/// What became of one attempt leased to a lost worker.
+pub(crate) enum Requeued {
+    /// Back at the front of its environment's queue.
+    Retry {
+        /// The attempt, in words.
+        what: String,
+        /// The system retry this is (1-based).
+        retry: u32,
+        /// `max_system_retries`.
+        max: u32,
+    },
+    /// It lost its worker more than `max_system_retries` times: it fails.
+    GaveUp {
+        /// Why, in words (also the attempt's error).
+        message: String,
+        /// The failure, for the attempt's caller.
+        delivery: Delivery,
+    },
+}
+
+/// The lease table. See the module docs.
+pub(crate) struct Leases {
+    max_system_retries: u32,
+    queues: HashMap<String, VecDeque<u64>>,
+    attempts: HashMap<u64, Attempt>,
+    /// Current lease id → attempt key.
+    leases: HashMap<u64, u64>,
+    workers: HashMap<u64, WorkerLeases>,
+    /// Attempt keys and lease ids come from one counter: neither is ever reused.
+    next: u64,
+}
+
+impl Leases {
+    pub(crate) fn new(max_system_retries: u32) -> Leases {
+        Leases {
+            max_system_retries,
+            queues: HashMap::new(),
+            attempts: HashMap::new(),
+            leases: HashMap::new(),
+            workers: HashMap::new(),
+            next: 0,
+        }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    /// A new worker of `env`, which may lease from now on.
+    pub(crate) fn add_worker(&mut self, worker: u64, env: &str) {
+        self.workers.insert(
+            worker,
+            WorkerLeases {
+                env: env.to_string(),
+                in_flight: HashSet::new(),
+                completed: 0,
+                cancelled: Vec::new(),
+                idle_since: Instant::now(),
+            },
+        );
+    }
+
+    /// Queues an attempt for a worker of `env`; its outcome goes to `tx`. Returns its key.
+    pub(crate) fn enqueue(
+        &mut self,
+        env: &str,
+        spec: AttemptSpec,
+        tx: oneshot::Sender<Outcome>,
+    ) -> u64 {
+        let key = self.next_id();
+        self.attempts.insert(
+            key,
+            Attempt {
+                spec,
+                env: env.to_string(),
+                system_retries: 0,
+                holder: None,
+                tx,
+            },
+        );
+        self.queues
+            .entry(env.to_string())
+            .or_default()
+            .push_back(key);
+        key
+    }
+
+    /// Attempts waiting in `env`'s queue (including ones cancelled since, which leasing skips).
+    pub(crate) fn queued(&self, env: &str) -> usize {
+        self.queues.get(env).map_or(0, VecDeque::len)
+    }
+
+    /// Attempts leased to `worker` and not completed.
+    pub(crate) fn in_flight(&self, worker: u64) -> usize {
+        self.workers.get(&worker).map_or(0, |w| w.in_flight.len())
+    }
+
+    /// Attempts `worker` completed (accepted completions).
+    pub(crate) fn completed(&self, worker: u64) -> u64 {
+        self.workers.get(&worker).map_or(0, |w| w.completed)
+    }
+
+    /// Since when nothing is leased to `worker`.
+    pub(crate) fn idle_since(&self, worker: u64) -> Option<Instant> {
+        self.workers.get(&worker).map(|w| w.idle_since)
+    }
+
+    /// The environment of `worker`, if known.
+    pub(crate) fn env_of(&self, worker: u64) -> Option<&str> {
+        self.workers.get(&worker).map(|w| w.env.as_str())
+    }
+
+    /// Leases up to `max` queued attempts of the worker's environment to `worker`, each
+    /// under a fresh lease id. Nothing for an unknown worker.
+    pub(crate) fn lease(&mut self, worker: u64, max: usize) -> Vec<LeasedAction> {
+        let Some(env) = self.workers.get(&worker).map(|w| w.env.clone()) else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        while actions.len() < max {
+            let Some(key) = self.queues.get_mut(&env).and_then(VecDeque::pop_front) else {
+                break;
+            };
+            if !self.attempts.contains_key(&key) {
+                continue; // cancelled while queued
+            }
+            let lease = self.next_id();
+            let slot = self.attempts.get_mut(&key).expect("attempt present");
+            slot.holder = Some(Holder { lease, worker });
+            self.leases.insert(lease, key);
+            let spec = &slot.spec;
+            actions.push(LeasedAction {
+                lease,
+                run: spec.run,
+                run_name: spec.run_name.to_string(),
+                action: spec.action,
+                attempt: spec.attempt,
+                task: spec.task.to_string(),
+                inputs: spec.inputs.to_vec(),
+                check_store: spec.recovering || spec.attempt > 1 || slot.system_retries > 0,
+            });
+        }
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.in_flight.extend(actions.iter().map(|a| a.lease));
+        }
+        actions
+    }
+
+    /// Completes attempts leased to `worker`. A completion is accepted only while its lease
+    /// is current and names the leased attempt and action; a rejected one changes nothing.
+    pub(crate) fn complete(&mut self, worker: u64, completions: Vec<Completion>) -> Completed {
+        let mut done = Completed {
+            deliveries: Vec::with_capacity(completions.len()),
+            rejected: Vec::new(),
+        };
+        for c in completions {
+            let key = self.leases.get(&c.lease).copied();
+            let current = key.and_then(|k| self.attempts.get(&k)).is_some_and(|a| {
+                a.holder
+                    == Some(Holder {
+                        lease: c.lease,
+                        worker,
+                    })
+                    && a.spec.attempt == c.attempt
+                    && a.spec.action == c.action
+            });
+            if !current {
+                let why = format!(
+                    "action {} attempt {} (lease {}) was fenced off: its lease is no longer current (the worker was presumed dead and the action requeued, or the attempt was cancelled); this completion is ignored",
+                    c.action, c.attempt, c.lease
+                );
+                done.rejected.push((c.lease, why));
+                continue;
+            }
+            let key = self.leases.remove(&c.lease).expect("lease present");
+            let attempt = self.attempts.remove(&key).expect("attempt present");
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.in_flight.remove(&c.lease);
+                w.completed += 1;
+                if w.in_flight.is_empty() {
+                    w.idle_since = Instant::now();
+                }
+            }
+            let outcome = match c.outcome {
+                AttemptOutcome::Output(bytes) => Ok(bytes),
+                AttemptOutcome::Error(e) => Err(from_remote(e)),
+            };
+            done.deliveries.push(Delivery {
+                tx: attempt.tx,
+                outcome,
+            });
+        }
+        done
+    }
+
+    /// The leases of `worker` cancelled since its last heartbeat.
+    pub(crate) fn take_cancelled(&mut self, worker: u64) -> Vec<u64> {
+        self.workers
+            .get_mut(&worker)
+            .map(|w| std::mem::take(&mut w.cancelled))
+            .unwrap_or_default()
+    }
+
+    /// Drops an attempt whose caller stopped waiting (timeout, abort). A leased one is
+    /// reported to its worker, and its lease stops being current. Returns that lease.
+    pub(crate) fn cancel(&mut self, key: u64) -> Option<u64> {
+        let holder = self.attempts.remove(&key)?.holder?;
+        self.leases.remove(&holder.lease);
+        if let Some(w) = self.workers.get_mut(&holder.worker) {
+            w.in_flight.remove(&holder.lease);
+            if w.in_flight.is_empty() {
+                w.idle_since = Instant::now();
+            }
+            w.cancelled.push(holder.lease);
+        }
+        Some(holder.lease)
+    }
+
+    /// `worker` died or was presumed dead: each attempt leased to it goes back to the front of
+    /// its queue as a system retry, or fails past `max_system_retries`.
+    pub(crate) fn release_worker(&mut self, worker: u64) -> Vec<Requeued> {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return Vec::new();
+        };
+        let mut leases: Vec<u64> = w.in_flight.drain().collect();
+        w.cancelled.clear();
+        leases.sort_unstable();
+        let mut requeued = Vec::with_capacity(leases.len());
+        for lease in leases {
+            let Some(key) = self.leases.remove(&lease) else {
+                continue;
+            };
+            let Some(attempt) = self.attempts.get_mut(&key) else {
+                continue;
+            };
+            attempt.holder = None;
+            attempt.system_retries += 1;
+            let what = attempt.spec.describe();
+            let retry = attempt.system_retries;
+            if retry > self.max_system_retries {
+                let attempt = self.attempts.remove(&key).expect("attempt present");
+                let message = format!(
+                    "{what} lost its worker {retry} times; giving up after {} system retries (see `get workers` and the worker logs)",
+                    self.max_system_retries
+                );
+                let outcome = Err(Error::with_kind(
+                    weir_core::ErrorKind::System,
+                    message.clone(),
+                ));
+                requeued.push(Requeued::GaveUp {
+                    message,
+                    delivery: Delivery {
+                        tx: attempt.tx,
+                        outcome,
+                    },
+                });
+            } else {
+                let env = attempt.env.clone();
+                self.queues.entry(env).or_default().push_front(key);
+                requeued.push(Requeued::Retry {
+                    what,
+                    retry,
+                    max: self.max_system_retries,
+                });
+            }
+        }
+        requeued
+    }
+
+    /// Fails every attempt queued in `env` (nothing can run them).
+    pub(crate) fn fail_queued(&mut self, env: &str, message: &str) -> Vec<Delivery> {
+        let keys: Vec<u64> = self
+            .queues
+            .get_mut(env)
+            .map(|q| q.drain(..).collect())
+            .unwrap_or_default();
+        keys.into_iter()
+            .filter_map(|k| self.attempts.remove(&k))
+            .map(|a| Delivery {
+                tx: a.tx,
+                outcome: Err(Error::with_kind(weir_core::ErrorKind::System, message)),
+            })
+            .collect()
+    }
+
+    /// Everything the table holds, in a fixed order (tests compare it before and after).
+    #[cfg(test)]
+    fn snapshot(&self) -> String {
+        let mut out = String::new();
+        let mut envs: Vec<_> = self.queues.iter().collect();
+        envs.sort();
+        for (env, q) in envs {
+            out += &format!("queue {env}: {q:?}\n");
+        }
+        let mut attempts: Vec<_> = self.attempts.iter().collect();
+        attempts.sort_by_key(|(k, _)| **k);
+        for (k, a) in attempts {
+            out += &format!(
+                "attempt {k}: {} retries={} holder={:?}\n",
+                a.spec.describe(),
+                a.system_retries,
+                a.holder
+            );
+        }
+        let mut leases: Vec<_> = self.leases.iter().collect();
+        leases.sort();
+        out += &format!("leases: {leases:?}\n");
+        let mut workers: Vec<_> = self.workers.iter().collect();
+        workers.sort_by_key(|(n, _)| **n);
+        for (n, w) in workers {
+            let mut in_flight: Vec<_> = w.in_flight.iter().collect();
+            in_flight.sort();
+            out += &format!(
+                "worker {n} ({}): in_flight={in_flight:?} completed={} cancelled={:?}\n",
+                w.env, w.completed, w.cancelled
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::protocol::RemoteError;
+    use weir_core::ErrorKind;
+
+    type Rx = oneshot::Receiver<Outcome>;
+
+    fn spec(action: u64) -> AttemptSpec {
+        AttemptSpec {
+            run: RunId(7),
+            run_name: Arc::from("r"),
+            recovering: false,
+            action: ActionId(action),
+            attempt: 1,
+            task: "env.task",
+            inputs: Arc::from(vec![action as u8]),
+        }
+    }
+
+    /// A table with workers 1 and 2 of `env` and `n` queued attempts (actions 1..=n).
+    fn table(n: u64, max_system_retries: u32) -> (Leases, Vec<Rx>) {
+        let mut t = Leases::new(max_system_retries);
+        t.add_worker(1, "env");
+        t.add_worker(2, "env");
+        let rxs = (1..=n)
+            .map(|a| {
+                let (tx, rx) = oneshot::channel();
+                t.enqueue("env", spec(a), tx);
+                rx
+            })
+            .collect();
+        (t, rxs)
+    }
+
+    fn done(a: &LeasedAction, bytes: Vec<u8>) -> Completion {
+        Completion {
+            lease: a.lease,
+            attempt: a.attempt,
+            action: a.action,
+            outcome: AttemptOutcome::Output(bytes),
+        }
+    }
+
+    fn send_all(c: Completed) -> Vec<(u64, String)> {
+        for d in c.deliveries {
+            d.send();
+        }
+        c.rejected
+    }
+
+    #[test]
+    fn a_fenced_completion_is_refused_and_changes_nothing() {
+        let (mut t, mut rxs) = table(1, 3);
+        let a = t.lease(1, 10).pop().expect("one lease");
+        let before = t.snapshot();
+        let stale = [
+            // A lease id that is not current.
+            Completion {
+                lease: a.lease + 100,
+                ..done(&a, vec![1])
+            },
+            // The right lease for another attempt number.
+            Completion {
+                attempt: 2,
+                ..done(&a, vec![1])
+            },
+            // The right lease naming another action.
+            Completion {
+                action: ActionId(99),
+                ..done(&a, vec![1])
+            },
+        ];
+        for c in stale {
+            let rejected = send_all(t.complete(1, vec![c]));
+            assert_eq!(rejected.len(), 1);
+            assert!(rejected[0].1.contains("fenced off"), "{rejected:?}");
+        }
+        // The right token from another worker.
+        let rejected = send_all(t.complete(2, vec![done(&a, vec![1])]));
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(
+            t.snapshot(),
+            before,
+            "a rejected completion changed the table"
+        );
+        assert!(rxs[0].try_recv().is_err(), "nothing was delivered");
+
+        // The current token is accepted once; the same completion again is rejected.
+        assert!(send_all(t.complete(1, vec![done(&a, vec![42])])).is_empty());
+        assert_eq!(rxs[0].try_recv().expect("delivered").expect("ok"), vec![42]);
+        assert_eq!((t.in_flight(1), t.completed(1)), (0, 1));
+        let after = t.snapshot();
+        assert_eq!(send_all(t.complete(1, vec![done(&a, vec![42])])).len(), 1);
+        assert_eq!(t.snapshot(), after);
+    }
+
+    #[test]
+    fn a_lease_is_never_given_to_two_workers() {
+        let (mut t, _rxs) = table(10, 3);
+        let mut first = t.lease(1, 4);
+        let second = t.lease(2, 100);
+        assert_eq!((first.len(), second.len()), (4, 6));
+        assert!(t.lease(1, 100).is_empty(), "the queue is empty");
+        let ids =
+            |v: &[LeasedAction]| -> HashSet<ActionId> { v.iter().map(|a| a.action).collect() };
+        assert!(ids(&first).is_disjoint(&ids(&second)));
+        let leases: HashSet<u64> = first.iter().chain(&second).map(|a| a.lease).collect();
+        assert_eq!(leases.len(), 10, "lease ids are unique");
+
+        // Worker 1 is lost: its attempts are leased again, under new lease ids, to one worker.
+        let released = t.release_worker(1);
+        assert_eq!(released.len(), 4);
+        let again = t.lease(2, 100);
+        assert_eq!(ids(&again), ids(&first));
+        assert!(again.iter().all(|a| !leases.contains(&a.lease)));
+        assert!(t.lease(1, 100).is_empty() && t.lease(2, 100).is_empty());
+        // The lost worker's late completion is fenced off; the new holder's is accepted.
+        let late = first.pop().unwrap();
+        assert_eq!(send_all(t.complete(1, vec![done(&late, vec![])])).len(), 1);
+        let current = again.iter().find(|a| a.action == late.action).unwrap();
+        assert!(send_all(t.complete(2, vec![done(current, vec![])])).is_empty());
+    }
+
+    #[test]
+    fn a_requeue_counts_a_system_retry_and_fails_after_the_maximum() {
+        let (mut t, mut rxs) = table(1, 2);
+        for retry in 1..=2 {
+            let a = t.lease(1, 1).pop().expect("leased again");
+            assert_eq!(a.check_store, retry > 1, "a system retry looks for records");
+            match t.release_worker(1).as_slice() {
+                [
+                    Requeued::Retry {
+                        retry: r,
+                        max,
+                        what,
+                    },
+                ] => {
+                    assert_eq!((*r, *max), (retry, 2));
+                    assert!(what.contains("attempt 1, env.task"), "{what}");
+                }
+                _ => panic!("not requeued"),
+            }
+            assert_eq!(t.queued("env"), 1);
+            t.add_worker(1, "env");
+        }
+        assert!(t.lease(1, 1).pop().expect("third lease").check_store);
+        let mut released = t.release_worker(1);
+        let Some(Requeued::GaveUp { message, delivery }) = released.pop() else {
+            panic!("did not give up");
+        };
+        assert!(message.contains("lost its worker 3 times; giving up after 2 system retries"));
+        delivery.send();
+        let err = rxs[0].try_recv().expect("failed").expect_err("an error");
+        assert_eq!(err.kind(), ErrorKind::System);
+        assert_eq!(t.queued("env"), 0);
+        assert!(t.lease(2, 10).is_empty());
+    }
+
+    #[test]
+    fn a_lease_batch_respects_max() {
+        let (mut t, _rxs) = table(5, 3);
+        assert!(t.lease(1, 0).is_empty());
+        assert_eq!(t.lease(1, 2).len(), 2);
+        assert_eq!(t.in_flight(1), 2);
+        assert_eq!(t.lease(1, 2).len(), 2);
+        assert_eq!(t.lease(1, 2).len(), 1);
+        assert_eq!(t.in_flight(1), 5);
+        // An unknown worker leases nothing.
+        let (mut t, _rxs) = table(5, 3);
+        assert!(t.lease(9, 5).is_empty());
+        assert_eq!(t.queued("env"), 5);
+    }
+
+    #[test]
+    fn a_cancelled_leased_attempt_is_reported_to_its_worker() {
+        let (mut t, mut rxs) = table(2, 3);
+        let leased = t.lease(1, 1).pop().unwrap();
+        // Keys are handed out in order: the first enqueued attempt has key 1.
+        assert_eq!(t.cancel(1), Some(leased.lease));
+        assert_eq!(t.in_flight(1), 0);
+        assert_eq!(t.take_cancelled(1), vec![leased.lease]);
+        assert!(t.take_cancelled(1).is_empty(), "reported once");
+        assert!(t.take_cancelled(2).is_empty(), "only to its worker");
+        // Its completion is fenced off, and nothing reaches the (gone) caller.
+        let failed = Completion {
+            outcome: AttemptOutcome::Error(RemoteError {
+                kind: ErrorKind::Cancelled,
+                message: "cancelled".into(),
+                chain: vec![],
+                child: None,
+            }),
+            ..done(&leased, vec![])
+        };
+        assert_eq!(send_all(t.complete(1, vec![failed])).len(), 1);
+        assert!(rxs[0].try_recv().is_err());
+        // A queued attempt cancelled before it is leased is skipped and reported to nobody.
+        assert_eq!(t.cancel(2), None);
+        assert!(t.lease(2, 10).is_empty());
+        assert!(t.take_cancelled(2).is_empty());
+    }
+}

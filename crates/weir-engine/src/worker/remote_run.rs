@@ -1,0 +1,88 @@
+//! What a task running in a worker does through the engine: child calls and trace checkpoints
+//! ([`RemoteRun`], the `Remote` backend of the task context; the struct is declared beside the
+//! backend in `call.rs`). The child's id is derived and its inputs checked by the caller
+//! (`call_child`), exactly as in process.
+
+use std::sync::Arc;
+
+use weir_core::{ActionId, ErrorKind, Failure};
+
+use super::protocol::{ChildCall, TraceLookup, TraceRecord, from_remote};
+use crate::call::{RemoteRun, TaskCtx};
+use crate::registry::TaskDef;
+use crate::trace::Checkpoint;
+use crate::{Error, Result};
+
+impl RemoteRun {
+    /// A child call from a task in this worker: the action is created (or attached to, or
+    /// recovered) by the engine; the outcome comes back through the results loop. Dropping the
+    /// future cancels the call.
+    pub(crate) async fn submit_child(
+        &self,
+        ctx: &TaskCtx,
+        id: ActionId,
+        def: &'static TaskDef,
+        inputs: Vec<u8>,
+        group: Option<Arc<str>>,
+    ) -> Result<Arc<[u8]>> {
+        let call = ChildCall {
+            call: 0, // assigned by the connection
+            run: self.run_id,
+            parent: ctx.action,
+            id,
+            task: def.full_name().to_string(),
+            inputs,
+            group: group.map(|g| g.to_string()),
+            check_store: ctx.check_store,
+        };
+        match self.client.call_child(call).await {
+            Some(Ok(bytes)) => Ok(Arc::from(bytes.into_vec())),
+            Some(Err(e)) => Err(from_remote(e)),
+            None => Err(Error::with_kind(
+                ErrorKind::Cancelled,
+                format!("action {id} ({}) was cancelled", def.full_name()),
+            )),
+        }
+    }
+
+    /// Looks a trace checkpoint up through the engine.
+    pub(crate) async fn lookup_checkpoint(&self, id: ActionId) -> Result<Checkpoint> {
+        let msg = TraceLookup {
+            worker: self.client.worker().to_string(),
+            run: self.run_id,
+            id,
+        };
+        self.client
+            .api()
+            .trace_lookup(msg)
+            .await
+            .map_err(|e| Error::with_kind(ErrorKind::System, e))
+    }
+
+    /// Records a trace checkpoint through the engine (answered after the commit).
+    pub(crate) async fn record_checkpoint(
+        &self,
+        id: ActionId,
+        parent: ActionId,
+        name: &str,
+        inputs: Vec<u8>,
+        started_at: i64,
+        outcome: std::result::Result<Vec<u8>, Failure>,
+    ) -> Result<()> {
+        let msg = TraceRecord {
+            worker: self.client.worker().to_string(),
+            run: self.run_id,
+            id,
+            parent,
+            name: name.to_string(),
+            inputs,
+            started_at,
+            outcome: outcome.map(serde_bytes::ByteBuf::from),
+        };
+        self.client
+            .api()
+            .trace_record(msg)
+            .await
+            .map_err(|e| Error::with_kind(ErrorKind::System, format!("trace {name}: {e}")))
+    }
+}

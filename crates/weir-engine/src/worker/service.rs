@@ -1,0 +1,382 @@
+//! The engine's side of the worker protocol: the one implementation of [`WorkerApi`] on the
+//! engine, over the executor's lease table and replica table and the engine's own child
+//! submission and trace checkpoints. Transports call it (`http.rs`); so could a worker in the
+//! engine's process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+use weir_core::{ActionId, ErrorKind};
+use weir_store::RunId;
+
+use super::api::{ApiFuture, WorkerApi};
+use super::executor::Executor;
+use super::pool::{ReplicaState, worker_number};
+use super::protocol::*;
+use super::{Error, Refusal};
+use crate::call::TaskCtx;
+use crate::engine::{ChildCall as EngineCall, Engine, TraceOutcome};
+use crate::registry;
+
+/// Child calls made by attempts running in workers.
+#[derive(Default)]
+pub(super) struct ChildCalls {
+    /// Engine-side contexts of attempts running in workers, by (run, action): they hold the
+    /// run-level slot, released while the attempt waits on children.
+    pub(super) contexts: HashMap<(RunId, ActionId), Arc<TaskCtx>>,
+    /// Finished calls not yet fetched, per worker.
+    outboxes: HashMap<u64, Outbox>,
+    /// Calls in progress, by (worker, call id).
+    running: HashMap<(u64, u64), AbortHandle>,
+}
+
+#[derive(Default)]
+struct Outbox {
+    results: Vec<ChildResult>,
+    notify: Arc<Notify>,
+}
+
+impl ChildCalls {
+    pub(super) fn add_worker(&mut self, worker: u64) {
+        self.outboxes.insert(worker, Outbox::default());
+    }
+
+    /// Wakes the worker's results long poll (it is retiring).
+    pub(super) fn wake(&self, worker: u64) {
+        if let Some(o) = self.outboxes.get(&worker) {
+            o.notify.notify_waiters();
+        }
+    }
+
+    /// The worker is lost: the outcomes waiting for it go nowhere.
+    pub(super) fn forget_results(&mut self, worker: u64) {
+        if let Some(o) = self.outboxes.get_mut(&worker) {
+            o.results.clear();
+        }
+    }
+}
+
+fn refused(request: &str, reason: Refusal, message: String) -> Error {
+    Error::Refused {
+        request: request.into(),
+        reason,
+        message,
+    }
+}
+
+fn unknown_worker(request: &str, worker: &str) -> Error {
+    refused(
+        request,
+        Refusal::Conflict,
+        format!("worker {worker} is unknown to this engine or was presumed dead; it must exit"),
+    )
+}
+
+/// Waits for a long poll's notification, re-checking at least every 250 ms (a notification
+/// sent between the caller's unlock and this wait is caught by the re-check). False once the
+/// poll's deadline has passed.
+async fn wait_for_more(notify: &Notify, deadline: Instant) -> bool {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if remaining.is_zero() {
+        return false;
+    }
+    let _ =
+        tokio::time::timeout(remaining.min(Duration::from_millis(250)), notify.notified()).await;
+    true
+}
+
+/// The engine's implementation of the worker protocol.
+pub(super) struct EngineApi {
+    exec: Weak<Executor>,
+}
+
+impl EngineApi {
+    pub(super) fn new(exec: Weak<Executor>) -> EngineApi {
+        EngineApi { exec }
+    }
+
+    fn executor(&self, request: &str) -> Result<Arc<Executor>, Error> {
+        self.exec.upgrade().ok_or_else(|| {
+            refused(
+                request,
+                Refusal::Conflict,
+                "the engine is shutting down".into(),
+            )
+        })
+    }
+
+    fn engine(&self, request: &str) -> Result<(Arc<Executor>, Engine), Error> {
+        let exec = self.executor(request)?;
+        let engine = exec.engine.upgrade().ok_or_else(|| {
+            refused(
+                request,
+                Refusal::Conflict,
+                "the engine is shutting down".into(),
+            )
+        })?;
+        Ok((exec, engine))
+    }
+}
+
+impl WorkerApi for EngineApi {
+    fn lease(&self, req: LeaseRequest) -> ApiFuture<'_, LeaseResponse> {
+        Box::pin(async move {
+            let exec = self.executor("lease")?;
+            let deadline = Instant::now() + exec.options.long_poll;
+            let mut first = true;
+            loop {
+                let notify = {
+                    let mut st = exec.state.lock();
+                    let st = &mut *st;
+                    let n = st
+                        .pool
+                        .live(&req.worker)
+                        .ok_or_else(|| unknown_worker("lease", &req.worker))?;
+                    let r = st.pool.replicas.get_mut(&n).expect("replica present");
+                    // A request counts as a sign of life when it arrives, not while it waits.
+                    if std::mem::take(&mut first) {
+                        r.last_heartbeat = Instant::now();
+                    }
+                    if r.state == ReplicaState::Starting {
+                        r.state = ReplicaState::Ready;
+                        st.journal.touch();
+                    }
+                    if r.state == ReplicaState::Retiring {
+                        return Ok(LeaseResponse {
+                            actions: vec![],
+                            shutdown: true,
+                        });
+                    }
+                    let env = r.env.clone();
+                    let actions = st.leases.lease(n, req.max as usize);
+                    if !actions.is_empty() {
+                        st.journal.touch();
+                        return Ok(LeaseResponse {
+                            actions,
+                            shutdown: false,
+                        });
+                    }
+                    match st.pool.envs.get(&env) {
+                        Some(pool) => pool.notify.clone(),
+                        None => return Ok(LeaseResponse::default()),
+                    }
+                };
+                if !wait_for_more(&notify, deadline).await {
+                    return Ok(LeaseResponse::default());
+                }
+            }
+        })
+    }
+
+    fn heartbeat(&self, req: Heartbeat) -> ApiFuture<'_, HeartbeatReply> {
+        Box::pin(async move {
+            let exec = self.executor("heartbeat")?;
+            let mut st = exec.state.lock();
+            let n = st
+                .pool
+                .live(&req.worker)
+                .ok_or_else(|| unknown_worker("heartbeat", &req.worker))?;
+            let r = st.pool.replicas.get_mut(&n).expect("replica present");
+            r.last_heartbeat = Instant::now();
+            let shutdown = r.state == ReplicaState::Retiring;
+            Ok(HeartbeatReply {
+                cancelled: st.leases.take_cancelled(n),
+                shutdown,
+            })
+        })
+    }
+
+    fn complete(&self, req: CompleteBatch) -> ApiFuture<'_, CompleteReply> {
+        Box::pin(async move {
+            let exec = self.executor("complete")?;
+            // Fenced by the lease, not by the worker's liveness: a worker presumed dead can
+            // still be heard, and is rejected because its leases are no longer current.
+            let n = worker_number(&req.worker).unwrap_or(0);
+            let done = {
+                let mut st = exec.state.lock();
+                let st = &mut *st;
+                let done = st.leases.complete(n, req.completions);
+                let env = st.leases.env_of(n).unwrap_or_default().to_string();
+                for (_, why) in &done.rejected {
+                    let decision = format!("reject completion: {why}");
+                    st.journal.decide(&env, Some(&req.worker), decision);
+                }
+                st.journal.touch();
+                done
+            };
+            for delivery in done.deliveries {
+                delivery.send();
+            }
+            Ok(CompleteReply {
+                rejected: done.rejected,
+            })
+        })
+    }
+
+    fn submit(&self, req: SubmitBatch) -> ApiFuture<'_, ()> {
+        Box::pin(async move {
+            let (exec, engine) = self.engine("submit")?;
+            let n = exec
+                .state
+                .lock()
+                .pool
+                .live(&req.worker)
+                .ok_or_else(|| unknown_worker("submit", &req.worker))?;
+            for call in req.calls {
+                let id = call.call;
+                let parent = exec
+                    .state
+                    .lock()
+                    .calls
+                    .contexts
+                    .get(&(call.run, call.parent))
+                    .cloned();
+                let run = engine.run_state(call.run);
+                let weak = Arc::downgrade(&exec);
+                let engine = engine.clone();
+                let task = tokio::spawn(async move {
+                    let outcome = match (run, registry::find_task(&call.task)) {
+                        (None, _) => Err(crate::Error::with_kind(
+                            ErrorKind::Cancelled,
+                            format!(
+                                "run {} is not live in this engine (ended or aborted)",
+                                call.run
+                            ),
+                        )),
+                        (_, Err(e)) => Err(crate::Error::with_kind(ErrorKind::System, e)),
+                        (Some(run), Ok(def)) => match def.check_inline("inputs", call.inputs.len())
+                        {
+                            Err(e) => Err(e),
+                            Ok(()) => {
+                                // The parent gives its run-level slot back while it waits (as
+                                // in process), so that its children can use it.
+                                if let Some(p) = &parent {
+                                    p.begin_wait();
+                                }
+                                let r = engine
+                                    .submit_boxed(EngineCall {
+                                        run,
+                                        parent: call.parent,
+                                        id: call.id,
+                                        def,
+                                        inputs: call.inputs,
+                                        group: call.group.map(Arc::from),
+                                        may_replay: call.check_store,
+                                    })
+                                    .await;
+                                if let Some(p) = &parent {
+                                    p.end_wait().await;
+                                }
+                                r
+                            }
+                        },
+                    };
+                    let Some(exec) = weak.upgrade() else { return };
+                    let mut st = exec.state.lock();
+                    st.calls.running.remove(&(n, id));
+                    if let Some(o) = st.calls.outboxes.get_mut(&n) {
+                        o.results.push(ChildResult {
+                            call: id,
+                            outcome: outcome
+                                .map(|b| serde_bytes::ByteBuf::from(b.to_vec()))
+                                .map_err(|e| to_remote(&e)),
+                        });
+                        o.notify.notify_waiters();
+                    }
+                });
+                let mut st = exec.state.lock();
+                if !task.is_finished() {
+                    st.calls.running.insert((n, id), task.abort_handle());
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn results(&self, req: ResultsRequest) -> ApiFuture<'_, ResultsReply> {
+        Box::pin(async move {
+            let exec = self.executor("results")?;
+            let deadline = Instant::now() + exec.options.long_poll;
+            loop {
+                let notify = {
+                    let mut st = exec.state.lock();
+                    let st = &mut *st;
+                    let outbox = st
+                        .pool
+                        .live(&req.worker)
+                        .and_then(|n| st.calls.outboxes.get_mut(&n));
+                    let Some(outbox) = outbox else {
+                        // Unknown or presumed dead: nothing will come any more.
+                        return Ok(ResultsReply {
+                            results: vec![],
+                            shutdown: true,
+                        });
+                    };
+                    if !outbox.results.is_empty() {
+                        return Ok(ResultsReply {
+                            results: std::mem::take(&mut outbox.results),
+                            shutdown: false,
+                        });
+                    }
+                    outbox.notify.clone()
+                };
+                if !wait_for_more(&notify, deadline).await {
+                    return Ok(ResultsReply::default());
+                }
+            }
+        })
+    }
+
+    fn cancel(&self, req: CancelCalls) -> ApiFuture<'_, ()> {
+        Box::pin(async move {
+            let exec = self.executor("cancel")?;
+            let n = worker_number(&req.worker).unwrap_or(0);
+            let handles: Vec<AbortHandle> = {
+                let mut st = exec.state.lock();
+                req.calls
+                    .iter()
+                    .filter_map(|c| st.calls.running.remove(&(n, *c)))
+                    .collect()
+            };
+            for h in handles {
+                h.abort();
+            }
+            Ok(())
+        })
+    }
+
+    fn trace_lookup(&self, req: TraceLookup) -> ApiFuture<'_, Checkpoint> {
+        Box::pin(async move {
+            let (_, engine) = self.engine("trace lookup")?;
+            engine
+                .lookup_checkpoint(req.run, req.id)
+                .await
+                .map_err(|e| refused("trace lookup", Refusal::Internal, e.to_string()))
+        })
+    }
+
+    fn trace_record(&self, req: TraceRecord) -> ApiFuture<'_, ()> {
+        Box::pin(async move {
+            let (_, engine) = self.engine("trace record")?;
+            let Some(run) = engine.run_state(req.run) else {
+                let message = format!("run {} is not live in this engine", req.run);
+                return Err(refused("trace record", Refusal::Conflict, message));
+            };
+            let trace = TraceOutcome {
+                id: req.id,
+                parent: req.parent,
+                name: std::borrow::Cow::Owned(req.name),
+                inputs: &req.inputs,
+                started_at: req.started_at,
+                outcome: req.outcome.map(|b| b.into_vec()),
+            };
+            engine
+                .record_checkpoint(&run, trace)
+                .await
+                .map_err(|e| refused("trace record", Refusal::Internal, e.to_string()))
+        })
+    }
+}
