@@ -147,9 +147,16 @@ impl SqliteStore {
         .map_err(&e)?;
         let writer_conn = Connection::open(&path).map_err(&e)?;
         configure(&writer_conn, options.fsync).map_err(&e)?;
+        // Commits never checkpoint: the background committer does, on a connection of its own.
+        writer_conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(&e)?;
+        let checkpointer = Connection::open(&path).map_err(&e)?;
+        configure(&checkpointer, options.fsync).map_err(&e)?;
         let claims = Claims::default();
         let queue = Arc::new(Writer::new(
             writer_conn,
+            checkpointer,
             path.clone(),
             options.max_batch,
             claims.clone(),

@@ -31,6 +31,9 @@ const MAX_HOLD: Duration = Duration::from_millis(2);
 /// How long the background committer sleeps when nothing is queued (it is woken earlier).
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
+/// How often the background committer checkpoints the WAL while commits happen.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
+
 impl Cmd {
     /// Whether someone waits for this command's commit.
     fn is_awaited(&self) -> bool {
@@ -69,11 +72,16 @@ pub(super) struct Writer {
     /// Commit on the caller's thread (off with `fsync`: a synced commit would stall a runtime
     /// thread for a millisecond).
     inline: bool,
+    /// Commits since the last checkpoint. Checkpoints (copying the WAL into the database, with
+    /// an fsync) run on the background committer's own connection, never in a commit.
+    commits: std::sync::atomic::AtomicU64,
+    checkpointer: Mutex<Connection>,
 }
 
 impl Writer {
     pub(super) fn new(
         conn: Connection,
+        checkpointer: Connection,
         path: PathBuf,
         max_batch: usize,
         claims: Claims,
@@ -92,6 +100,8 @@ impl Writer {
             max_batch,
             claims,
             inline,
+            commits: Default::default(),
+            checkpointer: Mutex::new(checkpointer),
         }
     }
 
@@ -166,6 +176,8 @@ impl Writer {
         if let Err(e) = &result {
             tracing::error!(error = %e, ops = batch.len(), "state commit failed");
         }
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let lost = lost.unwrap_or_default();
         for cmd in batch {
             match cmd {
@@ -182,27 +194,49 @@ impl Writer {
     /// The background committer: commits waited-for writes that found the connection busy,
     /// and held writes after `MAX_HOLD`; exits once closed and drained.
     pub(super) fn background(&self) {
+        let mut last_checkpoint = Instant::now();
         loop {
-            {
+            let commit = {
                 let mut q = self.queue.lock();
                 loop {
                     let held = q.since.map(|t| t.elapsed());
                     let due = q.awaited > 0 || held.is_some_and(|h| h >= MAX_HOLD);
                     if due || (q.closed && !q.cmds.is_empty()) {
-                        break;
+                        break true;
                     }
                     if q.closed {
                         return;
                     }
-                    let wait = match held {
+                    let pending = self.commits.load(std::sync::atomic::Ordering::Relaxed) > 0;
+                    if pending && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                        break false;
+                    }
+                    let mut wait = match held {
                         Some(h) => MAX_HOLD - h,
                         None => IDLE_WAIT,
                     };
+                    if pending {
+                        wait = wait.min(CHECKPOINT_EVERY);
+                    }
                     self.wake.wait_for(&mut q, wait);
                 }
+            };
+            if commit {
+                let mut conn = self.conn.lock();
+                self.commit_all(&mut conn);
+            } else {
+                self.checkpoint();
+                last_checkpoint = Instant::now();
             }
-            let mut conn = self.conn.lock();
-            self.commit_all(&mut conn);
+        }
+    }
+
+    /// Copies committed WAL frames into the database without blocking writers (`PASSIVE`).
+    fn checkpoint(&self) {
+        self.commits.store(0, std::sync::atomic::Ordering::Relaxed);
+        let conn = self.checkpointer.lock();
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed (it is retried)");
         }
     }
 
