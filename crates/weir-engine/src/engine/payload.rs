@@ -15,8 +15,16 @@ impl Engine {
         self.inner.payloads.load(payload).await.map_err(system)
     }
 
-    /// Keeps `bytes` inline or writes them to the object store under `key`.
+    /// Keeps `bytes` inline or writes them to the object store under `key`. (The object-store
+    /// write is boxed, and only built for an offloaded value: an action's future stays small,
+    /// which is most of a fan-out's memory.)
     pub(super) async fn store_payload(&self, key: PayloadKey<'_>, bytes: &[u8]) -> Result<Payload> {
-        self.inner.payloads.store(key, bytes).await.map_err(system)
+        let payload = self.inner.payloads.prepare(key, bytes);
+        if let Payload::Offloaded { .. } = payload {
+            Box::pin(self.inner.payloads.write(&payload, bytes))
+                .await
+                .map_err(system)?;
+        }
+        Ok(payload)
     }
 }

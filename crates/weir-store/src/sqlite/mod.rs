@@ -153,6 +153,10 @@ impl SqliteStore {
             .map_err(&e)?;
         let checkpointer = Connection::open(&path).map_err(&e)?;
         configure(&checkpointer, options.fsync).map_err(&e)?;
+        // It only copies WAL frames: no page cache of its own worth keeping.
+        checkpointer
+            .pragma_update(None, "cache_size", -1_000)
+            .map_err(&e)?;
         let claims = Claims::default();
         let queue = Arc::new(Writer::new(
             writer_conn,
