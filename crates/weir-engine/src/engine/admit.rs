@@ -68,7 +68,14 @@ impl Engine {
     /// implementation behind in-process calls and the worker protocol's submit.
     pub(crate) async fn submit(self, call: ChildCall) -> Result<Arc<[u8]>> {
         let (run, id, task) = (call.run.clone(), call.id, call.def.full_name());
-        let mut pending = match self.attach_or_start(call).await? {
+        // Most calls are decided without waiting; the others (a retry or resume that reads the
+        // store, a cached call) wait in a boxed future, so that the future of a call waiting on
+        // its child stays small: a parent awaiting 100 000 children holds 100 000 of them.
+        let attach = match self.attach_now(call)? {
+            Ok(attach) => attach,
+            Err(call) => Box::pin(self.attach_or_start(call)).await?,
+        };
+        let mut pending = match attach {
             Attach::Ready(outcome) => return outcome.map_err(Error::from_child),
             Attach::Wait(rx) => Pending {
                 rx: Some(rx),
@@ -101,6 +108,24 @@ impl Engine {
         call: ChildCall,
     ) -> futures::future::BoxFuture<'static, Result<Arc<[u8]>>> {
         Box::pin(self.submit(call))
+    }
+
+    /// Admission without IO: attach to the live action, or start a new one when the call can
+    /// not have been recorded and is not cached. `Err(call)`: it needs the async path.
+    fn attach_now(&self, call: ChildCall) -> Result<std::result::Result<Attach, ChildCall>> {
+        if let Some(a) = call.run.live.lock().get_mut(&call.id) {
+            let (tx, rx) = oneshot::channel();
+            a.waiters.push(tx);
+            return Ok(Ok(Attach::Wait(rx)));
+        }
+        if call.may_replay {
+            return Ok(Err(call));
+        }
+        let cache = self.cache_key(call.def, &call.inputs, &call.run)?;
+        if cache.is_some() && !call.run.cache.overwrite {
+            return Ok(Err(call));
+        }
+        self.start_new(call, cache, 0).map(Ok)
     }
 
     async fn attach_or_start(&self, call: ChildCall) -> Result<Attach> {
@@ -146,6 +171,18 @@ impl Engine {
         {
             return Ok(Attach::Ready(Ok(hit)));
         }
+        self.start_new(call, cache, base_attempt)
+    }
+
+    /// Creates the live action and spawns its attempt loop (or attaches, if it appeared
+    /// meanwhile).
+    fn start_new(
+        &self,
+        call: ChildCall,
+        cache: Option<(String, String)>,
+        base_attempt: u32,
+    ) -> Result<Attach> {
+        let (run, id) = (&call.run, call.id);
         let (tx, rx) = oneshot::channel();
         {
             let mut live = run.live.lock();
