@@ -149,6 +149,9 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, op: WriteOp) -> Ticket;
     /// A ticket that resolves once every write queued before it is committed.
     fn sync(&self) -> Ticket;
+    /// Commits what is queued and stops writing: later writes fail with
+    /// [`Error::WriterGone`]. Leaves the state complete for the next process.
+    fn close(&self) -> Result<()>;
     /// Creates a run, its root action and this owner's claim (epoch 1); fails with
     /// [`Error::RunExists`] if the name is taken (and then writes nothing).
     fn create_run(&self, run: NewRun) -> StoreFuture<'_, (RunRecord, Claim)>;

@@ -211,6 +211,12 @@ impl Engine {
             .map_err(|e| error::Error::Store(weir_store::Error::Corrupt(e.to_string())))
     }
 
+    /// Commits what is queued and closes the state store (the command line does this before
+    /// it exits). Runs still live in this engine can no longer record anything.
+    pub fn close(&self) -> std::result::Result<(), error::Error> {
+        Ok(self.inner.store.close()?)
+    }
+
     /// The state of a run driven by this process, by id.
     pub(crate) fn run_state(&self, run_id: RunId) -> Option<Arc<RunState>> {
         self.inner.runs.lock().get(&run_id).cloned()

@@ -217,17 +217,25 @@ impl SqliteStore {
 
     /// Commits what is queued and stops the writer thread.
     pub fn close(&self) -> Result<()> {
+        let Some(queue) = &self.queue else {
+            return Ok(()); // read-only: nothing to commit
+        };
         let flushed = self
             .sync()
             .wait()
             .map_err(|e| Error::Corrupt(e.to_string()));
-        if let Some(q) = &self.queue {
-            q.close();
-        }
+        queue.close();
         if let Some(h) = self.writer.lock().take() {
             let _ = h.join();
         }
-        flushed
+        // Everything into the database file and an empty WAL, so that nothing is left for the
+        // next process to fold in (whether or not this store's connections are ever dropped).
+        let checkpointed = self
+            .reader
+            .lock()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(sql_err(&self.path));
+        flushed.and(checkpointed)
     }
 
     #[allow(clippy::result_large_err)] // the command is handed back to run its ack
@@ -296,6 +304,10 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn close(&self) -> Result<()> {
+        SqliteStore::close(self)
+    }
+
     fn write(&self, op: WriteOp) {
         self.queue(op, None);
     }

@@ -159,6 +159,7 @@ pub(crate) async fn abort(state_dir: &Path, args: AbortArgs) -> CliResult {
     drop(weir_store::open_read_only(state_dir).map_err(Failure::input)?);
     let engine = open_engine(state_dir)?;
     engine.abort_run(&args.run).await?;
+    engine.close()?;
     eprintln!("run {} aborted", args.run);
     Ok(())
 }
@@ -188,7 +189,7 @@ async fn finish(engine: &Engine, handle: RunHandle, out: OutputFormat) -> CliRes
     engine.shutdown_workers(Duration::from_secs(2)).await;
     ticker.abort();
     bar.finish_and_clear();
-    engine.flush()?;
+    engine.close()?;
     let p = handle.progress();
     match result {
         Ok(bytes) => {
