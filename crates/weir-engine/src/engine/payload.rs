@@ -11,7 +11,7 @@ use crate::Result;
 
 impl Engine {
     /// Reads a stored payload (inline or from the object store).
-    pub async fn load_payload(&self, payload: &Payload) -> Result<Arc<[u8]>> {
+    pub(crate) async fn load_payload(&self, payload: &Payload) -> Result<Arc<[u8]>> {
         self.inner.payloads.load(payload).await.map_err(system)
     }
 
