@@ -26,14 +26,29 @@ pub fn env_bound(env: &TaskEnvironment) -> Option<usize> {
 
 /// The slots of each bounded environment, created on first use.
 #[derive(Default)]
-pub(crate) struct EnvLimits(Mutex<HashMap<String, Arc<Semaphore>>>);
+pub(crate) struct EnvLimits {
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Attempts run in worker processes, whose pool already holds an environment with a
+    /// policy to `max replicas × concurrency`: only `max_concurrency` needs a slot here.
+    pooled: bool,
+}
 
 impl EnvLimits {
-    /// The semaphore of `env`, or `None` when it is unbounded.
+    pub(crate) fn new(pooled: bool) -> EnvLimits {
+        EnvLimits {
+            slots: Mutex::default(),
+            pooled,
+        }
+    }
+
+    /// The semaphore of `env`, or `None` when nothing here needs to bound it.
     pub(crate) fn of(&self, env: &TaskEnvironment) -> Option<Arc<Semaphore>> {
+        if self.pooled && env.concurrency_limit().is_none() {
+            return None;
+        }
         let bound = env_bound(env)?;
         Some(
-            self.0
+            self.slots
                 .lock()
                 .entry(env.name().to_string())
                 .or_insert_with(|| Arc::new(Semaphore::new(bound)))

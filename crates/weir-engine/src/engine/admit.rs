@@ -36,6 +36,9 @@ pub(crate) struct ChildCall {
     pub may_replay: bool,
 }
 
+/// A call admission could not decide without IO, with its cache key and version.
+type Deferred = (ChildCall, Option<(String, String)>);
+
 enum Attach {
     Ready(Outcome),
     Wait(oneshot::Receiver<Outcome>),
@@ -73,7 +76,7 @@ impl Engine {
         // its child stays small: a parent awaiting 100 000 children holds 100 000 of them.
         let attach = match self.attach_now(call)? {
             Ok(attach) => attach,
-            Err(call) => Box::pin(self.attach_or_start(call)).await?,
+            Err((call, cache)) => Box::pin(self.attach_or_start(call, cache)).await?,
         };
         let mut pending = match attach {
             Attach::Ready(outcome) => return outcome.map_err(Error::from_child),
@@ -111,24 +114,26 @@ impl Engine {
     }
 
     /// Admission without IO: attach to the live action, or start a new one when the call can
-    /// not have been recorded and is not cached. `Err(call)`: it needs the async path.
-    fn attach_now(&self, call: ChildCall) -> Result<std::result::Result<Attach, ChildCall>> {
+    /// not have been recorded and is not cached. `Err`: it needs the async path (with the
+    /// call's cache key and version, computed once).
+    fn attach_now(&self, call: ChildCall) -> Result<std::result::Result<Attach, Deferred>> {
         if let Some(a) = call.run.live.lock().get_mut(&call.id) {
             let (tx, rx) = oneshot::channel();
             a.waiters.push(tx);
             return Ok(Ok(Attach::Wait(rx)));
         }
-        if call.may_replay {
-            return Ok(Err(call));
-        }
         let cache = self.cache_key(call.def, &call.inputs, &call.run)?;
-        if cache.is_some() && !call.run.cache.overwrite {
-            return Ok(Err(call));
+        if call.may_replay || (cache.is_some() && !call.run.cache.overwrite) {
+            return Ok(Err((call, cache)));
         }
         self.start_new(call, cache, 0).map(Ok)
     }
 
-    async fn attach_or_start(&self, call: ChildCall) -> Result<Attach> {
+    async fn attach_or_start(
+        &self,
+        call: ChildCall,
+        cache: Option<(String, String)>,
+    ) -> Result<Attach> {
         let (run, id) = (&call.run, call.id);
         if let Some(a) = run.live.lock().get_mut(&id) {
             let (tx, rx) = oneshot::channel();
@@ -164,7 +169,6 @@ impl Engine {
             // The stored row goes back to the queue; the insert below writes `queued`.
             r.status.take(event).map_err(system)?;
         }
-        let cache = self.cache_key(call.def, &call.inputs, run)?;
         if let Some((key, _)) = &cache
             && !run.cache.overwrite
             && let Some(hit) = self.cache_hit(&call, key).await?

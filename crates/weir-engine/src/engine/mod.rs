@@ -144,7 +144,7 @@ impl Engine {
                 }),
                 options,
                 runs: Mutex::new(HashMap::new()),
-                env_limits: Default::default(),
+                env_limits: crate::limits::EnvLimits::new(processes),
                 owner: owner::OwnerId::generate(),
                 heartbeat_started: Default::default(),
             }),
