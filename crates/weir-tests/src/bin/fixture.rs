@@ -191,6 +191,44 @@ async fn wtoo_slow(sleep_ms: u64, log: String) -> Result<u64> {
     Ok(0)
 }
 
+/// Reused workers with room for 8 at once (2 × 4), bounded to 3 by `max_concurrency`.
+static FXM: LazyLock<TaskEnvironment> = LazyLock::new(|| {
+    TaskEnvironment::new("fxm")
+        .reuse(ReusePolicy::new().replicas(2..=2).concurrency(4))
+        .max_concurrency(3)
+});
+
+fn now_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros()
+}
+
+/// Logs its start and end times (µs) with its pid.
+#[weir::task(env = FXM)]
+async fn mwork(i: u64, sleep_ms: u64, log: String) -> Result<u64> {
+    log_line(
+        &log,
+        format!("mstart {i} {} {}", now_us(), std::process::id()),
+    );
+    tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+    log_line(
+        &log,
+        format!("mend {i} {} {}", now_us(), std::process::id()),
+    );
+    Ok(i)
+}
+
+/// `n` `mwork` calls at once.
+#[weir::task(env = FXD)]
+async fn mfan(n: u64, sleep_ms: u64, log: String) -> Result<u64> {
+    let out = weir::map(move |i| mwork(i, sleep_ms, log.clone()), 0..n)
+        .fail_fast()
+        .await?;
+    Ok(out.into_iter().sum())
+}
+
 fn main() -> std::process::ExitCode {
     weir::cli::main()
 }
