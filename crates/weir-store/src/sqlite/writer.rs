@@ -140,25 +140,35 @@ impl Writer {
         self.wake.notify_all();
     }
 
-    /// Commits everything queued, batch by batch, while someone waits for a queued command.
+    /// Commits what is queued, batch by batch, while someone waits for a queued command.
     fn commit_queued(&self, conn: &mut Connection) {
-        loop {
-            let batch = {
-                let mut q = self.queue.lock();
-                if q.cmds.is_empty() {
-                    return;
-                }
-                let take = q.cmds.len().min(self.max_batch);
-                let batch: Vec<Cmd> = q.cmds.drain(..take).collect();
-                q.awaited = q.cmds.iter().filter(|c| c.is_awaited()).count();
-                q.since = (!q.cmds.is_empty()).then(Instant::now);
-                batch
-            };
+        while let Some(batch) = self.take_batch() {
             self.commit(conn, batch);
             if self.queue.lock().awaited == 0 {
                 return;
             }
         }
+    }
+
+    /// Commits everything queued.
+    fn commit_all(&self, conn: &mut Connection) {
+        while let Some(batch) = self.take_batch() {
+            self.commit(conn, batch);
+        }
+    }
+
+    /// The oldest queued commands, at most `max_batch` (the caller holds the connection, so
+    /// batches commit in queue order).
+    fn take_batch(&self) -> Option<Vec<Cmd>> {
+        let mut q = self.queue.lock();
+        if q.cmds.is_empty() {
+            return None;
+        }
+        let take = q.cmds.len().min(self.max_batch);
+        let batch: Vec<Cmd> = q.cmds.drain(..take).collect();
+        q.awaited = q.cmds.iter().filter(|c| c.is_awaited()).count();
+        q.since = (!q.cmds.is_empty()).then(Instant::now);
+        Some(batch)
     }
 
     fn commit(&self, conn: &mut Connection, batch: Vec<Cmd>) {
@@ -237,23 +247,6 @@ impl Writer {
         let conn = self.checkpointer.lock();
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "WAL checkpoint failed (it is retried)");
-        }
-    }
-
-    fn commit_all(&self, conn: &mut Connection) {
-        loop {
-            let batch = {
-                let mut q = self.queue.lock();
-                if q.cmds.is_empty() {
-                    return;
-                }
-                let take = q.cmds.len().min(self.max_batch);
-                let batch: Vec<Cmd> = q.cmds.drain(..take).collect();
-                q.awaited = q.cmds.iter().filter(|c| c.is_awaited()).count();
-                q.since = (!q.cmds.is_empty()).then(Instant::now);
-                batch
-            };
-            self.commit(conn, batch);
         }
     }
 }
