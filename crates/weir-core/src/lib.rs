@@ -7,8 +7,10 @@
 //! - [`lifecycle`]: the one transition table for actions, and the record of transitions taken.
 //! - [`payload`]: a stored value, inline or in the object store.
 //! - [`error`]: error kinds and the serializable failure record of an action.
+//! - [`clock`]: the wall clock stored times use.
 
 pub mod cache;
+pub mod clock;
 pub mod codec;
 pub mod error;
 pub mod ids;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use futures::stream::{self, BoxStream, Stream, StreamExt};
 use serde::{Serialize, de::DeserializeOwned};
+use weir_core::clock::now_us;
 use weir_core::{ActionId, ErrorKind, Failure, codec, ids::inputs_hash};
-use weir_store::now_us;
 
 use crate::call::{Backend, TaskCtx, current};
 use crate::{Error, Result};
@@ -259,7 +259,7 @@ pub mod durable {
     /// The current time, recorded on first execution and replayed after recovery.
     pub async fn now() -> Result<SystemTime> {
         let us: i64 = trace_call("weir.durable.now", weir_core::codec::encode(&()), async {
-            Ok(weir_store::now_us())
+            Ok(weir_core::clock::now_us())
         })
         .await?;
         Ok(UNIX_EPOCH + Duration::from_micros(us as u64))
@@ -272,10 +272,10 @@ pub mod durable {
         let wake_at_us: i64 = trace_call(
             "weir.durable.sleep",
             weir_core::codec::encode(&millis),
-            async move { Ok(weir_store::now_us() + d.as_micros() as i64) },
+            async move { Ok(weir_core::clock::now_us() + d.as_micros() as i64) },
         )
         .await?;
-        let left = wake_at_us - weir_store::now_us();
+        let left = wake_at_us - weir_core::clock::now_us();
         if left > 0 {
             tokio::time::sleep(Duration::from_micros(left as u64)).await;
         }

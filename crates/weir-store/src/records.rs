@@ -3,13 +3,7 @@
 use serde::{Deserialize, Serialize};
 use weir_core::{ActionId, ActionStatus, Failure};
 
-/// Microseconds since the Unix epoch.
-pub fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or_default()
-}
+pub use weir_core::clock::now_us;
 
 /// The identity of a run in the state store (its row id in SQLite). Distinct from the run's
 /// name, which users choose; engines, workers and the protocol refer to runs by this id.

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::oneshot;
+use weir_core::clock::now_us;
 use weir_core::{ActionEvent, ActionId, ActionStatus, ErrorKind};
-use weir_store::{WriteOp, now_us};
+use weir_store::WriteOp;
 
 use super::attempt::NewAction;
 use super::state::{LiveAction, Outcome, RunState};

@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use futures::FutureExt;
 use weir_blob::PayloadKey;
+use weir_core::clock::now_us;
 use weir_core::{ActionEvent, ActionId, ErrorKind, Failure};
-use weir_store::{ActionKind, AttemptRecord, Payload, WriteOp, now_us};
+use weir_store::{ActionKind, AttemptRecord, Payload, WriteOp};
 
 use super::Engine;
 use super::state::{RunOutcome, RunState};

@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 
 use weir_blob::PayloadKey;
 use weir_core::cache::CacheKeyParts;
+use weir_core::clock::now_us;
 use weir_core::{ActionEvent, ActionStatus, ErrorKind};
-use weir_store::{ActionKind, WriteOp, now_us};
+use weir_store::{ActionKind, WriteOp};
 
 use super::admit::ChildCall;
 use super::state::RunState;

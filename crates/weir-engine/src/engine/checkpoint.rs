@@ -5,8 +5,9 @@
 use std::borrow::Cow;
 
 use weir_blob::PayloadKey;
+use weir_core::clock::now_us;
 use weir_core::{ActionEvent, ActionId, ActionStatus, ErrorKind, Failure};
-use weir_store::{ActionKind, RunId, WriteOp, now_us};
+use weir_store::{ActionKind, RunId, WriteOp};
 
 use super::state::RunState;
 use super::{Engine, system};

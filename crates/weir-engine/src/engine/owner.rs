@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_store::{WriteOp, now_us};
+use weir_core::clock::now_us;
+use weir_store::WriteOp;
 
 use super::{Engine, WeakEngine};
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, watch};
 use weir_blob::PayloadKey;
+use weir_core::clock::now_us;
 use weir_core::{ActionId, ErrorKind, Failure};
-use weir_store::{NewRun, RunRecord, RunStatus, WriteOp, now_us};
+use weir_store::{NewRun, RunRecord, RunStatus, WriteOp};
 
 use super::Engine;
 use super::attempt::NewAction;

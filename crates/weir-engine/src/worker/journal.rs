@@ -14,7 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use weir_store::now_us;
+use weir_core::clock::now_us;
 
 /// One replica as shown by `get workers`.
 #[derive(Clone, Debug, Serialize, Deserialize)]

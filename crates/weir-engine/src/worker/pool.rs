@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+use weir_core::clock::now_us;
 use weir_core::spec::ReusePolicy;
-use weir_store::now_us;
 
 use super::Error;
 use super::journal::ReplicaRecord;

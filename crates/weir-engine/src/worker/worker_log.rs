@@ -14,7 +14,7 @@ use std::path::Path;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use weir_core::ActionId;
-use weir_store::now_us;
+use weir_core::clock::now_us;
 
 use super::protocol::LeasedAction;
 
