@@ -235,6 +235,12 @@ async fn ownership_is_compare_and_set_and_a_superseded_owner_writes_nothing() {
             .await
             .unwrap_err();
         assert!(matches!(*refused, Error::RunOwned { .. }), "{refused}");
+        // And stay refused, though nothing else was committed in between.
+        let again = original
+            .commit(finish(run.id, 1, ActionStatus::Failed, None))
+            .await
+            .unwrap_err();
+        assert!(matches!(*again, Error::RunOwned { .. }), "{again}");
         let rec = a.action(run.id, ActionId(1)).await.unwrap().unwrap();
         assert_eq!(rec.status, ActionStatus::Queued);
         // The new owner writes.

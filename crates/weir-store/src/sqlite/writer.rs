@@ -76,6 +76,10 @@ pub(super) struct Writer {
     /// an fsync) run on the background committer's own connection, never in a commit.
     commits: std::sync::atomic::AtomicU64,
     checkpointer: Mutex<Connection>,
+    /// `PRAGMA data_version` at this connection's last commit.
+    seen_version: Mutex<Option<i64>>,
+    /// Runs another engine has taken over, with the refusal their writes get.
+    lost: Mutex<HashMap<RunId, Arc<Error>>>,
 }
 
 impl Writer {
@@ -102,6 +106,8 @@ impl Writer {
             inline,
             commits: Default::default(),
             checkpointer: Mutex::new(checkpointer),
+            seen_version: Mutex::new(None),
+            lost: Mutex::default(),
         }
     }
 
@@ -171,6 +177,38 @@ impl Writer {
         Some(batch)
     }
 
+    /// One transaction: the ownership check and the writes. `IMMEDIATE` takes the write lock
+    /// at once, so no other engine can claim a run between the check and the commit; and when
+    /// no other connection committed since this one's last commit (`data_version` unchanged),
+    /// no claim can have changed and the check reads nothing.
+    fn transact(
+        &self,
+        conn: &mut Connection,
+        batch: &[Cmd],
+        lost: &mut HashMap<RunId, Arc<Error>>,
+    ) -> rusqlite::Result<()> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        let mut seen = self.seen_version.lock();
+        let mut known = self.lost.lock();
+        if *seen != Some(version) {
+            known.extend(lost_runs(&tx, batch, &self.claims)?);
+        }
+        // Runs found lost stay lost: their writes are refused from then on.
+        for cmd in batch {
+            if let Cmd::Write(op, _) = cmd
+                && let Some(run) = op.run()
+                && let Some(refusal) = known.get(&run)
+            {
+                lost.insert(run, refusal.clone());
+            }
+        }
+        apply_batch(&tx, batch, lost)?;
+        tx.commit()?;
+        *seen = Some(version);
+        Ok(())
+    }
+
     fn commit(&self, conn: &mut Connection, batch: Vec<Cmd>) {
         let sql_error = |source| {
             Arc::new(Error::Sqlite {
@@ -178,17 +216,13 @@ impl Writer {
                 source,
             })
         };
-        let lost = lost_runs(conn, &batch, &self.claims).map_err(sql_error);
-        let result = match &lost {
-            Ok(lost) => apply_batch(conn, &batch, lost).map_err(sql_error),
-            Err(e) => Err(e.clone()),
-        };
+        let mut lost = HashMap::new();
+        let result = self.transact(conn, &batch, &mut lost).map_err(sql_error);
         if let Err(e) = &result {
             tracing::error!(error = %e, ops = batch.len(), "state commit failed");
         }
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let lost = lost.unwrap_or_default();
         for cmd in batch {
             match cmd {
                 Cmd::Write(op, Some(promise)) => match op.run().and_then(|r| lost.get(&r)) {
@@ -320,11 +354,10 @@ fn lost_runs(
 }
 
 fn apply_batch(
-    conn: &mut Connection,
+    tx: &rusqlite::Transaction<'_>,
     batch: &[Cmd],
     lost: &HashMap<RunId, Arc<Error>>,
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
     let mut rows: Vec<MergedRow<'_>> = Vec::new();
     let mut pending: HashMap<(RunId, ActionId), usize> = HashMap::new();
     for cmd in batch {
@@ -418,7 +451,7 @@ fn apply_batch(
     for row in &rows {
         upsert_row(&tx, row)?;
     }
-    tx.commit()
+    Ok(())
 }
 
 fn upsert_row(tx: &rusqlite::Transaction<'_>, row: &MergedRow<'_>) -> rusqlite::Result<()> {
