@@ -435,21 +435,21 @@ fn apply_batch(
                 ..
             } if pending.contains_key(&(*run, *id)) => {
                 rows[pending[&(*run, *id)]].status = ActionStatus::Retrying;
-                apply(&tx, op)?;
+                apply(tx, op)?;
             }
             WriteOp::CancelLiveActions { .. } => {
                 // It must see every action queued before it.
                 for row in rows.drain(..) {
-                    upsert_row(&tx, &row)?;
+                    upsert_row(tx, &row)?;
                 }
                 pending.clear();
-                apply(&tx, op)?;
+                apply(tx, op)?;
             }
-            _ => apply(&tx, op)?,
+            _ => apply(tx, op)?,
         }
     }
     for row in &rows {
-        upsert_row(&tx, row)?;
+        upsert_row(tx, row)?;
     }
     Ok(())
 }
