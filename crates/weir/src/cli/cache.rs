@@ -5,6 +5,7 @@ use std::path::Path;
 use clap::Subcommand;
 use weir_store::StoreOptions;
 
+use super::output::{fmt_time, table};
 use super::{CliResult, Failure, OutputFormat};
 
 #[derive(Subcommand, Debug)]
@@ -45,21 +46,30 @@ pub(crate) async fn cache(state_dir: &Path, out: OutputFormat, cmd: CacheCommand
                 println!("{}", serde_json::Value::Array(items));
                 return Ok(());
             }
-            println!(
-                "{:<34} {:<30} {:<18} {:>10}  PROJECT/DOMAIN",
-                "KEY", "TASK", "VERSION", "SIZE"
+            let rows: Vec<Vec<String>> = entries
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.key.clone(),
+                        e.task.clone(),
+                        e.version.clone(),
+                        e.output.size().to_string(),
+                        format!("{}/{}", e.project, e.domain),
+                        fmt_time(e.created_at),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "KEY",
+                    "TASK",
+                    "VERSION",
+                    "SIZE",
+                    "PROJECT/DOMAIN",
+                    "CREATED",
+                ],
+                &rows,
             );
-            for e in entries {
-                println!(
-                    "{:<34} {:<30} {:<18} {:>10}  {}/{}",
-                    e.key,
-                    e.task,
-                    e.version,
-                    e.output.size(),
-                    e.project,
-                    e.domain
-                );
-            }
             Ok(())
         }
         CacheCommand::Clear { task } => {

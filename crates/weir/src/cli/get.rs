@@ -10,6 +10,7 @@ use weir_core::{ActionId, ActionStatus};
 use weir_engine::registry;
 use weir_store::{ActionRecord, Page, Payload, RunFilter, RunStatus, Store};
 
+use super::output::{fmt_dur, fmt_time, table};
 use super::{CliResult, Failure, OutputFormat};
 
 #[derive(Subcommand, Debug)]
@@ -65,44 +66,6 @@ pub(crate) struct IoArgs {
 
 fn open(state_dir: &Path) -> Result<Arc<dyn Store>, Failure> {
     weir_store::open_read_only(state_dir).map_err(Failure::input)
-}
-
-fn fmt_time(us: i64) -> String {
-    let secs = us / 1_000_000;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    format!("{h:02}:{m:02}:{s:02}Z")
-}
-
-fn fmt_dur(us: i64) -> String {
-    if us < 1_000 {
-        format!("{us}µs")
-    } else if us < 1_000_000 {
-        format!("{:.1}ms", us as f64 / 1e3)
-    } else {
-        format!("{:.2}s", us as f64 / 1e6)
-    }
-}
-
-/// Prints an aligned table (data to stdout).
-pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        println!("{}", parts.join("  ").trim_end());
-    };
-    line(header.iter().map(|s| s.to_string()).collect());
-    for r in rows {
-        line(r.clone());
-    }
 }
 
 pub(crate) async fn get(state_dir: &Path, out: OutputFormat, cmd: GetCommand) -> CliResult {

@@ -7,6 +7,7 @@
 
 mod cache;
 mod get;
+mod output;
 mod run;
 mod ui;
 mod worker;

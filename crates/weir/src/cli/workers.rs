@@ -10,6 +10,7 @@ use weir_engine::worker::{
     ReplicaRecord, WorkerEvent, WorkerLogRecord, read_snapshot, read_worker_log,
 };
 
+use super::output::{fmt_time_ms, table};
 use super::{CliResult, Failure, OutputFormat};
 
 #[derive(Args, Debug)]
@@ -25,13 +26,6 @@ pub(crate) struct LogsArgs {
     run: String,
     /// Action id (`a0` for the root).
     action: String,
-}
-
-fn fmt_time(us: i64) -> String {
-    let ms = (us / 1_000) % 1_000;
-    let secs = us / 1_000_000;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    format!("{h:02}:{m:02}:{s:02}.{ms:03}Z")
 }
 
 /// `get workers`: the replicas of each environment and the executor's decisions.
@@ -65,13 +59,13 @@ pub(crate) fn workers(state_dir: &Path, out: OutputFormat, a: WorkersArgs) -> Cl
                 r.state.clone(),
                 r.in_flight.to_string(),
                 r.completed.to_string(),
-                fmt_time(r.started_at),
-                r.ended_at.map(fmt_time).unwrap_or_else(|| "-".into()),
+                fmt_time_ms(r.started_at),
+                r.ended_at.map(fmt_time_ms).unwrap_or_else(|| "-".into()),
                 if r.once { "fresh" } else { "reused" }.into(),
             ]
         })
         .collect();
-    super::get::table(
+    table(
         &[
             "ENV",
             "WORKER",
@@ -91,14 +85,14 @@ pub(crate) fn workers(state_dir: &Path, out: OutputFormat, a: WorkersArgs) -> Cl
         .iter()
         .map(|d| {
             vec![
-                fmt_time(d.at),
+                fmt_time_ms(d.at),
                 d.env.clone(),
                 d.worker.clone().unwrap_or_else(|| "-".into()),
                 d.decision.clone(),
             ]
         })
         .collect();
-    super::get::table(&["AT", "ENV", "WORKER", "DECISION"], &rows);
+    table(&["AT", "ENV", "WORKER", "DECISION"], &rows);
     Ok(())
 }
 
