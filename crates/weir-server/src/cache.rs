@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::api::ApiError;
+use crate::app::ApiError;
 
 /// Shortest time a live aggregate is reused.
 const MIN_AGE: Duration = Duration::from_millis(450);

@@ -14,7 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, App, run_json};
+use crate::app::{ApiError, App, run_json};
 use crate::params::Params;
 
 /// How often the database is polled for a live run.

@@ -20,6 +20,7 @@
 #![doc = include_str!("../API.md")]
 
 mod api;
+mod app;
 mod assets;
 mod cache;
 mod events;

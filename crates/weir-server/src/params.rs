@@ -8,7 +8,7 @@ use weir_core::{ActionId, ActionStatus};
 use weir_store::{Page, RunStatus};
 
 use crate::MAX_PAGE;
-use crate::api::ApiError;
+use crate::app::ApiError;
 
 /// Default page size.
 pub(crate) const DEFAULT_LIMIT: u32 = 100;
