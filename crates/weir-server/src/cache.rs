@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::app::ApiError;
-
 /// Shortest time a live aggregate is reused.
 const MIN_AGE: Duration = Duration::from_millis(450);
 /// Most entries per kind of aggregate.
@@ -48,12 +46,15 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + Sync + 'static> Slot<K, V>
 
     /// The cached value of `key`, or `compute`'s (run on a blocking thread). `settled`: the
     /// run is over and its rows no longer change, so the value may be kept for good.
-    pub(crate) async fn get(
+    pub(crate) async fn get<E>(
         &self,
         key: K,
         settled: bool,
-        compute: impl FnOnce() -> Result<V, ApiError> + Send + 'static,
-    ) -> Result<Arc<V>, ApiError> {
+        compute: impl FnOnce() -> Result<V, E> + Send + 'static,
+    ) -> Result<Arc<V>, E>
+    where
+        E: From<tokio::task::JoinError> + Send + 'static,
+    {
         if let Some(v) = self.cached(&key, settled) {
             return Ok(v);
         }
@@ -62,9 +63,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Send + Sync + 'static> Slot<K, V>
             return Ok(v);
         }
         let started = Instant::now();
-        let value = tokio::task::spawn_blocking(compute)
-            .await
-            .map_err(|e| ApiError::internal(format!("aggregate computation panicked: {e}")))??;
+        let value = tokio::task::spawn_blocking(compute).await??;
         let value = Arc::new(value);
         let mut entries = self.entries.lock();
         if entries.len() >= MAX_ENTRIES
