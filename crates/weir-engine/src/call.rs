@@ -23,6 +23,15 @@ tokio::task_local! {
     static CURRENT: Arc<TaskCtx>;
 }
 
+tokio::task_local! {
+    pub(crate) static IN_TRACE: &'static str;
+}
+
+/// The trace the current code runs in, if any (set by `trace.rs` around a trace body).
+pub(crate) fn in_trace() -> Option<&'static str> {
+    IN_TRACE.try_with(|name| *name).ok()
+}
+
 /// Identical calls share (task name, inputs hash, group): the same text the id hashes, so two
 /// calls get distinct `seq`s exactly when they would otherwise get the same id.
 type SeqKey = (Box<str>, [u8; 32], Option<Arc<str>>);
@@ -356,7 +365,7 @@ async fn call_child<O: DeserializeOwned>(
     inputs: std::result::Result<Vec<u8>, codec::Error>,
     group: Option<Arc<str>>,
 ) -> Result<O> {
-    if let Some(trace) = crate::trace::in_trace() {
+    if let Some(trace) = in_trace() {
         return Err(Error::non_recoverable(format!(
             "task {} was called from inside trace {trace}; traces run in their task's process and may not call tasks",
             def.full_name()

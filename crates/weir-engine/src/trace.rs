@@ -13,15 +13,6 @@ use weir_core::{ActionId, ErrorKind, Failure, codec, ids::inputs_hash};
 use crate::call::{Backend, TaskCtx, current};
 use crate::{Error, Result};
 
-tokio::task_local! {
-    static IN_TRACE: &'static str;
-}
-
-/// The trace the current code runs in, if any.
-pub(crate) fn in_trace() -> Option<&'static str> {
-    IN_TRACE.try_with(|name| *name).ok()
-}
-
 /// What is recorded for a trace: the answer to a lookup before it runs (also a message of the
 /// worker protocol).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -142,7 +133,7 @@ where
         Recorded::Nothing => {}
     }
     let started = now_us();
-    let result = IN_TRACE.scope(name, body).await;
+    let result = crate::call::IN_TRACE.scope(name, body).await;
     match result {
         Ok(value) => {
             let bytes = codec::encode(&value).map_err(|e| encode_error(name, e))?;
