@@ -188,7 +188,9 @@ impl Writer {
         lost: &mut HashMap<RunId, Arc<Error>>,
     ) -> rusqlite::Result<()> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let version: i64 = tx.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        let version: i64 = tx
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
         let mut seen = self.seen_version.lock();
         let mut known = self.lost.lock();
         if *seen != Some(version) {
