@@ -13,6 +13,19 @@ pub fn fixture(bin: &str, state_dir: &Path, args: &[&str]) -> Output {
         .expect("fixture binary runs")
 }
 
+/// Polls `done` until it holds. The 60 s bound guards against a hang; it is not a timing
+/// assertion (the test fails naming `what`).
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !done() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "{what}: no progress in 60 s (hang?)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// A snapshot of every file under a directory: (relative path, content hash). Used to prove
 /// that a rejected command changed nothing (SQLite's `-shm` index and an empty `-wal` are left out).
 pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u64)> {

@@ -4,9 +4,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use weir_tests::{fixture, snapshot};
+use weir_tests::{fixture, snapshot, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fixture");
 
@@ -252,18 +251,7 @@ fn sigkill_mid_fanout_then_resume_reruns_no_succeeded_child() {
         .spawn()
         .unwrap();
     // Kill (SIGKILL) once a good part of the fan-out has finished.
-    let t0 = Instant::now();
-    loop {
-        let (_, ends, _) = executions(&log);
-        if ends.len() >= 20 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "fan-out made no progress"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for("the fan-out", || executions(&log).1.len() >= 20);
     proc.kill().unwrap(); // SIGKILL on Unix
     proc.wait().unwrap();
     let (starts_before, _, parent_before) = executions(&log);

@@ -4,9 +4,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use weir_tests::{fixture, snapshot};
+use weir_tests::{fixture, snapshot, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fixture");
 
@@ -26,18 +25,6 @@ fn starts(log: &Path) -> HashMap<u64, usize> {
         }
     }
     m
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !done() {
-        // A guard against hanging, not a timing assertion.
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "{what}: no progress in 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]

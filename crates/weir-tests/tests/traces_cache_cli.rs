@@ -3,9 +3,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use weir_tests::fixture;
+use weir_tests::{fixture, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fixture");
 
@@ -27,14 +26,7 @@ fn run_and_kill_at(state: &Path, log: &Path, name: &str, pause_ms: u64, marker: 
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    while !lines(log).contains_key(marker) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "{marker} never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_for(marker, || lines(log).contains_key(marker));
     proc.kill().unwrap(); // SIGKILL
     proc.wait().unwrap();
     assert!(

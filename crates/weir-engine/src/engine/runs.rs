@@ -124,10 +124,7 @@ impl Engine {
     fn recorded_context(&self, context: &RunContext) -> serde_json::Value {
         let mut value = serde_json::to_value(context).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
-            let executor = match self.inner.executor {
-                Some(_) => "processes",
-                None => "in_process",
-            };
+            let executor = self.inner.options.executor.as_str();
             map.insert("executor".into(), executor.into());
         }
         value

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::AbortHandle;
-use weir_core::lifecycle::InvalidTransition;
 use weir_core::{ActionEvent, ActionId, ActionStatus, Failure};
 use weir_store::RunId;
 
@@ -115,9 +114,8 @@ pub enum RunOutcome {
 pub(crate) enum NotLive {
     /// It left the live table (cancelled, or its run aborted).
     Gone,
-    /// The lifecycle table refuses the event (logged; a bug in the engine).
-    #[allow(dead_code)]
-    Refused(InvalidTransition),
+    /// The lifecycle table refuses the event (logged there; a bug in the engine).
+    Refused,
 }
 
 impl RunState {
@@ -145,7 +143,7 @@ impl RunState {
         let action = live.get_mut(&id).ok_or(NotLive::Gone)?;
         action.status = action.status.take(event).map_err(|refused| {
             tracing::error!(run = %self.name, action = %id, %refused, "status change refused by the lifecycle table");
-            NotLive::Refused(refused)
+            NotLive::Refused
         })?;
         Ok(action.status)
     }

@@ -80,6 +80,23 @@ pub enum ExecutorKind {
     Processes,
 }
 
+impl ExecutorKind {
+    /// The name the CLI's `--workers` takes and a run records: `in-process` or `process`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::InProcess => "in-process",
+            ExecutorKind::Processes => "process",
+        }
+    }
+
+    /// Parses [`ExecutorKind::as_str`].
+    pub fn parse(s: &str) -> Option<ExecutorKind> {
+        [ExecutorKind::InProcess, ExecutorKind::Processes]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
 /// Settings of the process executor. Every default is written on its field.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {

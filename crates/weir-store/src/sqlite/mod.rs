@@ -298,8 +298,8 @@ impl SqliteStore {
         }
     }
 
-    fn claimed(&self, run: crate::RunId, owner: &str, epoch: u64) {
-        self.claims.lock().insert(run, (owner.to_string(), epoch));
+    fn claimed(&self, run: crate::RunId, epoch: u64) {
+        self.claims.lock().insert(run, epoch);
     }
 }
 
@@ -329,7 +329,7 @@ impl Store for SqliteStore {
 
     fn create_run(&self, run: NewRun) -> StoreFuture<'_, (RunRecord, Claim)> {
         let result = self.create_run_now(&run).map(|rec| {
-            self.claimed(rec.id, &run.owner, rec.epoch);
+            self.claimed(rec.id, rec.epoch);
             let claim = Claim {
                 run: rec.id,
                 owner: run.owner.clone(),
@@ -342,7 +342,7 @@ impl Store for SqliteStore {
 
     fn claim_run(&self, run: RunId, owner: String, seen_epoch: u64) -> StoreFuture<'_, Claim> {
         let result = self.claim_now(run, &owner, seen_epoch).map(|epoch| {
-            self.claimed(run, &owner, epoch);
+            self.claimed(run, epoch);
             Claim { run, owner, epoch }
         });
         Box::pin(std::future::ready(result))

@@ -22,8 +22,8 @@ pub(super) enum Cmd {
     Sync(Promise),
 }
 
-/// The runs this store instance drives: run → (owner, epoch of its claim).
-pub(super) type Claims = Arc<Mutex<HashMap<RunId, (String, u64)>>>;
+/// The runs this store instance drives: run → epoch of its claim.
+pub(super) type Claims = Arc<Mutex<HashMap<RunId, u64>>>;
 
 /// Longest time a write nobody waits for is held back to share a commit.
 const MAX_HOLD: Duration = Duration::from_millis(2);
@@ -327,7 +327,7 @@ fn lost_runs(
         if !checked.insert(run) {
             continue;
         }
-        let Some((_, mine)) = claims.get(&run) else {
+        let Some(mine) = claims.get(&run) else {
             continue;
         };
         let now: Option<(String, String, i64)> = st

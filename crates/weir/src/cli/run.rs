@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use weir_engine::registry::find_task;
+use weir_engine::worker::ExecutorKind;
 use weir_engine::{Engine, EngineOptions, RunContext, RunHandle};
 
 use super::{CliResult, Failure, OutputFormat};
@@ -68,7 +69,7 @@ fn open_engine(state_dir: &Path) -> Result<Engine, Failure> {
 
 fn open_engine_with_workers(state_dir: &Path, workers: &str) -> Result<Engine, Failure> {
     let mut options = EngineOptions::new(state_dir);
-    if workers == "process" {
+    if ExecutorKind::parse(workers) == Some(ExecutorKind::Processes) {
         options = options.with_worker_processes();
         options.workers = options.workers.with_env_overrides();
     }
@@ -137,17 +138,8 @@ pub(crate) async fn resume(state_dir: &Path, out: OutputFormat, args: ResumeArgs
     // A run remembers where its attempts ran.
     let workers = args
         .workers
-        .or_else(|| {
-            record.context["executor"].as_str().map(|e| {
-                if e == "processes" {
-                    "process"
-                } else {
-                    "in-process"
-                }
-                .to_string()
-            })
-        })
-        .unwrap_or_else(|| "in-process".into());
+        .or_else(|| record.context["executor"].as_str().map(str::to_string))
+        .unwrap_or_else(|| ExecutorKind::InProcess.as_str().into());
     let engine = open_engine_with_workers(state_dir, &workers)?;
     let handle = engine.resume_run(&args.run, args.force).await?;
     eprintln!("run {} resumed", handle.name());
