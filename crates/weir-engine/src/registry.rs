@@ -137,6 +137,14 @@ pub fn tasks() -> impl Iterator<Item = &'static TaskDef> {
     inventory::iter::<Registration>.into_iter().map(|r| r.0)
 }
 
+/// The largest inline limit of any registered task (the default when there is none).
+pub(crate) fn max_inline_limit() -> u64 {
+    tasks()
+        .map(TaskDef::inline_limit)
+        .max()
+        .unwrap_or(weir_core::spec::DEFAULT_MAX_INLINE_IO)
+}
+
 /// Submitted by `#[weir::trace]` for each trace function.
 #[doc(hidden)]
 #[derive(Debug)]

@@ -44,8 +44,10 @@ impl TraceSlot {
         let id = ctx.child_id(name, inputs_hash(&inputs), &None);
         let recorded = if ctx.check_store {
             match &ctx.backend {
-                Backend::Local { engine, run } => engine.lookup_checkpoint(run.id, id).await?,
-                Backend::Remote(remote) => remote.lookup_checkpoint(id).await?,
+                Backend::Local { engine, run } => {
+                    engine.lookup_checkpoint(run.id, id, ctx.action).await?
+                }
+                Backend::Remote(remote) => remote.lookup_checkpoint(id, ctx.action).await?,
             }
         } else {
             Recorded::Nothing

@@ -31,16 +31,19 @@ pub(crate) struct TraceOutcome<'a> {
 }
 
 impl Engine {
-    /// Looks up the checkpoint of trace `id` in run `run_id` (SPEC §6.4): a recorded output,
-    /// a recorded non-recoverable failure, or nothing (run the trace).
+    /// Looks up the checkpoint of trace `id` of attempt `parent` in run `run_id` (SPEC §6.4):
+    /// a recorded output, a recorded non-recoverable failure, or nothing (run the trace). Only
+    /// a trace recorded under `parent` counts: the lookup never reads another action.
     pub(crate) async fn lookup_checkpoint(
         &self,
         run_id: RunId,
         id: ActionId,
+        parent: ActionId,
     ) -> Result<Checkpoint> {
         // A checkpoint is looked up only after a retry or a resume: see what was queued before.
         self.inner.store.sync().await.map_err(system)?;
         let rec = self.inner.store.action(run_id, id).await.map_err(system)?;
+        let rec = rec.filter(|r| r.kind == ActionKind::Trace && r.parent == parent);
         Ok(match rec.map(|r| (r.status, r.output, r.error)) {
             Some((ActionStatus::Succeeded, Some(out), _)) => {
                 Checkpoint::Output(self.load_payload(&out).await?.to_vec())
@@ -51,6 +54,19 @@ impl Engine {
             }
             _ => Checkpoint::Nothing,
         })
+    }
+
+    /// Whether `id` is recorded as something other than a trace of attempt `parent` (a
+    /// worker's trace record must not overwrite it).
+    pub(crate) async fn recorded_as_other(
+        &self,
+        run_id: RunId,
+        id: ActionId,
+        parent: ActionId,
+    ) -> Result<bool> {
+        self.inner.store.sync().await.map_err(system)?;
+        let rec = self.inner.store.action(run_id, id).await.map_err(system)?;
+        Ok(rec.is_some_and(|r| r.kind != ActionKind::Trace || r.parent != parent))
     }
 
     /// Records a trace checkpoint and waits for its commit.

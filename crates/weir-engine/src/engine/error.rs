@@ -55,6 +55,9 @@ pub enum Error {
     /// An engine option contradicts the state it opens.
     #[error("{0}")]
     Config(String),
+    /// The operating system refused what the engine needs (random bytes for a secret, ...).
+    #[error("{0}")]
+    System(String),
 }
 
 impl From<weir_store::Error> for Error {

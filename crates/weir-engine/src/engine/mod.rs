@@ -106,6 +106,12 @@ struct Inner {
 pub(crate) struct WeakEngine(std::sync::Weak<Inner>);
 
 impl WeakEngine {
+    /// A weak handle on `engine`.
+    #[cfg(test)]
+    pub(crate) fn of(engine: &Engine) -> WeakEngine {
+        WeakEngine(Arc::downgrade(&engine.inner))
+    }
+
     pub(crate) fn upgrade(&self) -> Option<Engine> {
         self.0.upgrade().map(|inner| Engine { inner })
     }
@@ -128,18 +134,32 @@ impl Engine {
     /// Opens the embedded engine on a state directory (created if needed).
     pub fn open(options: EngineOptions) -> std::result::Result<Engine, error::Error> {
         crate::registry::check_unique_names()?;
+        Self::open_registered(options)
+    }
+
+    /// [`Engine::open`] without the check of the registry (this crate's unit tests register
+    /// duplicate names on purpose).
+    pub(crate) fn open_registered(
+        options: EngineOptions,
+    ) -> std::result::Result<Engine, error::Error> {
         let store = weir_store::open(&options.state_dir, options.store.clone())?;
         let blobs = Self::open_blobs(store.as_ref(), &options)?;
         let processes = options.executor == crate::worker::ExecutorKind::Processes;
+        // The worker API's admission secret, drawn before anything can fail half-way.
+        let secret = processes
+            .then(crate::worker::admission_secret)
+            .transpose()
+            .map_err(error::Error::System)?;
         Ok(Engine {
             inner: Arc::new_cyclic(|weak| Inner {
                 store,
                 payloads: Payloads::new(blobs, options.inline_store_threshold),
-                executor: processes.then(|| {
+                executor: secret.map(|secret| {
                     Arc::new(crate::worker::executor::Executor::new(
                         WeakEngine(weak.clone()),
                         options.workers.clone(),
                         &options.state_dir,
+                        secret,
                     ))
                 }),
                 options,

@@ -19,7 +19,18 @@ pub type ApiFuture<'a, T> = BoxFuture<'a, Result<T, Error>>;
 /// worker it comes from; a request from a worker the engine does not know (or presumed dead)
 /// is answered with [`Error::Refused`] and [`Refusal::Conflict`](super::Refusal::Conflict), and
 /// the worker must stop.
+///
+/// Over a transport every call is authenticated (see `auth.rs`): [`register`] presents the
+/// engine's admission secret and is answered with the worker's token, which the transport
+/// presents on every later call. Implemented directly (a worker in the engine's process), the
+/// calls are trusted and only `register`'s secret is checked.
+///
+/// [`register`]: WorkerApi::register
 pub trait WorkerApi: Send + Sync + 'static {
+    /// Admits the worker: checks `secret` (the engine's admission secret) and that the engine
+    /// launched this worker, and issues its token. The first call of a worker.
+    fn register<'a>(&'a self, req: Register, secret: &'a str) -> ApiFuture<'a, Registered>;
+
     /// Leases up to `max` queued attempts of the worker's environment, waiting up to the
     /// engine's long-poll time when none is queued. Also a sign of life.
     fn lease(&self, req: LeaseRequest) -> ApiFuture<'_, LeaseResponse>;

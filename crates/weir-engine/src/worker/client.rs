@@ -38,7 +38,37 @@ struct ClientInner {
 }
 
 /// Most messages of one kind in one request.
-const BATCH: usize = 4096;
+const BATCH: usize = MAX_BATCH;
+
+/// Splits `items` into batches of at most [`BATCH_BYTES`] payload bytes each (an item larger
+/// than that travels alone), so that no request goes over the engine's body limit.
+fn by_bytes<T>(items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut batches = Vec::new();
+    let mut batch = Vec::new();
+    let mut bytes = 0usize;
+    for item in items {
+        let n = size(&item);
+        if !batch.is_empty() && bytes.saturating_add(n) > BATCH_BYTES {
+            batches.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(n);
+        batch.push(item);
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
+}
+
+fn completion_bytes(c: &Completion) -> usize {
+    match &c.outcome {
+        AttemptOutcome::Output(b) => b.len(),
+        AttemptOutcome::Error(e) => {
+            e.message.len() + e.chain.iter().map(String::len).sum::<usize>()
+        }
+    }
+}
 
 impl WorkerClient {
     /// Starts the batching loops of worker `worker` over `api`.
@@ -127,19 +157,24 @@ impl WorkerClient {
     async fn submit_loop(self, mut rx: mpsc::UnboundedReceiver<ChildCall>) {
         let mut buf = Vec::new();
         while rx.recv_many(&mut buf, BATCH).await > 0 {
-            let calls = std::mem::take(&mut buf);
-            let ids: Vec<u64> = calls.iter().map(|c| c.call).collect();
-            let batch = SubmitBatch {
-                worker: self.inner.worker.clone(),
-                calls,
-            };
-            if let Err(e) = self.api().submit(batch).await {
-                let failure = system_error(format!("child call not submitted: {e}"));
-                let mut pending = self.inner.pending.lock();
-                for id in ids {
-                    if let Some(tx) = pending.remove(&id) {
-                        let _ = tx.send(Err(failure.clone()));
-                    }
+            for calls in by_bytes(std::mem::take(&mut buf), |c| c.inputs.len()) {
+                self.submit_batch(calls).await;
+            }
+        }
+    }
+
+    async fn submit_batch(&self, calls: Vec<ChildCall>) {
+        let ids: Vec<u64> = calls.iter().map(|c| c.call).collect();
+        let batch = SubmitBatch {
+            worker: self.inner.worker.clone(),
+            calls,
+        };
+        if let Err(e) = self.api().submit(batch).await {
+            let failure = system_error(format!("child call not submitted: {e}"));
+            let mut pending = self.inner.pending.lock();
+            for id in ids {
+                if let Some(tx) = pending.remove(&id) {
+                    let _ = tx.send(Err(failure.clone()));
                 }
             }
         }
@@ -161,40 +196,45 @@ impl WorkerClient {
     async fn complete_loop(self, mut rx: mpsc::UnboundedReceiver<Completion>) {
         let mut buf = Vec::new();
         while rx.recv_many(&mut buf, BATCH).await > 0 {
-            let completions = std::mem::take(&mut buf);
-            let n = completions.len();
-            let leased: HashMap<u64, (ActionId, u32)> = completions
-                .iter()
-                .map(|c| (c.lease, (c.action, c.attempt)))
-                .collect();
-            let batch = CompleteBatch {
-                worker: self.inner.worker.clone(),
-                completions,
-            };
-            // Retried until the engine answers: a completion is only lost with the process.
-            let mut tries = 0;
-            loop {
-                match self.api().complete(batch.clone()).await {
-                    Ok(reply) => {
-                        for (lease, why) in reply.rejected {
-                            let leased = leased.get(&lease).copied();
-                            self.log().rejected(lease, leased, why);
-                        }
-                        break;
+            for completions in by_bytes(std::mem::take(&mut buf), completion_bytes) {
+                self.complete_batch(completions).await;
+            }
+        }
+    }
+
+    async fn complete_batch(&self, completions: Vec<Completion>) {
+        let n = completions.len();
+        let leased: HashMap<u64, (ActionId, u32)> = completions
+            .iter()
+            .map(|c| (c.lease, (c.action, c.attempt)))
+            .collect();
+        let batch = CompleteBatch {
+            worker: self.inner.worker.clone(),
+            completions,
+        };
+        // Retried until the engine answers: a completion is only lost with the process.
+        let mut tries = 0;
+        loop {
+            match self.api().complete(batch.clone()).await {
+                Ok(reply) => {
+                    for (lease, why) in reply.rejected {
+                        let leased = leased.get(&lease).copied();
+                        self.log().rejected(lease, leased, why);
                     }
-                    Err(e) if tries < 20 => {
-                        tries += 1;
-                        tracing::warn!(error = %e, "completion not delivered, retrying");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
-                    Err(e) => {
-                        self.log().undelivered(n, e.to_string());
-                        break;
-                    }
+                    break;
+                }
+                Err(e) if tries < 20 => {
+                    tries += 1;
+                    tracing::warn!(error = %e, "completion not delivered, retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    self.log().undelivered(n, e.to_string());
+                    break;
                 }
             }
-            self.inner.unsent.fetch_sub(n, Ordering::AcqRel);
         }
+        self.inner.unsent.fetch_sub(n, Ordering::AcqRel);
     }
 
     async fn results_loop(self) {

@@ -16,9 +16,11 @@ use tokio::sync::oneshot;
 use weir_core::{ActionId, ErrorKind};
 use weir_store::RunId;
 
+use super::auth::Credentials;
 use super::journal::Journal;
 use super::leases::{AttemptSpec, Leases, Requeued};
 use super::pool::{LaunchSpec, Launcher, LocalProcess, Pool, ReplicaState};
+use super::protocol::body_limit;
 use super::scaling::{ReplicaView, ScaleStep, scale_step};
 use super::service::{ChildCalls, EngineApi};
 use super::{Error as ProtocolError, WorkerOptions};
@@ -41,18 +43,28 @@ pub(crate) struct Executor {
     pub(super) options: WorkerOptions,
     pub(super) state: Mutex<State>,
     url: tokio::sync::OnceCell<String>,
+    /// The admission secret handed to the workers it launches, and the tokens they got.
+    pub(super) credentials: Arc<Credentials>,
 }
 
 impl Executor {
-    pub(crate) fn new(engine: WeakEngine, options: WorkerOptions, state_dir: &Path) -> Executor {
+    pub(crate) fn new(
+        engine: WeakEngine,
+        options: WorkerOptions,
+        state_dir: &Path,
+        secret: String,
+    ) -> Executor {
         let launcher: Arc<dyn Launcher> = Arc::new(LocalProcess {
             program: options.program.clone(),
+            secret: secret.clone(),
         });
+        let credentials = Arc::new(Credentials::new(&secret));
         Executor {
             engine,
+            credentials: credentials.clone(),
             state: Mutex::new(State {
                 leases: Leases::new(options.max_system_retries),
-                pool: Pool::new(launcher),
+                pool: Pool::new(launcher, credentials),
                 calls: ChildCalls::default(),
                 journal: Journal::new(state_dir.join("workers")),
             }),
@@ -71,7 +83,9 @@ impl Executor {
                     .await
                     .map_err(server)?;
                 let addr = listener.local_addr().map_err(server)?;
-                let router = super::http::router(Arc::new(EngineApi::new(Arc::downgrade(self))));
+                let api = Arc::new(EngineApi::new(Arc::downgrade(self)));
+                let limit = body_limit(crate::registry::max_inline_limit());
+                let router = super::http::router(api, self.credentials.clone(), limit);
                 tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, router).await {
                         tracing::error!(error = %e, "worker API stopped");
@@ -204,6 +218,7 @@ impl Executor {
             journal,
             ..
         } = st;
+        journal.flush_rejections();
         journal.flush(|| pool.records(leases));
     }
 }

@@ -114,11 +114,64 @@ pub(crate) struct Journal {
     dir: PathBuf,
     /// The replica table changed since it was last written.
     dirty: bool,
+    /// Rejected completions not yet recorded, and when rejections were last recorded.
+    rejections: Rejections,
 }
+
+/// Rejected completions are recorded at most once per [`REJECTION_PERIOD`], as one decision
+/// that counts them: a flood of fenced-off (or forged) completions costs a counter, not a
+/// line each.
+#[derive(Default)]
+struct Rejections {
+    last: Option<std::time::Instant>,
+    pending: u64,
+    /// The first unrecorded rejection: environment, worker, why.
+    first: Option<(String, String, String)>,
+}
+
+/// How often rejected completions are recorded.
+const REJECTION_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Journal {
     pub(crate) fn new(dir: PathBuf) -> Journal {
-        Journal { dir, dirty: false }
+        Journal {
+            dir,
+            dirty: false,
+            rejections: Rejections::default(),
+        }
+    }
+
+    /// Counts rejected completions of `worker`; records them (how many, and the first reason)
+    /// when the last record is older than [`REJECTION_PERIOD`].
+    pub(crate) fn rejected(&mut self, env: &str, worker: &str, rejected: &[(u64, String)]) {
+        let Some((_, why)) = rejected.first() else {
+            return;
+        };
+        let r = &mut self.rejections;
+        r.pending += rejected.len() as u64;
+        r.first
+            .get_or_insert_with(|| (env.to_string(), worker.to_string(), why.clone()));
+        if r.last.is_some_and(|t| t.elapsed() < REJECTION_PERIOD) {
+            return;
+        }
+        self.record_rejections();
+    }
+
+    fn record_rejections(&mut self) {
+        let r = &mut self.rejections;
+        r.last = Some(std::time::Instant::now());
+        let n = std::mem::take(&mut r.pending);
+        let Some((env, worker, why)) = r.first.take() else {
+            return;
+        };
+        let decision = match n {
+            1 => format!("reject completion: {why}"),
+            n => format!(
+                "reject completion: {why} (and {} more rejected since the last record)",
+                n - 1
+            ),
+        };
+        self.decide(&env, Some(&worker), decision);
     }
 
     /// The directory of the files.
@@ -153,6 +206,15 @@ impl Journal {
             let _ = writeln!(f, "{line}");
         }
         self.dirty = true;
+    }
+
+    /// Records the rejections counted and not yet recorded (at the executor's tick).
+    pub(crate) fn flush_rejections(&mut self) {
+        let r = &mut self.rejections;
+        if r.pending == 0 || r.last.is_some_and(|t| t.elapsed() < REJECTION_PERIOD) {
+            return;
+        }
+        self.record_rejections();
     }
 
     /// The replica table changed: write it at the next [`Journal::flush`].

@@ -217,6 +217,19 @@ impl Leases {
         self.workers.get(&worker).map(|w| w.env.as_str())
     }
 
+    /// Whether `worker` holds a current lease on an attempt of `action` in `run` (only such
+    /// an attempt may call children or record traces through it).
+    pub(crate) fn holds(&self, worker: u64, run: RunId, action: ActionId) -> bool {
+        self.workers.get(&worker).is_some_and(|w| {
+            w.in_flight.iter().any(|lease| {
+                self.leases
+                    .get(lease)
+                    .and_then(|k| self.attempts.get(k))
+                    .is_some_and(|a| a.spec.run == run && a.spec.action == action)
+            })
+        })
+    }
+
     /// Leases up to `max` queued attempts of the worker's environment to `worker`, each
     /// under a fresh lease id. Nothing for an unknown worker.
     pub(crate) fn lease(&mut self, worker: u64, max: usize) -> Vec<LeasedAction> {
@@ -583,6 +596,26 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::System);
         assert_eq!(t.queued("env"), 0);
         assert!(t.lease(2, 10).is_empty());
+    }
+
+    #[test]
+    fn only_the_holder_of_a_current_lease_holds_its_attempt() {
+        let (mut t, _rx) = table(2, 3);
+        let a = t.lease(1, 1).remove(0);
+        assert!(t.holds(1, a.run, a.action));
+        assert!(!t.holds(2, a.run, a.action), "another worker");
+        assert!(!t.holds(1, RunId(a.run.0 + 1), a.action), "another run");
+        assert!(
+            !t.holds(1, a.run, ActionId(a.action.0 + 1)),
+            "another action"
+        );
+        let done = t.complete(1, vec![done(&a, vec![1])]);
+        assert!(done.rejected.is_empty());
+        drop(done);
+        assert!(
+            !t.holds(1, a.run, a.action),
+            "its lease ended with the completion"
+        );
     }
 
     #[test]

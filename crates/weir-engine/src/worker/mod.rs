@@ -48,6 +48,7 @@
 //! one replica leases and runs the child, then the parent takes its slot again.
 
 mod api;
+mod auth;
 pub(crate) mod client;
 pub(crate) mod executor;
 mod http;
@@ -68,6 +69,12 @@ pub use api::{ApiFuture, WorkerApi};
 pub use journal::{DecisionRecord, ReplicaRecord, WorkersSnapshot, read_snapshot};
 pub use runtime::{WorkerConfig, run_worker, run_worker_with};
 pub use worker_log::{WorkerEvent, WorkerLogRecord, read_worker_log};
+
+/// A fresh admission secret for an engine's worker API (see `auth.rs`).
+pub(crate) fn admission_secret() -> Result<String, String> {
+    auth::random_token()
+        .map_err(|e| format!("cannot draw random bytes for the worker API's secret: {e}"))
+}
 
 /// Where the engine runs task attempts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -225,9 +232,17 @@ pub enum Error {
     },
 }
 
-/// Why the engine refused a request of the worker protocol (over HTTP: 409, 400, 500).
+/// Why the engine refused a request of the worker protocol (over HTTP: 401, 403, 409, 400,
+/// 413, 500).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// No valid credential: a missing or unknown token, or a wrong admission secret.
+    Unauthorized,
+    /// The credential is valid but does not allow this: the request names another worker,
+    /// or an attempt the worker does not hold.
+    Forbidden,
+    /// The body or the batch is over the engine's caps.
+    TooLarge,
     /// The worker is unknown or presumed dead, the run is not live, or the engine is shutting
     /// down: the worker must stop.
     Conflict,
@@ -240,6 +255,9 @@ pub enum Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Refusal::Unauthorized => "unauthorized",
+            Refusal::Forbidden => "forbidden",
+            Refusal::TooLarge => "too large",
             Refusal::Conflict => "conflict",
             Refusal::BadRequest => "bad request",
             Refusal::Internal => "internal error",

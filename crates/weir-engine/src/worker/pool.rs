@@ -4,8 +4,9 @@
 //! scaling rule; what a lost worker's leases become is decided by the lease table.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use weir_core::clock::now_us;
 use weir_core::spec::ReusePolicy;
 
 use super::Error;
+use super::auth::Credentials;
 use super::journal::ReplicaRecord;
 use super::leases::Leases;
 
@@ -53,11 +55,16 @@ pub(crate) trait Launched: Send {
     fn kill(&mut self);
 }
 
-/// Starts `<program> worker --env E --engine URL --id W [--once] --log EVENTS` with its stdout
-/// and stderr in one log file.
+/// Starts `<program> worker --env E --engine URL --id W --credential-stdin [--once] --log
+/// EVENTS` with its stdout and stderr in one log file. The admission secret goes to the
+/// worker's stdin (not its command line, which every user of the machine can read), and the
+/// pipe stays open: when the engine's process ends, however it ends, the worker reads EOF and
+/// stops at once.
 pub(crate) struct LocalProcess {
     /// The program; the current executable when unset.
     pub program: Option<PathBuf>,
+    /// The engine's admission secret.
+    pub secret: String,
 }
 
 impl Launcher for LocalProcess {
@@ -72,14 +79,14 @@ impl Launcher for LocalProcess {
                 let mut cmd = Command::new(&program);
                 cmd.arg("worker")
                     .args(["--env", &spec.env, "--engine", &spec.engine_url])
-                    .args(["--id", &spec.worker])
+                    .args(["--id", &spec.worker, "--credential-stdin"])
                     .arg("--log")
                     .arg(&spec.events)
                     .env(
                         "WEIR_WORKER_HEARTBEAT_MS",
                         spec.heartbeat.as_millis().to_string(),
                     )
-                    .stdin(Stdio::null())
+                    .stdin(Stdio::piped())
                     .stdout(out)
                     .stderr(err);
                 if spec.once {
@@ -87,7 +94,20 @@ impl Launcher for LocalProcess {
                 }
                 cmd.spawn()
             })
-            .map(|child| Box::new(LocalChild(child)) as Box<dyn Launched>)
+            .and_then(|mut child| {
+                // The secret, then the pipe held open for the worker's life (a pipe buffer
+                // holds far more than one line: this write does not block).
+                let mut stdin = child.stdin.take().expect("stdin is piped");
+                if let Err(e) = writeln!(stdin, "{}", self.secret) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
+                }
+                Ok(Box::new(LocalChild {
+                    child,
+                    _stdin: stdin,
+                }) as Box<dyn Launched>)
+            })
             .map_err(|e| Error::Spawn {
                 program: program.display().to_string(),
                 message: e.to_string(),
@@ -95,18 +115,22 @@ impl Launcher for LocalProcess {
     }
 }
 
-struct LocalChild(Child);
+struct LocalChild {
+    child: Child,
+    /// Held open while the worker lives: its EOF tells the worker the engine is gone.
+    _stdin: ChildStdin,
+}
 
 impl Launched for LocalChild {
     fn pid(&self) -> u32 {
-        self.0.id()
+        self.child.id()
     }
     fn exited(&mut self) -> std::io::Result<Option<String>> {
-        Ok(self.0.try_wait()?.map(|status| status.to_string()))
+        Ok(self.child.try_wait()?.map(|status| status.to_string()))
     }
     fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -177,6 +201,8 @@ pub(crate) struct Lost {
 /// The replica table.
 pub(crate) struct Pool {
     launcher: Arc<dyn Launcher>,
+    /// Tokens of workers whose process ended are revoked.
+    credentials: Arc<Credentials>,
     pub envs: HashMap<String, EnvPool>,
     pub replicas: BTreeMap<u64, Replica>,
     next_worker: u64,
@@ -188,13 +214,20 @@ pub(crate) fn worker_number(id: &str) -> Option<u64> {
 }
 
 impl Pool {
-    pub(crate) fn new(launcher: Arc<dyn Launcher>) -> Pool {
+    pub(crate) fn new(launcher: Arc<dyn Launcher>, credentials: Arc<Credentials>) -> Pool {
         Pool {
             launcher,
+            credentials,
             envs: HashMap::new(),
             replicas: BTreeMap::new(),
             next_worker: 0,
         }
+    }
+
+    /// Starts workers with `launcher` from now on.
+    #[cfg(test)]
+    pub(crate) fn set_launcher(&mut self, launcher: Arc<dyn Launcher>) {
+        self.launcher = launcher;
     }
 
     /// The pool of `env`, created on first use.
@@ -291,6 +324,7 @@ impl Pool {
                     }
                     if exited || overdue {
                         r.ended_at = Some(now_us());
+                        self.credentials.revoke(&r.id);
                         changed = true;
                     }
                 }
@@ -309,6 +343,7 @@ impl Pool {
             match r.worker.exited() {
                 Ok(Some(status)) => {
                     r.ended_at = Some(now_us());
+                    self.credentials.revoke(&r.id);
                     changed = true;
                     // A retiring or one-action worker that exits with nothing leased is done;
                     // any other exit loses what it held.
@@ -339,6 +374,7 @@ impl Pool {
             if stuck_retiring {
                 r.worker.kill();
                 r.ended_at = Some(now_us());
+                self.credentials.revoke(&r.id);
                 r.state = ReplicaState::Retired;
                 changed = true;
                 lost.push(lose(format!(

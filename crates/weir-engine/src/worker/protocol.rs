@@ -5,6 +5,7 @@
 //!
 //! | path              | request            | response            |
 //! |-------------------|--------------------|---------------------|
+//! | `/v1/register`    | [`Register`]       | [`Registered`]      |
 //! | `/v1/lease`       | [`LeaseRequest`]   | [`LeaseResponse`]   |
 //! | `/v1/heartbeat`   | [`Heartbeat`]      | [`HeartbeatReply`]  |
 //! | `/v1/complete`    | [`CompleteBatch`]  | [`CompleteReply`]   |
@@ -14,16 +15,63 @@
 //! | `/v1/trace/lookup`| [`TraceLookup`]    | [`Checkpoint`]      |
 //! | `/v1/trace/record`| [`TraceRecord`]    | `()`                |
 //!
-//! A refused request answers HTTP 409 (stale lease, retired or unknown worker, engine shutting
-//! down), 400 (a message that does not decode) or 500 (the engine could not carry it out), with
-//! an [`ErrorReply`]; the [`Refusal`](super::Refusal) of [`Error::Refused`](super::Error::Refused)
-//! on the worker's side.
+//! Every request but `register` carries the worker's token (`Authorization: Bearer TOKEN`);
+//! `register` carries the engine's admission secret instead (see `auth.rs`).
+//!
+//! A refused request answers HTTP 401 (no valid credential), 403 (the request names another
+//! worker, or an attempt the worker does not hold), 409 (stale lease, retired or unknown
+//! worker, engine shutting down), 400 (a message that does not decode), 413 (a body or batch
+//! over the caps: [`MAX_BATCH`], [`body_limit`]) or 500 (the engine could not carry it out),
+//! with an [`ErrorReply`]; the [`Refusal`](super::Refusal) of
+//! [`Error::Refused`](super::Error::Refused) on the worker's side.
 
 use serde::{Deserialize, Serialize};
 use weir_core::{ActionId, ErrorKind, Failure};
 use weir_store::RunId;
 
 use crate::Error;
+
+/// Most messages of one kind in one request (completions, child calls, cancellations).
+pub const MAX_BATCH: usize = 4096;
+
+/// Payload bytes a worker puts in one batch; a single larger payload travels alone.
+pub const BATCH_BYTES: usize = 8 << 20;
+
+/// The largest request body the engine reads, given the largest inline limit of any task:
+/// a trace record (inputs and output, each at that limit) or a batch of [`BATCH_BYTES`], plus
+/// room for the envelope.
+pub fn body_limit(max_inline: u64) -> usize {
+    let payload = usize::try_from(max_inline).unwrap_or(usize::MAX);
+    payload
+        .saturating_mul(2)
+        .max(BATCH_BYTES)
+        .saturating_add(1 << 20)
+}
+
+/// What every request tells about itself, for the transport's checks before it reaches the
+/// engine: the worker it comes from (must be the one its token names) and its batch size.
+pub trait Request {
+    /// The worker the request names.
+    fn worker(&self) -> &str;
+    /// How many messages it batches (at most [`MAX_BATCH`]).
+    fn items(&self) -> usize {
+        1
+    }
+}
+
+/// A worker's first request: asks for its token, presenting the engine's admission secret.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Register {
+    /// Worker id (given by the executor on the command line).
+    pub worker: String,
+}
+
+/// The worker's token, to present on every further request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Registered {
+    /// The token.
+    pub token: String,
+}
 
 /// Leases up to `max` queued actions of the worker's environment; waits up to the engine's
 /// long-poll time when none is queued.
@@ -209,6 +257,8 @@ pub struct TraceLookup {
     pub run: RunId,
     /// Trace action id.
     pub id: ActionId,
+    /// The attempt's action making the lookup (the worker must hold it).
+    pub parent: ActionId,
 }
 
 pub use crate::trace::Checkpoint;
@@ -234,6 +284,31 @@ pub struct TraceRecord {
     /// Output bytes or failure.
     pub outcome: Result<serde_bytes::ByteBuf, Failure>,
 }
+
+macro_rules! requests {
+    ($($t:ty $(=> $items:ident)?),* $(,)?) => {$(
+        impl Request for $t {
+            fn worker(&self) -> &str {
+                &self.worker
+            }
+            $(fn items(&self) -> usize {
+                self.$items.len()
+            })?
+        }
+    )*};
+}
+
+requests!(
+    Register,
+    LeaseRequest,
+    Heartbeat,
+    CompleteBatch => completions,
+    SubmitBatch => calls,
+    ResultsRequest,
+    CancelCalls => calls,
+    TraceLookup,
+    TraceRecord,
+);
 
 /// Body of a refused request.
 #[derive(Clone, Debug, Serialize, Deserialize)]

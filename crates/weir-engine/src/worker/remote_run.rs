@@ -46,11 +46,16 @@ impl RemoteRun {
     }
 
     /// Looks a trace checkpoint up through the engine.
-    pub(crate) async fn lookup_checkpoint(&self, id: ActionId) -> Result<Checkpoint> {
+    pub(crate) async fn lookup_checkpoint(
+        &self,
+        id: ActionId,
+        parent: ActionId,
+    ) -> Result<Checkpoint> {
         let msg = TraceLookup {
             worker: self.client.worker().to_string(),
             run: self.run_id,
             id,
+            parent,
         };
         self.client
             .api()

@@ -32,6 +32,9 @@ pub struct WorkerConfig {
     pub engine_url: String,
     /// Worker id given by the executor.
     pub id: String,
+    /// The engine's admission secret, presented once at registration (never on the command
+    /// line: the executor writes it to the worker's stdin).
+    pub credential: String,
     /// Run one action, then exit (environments without a `ReusePolicy`).
     pub once: bool,
     /// Heartbeat period. Default 500 ms (`WEIR_WORKER_HEARTBEAT_MS`).
@@ -87,6 +90,10 @@ pub async fn run_worker_with(config: WorkerConfig, api: Arc<dyn WorkerApi>) -> R
             .map(|p| p.concurrency.max(1))
             .unwrap_or(1)
     };
+    let register = Register {
+        worker: config.id.clone(),
+    };
+    api.register(register, &config.credential).await?;
     let log = Arc::new(WorkerLog::open(&config.id, config.log.as_deref()));
     let client = WorkerClient::start(api, config.id.clone(), log);
     let running: Running = Arc::default();
@@ -412,6 +419,12 @@ mod tests {
     }
 
     impl WorkerApi for Scripted {
+        fn register<'a>(&'a self, req: Register, secret: &'a str) -> ApiFuture<'a, Registered> {
+            Box::pin(async move {
+                assert_eq!((req.worker.as_str(), secret), ("w1", "secret"));
+                Ok(Registered { token: "t".into() })
+            })
+        }
         fn lease(&self, _: LeaseRequest) -> ApiFuture<'_, LeaseResponse> {
             Box::pin(async move {
                 self.down()?;
@@ -476,6 +489,7 @@ mod tests {
             env: "inproc".into(),
             engine_url: String::new(),
             id: "w1".into(),
+            credential: "secret".into(),
             once: false,
             heartbeat: Duration::from_millis(10),
             log: Some(log.to_path_buf()),

@@ -67,6 +67,15 @@ fn refused(request: &str, reason: Refusal, message: String) -> Error {
     }
 }
 
+/// Refuses a request about an attempt the worker does not hold.
+fn not_held(request: &str, worker: &str, run: RunId, action: ActionId) -> Error {
+    refused(
+        request,
+        Refusal::Forbidden,
+        format!("worker {worker} holds no lease on action {action} of run {run}"),
+    )
+}
+
 fn unknown_worker(request: &str, worker: &str) -> Error {
     refused(
         request,
@@ -121,7 +130,50 @@ impl EngineApi {
     }
 }
 
+impl EngineApi {
+    /// Checks that `worker` is alive and holds a lease on `action` of `run`.
+    fn check_holds(
+        &self,
+        request: &str,
+        worker: &str,
+        run: RunId,
+        action: ActionId,
+    ) -> Result<(), Error> {
+        let exec = self.executor(request)?;
+        let st = exec.state.lock();
+        let n = st
+            .pool
+            .live(worker)
+            .ok_or_else(|| unknown_worker(request, worker))?;
+        if st.leases.holds(n, run, action) {
+            Ok(())
+        } else {
+            Err(not_held(request, worker, run, action))
+        }
+    }
+}
+
 impl WorkerApi for EngineApi {
+    fn register<'a>(&'a self, req: Register, secret: &'a str) -> ApiFuture<'a, Registered> {
+        Box::pin(async move {
+            let exec = self.executor("register")?;
+            if !exec.credentials.admits(secret) {
+                let message =
+                    "wrong admission secret: a worker gets it from the engine that launched it"
+                        .to_string();
+                return Err(refused("register", Refusal::Unauthorized, message));
+            }
+            if exec.state.lock().pool.live(&req.worker).is_none() {
+                return Err(unknown_worker("register", &req.worker));
+            }
+            let token = exec
+                .credentials
+                .issue(&req.worker)
+                .map_err(|e| refused("register", Refusal::Internal, e.to_string()))?;
+            Ok(Registered { token })
+        })
+    }
+
     fn lease(&self, req: LeaseRequest) -> ApiFuture<'_, LeaseResponse> {
         Box::pin(async move {
             let exec = self.executor("lease")?;
@@ -200,10 +252,7 @@ impl WorkerApi for EngineApi {
                 let st = &mut *st;
                 let done = st.leases.complete(n, req.completions);
                 let env = st.leases.env_of(n).unwrap_or_default().to_string();
-                for (_, why) in &done.rejected {
-                    let decision = format!("reject completion: {why}");
-                    st.journal.decide(&env, Some(&req.worker), decision);
-                }
+                st.journal.rejected(&env, &req.worker, &done.rejected);
                 st.journal.touch();
                 done
             };
@@ -225,6 +274,16 @@ impl WorkerApi for EngineApi {
                 .pool
                 .live(&req.worker)
                 .ok_or_else(|| unknown_worker("submit", &req.worker))?;
+            {
+                let st = exec.state.lock();
+                if let Some(c) = req
+                    .calls
+                    .iter()
+                    .find(|c| !st.leases.holds(n, c.run, c.parent))
+                {
+                    return Err(not_held("submit", &req.worker, c.run, c.parent));
+                }
+            }
             for call in req.calls {
                 let id = call.call;
                 let parent = exec
@@ -351,8 +410,9 @@ impl WorkerApi for EngineApi {
     fn trace_lookup(&self, req: TraceLookup) -> ApiFuture<'_, Checkpoint> {
         Box::pin(async move {
             let (_, engine) = self.engine("trace lookup")?;
+            self.check_holds("trace lookup", &req.worker, req.run, req.parent)?;
             engine
-                .lookup_checkpoint(req.run, req.id)
+                .lookup_checkpoint(req.run, req.id, req.parent)
                 .await
                 .map_err(|e| refused("trace lookup", Refusal::Internal, e.to_string()))
         })
@@ -361,6 +421,18 @@ impl WorkerApi for EngineApi {
     fn trace_record(&self, req: TraceRecord) -> ApiFuture<'_, ()> {
         Box::pin(async move {
             let (_, engine) = self.engine("trace record")?;
+            self.check_holds("trace record", &req.worker, req.run, req.parent)?;
+            let other = engine
+                .recorded_as_other(req.run, req.id, req.parent)
+                .await
+                .map_err(|e| refused("trace record", Refusal::Internal, e.to_string()))?;
+            if other {
+                let message = format!(
+                    "action {} of run {} is not a trace of action {}: not overwritten",
+                    req.id, req.run, req.parent
+                );
+                return Err(refused("trace record", Refusal::Forbidden, message));
+            }
             let Some(run) = engine.run_state(req.run) else {
                 let message = format!("run {} is not live in this engine", req.run);
                 return Err(refused("trace record", Refusal::Conflict, message));
@@ -378,5 +450,178 @@ impl WorkerApi for EngineApi {
                 .await
                 .map_err(|e| refused("trace record", Refusal::Internal, e.to_string()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine's side of the protocol against a real engine and lease table, with a worker
+    //! that is only an entry in the replica table (no process, no HTTP): who may register, and
+    //! that trace and child-call requests are accepted only for attempts the caller holds.
+
+    use std::path::PathBuf;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::EngineOptions;
+    use crate::engine::WeakEngine;
+    use crate::worker::WorkerOptions;
+    use crate::worker::leases::{AttemptSpec, Outcome};
+    use crate::worker::pool::{LaunchSpec, Launched, Launcher};
+
+    struct NoProcess;
+    struct Nothing;
+    impl Launcher for NoProcess {
+        fn start(&self, _: &LaunchSpec) -> Result<Box<dyn Launched>, Error> {
+            Ok(Box::new(Nothing))
+        }
+    }
+    impl Launched for Nothing {
+        fn pid(&self) -> u32 {
+            0
+        }
+        fn exited(&mut self) -> std::io::Result<Option<String>> {
+            Ok(None)
+        }
+        fn kill(&mut self) {}
+    }
+
+    const RUN: RunId = RunId(1);
+
+    fn action(n: u64) -> ActionId {
+        ActionId(1000 + n)
+    }
+
+    /// An executor with worker `w1` of environment `e` holding a lease on `action(1)`.
+    fn setup(dir: &std::path::Path) -> (Engine, Arc<Executor>, oneshot::Receiver<Outcome>) {
+        let engine = Engine::open_registered(EngineOptions::new(dir)).unwrap();
+        let exec = Arc::new(Executor::new(
+            WeakEngine::of(&engine),
+            WorkerOptions::default(),
+            dir,
+            "the-secret".into(),
+        ));
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = exec.state.lock();
+            st.pool.set_launcher(Arc::new(NoProcess));
+            let (n, id) = st.pool.next_id();
+            let spec = LaunchSpec {
+                env: "e".into(),
+                worker: id,
+                engine_url: String::new(),
+                once: false,
+                heartbeat: Duration::from_secs(1),
+                log: PathBuf::new(),
+                events: PathBuf::new(),
+            };
+            st.pool.start(n, spec).unwrap();
+            st.leases.add_worker(n, "e");
+            st.calls.add_worker(n);
+            let attempt = AttemptSpec {
+                run: RUN,
+                run_name: Arc::from("r"),
+                recovering: false,
+                action: action(1),
+                attempt: 1,
+                task: "e.t",
+                inputs: Arc::from(&b""[..]),
+            };
+            st.leases.enqueue("e", attempt, tx);
+            assert_eq!(st.leases.lease(n, 1).len(), 1);
+        }
+        (engine, exec, rx)
+    }
+
+    fn reason(e: Error) -> Refusal {
+        match e {
+            Error::Refused { reason, .. } => reason,
+            e => panic!("not a refusal: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_launched_worker_with_the_secret_registers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_engine, exec, _rx) = setup(dir.path());
+        let api = EngineApi::new(Arc::downgrade(&exec));
+        let reg = |w: &str| Register { worker: w.into() };
+        let wrong = api.register(reg("w1"), "a-guess").await.unwrap_err();
+        assert_eq!(reason(wrong), Refusal::Unauthorized);
+        let stranger = api.register(reg("w9"), "the-secret").await.unwrap_err();
+        assert_eq!(reason(stranger), Refusal::Conflict);
+        let token = api.register(reg("w1"), "the-secret").await.unwrap().token;
+        assert_eq!(exec.credentials.identify(&token).as_deref(), Some("w1"));
+    }
+
+    #[tokio::test]
+    async fn trace_and_child_requests_are_refused_for_attempts_the_worker_does_not_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_engine, exec, _rx) = setup(dir.path());
+        let api = EngineApi::new(Arc::downgrade(&exec));
+        let (held, other) = (action(1), action(2));
+
+        let lookup = |parent| TraceLookup {
+            worker: "w1".into(),
+            run: RUN,
+            id: action(3),
+            parent,
+        };
+        let e = api.trace_lookup(lookup(other)).await.unwrap_err();
+        assert_eq!(reason(e), Refusal::Forbidden);
+        let other_run = TraceLookup {
+            run: RunId(2),
+            ..lookup(held)
+        };
+        let e = api.trace_lookup(other_run).await.unwrap_err();
+        assert_eq!(reason(e), Refusal::Forbidden);
+        // The attempt it holds may look up (nothing recorded here).
+        assert!(matches!(
+            api.trace_lookup(lookup(held)).await.unwrap(),
+            Checkpoint::Nothing
+        ));
+
+        let record = TraceRecord {
+            worker: "w1".into(),
+            run: RUN,
+            id: action(3),
+            parent: other,
+            name: "tr".into(),
+            inputs: vec![],
+            started_at: 0,
+            outcome: Ok(serde_bytes::ByteBuf::from(vec![1])),
+        };
+        let e = api.trace_record(record).await.unwrap_err();
+        assert_eq!(reason(e), Refusal::Forbidden);
+
+        let call = |parent| ChildCall {
+            call: 1,
+            run: RUN,
+            parent,
+            id: action(4),
+            task: "e.t".into(),
+            inputs: vec![],
+            group: None,
+            check_store: false,
+        };
+        let submit = SubmitBatch {
+            worker: "w1".into(),
+            calls: vec![call(held), call(other)],
+        };
+        let e = api.submit(submit).await.unwrap_err();
+        assert_eq!(reason(e), Refusal::Forbidden);
+        assert!(
+            exec.state.lock().calls.running.is_empty(),
+            "nothing of a refused batch started"
+        );
+
+        // A worker the engine does not know is refused as such.
+        let stranger = TraceLookup {
+            worker: "w9".into(),
+            ..lookup(held)
+        };
+        let e = api.trace_lookup(stranger).await.unwrap_err();
+        assert_eq!(reason(e), Refusal::Conflict);
     }
 }

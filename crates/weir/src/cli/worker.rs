@@ -30,16 +30,75 @@ pub(crate) struct WorkerArgs {
     /// Append the worker's structured log (JSON lines) to this file.
     #[arg(long, env = "WEIR_WORKER_LOG")]
     log: Option<PathBuf>,
+    /// Read the engine's admission secret from the first line of stdin, and stop at once when
+    /// stdin closes (the engine that started this worker is gone). How the process executor
+    /// starts its workers.
+    #[arg(long)]
+    credential_stdin: bool,
 }
 
+/// The admission secret in the environment, for a worker started some other way.
+const CREDENTIAL_ENV: &str = "WEIR_WORKER_CREDENTIAL";
+
 pub(crate) async fn worker(args: WorkerArgs) -> CliResult {
+    let (credential, engine_gone) = if args.credential_stdin {
+        let (credential, gone) = read_stdin_credential().map_err(Failure::other)?;
+        (credential, Some(gone))
+    } else {
+        match std::env::var(CREDENTIAL_ENV) {
+            Ok(c) if !c.is_empty() => (c, None),
+            _ => {
+                return Err(Failure::input(format!(
+                    "a worker needs the engine's admission secret: --credential-stdin (how the engine starts its workers) or {CREDENTIAL_ENV}"
+                )));
+            }
+        }
+    };
     let config = WorkerConfig {
         env: args.env,
         engine_url: args.engine,
         id: args.id,
+        credential,
         once: args.once,
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
         log: args.log,
     };
-    run_worker(config).await.map_err(Failure::other)
+    let gone = async {
+        match engine_gone {
+            Some(rx) => {
+                let _ = rx.await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    // When the engine's process ends, what this worker runs could never be delivered: it stops
+    // at once, leasing nothing more (what it ran is dropped with `run_worker`'s future).
+    tokio::select! {
+        r = run_worker(config) => r.map_err(Failure::other),
+        () = gone => Err(Failure::other("the engine that started this worker is gone (its pipe closed); stopping")),
+    }
+}
+
+/// Reads the secret line from stdin, then watches stdin on a thread of its own: the returned
+/// receiver completes when it closes.
+fn read_stdin_credential() -> Result<(String, tokio::sync::oneshot::Receiver<()>), String> {
+    use std::io::BufRead;
+    let mut stdin = std::io::stdin().lock();
+    let mut line = String::new();
+    stdin
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the admission secret from stdin: {e}"))?;
+    let credential = line.trim_end().to_string();
+    if credential.is_empty() {
+        return Err("no admission secret on stdin (--credential-stdin)".into());
+    }
+    drop(stdin);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        // Returns at EOF (or an error): either way the engine's end of the pipe is gone.
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut sink);
+        let _ = tx.send(());
+    });
+    Ok((credential, rx))
 }
