@@ -18,6 +18,14 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 pub use payloads::{BLOB_URL_SETTING, PayloadKey, Payloads};
 
+impl Error {
+    /// The object is gone or damaged: what it held is lost (a recovering engine runs what
+    /// wrote it again), as opposed to a store that could not be reached.
+    pub fn is_lost(&self) -> bool {
+        matches!(self, Error::Missing { .. } | Error::Corrupt { .. })
+    }
+}
+
 /// A storage failure, naming the key or URL involved.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,6 +52,21 @@ pub enum Error {
         key: String,
         /// The store URL.
         store: String,
+    },
+    /// The object's bytes are not the ones its reference was written with (size or content
+    /// hash differ): it was changed or damaged after it was written.
+    #[error(
+        "object {key:?} in {store} is corrupt: expected {expected}, found {found}; it was changed or damaged after it was written"
+    )]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// The store URL.
+        store: String,
+        /// What the reference recorded (size and hash).
+        expected: String,
+        /// What was read.
+        found: String,
     },
     /// The backend failed.
     #[error("object store {store}, key {key:?}: {source}")]

@@ -110,6 +110,7 @@ impl Payloads {
         Payload::Offloaded {
             path: key.key(),
             size: bytes.len() as u64,
+            hash: Some(weir_core::payload::content_hash(bytes)),
         }
     }
 
@@ -121,12 +122,31 @@ impl Payloads {
         }
     }
 
-    /// The bytes of a payload.
+    /// The bytes of a payload. An offloaded one is checked against its reference (size and
+    /// content hash): [`Error::Corrupt`] when they differ, [`Error::Missing`] when it is gone.
     pub async fn load(&self, payload: &Payload) -> Result<Arc<[u8]>> {
         match payload {
             Payload::Inline(b) => Ok(Arc::from(b.as_slice())),
-            Payload::Offloaded { path, .. } => match &self.blobs {
-                Ok(blobs) => Ok(Arc::from(blobs.get(path).await?)),
+            Payload::Offloaded { path, size, hash } => match &self.blobs {
+                Ok(blobs) => {
+                    let bytes = blobs.get(path).await?;
+                    let found_hash = hash
+                        .as_ref()
+                        .map(|_| weir_core::payload::content_hash(&bytes));
+                    if bytes.len() as u64 != *size || found_hash != *hash {
+                        let describe = |size: u64, hash: &Option<String>| match hash {
+                            Some(h) => format!("{size} bytes with blake3 {h}"),
+                            None => format!("{size} bytes"),
+                        };
+                        return Err(Error::Corrupt {
+                            key: path.clone(),
+                            store: blobs.url().to_string(),
+                            expected: describe(*size, hash),
+                            found: describe(bytes.len() as u64, &found_hash),
+                        });
+                    }
+                    Ok(Arc::from(bytes))
+                }
                 Err(url) => Err(Error::Missing {
                     key: path.clone(),
                     store: url.clone(),
@@ -165,7 +185,8 @@ mod tests {
             big,
             Payload::Offloaded {
                 path: "r/a1/2/outputs".into(),
-                size: 10
+                size: 10,
+                hash: Some(weir_core::payload::content_hash(&[9; 10])),
             }
         );
         assert!(dir.path().join("blobs/r/a1/2/outputs").exists());
@@ -182,5 +203,35 @@ mod tests {
         let recorded = format!("file://{}", dir.path().join("blobs").display());
         let by_url = Payloads::of_state(elsewhere.path(), Some(&recorded)).unwrap();
         assert_eq!(&*by_url.load(&big).await.unwrap(), &[9; 10]);
+    }
+
+    #[tokio::test]
+    async fn a_changed_or_deleted_object_is_refused_naming_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let payloads = Payloads::new(BlobStore::local(&dir.path().join("blobs")).unwrap(), 0);
+        let key = PayloadKey::Inputs {
+            run: "r",
+            action: &"a1",
+        };
+        let p = payloads.store(key, &[1, 2, 3, 4]).await.unwrap();
+        let file = dir.path().join("blobs/r/a1/inputs");
+        // One flipped bit, same size: the hash tells.
+        std::fs::write(&file, [1, 2, 3, 5]).unwrap();
+        let e = payloads.load(&p).await.unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }) && e.is_lost(), "{e}");
+        assert!(e.to_string().contains("r/a1/inputs"), "{e}");
+        // Truncated.
+        std::fs::write(&file, [1, 2]).unwrap();
+        assert!(matches!(
+            payloads.load(&p).await,
+            Err(Error::Corrupt { .. })
+        ));
+        // Gone.
+        std::fs::remove_file(&file).unwrap();
+        let e = payloads.load(&p).await.unwrap_err();
+        assert!(matches!(e, Error::Missing { .. }) && e.is_lost(), "{e}");
+        // Restored: read again.
+        std::fs::write(&file, [1, 2, 3, 4]).unwrap();
+        assert_eq!(&*payloads.load(&p).await.unwrap(), &[1, 2, 3, 4]);
     }
 }

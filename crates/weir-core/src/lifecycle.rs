@@ -1,13 +1,17 @@
 //! The lifecycle of an action, as one transition table.
 //!
 //! ```text
-//! queued ──start──▶ running ──succeed──▶ succeeded
+//! queued ──start──▶ running ──succeed──▶ succeeded ──output_lost──▶ queued
 //!   │                 │ ──fail──────────▶ failed ──resubmit──▶ queued
 //!   │                 │ ──fail_retryable─▶ retrying ──requeue─▶ queued
 //!   ├──cache_hit──▶ succeeded   └─lease_lost──▶ queued   (its process died; resume)
 //!   ├──fail (before any attempt: queue deadline, inputs not stored)──▶ failed
 //!   └──cancel (from any live state)──▶ cancelled ──resubmit──▶ queued
 //! ```
+//!
+//! `output_lost`: a recovering run found a succeeded action whose recorded output is missing
+//! or corrupt (its object deleted or damaged): the success cannot be replayed, so the action
+//! runs again (SPEC §12).
 //!
 //! The engine changes a status only through [`ActionStatus::take`] (which is
 //! [`ActionStatus::apply`] plus a record of the transition for the coverage test), so an
@@ -65,6 +69,8 @@ pub enum ActionEvent {
     Cancel,
     /// A finished-but-unsuccessful action was called again (its parent was retried).
     Resubmit,
+    /// A succeeded action's recorded output is missing or corrupt: it runs again.
+    OutputLost,
 }
 
 /// A transition the table does not allow.
@@ -96,6 +102,7 @@ pub const TRANSITIONS: &[(ActionStatus, ActionEvent, ActionStatus)] = {
         (S::Retrying, E::Cancel, S::Cancelled),
         (S::Failed, E::Resubmit, S::Queued),
         (S::Cancelled, E::Resubmit, S::Queued),
+        (S::Succeeded, E::OutputLost, S::Queued),
     ]
 };
 
@@ -188,7 +195,7 @@ impl ActionStatus {
 
 impl ActionEvent {
     /// Every event.
-    pub const ALL: [ActionEvent; 9] = [
+    pub const ALL: [ActionEvent; 10] = [
         ActionEvent::Start,
         ActionEvent::Succeed,
         ActionEvent::Fail,
@@ -198,6 +205,7 @@ impl ActionEvent {
         ActionEvent::CacheHit,
         ActionEvent::Cancel,
         ActionEvent::Resubmit,
+        ActionEvent::OutputLost,
     ];
 
     /// snake_case name.
@@ -212,6 +220,7 @@ impl ActionEvent {
             ActionEvent::CacheHit => "cache_hit",
             ActionEvent::Cancel => "cancel",
             ActionEvent::Resubmit => "resubmit",
+            ActionEvent::OutputLost => "output_lost",
         }
     }
 
@@ -336,7 +345,7 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
-    const EVENTS: [ActionEvent; 9] = ActionEvent::ALL;
+    const EVENTS: [ActionEvent; 10] = ActionEvent::ALL;
 
     #[test]
     fn table_is_exhaustive_and_consistent() {
@@ -372,9 +381,13 @@ mod tests {
     }
 
     #[test]
-    fn succeeded_is_final_and_accepts_nothing() {
+    fn succeeded_accepts_only_the_loss_of_its_output() {
         for event in EVENTS {
-            assert!(ActionStatus::Succeeded.apply(event).is_err(), "{event:?}");
+            let next = ActionStatus::Succeeded.apply(event);
+            match event {
+                ActionEvent::OutputLost => assert_eq!(next, Ok(ActionStatus::Queued)),
+                _ => assert!(next.is_err(), "{event:?}"),
+            }
         }
         let path = [
             ActionEvent::Start,

@@ -14,7 +14,16 @@ pub enum Payload {
         path: String,
         /// Size in bytes.
         size: u64,
+        /// Content hash of the bytes ([`content_hash`]), checked on every read. Absent only
+        /// in references written before weir kept one.
+        #[serde(default)]
+        hash: Option<String>,
     },
+}
+
+/// The content hash kept with an offloaded payload's reference: blake3, lower-case hex.
+pub fn content_hash(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
 }
 
 impl Payload {

@@ -61,7 +61,7 @@ pub(crate) fn admit(stored: Option<Stored<'_>>) -> Admission<'_> {
         ActionStatus::Succeeded => match rec.output {
             Some(out) => return Admission::Replay(out),
             // A success without its output is not trusted: run it again.
-            None => None,
+            None => Some(ActionEvent::OutputLost),
         },
         ActionStatus::Failed | ActionStatus::Cancelled => match rec.error {
             Some(f) if rec.status == ActionStatus::Failed && !f.kind.is_retryable() => {
@@ -77,6 +77,16 @@ pub(crate) fn admit(stored: Option<Stored<'_>>) -> Admission<'_> {
     Admission::Start {
         base_attempt: rec.attempts,
         requeue,
+    }
+}
+
+/// Admission of a call whose recorded success could not be replayed: its output object is
+/// missing or corrupt. The success is not trusted; the action runs again (SPEC §12), its
+/// attempts counting on.
+pub(crate) fn output_lost(stored: Stored<'_>) -> Admission<'static> {
+    Admission::Start {
+        base_attempt: stored.attempts,
+        requeue: Some(ActionEvent::OutputLost),
     }
 }
 
@@ -275,6 +285,22 @@ mod tests {
             ..stored(ActionStatus::Succeeded, 1)
         };
         assert_eq!(admit(Some(ok)), Admission::Replay(&out));
+        // Its output could not be read back (deleted or corrupt object): it runs again.
+        assert_eq!(
+            output_lost(ok),
+            Admission::Start {
+                base_attempt: 1,
+                requeue: Some(ActionEvent::OutputLost)
+            }
+        );
+        // A success recorded without an output is not trusted either.
+        assert_eq!(
+            admit(Some(stored(ActionStatus::Succeeded, 2))),
+            Admission::Start {
+                base_attempt: 2,
+                requeue: Some(ActionEvent::OutputLost)
+            }
+        );
 
         // Not recorded (or not looked up): a new action from attempt 1.
         assert_eq!(
@@ -339,14 +365,6 @@ mod tests {
             admit(Some(stored(ActionStatus::Queued, 0))),
             Admission::Start {
                 base_attempt: 0,
-                requeue: None
-            }
-        );
-        // A success whose output is missing is not trusted.
-        assert_eq!(
-            admit(Some(stored(ActionStatus::Succeeded, 1))),
-            Admission::Start {
-                base_attempt: 1,
                 requeue: None
             }
         );

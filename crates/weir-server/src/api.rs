@@ -254,7 +254,7 @@ async fn payload_json(app: &App, payload: Option<Payload>) -> Value {
     let size = payload.size();
     let (bytes, offloaded) = match payload {
         Payload::Inline(b) => (b, None),
-        Payload::Offloaded { path, size } => {
+        Payload::Offloaded { path, size, hash } => {
             if size > MAX_PAYLOAD_READ {
                 return json!({
                     "size": size, "offloaded": path,
@@ -265,6 +265,7 @@ async fn payload_json(app: &App, payload: Option<Payload>) -> Value {
             let payload = Payload::Offloaded {
                 path: path.clone(),
                 size,
+                hash,
             };
             let read = async {
                 let recorded = app

@@ -60,6 +60,7 @@ fn insert(run: weir_store::RunId, id: u64) -> WriteOp {
         inputs: Payload::Offloaded {
             path: "r1/x/inputs".into(),
             size: 100_000,
+            hash: Some("0f".repeat(32)),
         },
         queued_at: 1,
     }
@@ -141,7 +142,8 @@ async fn writes_apply_in_order_and_tickets_resolve_after_the_commit() {
             rec.inputs,
             Some(Payload::Offloaded {
                 path: "r1/x/inputs".into(),
-                size: 100_000
+                size: 100_000,
+                hash: Some("0f".repeat(32)),
             })
         );
         assert_eq!(rec.group.as_deref(), Some("g"));

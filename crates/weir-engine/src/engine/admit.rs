@@ -155,11 +155,18 @@ impl Engine {
             output: r.output.as_ref(),
             error: r.error.as_ref(),
         });
-        let (base_attempt, requeue) = match decide::admit(stored) {
-            Admission::Replay(out) => {
-                run.counters.recovered.fetch_add(1, Ordering::Relaxed);
-                return Ok(Attach::Ready(Ok(self.load_payload(out).await?)));
+        let mut admission = decide::admit(stored);
+        if let Admission::Replay(out) = admission {
+            match self.load_recorded(out).await? {
+                Some(bytes) => {
+                    run.counters.recovered.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Attach::Ready(Ok(bytes)));
+                }
+                None => admission = decide::output_lost(stored.expect("replay of a record")),
             }
+        }
+        let (base_attempt, requeue) = match admission {
+            Admission::Replay(_) => unreachable!("replayed above"),
             Admission::Reraise(f) => return Ok(Attach::Ready(Err(f.clone()))),
             Admission::Start {
                 base_attempt,

@@ -45,8 +45,12 @@ impl Engine {
         let rec = self.inner.store.action(run_id, id).await.map_err(system)?;
         let rec = rec.filter(|r| r.kind == ActionKind::Trace && r.parent == parent);
         Ok(match rec.map(|r| (r.status, r.output, r.error)) {
+            // A lost output (deleted or corrupt object): the trace runs again.
             Some((ActionStatus::Succeeded, Some(out), _)) => {
-                Checkpoint::Output(self.load_payload(&out).await?.to_vec())
+                match self.load_recorded(&out).await? {
+                    Some(bytes) => Checkpoint::Output(bytes.to_vec()),
+                    None => Checkpoint::Nothing,
+                }
             }
             // A recoverable failure runs the trace again; any other is re-raised.
             Some((ActionStatus::Failed, _, Some(f))) if !f.kind.is_retryable() => {

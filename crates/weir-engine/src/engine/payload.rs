@@ -15,6 +15,19 @@ impl Engine {
         self.inner.payloads.load(payload).await.map_err(system)
     }
 
+    /// Reads a recorded payload for recovery: `None` when its object is missing or corrupt
+    /// (what wrote it must run again), an error when the store cannot be read at all.
+    pub(crate) async fn load_recorded(&self, payload: &Payload) -> Result<Option<Arc<[u8]>>> {
+        match self.inner.payloads.load(payload).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.is_lost() => {
+                tracing::warn!(error = %e, "a recorded output is lost: running its action again");
+                Ok(None)
+            }
+            Err(e) => Err(system(e)),
+        }
+    }
+
     /// Keeps `bytes` inline or writes them to the object store under `key`. (The object-store
     /// write is boxed, and only built for an offloaded value: an action's future stays small,
     /// which is most of a fan-out's memory.)

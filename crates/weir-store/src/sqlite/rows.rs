@@ -8,7 +8,18 @@ use crate::{ActionKind, ActionRecord, CacheEntry, Payload, RunRecord, RunStatus}
 pub(super) fn split(p: &Payload) -> (Option<&[u8]>, Option<String>) {
     match p {
         Payload::Inline(b) => (Some(b), None),
-        Payload::Offloaded { path, size } => (None, Some(format!("{size}:{path}"))),
+        // `SIZE#HASH:PATH` (`SIZE:PATH` in rows written before hashes were kept: a size is
+        // digits only, so the two never mix).
+        Payload::Offloaded {
+            path,
+            size,
+            hash: Some(hash),
+        } => (None, Some(format!("{size}#{hash}:{path}"))),
+        Payload::Offloaded {
+            path,
+            size,
+            hash: None,
+        } => (None, Some(format!("{size}:{path}"))),
     }
 }
 
@@ -19,10 +30,15 @@ pub(super) fn split_opt(p: &Option<Payload>) -> (Option<&[u8]>, Option<String>) 
 /// A payload from its two columns (`inputs`/`inputs_ref`, `output`/`output_ref`).
 pub(crate) fn join(blob: Option<Vec<u8>>, reference: Option<String>) -> Option<Payload> {
     if let Some(r) = reference {
-        let (size, path) = r.split_once(':')?;
+        let (head, path) = r.split_once(':')?;
+        let (size, hash) = match head.split_once('#') {
+            Some((size, hash)) => (size, Some(hash.to_string())),
+            None => (head, None),
+        };
         return Some(Payload::Offloaded {
             path: path.to_string(),
             size: size.parse().ok()?,
+            hash,
         });
     }
     blob.map(Payload::Inline)
@@ -98,4 +114,29 @@ pub(crate) fn action_record_at(row: &Row<'_>, base: usize) -> rusqlite::Result<A
         output: None,
         error: parse_failure(row.get(base + 11)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_keep_their_hash_and_old_ones_read_without() {
+        let with = Payload::Offloaded {
+            path: "run:1/a/inputs".into(),
+            size: 7,
+            hash: Some("ab".repeat(32)),
+        };
+        let (_, r) = split(&with);
+        assert_eq!(join(None, r), Some(with));
+        // A reference written before hashes were kept.
+        let old = join(None, Some("7:run:1/a/inputs".into()));
+        let expected = Payload::Offloaded {
+            path: "run:1/a/inputs".into(),
+            size: 7,
+            hash: None,
+        };
+        assert_eq!(old, Some(expected.clone()));
+        assert_eq!(split(&expected).1.as_deref(), Some("7:run:1/a/inputs"));
+    }
 }
