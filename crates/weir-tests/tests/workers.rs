@@ -486,3 +486,45 @@ fn max_concurrency_bounds_an_environment_across_its_worker_processes() {
     );
     assert!(!pids.is_empty());
 }
+
+#[test]
+fn waiting_for_a_worker_slot_is_queue_time_not_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let out = Command::new(BIN)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["run", "sfan", "-i", r#"{"n": 3, "sleep_ms": 500}"#])
+        .args(["--name", "slots", "--workers", "process"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "3");
+    let actions: serde_json::Value =
+        serde_json::from_str(&get(&state, &["-o", "json", "get", "actions", "slots"])).unwrap();
+    let mut spans: Vec<(i64, i64, i64)> = actions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["task"] == "fxs.sslow")
+        .map(|a| {
+            let t = |k: &str| a[k].as_i64().unwrap_or_else(|| panic!("{k} in {a}"));
+            (t("started_at_us"), t("ended_at_us"), t("queued_at_us"))
+        })
+        .collect();
+    assert_eq!(spans.len(), 3);
+    spans.sort();
+    // One worker with one slot ran them one after another, 500 ms each. Counted from the
+    // queue, the second and third would show 1 s and 1.5 s; counted from the lease, each shows
+    // its own 500 ms plus the engine's bookkeeping (far under the 500 ms margin).
+    for (started, ended, _) in &spans {
+        let runtime = ended - started;
+        assert!(
+            (500_000..1_000_000).contains(&runtime),
+            "{runtime} µs: {spans:?}"
+        );
+    }
+    // The last one waited in the queue while the other two ran.
+    let (started, _, queued) = spans[2];
+    assert!(started - queued >= 500_000, "{spans:?}");
+}

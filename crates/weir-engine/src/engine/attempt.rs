@@ -98,17 +98,6 @@ impl Engine {
         let mut retries_used = 0;
         loop {
             attempt += 1;
-            if run.transition(id, ActionEvent::Start).is_err() {
-                return; // cancelled meanwhile
-            }
-            let started = now_us();
-            store.write(WriteOp::StartAttempt {
-                run: run.id,
-                id,
-                attempt,
-                started_at: started,
-            });
-            run.counters.running.fetch_add(1, Ordering::Relaxed);
             let ctx = Arc::new(TaskCtx::new(
                 self.clone(),
                 run.clone(),
@@ -117,8 +106,38 @@ impl Engine {
                 slots.clone(),
                 permits.take().unwrap_or_default(),
             ));
+            // In worker processes an attempt starts when a worker leases it: its wait for a
+            // worker is queue time, not runtime (nor part of its max runtime).
+            let mut queued = None;
+            let mut started = None;
+            if let Some(exec) = &self.inner.executor {
+                let queue = exec.queue_attempt(&run, id, attempt, def, inputs.clone(), ctx.clone());
+                let mut q = match queue.await {
+                    Ok(q) => q,
+                    Err(e) => return self.fail(&run, id, def, e).await,
+                };
+                started = match deadline {
+                    Some(d) => {
+                        let at = tokio::time::Instant::from_std(d);
+                        tokio::time::timeout_at(at, q.leased()).await.ok().flatten()
+                    }
+                    None => q.leased().await,
+                };
+                queued = Some(q);
+            }
+            if run.transition(id, ActionEvent::Start).is_err() {
+                return; // cancelled meanwhile
+            }
+            let started = started.unwrap_or_else(now_us);
+            store.write(WriteOp::StartAttempt {
+                run: run.id,
+                id,
+                attempt,
+                started_at: started,
+            });
+            run.counters.running.fetch_add(1, Ordering::Relaxed);
             let body = async {
-                match &self.inner.executor {
+                match queued {
                     None => flatten_panic(
                         std::panic::AssertUnwindSafe(
                             ctx.clone().scope((def.invoke)(inputs.clone())),
@@ -126,10 +145,7 @@ impl Engine {
                         .catch_unwind()
                         .await,
                     ),
-                    Some(exec) => {
-                        exec.run_attempt(&run, id, attempt, def, inputs.clone(), ctx.clone())
-                            .await
-                    }
+                    Some(q) => q.outcome().await,
                 }
             };
             let result: Result<Vec<u8>> =

@@ -18,7 +18,7 @@ use weir_store::RunId;
 
 use super::auth::Credentials;
 use super::journal::Journal;
-use super::leases::{AttemptSpec, Leases, Requeued};
+use super::leases::{AttemptSpec, Leases, Outcome, Requeued};
 use super::pool::{LaunchSpec, Launcher, LocalProcess, Pool, ReplicaState};
 use super::protocol::body_limit;
 use super::scaling::{ReplicaView, ScaleStep, scale_step};
@@ -100,9 +100,11 @@ impl Executor {
             .map(String::as_str)
     }
 
-    /// Runs one attempt in a worker of the task's environment and returns its outcome. Dropping
-    /// the future (timeout, abort, caller gone) cancels the attempt.
-    pub(crate) async fn run_attempt(
+    /// Queues one attempt for a worker of the task's environment. The attempt is leased to a
+    /// worker later ([`QueuedAttempt::leased`]) and its outcome comes back through
+    /// [`QueuedAttempt::outcome`]. Dropping the handle (timeout, abort, caller gone) cancels
+    /// the attempt, queued or leased.
+    pub(crate) async fn queue_attempt(
         self: &Arc<Self>,
         run: &Arc<RunState>,
         action: ActionId,
@@ -110,13 +112,14 @@ impl Executor {
         def: &'static TaskDef,
         inputs: Arc<[u8]>,
         ctx: Arc<TaskCtx>,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<QueuedAttempt> {
         let url = self
             .ensure_started()
             .await
             .map_err(|e| Error::with_kind(ErrorKind::System, e))?
             .to_string();
-        let (tx, rx) = oneshot::channel();
+        let (tx, outcome) = oneshot::channel();
+        let (leased_tx, leased) = oneshot::channel();
         let env = def.environment();
         let spec = AttemptSpec {
             run: run.id,
@@ -130,6 +133,7 @@ impl Executor {
         let key = {
             let mut st = self.state.lock();
             let key = st.leases.enqueue(env.name(), spec, tx);
+            st.leases.on_lease(key, leased_tx);
             let pool = st.pool.env(env.name(), env.reuse_policy());
             pool.last_work = Instant::now();
             pool.notify.notify_waiters();
@@ -137,22 +141,16 @@ impl Executor {
             st.place(&self.options, env.name(), &url);
             key
         };
-        let mut guard = AttemptGuard {
-            exec: self.clone(),
-            key,
-            context: (run.id, action),
-            armed: true,
-        };
-        let outcome = rx.await;
-        guard.armed = false;
-        self.state.lock().calls.contexts.remove(&(run.id, action));
-        match outcome {
-            Ok(o) => o,
-            Err(_) => Err(Error::with_kind(
-                ErrorKind::System,
-                "the process executor stopped",
-            )),
-        }
+        Ok(QueuedAttempt {
+            guard: AttemptGuard {
+                exec: self.clone(),
+                key,
+                context: (run.id, action),
+                armed: true,
+            },
+            leased: Some(leased),
+            outcome,
+        })
     }
 
     /// Retires every worker (the engine's process is about to exit) and records the final
@@ -397,6 +395,38 @@ impl State {
 }
 
 /// Drops an attempt whose caller stopped waiting; a leased one is cancelled in its worker.
+/// An attempt in the process executor's queue, then leased to a worker.
+pub(crate) struct QueuedAttempt {
+    guard: AttemptGuard,
+    leased: Option<oneshot::Receiver<i64>>,
+    outcome: oneshot::Receiver<Outcome>,
+}
+
+impl QueuedAttempt {
+    /// Waits until a worker leases the attempt and returns when (µs): the attempt's start,
+    /// its wait for a worker being queue time. `None` when it ended without a lease (its
+    /// environment's workers could not start, or the executor stopped).
+    pub(crate) async fn leased(&mut self) -> Option<i64> {
+        let rx = self.leased.take()?;
+        rx.await.ok()
+    }
+
+    /// The attempt's outcome.
+    pub(crate) async fn outcome(mut self) -> Result<Vec<u8>> {
+        let outcome = (&mut self.outcome).await;
+        self.guard.armed = false;
+        let exec = &self.guard.exec;
+        exec.state.lock().calls.contexts.remove(&self.guard.context);
+        match outcome {
+            Ok(o) => o,
+            Err(_) => Err(Error::with_kind(
+                ErrorKind::System,
+                "the process executor stopped",
+            )),
+        }
+    }
+}
+
 struct AttemptGuard {
     exec: Arc<Executor>,
     key: u64,

@@ -83,6 +83,8 @@ struct Attempt {
     system_retries: u32,
     holder: Option<Holder>,
     tx: oneshot::Sender<Outcome>,
+    /// Told the time (µs) of the attempt's first lease: its start.
+    on_lease: Option<oneshot::Sender<i64>>,
 }
 
 /// The leases of one worker.
@@ -183,6 +185,7 @@ impl Leases {
                 system_retries: 0,
                 holder: None,
                 tx,
+                on_lease: None,
             },
         );
         self.queues
@@ -217,6 +220,13 @@ impl Leases {
         self.workers.get(&worker).map(|w| w.env.as_str())
     }
 
+    /// Tells `tx` when attempt `key` is first leased (µs since the epoch).
+    pub(crate) fn on_lease(&mut self, key: u64, tx: oneshot::Sender<i64>) {
+        if let Some(a) = self.attempts.get_mut(&key) {
+            a.on_lease = Some(tx);
+        }
+    }
+
     /// Whether `worker` holds a current lease on an attempt of `action` in `run` (only such
     /// an attempt may call children or record traces through it).
     pub(crate) fn holds(&self, worker: u64, run: RunId, action: ActionId) -> bool {
@@ -247,6 +257,9 @@ impl Leases {
             let lease = self.next_id();
             let slot = self.attempts.get_mut(&key).expect("attempt present");
             slot.holder = Some(Holder { lease, worker });
+            if let Some(tx) = slot.on_lease.take() {
+                let _ = tx.send(weir_core::clock::now_us());
+            }
             self.leases.insert(lease, key);
             let spec = &slot.spec;
             actions.push(LeasedAction {

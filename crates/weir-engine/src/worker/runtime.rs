@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use super::Error;
@@ -201,10 +201,15 @@ async fn lease_and_run(
                 check_store: action.check_store,
             };
             // Under the lock: the attempt cannot end (and remove itself) before it is added.
+            // The slot is taken here, before the next lease request counts the free ones: a
+            // worker never leases more than it can start at once. (Only a parent whose child
+            // just finished can have taken it meanwhile; then this action waits for one.)
+            let permit = slots.clone().try_acquire_owned().ok();
             let mut running_now = running.lock();
             let handle = tasks.spawn(run_leased(
                 client.clone(),
                 slots.clone(),
+                permit,
                 action,
                 running.clone(),
             ));
@@ -281,11 +286,16 @@ async fn heartbeat_loop(
 async fn run_leased(
     client: WorkerClient,
     slots: Arc<Semaphore>,
+    permit: Option<OwnedSemaphorePermit>,
     mut a: LeasedAction,
     running: Running,
 ) {
-    let Ok(permit) = slots.clone().acquire_owned().await else {
-        return;
+    let permit = match permit {
+        Some(p) => p,
+        None => match slots.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        },
     };
     client.log().begin(&a);
     let outcome = match registry::find_task(&a.task) {

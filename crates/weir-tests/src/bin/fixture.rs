@@ -182,6 +182,22 @@ async fn wnest_parent(n: u64) -> Result<u64> {
     Ok(sum + a? + b?)
 }
 
+/// Sleeps in the one-slot environment.
+#[weir::task(env = FXS)]
+async fn sslow(i: u64, sleep_ms: u64) -> Result<u64> {
+    tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+    Ok(i)
+}
+
+/// `n` `sslow` calls at once: they queue for the one worker slot.
+#[weir::task(env = FXD)]
+async fn sfan(n: u64, sleep_ms: u64) -> Result<u64> {
+    let out = weir::map(move |i| sslow(i, sleep_ms), 0..n)
+        .fail_fast()
+        .await?;
+    Ok(out.into_iter().sum())
+}
+
 /// Sleeps past its 300 ms timeout (no retries): the engine cancels the lease in its worker.
 #[weir::task(env = FXW, timeout = "300ms")]
 async fn wtoo_slow(sleep_ms: u64, log: String) -> Result<u64> {
