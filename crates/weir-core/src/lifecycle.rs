@@ -5,6 +5,7 @@
 //!   │                 │ ──fail──────────▶ failed ──resubmit──▶ queued
 //!   │                 │ ──fail_retryable─▶ retrying ──requeue─▶ queued
 //!   ├──cache_hit──▶ succeeded   └─lease_lost──▶ queued   (its process died; resume)
+//!   ├──recover──▶ succeeded   (output taken from the same action of an earlier run)
 //!   ├──fail (before any attempt: queue deadline, inputs not stored)──▶ failed
 //!   └──cancel (from any live state)──▶ cancelled ──resubmit──▶ queued
 //! ```
@@ -71,6 +72,8 @@ pub enum ActionEvent {
     Resubmit,
     /// A succeeded action's recorded output is missing or corrupt: it runs again.
     OutputLost,
+    /// The output of the same action in an earlier run was taken (`rerun --recover`).
+    Recover,
 }
 
 /// A transition the table does not allow.
@@ -91,6 +94,7 @@ pub const TRANSITIONS: &[(ActionStatus, ActionEvent, ActionStatus)] = {
     &[
         (S::Queued, E::Start, S::Running),
         (S::Queued, E::CacheHit, S::Succeeded),
+        (S::Queued, E::Recover, S::Succeeded),
         (S::Queued, E::Fail, S::Failed),
         (S::Queued, E::Cancel, S::Cancelled),
         (S::Running, E::Succeed, S::Succeeded),
@@ -195,7 +199,7 @@ impl ActionStatus {
 
 impl ActionEvent {
     /// Every event.
-    pub const ALL: [ActionEvent; 10] = [
+    pub const ALL: [ActionEvent; 11] = [
         ActionEvent::Start,
         ActionEvent::Succeed,
         ActionEvent::Fail,
@@ -206,6 +210,7 @@ impl ActionEvent {
         ActionEvent::Cancel,
         ActionEvent::Resubmit,
         ActionEvent::OutputLost,
+        ActionEvent::Recover,
     ];
 
     /// snake_case name.
@@ -221,6 +226,7 @@ impl ActionEvent {
             ActionEvent::Cancel => "cancel",
             ActionEvent::Resubmit => "resubmit",
             ActionEvent::OutputLost => "output_lost",
+            ActionEvent::Recover => "recover",
         }
     }
 
@@ -345,7 +351,7 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
-    const EVENTS: [ActionEvent; 10] = ActionEvent::ALL;
+    const EVENTS: [ActionEvent; 11] = ActionEvent::ALL;
 
     #[test]
     fn table_is_exhaustive_and_consistent() {

@@ -201,6 +201,9 @@ pub struct ActionRecord {
     pub ended_at: Option<i64>,
     /// Whether the output came from the cache.
     pub cache_hit: bool,
+    /// Whether the output was taken from the same action of an earlier run
+    /// (`rerun --recover`).
+    pub recovered: bool,
     /// Inputs (empty for listings).
     #[serde(skip)]
     pub inputs: Option<Payload>,
@@ -285,6 +288,28 @@ pub enum WriteOp {
         /// End time (µs).
         ended_at: i64,
     },
+    /// An action recorded as succeeded with the output of the same action in an earlier run
+    /// (`rerun --recover`): it does not run.
+    RecoverAction {
+        /// Run row id.
+        run: RunId,
+        /// Action id (the same as in the earlier run).
+        id: ActionId,
+        /// Parent id.
+        parent: ActionId,
+        /// Full task name (or trace name).
+        task: std::borrow::Cow<'static, str>,
+        /// Group name.
+        group: Option<std::sync::Arc<str>>,
+        /// Task or trace.
+        kind: ActionKind,
+        /// Inputs (the earlier run's reference).
+        inputs: Payload,
+        /// Output (the earlier run's reference).
+        output: Payload,
+        /// When (µs).
+        at: i64,
+    },
     /// The run reached a terminal state.
     FinishRun {
         /// Run row id.
@@ -326,6 +351,7 @@ impl WriteOp {
             | WriteOp::StartAttempt { run, .. }
             | WriteOp::FailAttempt { run, .. }
             | WriteOp::FinishAction { run, .. }
+            | WriteOp::RecoverAction { run, .. }
             | WriteOp::FinishRun { run, .. }
             | WriteOp::CancelLiveActions { run, .. } => Some(*run),
             WriteOp::PutCache(_) | WriteOp::OwnerAlive { .. } => None,

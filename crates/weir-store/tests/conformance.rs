@@ -186,6 +186,42 @@ async fn a_resubmitted_action_is_queued_again_and_ordering_holds_across_commits(
 }
 
 #[tokio::test]
+async fn a_recovered_action_reads_back_as_recovered_with_the_earlier_references() {
+    each_backend(|backend, store, _| async move {
+        let (run, _) = store.create_run(new_run("later", "me")).await.unwrap();
+        let output = Payload::Offloaded {
+            path: "earlier/7/1/outputs".into(),
+            size: 10,
+            hash: Some("ab".repeat(32)),
+        };
+        store.write(WriteOp::RecoverAction {
+            run: run.id,
+            id: ActionId(7),
+            parent: ActionId::ROOT,
+            task: "env.child".into(),
+            group: Some("g".into()),
+            kind: ActionKind::Trace,
+            inputs: Payload::Inline(vec![1]),
+            output: output.clone(),
+            at: 5,
+        });
+        store.write(insert(run.id, 8));
+        store.write(finish(run.id, 8, ActionStatus::Succeeded, Some(2)));
+        store.sync().await.unwrap();
+        let rec = store.action(run.id, ActionId(7)).await.unwrap().unwrap();
+        assert_eq!(rec.status, ActionStatus::Succeeded, "{backend}");
+        assert!(rec.recovered && !rec.cache_hit, "{rec:?}");
+        assert_eq!((rec.kind, rec.attempts), (ActionKind::Trace, 0));
+        assert_eq!(rec.output, Some(output));
+        assert_eq!(rec.inputs, Some(Payload::Inline(vec![1])));
+        assert_eq!(rec.ended_at, Some(5));
+        let ran = store.action(run.id, ActionId(8)).await.unwrap().unwrap();
+        assert!(!ran.recovered && !ran.cache_hit, "{ran:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_taken_run_name_is_refused_and_changes_nothing() {
     each_backend(|backend, store, _| async move {
         let (first, claim) = store.create_run(new_run("same", "a")).await.unwrap();

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 use weir_core::clock::now_us;
 use weir_core::{ActionEvent, ActionId, ActionStatus, ErrorKind};
-use weir_store::WriteOp;
+use weir_store::{ActionKind, WriteOp};
 
 use super::attempt::NewAction;
 use super::state::{LiveAction, Outcome, RunState};
@@ -149,6 +149,13 @@ impl Engine {
             }
             false => None,
         };
+        if record.is_none()
+            && let Some(bytes) = self
+                .recover_action(run, id, call.parent, ActionKind::Task)
+                .await?
+        {
+            return Ok(Attach::Ready(Ok(bytes)));
+        }
         let stored = record.as_ref().map(|r| Stored {
             status: r.status,
             attempts: r.attempts,

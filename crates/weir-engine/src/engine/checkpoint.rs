@@ -44,6 +44,14 @@ impl Engine {
         self.inner.store.sync().await.map_err(system)?;
         let rec = self.inner.store.action(run_id, id).await.map_err(system)?;
         let rec = rec.filter(|r| r.kind == ActionKind::Trace && r.parent == parent);
+        if rec.is_none()
+            && let Some(run) = self.run_state(run_id)
+            && let Some(bytes) = self
+                .recover_action(&run, id, parent, ActionKind::Trace)
+                .await?
+        {
+            return Ok(Checkpoint::Output(bytes.to_vec()));
+        }
         Ok(match rec.map(|r| (r.status, r.output, r.error)) {
             // A lost output (deleted or corrupt object): the trace runs again.
             Some((ActionStatus::Succeeded, Some(out), _)) => {

@@ -55,6 +55,11 @@ pub enum Error {
     /// An engine option contradicts the state it opens.
     #[error("{0}")]
     Config(String),
+    /// `rerun --recover` of a run that has not ended.
+    #[error(
+        "run {0} has not ended: recover from it once it has failed, been aborted or succeeded (or abort it first)"
+    )]
+    RunNotEnded(String),
     /// The operating system refused what the engine needs (random bytes for a secret, ...).
     #[error("{0}")]
     System(String),
@@ -82,6 +87,7 @@ impl Error {
                 | Error::UnknownRun(_)
                 | Error::RunExists(_)
                 | Error::RunEnded { .. }
+                | Error::RunNotEnded(_)
                 | Error::TooLarge(_)
                 | Error::Encode(_)
                 | Error::Config(_)

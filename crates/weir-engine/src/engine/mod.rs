@@ -24,6 +24,7 @@ mod checkpoint;
 pub mod error;
 mod owner;
 mod payload;
+mod recover;
 mod runs;
 mod state;
 

@@ -16,7 +16,7 @@ use super::Engine;
 use super::attempt::NewAction;
 use super::error::Error;
 use super::owner::{OwnerId, PRESUMED_GONE, pid_alive};
-use super::state::{Counters, LiveAction, RunCache, RunOutcome, RunState};
+use super::state::{Counters, LiveAction, RecoverFrom, RunCache, RunOutcome, RunState};
 use crate::decide::RecordedOwner;
 use crate::registry::{self, TaskDef};
 use crate::run::{RunContext, RunHandle};
@@ -38,6 +38,17 @@ pub(crate) fn run_failure(task: &str, kind: ErrorKind, message: impl Into<String
         message: message.into(),
         chain: vec![],
     }
+}
+
+/// How a run's root is started.
+#[derive(Default)]
+struct Start {
+    /// Resumed after its process died.
+    recovering: bool,
+    /// The root's attempts so far.
+    base_attempt: u32,
+    /// The earlier run it recovers from.
+    recover: Option<RecoverFrom>,
 }
 
 impl Engine {
@@ -69,7 +80,56 @@ impl Engine {
             })
             .await?;
         self.inner.payloads.write(&payload, &inputs).await?;
-        Ok(self.launch(record, def, Arc::from(inputs), &context, false, 0))
+        Ok(self.launch(record, def, Arc::from(inputs), &context, Start::default()))
+    }
+
+    /// Starts a new run of the task and inputs of run `from` (`rerun`). With `recover`
+    /// (`rerun --recover`, SPEC §4.3) `from` must have ended, and the new run takes the output
+    /// of every action that succeeded in `from` instead of running it again, except the
+    /// actions `recover` names (action ids, task or trace names), which run. The root always
+    /// runs; `get actions` marks what was recovered. The new run keeps the earlier run's
+    /// settings (cache, concurrency, labels); `name` names it.
+    pub async fn rerun(
+        &self,
+        from: &str,
+        name: Option<String>,
+        recover: Option<Vec<String>>,
+    ) -> std::result::Result<RunHandle, Error> {
+        let old = self.inner.store.run_by_name(from).await?;
+        if recover.is_some() && !old.status.is_terminal() {
+            return Err(Error::RunNotEnded(from.to_string()));
+        }
+        let def = registry::find_task(&old.task)?;
+        // Read (and check) the inputs before anything is written.
+        let inputs = self.inner.payloads.load(&old.inputs).await?;
+        let mut context: RunContext =
+            serde_json::from_value(old.context.clone()).unwrap_or_default();
+        context.name = Some(name.unwrap_or_else(generate_run_name));
+        let mut recorded = self.recorded_context(&context);
+        if let (Some(map), Some(_)) = (recorded.as_object_mut(), &recover) {
+            map.insert("recovered_from".into(), from.into());
+        }
+        let (record, _claim) = self
+            .inner
+            .store
+            .create_run(NewRun {
+                name: context.name.clone().unwrap_or_default(),
+                task: def.full_name().into(),
+                // The earlier run's inputs, by reference: the same object, not a copy.
+                inputs: old.inputs.clone(),
+                context: recorded,
+                owner: self.inner.owner.to_string(),
+            })
+            .await?;
+        let recover = recover.map(|force| RecoverFrom {
+            run: old.id,
+            force: force.into_iter().collect(),
+        });
+        let start = Start {
+            recover,
+            ..Start::default()
+        };
+        Ok(self.launch(record, def, inputs, &context, start))
     }
 
     /// Resumes a run whose process died (SPEC §4.2): the root runs again and every child that
@@ -86,7 +146,7 @@ impl Engine {
         if record.status.is_terminal() {
             let outcome = self.stored_outcome(&record).await?;
             let (done, _) = watch::channel(Some(outcome));
-            let state = Arc::new(self.new_run_state(&record, &context, done, false));
+            let state = Arc::new(self.new_run_state(&record, &context, done, false, None));
             return Ok(RunHandle::new(self.clone(), state));
         }
         if !force && !self.owner_gone(&record) {
@@ -109,14 +169,20 @@ impl Engine {
             .await
             .ok()
             .flatten();
-        Ok(self.launch(
-            record,
-            def,
-            inputs,
-            &context,
-            true,
-            root.map(|r| r.attempts).unwrap_or(0),
-        ))
+        // A resumed `rerun --recover` run goes on recovering from the same earlier run.
+        let recover = match record.context["recovered_from"].as_str() {
+            Some(from) => Some(RecoverFrom {
+                run: self.inner.store.run_by_name(from).await?.id,
+                force: Default::default(),
+            }),
+            None => None,
+        };
+        let start = Start {
+            recovering: true,
+            base_attempt: root.map(|r| r.attempts).unwrap_or(0),
+            recover,
+        };
+        Ok(self.launch(record, def, inputs, &context, start))
     }
 
     /// The run context as recorded with the run, with where its attempts run (so that a
@@ -176,6 +242,7 @@ impl Engine {
         context: &RunContext,
         done: watch::Sender<Option<RunOutcome>>,
         recovering: bool,
+        recover: Option<RecoverFrom>,
     ) -> RunState {
         RunState {
             id: record.id,
@@ -199,6 +266,7 @@ impl Engine {
             },
             done,
             aborted: AtomicBool::new(false),
+            recover,
         }
     }
 
@@ -208,12 +276,16 @@ impl Engine {
         def: &'static TaskDef,
         inputs: Arc<[u8]>,
         context: &RunContext,
-        recovering: bool,
-        base_attempt: u32,
+        start: Start,
     ) -> RunHandle {
         self.start_heartbeat();
         let (done, _) = watch::channel(None);
-        let run = Arc::new(self.new_run_state(&record, context, done, recovering));
+        let Start {
+            recovering,
+            base_attempt,
+            recover,
+        } = start;
+        let run = Arc::new(self.new_run_state(&record, context, done, recovering, recover));
         self.inner.runs.lock().insert(run.id, run.clone());
         run.counters.created.fetch_add(1, Ordering::Relaxed);
         run.live

@@ -96,6 +96,24 @@ pub struct RunState {
     pub(crate) cache: RunCache,
     pub(crate) done: watch::Sender<Option<RunOutcome>>,
     pub(crate) aborted: AtomicBool,
+    /// The earlier run whose succeeded actions this run takes (`rerun --recover`).
+    pub(crate) recover: Option<RecoverFrom>,
+}
+
+/// What a `rerun --recover` run takes from the earlier run.
+#[derive(Clone, Debug)]
+pub(crate) struct RecoverFrom {
+    /// The earlier run.
+    pub run: RunId,
+    /// Action ids (display form) and task or trace names that run again.
+    pub force: std::collections::HashSet<String>,
+}
+
+impl RecoverFrom {
+    /// Whether the action `id` of `task` must run again rather than be recovered.
+    pub(crate) fn forced(&self, id: ActionId, task: &str) -> bool {
+        self.force.contains(task) || self.force.contains(&id.to_string())
+    }
 }
 
 /// How a run ended.
@@ -121,7 +139,7 @@ pub(crate) enum NotLive {
 impl RunState {
     /// Whether this run was resumed after its process died.
     pub(crate) fn recovering(&self) -> bool {
-        self.recovering
+        self.recovering || self.recover.is_some()
     }
 
     /// The run's name.

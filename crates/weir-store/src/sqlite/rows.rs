@@ -86,6 +86,12 @@ pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
     })
 }
 
+/// The `cache_hit` column says how a succeeded action got its output without running: `0` it
+/// ran, `1` a cache hit, `2` recovered from an earlier run (`rerun --recover`).
+pub(crate) const REUSED_CACHE: i64 = 1;
+/// See [`REUSED_CACHE`].
+pub(crate) const REUSED_RECOVERED: i64 = 2;
+
 pub(crate) const ACTION_COLUMNS: &str = "id, parent, task, grp, kind, status, attempts, queued_at, started_at, ended_at, cache_hit, error";
 
 pub(super) fn action_from_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
@@ -109,7 +115,8 @@ pub(crate) fn action_record_at(row: &Row<'_>, base: usize) -> rusqlite::Result<A
         queued_at: row.get(base + 7)?,
         started_at: row.get(base + 8)?,
         ended_at: row.get(base + 9)?,
-        cache_hit: row.get::<_, i64>(base + 10)? != 0,
+        cache_hit: row.get::<_, i64>(base + 10)? == REUSED_CACHE,
+        recovered: row.get::<_, i64>(base + 10)? == REUSED_RECOVERED,
         inputs: None,
         output: None,
         error: parse_failure(row.get(base + 11)?),

@@ -11,7 +11,7 @@ use parking_lot::{Condvar, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use weir_core::{ActionId, ActionStatus, Failure};
 
-use super::rows::{failure_json, split, split_opt};
+use super::rows::{REUSED_CACHE, REUSED_RECOVERED, failure_json, split, split_opt};
 use crate::{ActionKind, Error, Payload, Promise, RunId, WriteOp};
 
 /// A command for the writer.
@@ -301,7 +301,8 @@ struct MergedRow<'a> {
     queued_at: i64,
     started_at: Option<i64>,
     ended_at: Option<i64>,
-    cache_hit: bool,
+    /// The `cache_hit` column: 0 ran, 1 cache hit, 2 recovered.
+    reused: i64,
     inputs: &'a Payload,
     output: Option<&'a Payload>,
     error: Option<&'a Failure>,
@@ -390,9 +391,45 @@ fn apply_batch(
                     queued_at: *queued_at,
                     started_at: None,
                     ended_at: None,
-                    cache_hit: false,
+                    reused: 0,
                     inputs,
                     output: None,
+                    error: None,
+                };
+                match pending.get(&(*run, *id)) {
+                    Some(&i) => rows[i] = row,
+                    None => {
+                        pending.insert((*run, *id), rows.len());
+                        rows.push(row);
+                    }
+                }
+            }
+            WriteOp::RecoverAction {
+                run,
+                id,
+                parent,
+                task,
+                group,
+                kind,
+                inputs,
+                output,
+                at,
+            } => {
+                let row = MergedRow {
+                    run: *run,
+                    id: *id,
+                    parent: *parent,
+                    task,
+                    group: group.as_deref(),
+                    kind: *kind,
+                    status: ActionStatus::Succeeded,
+                    attempts: 0,
+                    queued_at: *at,
+                    started_at: None,
+                    ended_at: Some(*at),
+                    reused: REUSED_RECOVERED,
+                    inputs,
+                    output: Some(output),
                     error: None,
                 };
                 match pending.get(&(*run, *id)) {
@@ -427,7 +464,7 @@ fn apply_batch(
                 row.status = *status;
                 row.output = output.as_ref();
                 row.error = error.as_ref();
-                row.cache_hit = *cache_hit;
+                row.reused = if *cache_hit { REUSED_CACHE } else { 0 };
                 row.ended_at = Some(*ended_at);
             }
             WriteOp::FailAttempt {
@@ -481,7 +518,7 @@ fn upsert_row(tx: &rusqlite::Transaction<'_>, row: &MergedRow<'_>) -> rusqlite::
         row.queued_at,
         row.started_at,
         row.ended_at,
-        row.cache_hit as i64,
+        row.reused,
         inputs,
         inputs_ref,
         output,
@@ -493,7 +530,9 @@ fn upsert_row(tx: &rusqlite::Transaction<'_>, row: &MergedRow<'_>) -> rusqlite::
 
 fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
     match op {
-        WriteOp::InsertAction { .. } => unreachable!("inserts are merged in apply_batch"),
+        WriteOp::InsertAction { .. } | WriteOp::RecoverAction { .. } => {
+            unreachable!("inserts are merged in apply_batch")
+        }
         WriteOp::PutCache(entry) => {
             let (blob, reference) = split(&entry.output);
             let mut st = tx.prepare_cached(

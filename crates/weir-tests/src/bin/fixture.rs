@@ -54,6 +54,21 @@ async fn refuse(reason: String) -> Result<u64> {
     Err(Error::non_recoverable(reason))
 }
 
+/// `child` over `0..n` and one `step` trace; then fails for good while the file `gate`
+/// exists (for `rerun --recover`).
+#[weir::task(env = FX)]
+async fn gated(n: u64, gate: String, log: String) -> Result<u64> {
+    let log2 = log.clone();
+    let results = weir::map(move |i| child(i, 0, log2.clone()), 0..n)
+        .fail_fast()
+        .await?;
+    let traced = step(100, log.clone()).await?;
+    if std::path::Path::new(&gate).exists() {
+        return Err(Error::non_recoverable(format!("the gate {gate} is closed")));
+    }
+    Ok(results.into_iter().sum::<u64>() + traced)
+}
+
 /// A checkpointed step: logs, sleeps, returns `i`.
 #[weir::trace]
 async fn step(i: u64, log: String) -> Result<u64> {

@@ -207,6 +207,8 @@ async fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResu
                 dur,
                 if r.cache_hit {
                     "hit".into()
+                } else if r.recovered {
+                    "recovered".into()
                 } else {
                     String::new()
                 },
@@ -224,7 +226,7 @@ async fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResu
         })
         .collect();
     let mut header = vec![
-        "ACTION", "TASK", "GROUP", "STATUS", "ATTEMPTS", "QUEUED", "RUNTIME", "CACHE", "ERROR",
+        "ACTION", "TASK", "GROUP", "STATUS", "ATTEMPTS", "QUEUED", "RUNTIME", "REUSED", "ERROR",
     ];
     if a.with_io {
         header.extend(["INPUTS", "OUTPUT"]);
@@ -287,6 +289,7 @@ fn action_json(r: &ActionRecord) -> serde_json::Value {
         "started_at_us": r.started_at,
         "ended_at_us": r.ended_at,
         "cache_hit": r.cache_hit,
+        "recovered": r.recovered,
         "error": r.error,
     })
 }

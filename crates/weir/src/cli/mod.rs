@@ -8,6 +8,7 @@
 mod cache;
 mod get;
 mod output;
+mod rerun;
 mod run;
 mod ui;
 mod worker;
@@ -52,6 +53,8 @@ enum Command {
     Resume(run::ResumeArgs),
     /// Abort a run.
     Abort(run::AbortArgs),
+    /// Start a new run of an earlier run's task and inputs (`--recover`: reuse what succeeded).
+    Rerun(rerun::RerunArgs),
     /// Show runs, actions, inputs and outputs.
     #[command(subcommand)]
     Get(get::GetCommand),
@@ -145,6 +148,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Run(args) => run::run(&cli.state_dir, out, args).await,
         Command::Resume(args) => run::resume(&cli.state_dir, out, args).await,
         Command::Abort(args) => run::abort(&cli.state_dir, args).await,
+        Command::Rerun(args) => rerun::rerun(&cli.state_dir, out, args).await,
         Command::Get(cmd) => get::get(&cli.state_dir, out, cmd).await,
         Command::Cache(cmd) => cache::cache(&cli.state_dir, out, cmd).await,
         Command::Worker(args) => worker::worker(args).await,

@@ -67,7 +67,7 @@ fn open_engine(state_dir: &Path) -> Result<Engine, Failure> {
     Ok(Engine::open(EngineOptions::new(state_dir))?)
 }
 
-fn open_engine_with_workers(state_dir: &Path, workers: &str) -> Result<Engine, Failure> {
+pub(super) fn open_engine_with_workers(state_dir: &Path, workers: &str) -> Result<Engine, Failure> {
     let mut options = EngineOptions::new(state_dir);
     if ExecutorKind::parse(workers) == Some(ExecutorKind::Processes) {
         options = options.with_worker_processes();
@@ -156,7 +156,7 @@ pub(crate) async fn abort(state_dir: &Path, args: AbortArgs) -> CliResult {
     Ok(())
 }
 
-async fn finish(engine: &Engine, handle: RunHandle, out: OutputFormat) -> CliResult {
+pub(super) async fn finish(engine: &Engine, handle: RunHandle, out: OutputFormat) -> CliResult {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
