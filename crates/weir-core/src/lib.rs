@@ -17,6 +17,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod payload;
 pub mod spec;
+pub mod transcode;
 
 pub use error::{ErrorKind, Failure};
 pub use ids::{ActionId, CallKey};

@@ -10,7 +10,7 @@ use weir_core::{ActionId, ActionStatus};
 use weir_engine::registry;
 use weir_store::{ActionRecord, Page, Payload, RunFilter, RunStatus, Store};
 
-use super::output::{fmt_dur, fmt_time, table};
+use super::output::{Field, fmt_dur, fmt_time, print_object, table};
 use super::{CliResult, Failure, OutputFormat};
 
 #[derive(Subcommand, Debug)]
@@ -319,11 +319,8 @@ async fn io(state_dir: &Path, out: OutputFormat, a: IoArgs) -> CliResult {
         let payloads = payloads.clone();
         async move {
             match p {
-                None => Ok(serde_json::Value::Null),
-                Some(p) => {
-                    let bytes = payloads.load(&p).await.map_err(Failure::other)?;
-                    weir_core::codec::to_json(&bytes).map_err(Failure::other)
-                }
+                None => Ok(None),
+                Some(p) => payloads.load(&p).await.map(Some).map_err(Failure::other),
             }
         }
     };
@@ -331,29 +328,26 @@ async fn io(state_dir: &Path, out: OutputFormat, a: IoArgs) -> CliResult {
     let output = if rec.status == ActionStatus::Succeeded {
         load(rec.output.clone()).await?
     } else {
-        serde_json::Value::Null
+        None
     };
     let attempts = store
         .failed_attempts(run.id, id)
         .await
         .map_err(Failure::other)?;
-    let doc = json!({
-        "run": a.run,
-        "action": rec.id.to_string(),
-        "task": rec.task,
-        "status": rec.status.as_str(),
-        "inputs": inputs,
-        "output": output,
-        "error": rec.error,
-        "failed_attempts": attempts,
-    });
-    match out {
-        OutputFormat::Json => println!("{doc}"),
-        OutputFormat::Table => {
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
-        }
-    }
-    Ok(())
+    let value = |v: serde_json::Value| Field::Value(v);
+    // Payloads are streamed (a large value is never held as a JSON tree); keys sorted.
+    let fields = vec![
+        ("action", value(rec.id.to_string().into())),
+        ("error", value(json!(rec.error))),
+        ("failed_attempts", value(json!(attempts))),
+        ("inputs", Field::Payload(inputs.as_deref())),
+        ("output", Field::Payload(output.as_deref())),
+        ("run", value(a.run.clone().into())),
+        ("status", value(rec.status.as_str().into())),
+        ("task", value(rec.task.clone().into())),
+    ];
+    print_object(fields, out == OutputFormat::Table)
+        .map_err(|e| Failure::other(format!("cannot print action {}: {e}", a.action)))
 }
 
 pub(crate) fn tasks(out: OutputFormat) {

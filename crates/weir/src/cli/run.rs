@@ -9,6 +9,7 @@ use weir_engine::registry::find_task;
 use weir_engine::worker::ExecutorKind;
 use weir_engine::{Engine, EngineOptions, RunContext, RunHandle};
 
+use super::output::{Field, print_object, print_payload};
 use super::{CliResult, Failure, OutputFormat};
 
 #[derive(Args, Debug)]
@@ -185,19 +186,19 @@ pub(super) async fn finish(engine: &Engine, handle: RunHandle, out: OutputFormat
     let p = handle.progress();
     match result {
         Ok(bytes) => {
-            let value = weir_core::codec::to_json(&bytes).map_err(Failure::other)?;
-            match out {
-                OutputFormat::Json => {
-                    println!(
-                        "{}",
-                        serde_json::json!({"run": handle.name(), "status": "succeeded", "output": value})
-                    );
-                }
-                OutputFormat::Table => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&value).unwrap_or_default()
+            // Streamed: a large output is never held as a JSON tree.
+            let printed = match out {
+                OutputFormat::Json => print_object(
+                    vec![
+                        ("output", Field::Payload(Some(&bytes))),
+                        ("run", Field::Value(handle.name().into())),
+                        ("status", Field::Value("succeeded".into())),
+                    ],
+                    false,
                 ),
-            }
+                OutputFormat::Table => print_payload(&bytes, true),
+            };
+            printed.map_err(|e| Failure::other(format!("cannot print the output: {e}")))?;
             eprintln!(
                 "run {} succeeded ({} actions, {} recovered from before)",
                 handle.name(),
