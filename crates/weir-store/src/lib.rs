@@ -54,6 +54,9 @@ pub enum Error {
         "no weir state in {0} (nothing has run there yet; pass --state-dir to point elsewhere)"
     )]
     NoState(String),
+    /// The state directory is a file (or something else that is not a directory).
+    #[error("state directory {0} is not a directory (pass --state-dir to point elsewhere)")]
+    NotADirectory(String),
     /// The database was written by a newer weir.
     #[error(
         "state database {path} has schema version {found}, newer than this weir supports ({supported}); upgrade weir"
@@ -113,8 +116,9 @@ pub fn open(
     Ok(std::sync::Arc::new(SqliteStore::open(state_dir, options)?))
 }
 
-/// Opens existing state for reading only: nothing is created or changed; fails with
-/// [`Error::NoState`] when there is none.
+/// Opens existing state for reading only: nothing is created or changed (no SQLite `-wal` or
+/// `-shm` files either), and a state directory the user cannot write can be read; fails with
+/// [`Error::NoState`] when there is none (see [`SqliteStore::open_read_only`]).
 pub fn open_read_only(state_dir: &std::path::Path) -> Result<std::sync::Arc<dyn Store>> {
     Ok(std::sync::Arc::new(SqliteStore::open_read_only(state_dir)?))
 }

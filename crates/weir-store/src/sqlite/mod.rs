@@ -3,6 +3,7 @@
 //! cheaper than a hop to a blocking pool (a PostgreSQL backend awaits its connection instead).
 
 mod queue;
+pub(crate) mod readonly;
 mod reads;
 mod rows;
 mod writer;
@@ -11,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
 
-use parking_lot::Mutex;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
+use rusqlite::{Connection, OptionalExtension};
 
+use readonly::ReadConn;
 pub(crate) use rows::{ACTION_COLUMNS, action_record_at, join};
 use writer::{Claims, Cmd, Writer};
 
@@ -100,7 +102,7 @@ impl Default for StoreOptions {
 pub struct SqliteStore {
     path: PathBuf,
     queue: Option<Arc<Writer>>,
-    reader: Mutex<Connection>,
+    reader: Mutex<Reader>,
     writer: Mutex<Option<thread::JoinHandle<()>>>,
     claims: Claims,
 }
@@ -111,6 +113,14 @@ impl std::fmt::Debug for SqliteStore {
             .field("path", &self.path)
             .finish()
     }
+}
+
+/// The connection reads (and the claim and queue transactions) run on.
+enum Reader {
+    /// A writing store's own connection.
+    Write(Connection),
+    /// A read-only store's connection, opened again when it no longer sees the current state.
+    Read(ReadConn),
 }
 
 fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + use<> {
@@ -129,10 +139,21 @@ impl SqliteStore {
 
     /// Opens (creating if needed) the store in `state_dir`.
     pub fn open(state_dir: &Path, options: StoreOptions) -> Result<SqliteStore> {
+        if state_dir.exists() && !state_dir.is_dir() {
+            return Err(Error::NotADirectory(state_dir.display().to_string()));
+        }
         std::fs::create_dir_all(state_dir)
             .map_err(|e| Error::Corrupt(format!("cannot create {}: {e}", state_dir.display())))?;
         let path = Self::db_path(state_dir);
         let e = sql_err(&path);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.len() == 0 => return Err(readonly::empty_database(&path)),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                create_database(&path, options.fsync)?
+            }
+            Err(_) => {} // opening it says what is wrong
+        }
         let conn = Connection::open(&path).map_err(&e)?;
         configure(&conn, options.fsync).map_err(&e)?;
         if check_version(&conn, &path)? == Some(1) {
@@ -174,28 +195,22 @@ impl SqliteStore {
         Ok(SqliteStore {
             path,
             queue: Some(queue),
-            reader: Mutex::new(conn),
+            reader: Mutex::new(Reader::Write(conn)),
             writer: Mutex::new(Some(handle)),
             claims,
         })
     }
 
-    /// Opens an existing store for reading only; fails with [`Error::NoState`] if there is none.
-    /// Nothing in the directory is created or changed.
+    /// Opens an existing store for reading only; fails with [`Error::NoState`] if there is none,
+    /// [`Error::NotADirectory`] where `state_dir` is a file, [`Error::Corrupt`] for an empty
+    /// database or one without weir's schema, [`Error::NewerSchema`] for a newer one. Nothing in
+    /// the directory is created or changed (no `-wal` or `-shm` either), and a directory the
+    /// user cannot write works (see `readonly`).
     pub fn open_read_only(state_dir: &Path) -> Result<SqliteStore> {
-        let path = Self::db_path(state_dir);
-        if !path.exists() {
-            return Err(Error::NoState(state_dir.display().to_string()));
-        }
+        let path = readonly::existing_db(state_dir)?;
         let e = sql_err(&path);
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(&e)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(&e)?;
-        if check_version(&conn, &path)? == Some(1) {
+        let conn = ReadConn::open(&path).map_err(&e)?;
+        if readonly::schema_version(conn.conn(), &path)? == 1 {
             return Err(Error::Corrupt(format!(
                 "{} has schema version 1: open it once with a command that writes (e.g. `run`) to upgrade it",
                 path.display()
@@ -204,9 +219,30 @@ impl SqliteStore {
         Ok(SqliteStore {
             path,
             queue: None,
-            reader: Mutex::new(conn),
+            reader: Mutex::new(Reader::Read(conn)),
             writer: Mutex::new(None),
             claims: Claims::default(),
+        })
+    }
+
+    /// The read connection; a read-only store's is opened again first when a writer started
+    /// or the database file changed since it was opened.
+    pub(super) fn reader(&self) -> MappedMutexGuard<'_, Connection> {
+        let mut guard = self.reader.lock();
+        if let Reader::Read(conn) = &mut *guard
+            && !conn.is_current(&self.path)
+        {
+            match ReadConn::open(&self.path) {
+                Ok(fresh) => *conn = fresh,
+                // The one it has still reads what it saw; the next read tries again.
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %self.path.display(), "cannot reopen the state database")
+                }
+            }
+        }
+        MutexGuard::map(guard, |r| match r {
+            Reader::Write(conn) => conn,
+            Reader::Read(conn) => conn.conn_mut(),
         })
     }
 
@@ -231,8 +267,7 @@ impl SqliteStore {
         // Everything into the database file and an empty WAL, so that nothing is left for the
         // next process to fold in (whether or not this store's connections are ever dropped).
         let checkpointed = self
-            .reader
-            .lock()
+            .reader()
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(sql_err(&self.path));
         flushed.and(checkpointed)
@@ -251,6 +286,46 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         let _ = self.close();
     }
+}
+
+/// Creates the database at `path` with its schema under a temporary name and links it into
+/// place, so that a `state.db` always holds weir's schema: a process killed while creating it
+/// leaves no empty database behind, and an engine or reader starting at the same moment never
+/// sees one. When another process links its own first, that one is used.
+fn create_database(path: &Path, fsync: bool) -> Result<()> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = path.with_file_name(format!(
+        "state.db.creating-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let built = (|| {
+        let conn = Connection::open(&tmp)?;
+        configure(&conn, fsync)?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?1)",
+            [SCHEMA_VERSION],
+        )?;
+        // The last connection checkpoints into the file (synced) and removes its `-wal`.
+        conn.close().map_err(|(_, e)| e)
+    })();
+    let linked = built.map_err(sql_err(path)).and_then(|()| {
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            // A file system without hard links: a rename, unless another process was faster.
+            Err(_) if !path.exists() => std::fs::rename(&tmp, path)
+                .map_err(|e| Error::Corrupt(format!("cannot create {}: {e}", path.display()))),
+            Err(_) => Ok(()),
+        }
+    });
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = tmp.as_os_str().to_os_string();
+        name.push(suffix);
+        let _ = std::fs::remove_file(name);
+    }
+    linked
 }
 
 fn configure(conn: &Connection, fsync: bool) -> rusqlite::Result<()> {

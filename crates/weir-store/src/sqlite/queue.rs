@@ -20,7 +20,7 @@ fn attempt_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedAttempt> {
 
 impl SqliteStore {
     fn immediate<R>(&self, f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<R>) -> Result<R> {
-        let mut conn = self.reader.lock();
+        let mut conn = self.reader();
         let conn: &mut Connection = &mut conn;
         let e = sql_err(&self.path);
         let tx = conn
@@ -165,7 +165,7 @@ impl SqliteStore {
     }
 
     pub(super) fn workers_now(&self) -> Result<Vec<WorkerRecord>> {
-        let conn = self.reader.lock();
+        let conn = self.reader();
         let e = sql_err(&self.path);
         let mut st = conn
             .prepare_cached(

@@ -15,7 +15,7 @@ use crate::{
 
 impl SqliteStore {
     pub(super) fn create_run_now(&self, run: &NewRun) -> Result<RunRecord> {
-        let conn = self.reader.lock();
+        let conn = self.reader();
         let e = sql_err(&self.path);
         let (blob, reference) = split(&run.inputs);
         let now = now_us();
@@ -40,7 +40,7 @@ impl SqliteStore {
     }
 
     pub(super) fn run_by_name_now(&self, name: &str) -> Result<RunRecord> {
-        let conn = self.reader.lock();
+        let conn = self.reader();
         conn.query_row(
             &format!("SELECT {RUN_COLUMNS} FROM runs WHERE name = ?1"),
             [name],
@@ -52,7 +52,7 @@ impl SqliteStore {
     }
 
     pub(super) fn list_runs_now(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
-        let conn = self.reader.lock();
+        let conn = self.reader();
         let e = sql_err(&self.path);
         let mut st = conn
             .prepare(
@@ -108,7 +108,7 @@ impl SqliteStore {
     }
 
     pub(super) fn list_actions_now(&self, run: RunId, page: Page) -> Result<Vec<ActionRecord>> {
-        let conn = self.reader.lock();
+        let conn = self.reader();
         let e = sql_err(&self.path);
         let mut st = conn
             .prepare_cached(&format!("SELECT {ACTION_COLUMNS} FROM actions WHERE run = ?1 ORDER BY seq LIMIT ?2 OFFSET ?3"))
@@ -125,7 +125,7 @@ impl SqliteStore {
     }
 
     pub(super) fn action_now(&self, run: RunId, id: ActionId) -> Result<Option<ActionRecord>> {
-        let conn = self.reader.lock();
+        let conn = self.reader();
         let e = sql_err(&self.path);
         let mut st = conn
             .prepare_cached(&format!("SELECT {ACTION_COLUMNS}, inputs, inputs_ref, output, output_ref FROM actions WHERE run = ?1 AND id = ?2"))
@@ -145,7 +145,7 @@ impl SqliteStore {
         run: RunId,
         id: ActionId,
     ) -> Result<Vec<AttemptRecord>> {
-        let conn = self.reader.lock();
+        let conn = self.reader();
         let e = sql_err(&self.path);
         let mut st = conn
             .prepare_cached("SELECT attempt, started_at, ended_at, error FROM attempts WHERE run = ?1 AND action = ?2 ORDER BY attempt")
@@ -177,7 +177,7 @@ impl SqliteStore {
         key: &str,
         scope: Option<(&str, &str)>,
     ) -> Result<Option<CacheEntry>> {
-        let conn = self.reader.lock();
+        let conn = self.reader();
         let e = sql_err(&self.path);
         let mut st = conn
             .prepare_cached(
@@ -194,7 +194,7 @@ impl SqliteStore {
     }
 
     pub(super) fn list_cache_now(&self, task: Option<&str>, limit: u32) -> Result<Vec<CacheEntry>> {
-        let conn = self.reader.lock();
+        let conn = self.reader();
         let e = sql_err(&self.path);
         let mut st = conn
             .prepare_cached(
@@ -212,7 +212,7 @@ impl SqliteStore {
         self.sync()
             .wait()
             .map_err(|e| Error::Corrupt(e.to_string()))?;
-        let conn = self.reader.lock();
+        let conn = self.reader();
         let n = conn
             .execute(
                 "DELETE FROM cache WHERE ?1 IS NULL OR task = ?1",
@@ -223,7 +223,7 @@ impl SqliteStore {
     }
 
     pub(super) fn claim_now(&self, run: RunId, owner: &str, seen_epoch: u64) -> Result<u64> {
-        let conn = self.reader.lock();
+        let conn = self.reader();
         let e = sql_err(&self.path);
         let changed = conn
             .execute(
@@ -251,7 +251,7 @@ impl SqliteStore {
     }
 
     pub(super) fn setting_now(&self, key: &str) -> Result<Option<String>> {
-        let conn = self.reader.lock();
+        let conn = self.reader();
         conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
             r.get(0)
         })
@@ -260,7 +260,7 @@ impl SqliteStore {
     }
 
     pub(super) fn set_setting_now(&self, key: &str, value: &str) -> Result<()> {
-        let conn = self.reader.lock();
+        let conn = self.reader();
         conn.execute(
             "INSERT INTO settings(key, value) VALUES(?1, ?2)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",

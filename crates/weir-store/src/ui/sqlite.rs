@@ -3,13 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use weir_core::{ActionId, ActionStatus, Failure};
 
 use super::activity::{ActivityBuilder, ActivityRow};
 use super::{
     ReadModel, StatusCounts, UiAction, UiActionDetail, UiActivity, UiGroup, UiRun, UiRunFilter,
 };
+use crate::sqlite::readonly::{self, ReadConn};
 use crate::sqlite::{ACTION_COLUMNS as STORE_ACTION_COLUMNS, action_record_at, join};
 use crate::{Error, Page, Result, RunStatus};
 
@@ -19,7 +20,7 @@ const MAX_IDLE_CONNECTIONS: usize = 4;
 /// Read-only access to a state database for the UI, with a pool of connections.
 pub struct UiReader {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<ReadConn>>,
 }
 
 impl std::fmt::Debug for UiReader {
@@ -66,41 +67,18 @@ const RUN_COLUMNS: &str = "id, name, task, status, created_at, ended_at, context
 
 impl UiReader {
     /// Opens the state database of `state_dir` for reading; [`Error::NoState`] if there is none,
-    /// [`Error::NewerSchema`] if a newer weir wrote it. Nothing in the directory is changed.
+    /// [`Error::NewerSchema`] if a newer weir wrote it, [`Error::Corrupt`] if it is empty or
+    /// holds no weir schema. Nothing in the directory is created or changed (its connections
+    /// are opened as in `SqliteStore::open_read_only`).
     pub fn open(state_dir: &Path) -> Result<UiReader> {
-        let path = crate::SqliteStore::db_path(state_dir);
-        if !path.exists() {
-            return Err(Error::NoState(state_dir.display().to_string()));
-        }
+        let path = readonly::existing_db(state_dir)?;
         let reader = UiReader {
             path,
             idle: Mutex::new(Vec::new()),
         };
-        reader
-            .with_conn(|conn| {
-                let has_meta: i64 = conn.query_row(
-                    "SELECT count(*) FROM sqlite_master WHERE name='meta'",
-                    [],
-                    |r| r.get(0),
-                )?;
-                if has_meta == 0 {
-                    return Ok(None);
-                }
-                conn.query_row(
-                    "SELECT value FROM meta WHERE key='schema_version'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .optional()
-            })
-            .and_then(|found| match found {
-                Some(v) if v > crate::sqlite::SCHEMA_VERSION => Err(Error::NewerSchema {
-                    path: reader.path.display().to_string(),
-                    found: v,
-                    supported: crate::sqlite::SCHEMA_VERSION,
-                }),
-                _ => Ok(()),
-            })?;
+        let conn = reader.connect().map_err(|e| reader.sql_err(e))?;
+        readonly::schema_version(conn.conn(), &reader.path)?;
+        reader.idle.lock().push(conn);
         Ok(reader)
     }
 
@@ -116,25 +94,28 @@ impl UiReader {
         }
     }
 
-    fn connect(&self) -> rusqlite::Result<Connection> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "query_only", 1)?;
-        conn.pragma_update(None, "cache_size", -32_000)?;
+    fn connect(&self) -> rusqlite::Result<ReadConn> {
+        let conn = ReadConn::open(&self.path)?;
+        conn.conn().pragma_update(None, "cache_size", -32_000)?;
         Ok(conn)
     }
 
-    /// Runs `f` on a pooled connection (opening one if none is idle).
+    /// Runs `f` on a pooled connection (opening one if none is idle and current).
     fn with_conn<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R> {
-        let pooled = self.idle.lock().pop();
+        let pooled = loop {
+            let Some(c) = self.idle.lock().pop() else {
+                break None;
+            };
+            // One opened before a writer started (or the file changed) is dropped.
+            if c.is_current(&self.path) {
+                break Some(c);
+            }
+        };
         let conn = match pooled {
             Some(c) => c,
             None => self.connect().map_err(|e| self.sql_err(e))?,
         };
-        let result = f(&conn).map_err(|e| self.sql_err(e));
+        let result = f(conn.conn()).map_err(|e| self.sql_err(e));
         let mut idle = self.idle.lock();
         if idle.len() < MAX_IDLE_CONNECTIONS {
             idle.push(conn);

@@ -28,7 +28,7 @@ pub(crate) enum CacheCommand {
 pub(crate) async fn cache(state_dir: &Path, out: OutputFormat, cmd: CacheCommand) -> CliResult {
     match cmd {
         CacheCommand::List { task, limit } => {
-            let store = weir_store::open_read_only(state_dir).map_err(Failure::input)?;
+            let store = weir_store::open_read_only(state_dir)?;
             let entries = store
                 .list_cache(task.as_deref(), limit)
                 .await
@@ -74,9 +74,8 @@ pub(crate) async fn cache(state_dir: &Path, out: OutputFormat, cmd: CacheCommand
         }
         CacheCommand::Clear { task } => {
             // Refused (exit 2) where there is no state, before anything is created.
-            drop(weir_store::open_read_only(state_dir).map_err(Failure::input)?);
-            let store =
-                weir_store::open(state_dir, StoreOptions::default()).map_err(Failure::other)?;
+            drop(weir_store::open_read_only(state_dir)?);
+            let store = weir_store::open(state_dir, StoreOptions::default())?;
             let n = store
                 .clear_cache(task.as_deref())
                 .await

@@ -45,7 +45,7 @@ pub(crate) struct ActionsArgs {
     /// Run name.
     run: String,
     /// Skip this many actions (creation order).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     offset: u64,
     /// At most this many actions.
     #[arg(long, default_value_t = 200)]
@@ -65,7 +65,7 @@ pub(crate) struct IoArgs {
 }
 
 fn open(state_dir: &Path) -> Result<Arc<dyn Store>, Failure> {
-    weir_store::open_read_only(state_dir).map_err(Failure::input)
+    Ok(weir_store::open_read_only(state_dir)?)
 }
 
 pub(crate) async fn get(state_dir: &Path, out: OutputFormat, cmd: GetCommand) -> CliResult {
@@ -130,7 +130,7 @@ async fn runs(state_dir: &Path, out: OutputFormat, a: RunsArgs) -> CliResult {
 
 async fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResult {
     let store = open(state_dir)?;
-    let run = store.run_by_name(&a.run).await.map_err(Failure::input)?;
+    let run = store.run_by_name(&a.run).await?;
     let list = store
         .list_actions(
             run.id,
@@ -296,7 +296,7 @@ fn action_json(r: &ActionRecord) -> serde_json::Value {
 
 async fn io(state_dir: &Path, out: OutputFormat, a: IoArgs) -> CliResult {
     let store = open(state_dir)?;
-    let run = store.run_by_name(&a.run).await.map_err(Failure::input)?;
+    let run = store.run_by_name(&a.run).await?;
     let unknown = || {
         Failure::input(weir_store::Error::UnknownAction {
             run: a.run.clone(),

@@ -2,8 +2,14 @@
 //! standalone `weir` binary offers the same inspection commands on a state directory.
 //!
 //! Data goes to stdout (tables, or JSON with `--output json`); progress, messages and errors go
-//! to stderr. Exit codes: 0 success, 1 the run failed or was aborted, 2 bad input (nothing
-//! changed).
+//! to stderr. Exit codes: 0 success, 1 the run failed or was aborted, or the state could not be
+//! read or written (a corrupt or newer database), 2 bad input (nothing changed): a malformed
+//! argument, an unknown task, run or action, a `--state-dir` that holds no state or is not a
+//! directory. Inspection commands (`get`, `cache list`, `ui`) open the state read-only and
+//! change nothing in it.
+//!
+//! Text output escapes control characters in what it prints from the state (run names, task
+//! errors, worker logs), so that stored bytes cannot drive the terminal; JSON output is JSON.
 
 mod cache;
 mod get;
@@ -93,6 +99,21 @@ impl Failure {
     }
 }
 
+/// Store failures: a state directory that holds no state or is a file is bad input (exit 2), as
+/// are unknown runs and actions; a database that cannot be read (corrupt, empty, newer) is a
+/// failure (exit 1), whichever command met it.
+impl From<weir_store::Error> for Failure {
+    fn from(e: weir_store::Error) -> Self {
+        use weir_store::Error as E;
+        match e {
+            E::NoState(_) | E::NotADirectory(_) | E::UnknownRun(_) | E::UnknownAction { .. } => {
+                Failure::input(e)
+            }
+            _ => Failure::other(e),
+        }
+    }
+}
+
 impl From<weir_engine::EngineError> for Failure {
     fn from(e: weir_engine::EngineError) -> Self {
         if e.is_bad_input() {
@@ -127,7 +148,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {}", f.message);
+            eprintln!("error: {}", output::escape_message(&f.message));
             ExitCode::from(f.code)
         }
     }
@@ -142,8 +163,21 @@ fn init_tracing() {
         .try_init();
 }
 
+/// Refuses a `--state-dir` that exists and is not a directory, before anything opens it.
+fn check_state_dir(state_dir: &std::path::Path) -> CliResult {
+    if state_dir.exists() && !state_dir.is_dir() {
+        return Err(Failure::input(weir_store::Error::NotADirectory(
+            state_dir.display().to_string(),
+        )));
+    }
+    Ok(())
+}
+
 async fn dispatch(cli: Cli) -> CliResult {
     let out = cli.output;
+    if !matches!(cli.command, Command::Tasks | Command::Worker(_)) {
+        check_state_dir(&cli.state_dir)?;
+    }
     match cli.command {
         Command::Run(args) => run::run(&cli.state_dir, out, args).await,
         Command::Resume(args) => run::resume(&cli.state_dir, out, args).await,

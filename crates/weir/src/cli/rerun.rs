@@ -8,7 +8,8 @@ use clap::Args;
 use weir_engine::registry::find_task;
 use weir_engine::worker::ExecutorKind;
 
-use super::run::{finish, open_engine_with_workers};
+use super::output::esc;
+use super::run::{check_run_name, finish, open_engine_with_workers};
 use super::{CliResult, Failure, OutputFormat};
 
 #[derive(Args, Debug)]
@@ -23,7 +24,7 @@ pub(crate) struct RerunArgs {
     /// for all of its actions). Repeatable.
     #[arg(long, requires = "recover", value_name = "ACTION|TASK")]
     force: Vec<String>,
-    /// Name of the new run (generated when omitted).
+    /// Name of the new run (generated when omitted; as for `run --name`).
     #[arg(long)]
     name: Option<String>,
     /// Where task attempts run (see `run --workers`); default: where the earlier run's ran.
@@ -32,8 +33,11 @@ pub(crate) struct RerunArgs {
 }
 
 pub(crate) async fn rerun(state_dir: &Path, out: OutputFormat, args: RerunArgs) -> CliResult {
-    let store = weir_store::open_read_only(state_dir).map_err(Failure::input)?;
-    let record = store.run_by_name(&args.run).await.map_err(Failure::input)?;
+    if let Some(name) = &args.name {
+        check_run_name(name)?;
+    }
+    let store = weir_store::open_read_only(state_dir)?;
+    let record = store.run_by_name(&args.run).await?;
     find_task(&record.task).map_err(|e| {
         Failure::input(format!(
             "run {} cannot be rerun by this binary: {e}",
@@ -48,6 +52,10 @@ pub(crate) async fn rerun(state_dir: &Path, out: OutputFormat, args: RerunArgs) 
     let engine = open_engine_with_workers(state_dir, &workers)?;
     let recover = args.recover.then_some(args.force);
     let handle = engine.rerun(&args.run, args.name, recover).await?;
-    eprintln!("run {} started from run {}", handle.name(), args.run);
+    eprintln!(
+        "run {} started from run {}",
+        esc(handle.name()),
+        esc(&args.run)
+    );
     finish(&engine, handle, out).await
 }

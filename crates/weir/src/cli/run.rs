@@ -1,6 +1,7 @@
 //! `run`, `resume`, `abort`.
 
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -9,17 +10,23 @@ use weir_engine::registry::find_task;
 use weir_engine::worker::ExecutorKind;
 use weir_engine::{Engine, EngineOptions, RunContext, RunHandle};
 
-use super::output::{Field, print_object, print_payload};
+use super::output::{Field, esc, print_object, print_payload};
 use super::{CliResult, Failure, OutputFormat};
 
 #[derive(Args, Debug)]
 pub(crate) struct RunArgs {
     /// Task name: `<env>.<task>`, or the task's name alone when unique.
     task: String,
-    /// Inputs as a JSON object named by parameter, e.g. '{"n": 10}'.
-    #[arg(long, short = 'i', default_value = "{}")]
-    input: String,
-    /// Run name (generated when omitted).
+    /// Inputs as a JSON object named by parameter, e.g. '{"n": 10}' (default `{}`); `-` reads
+    /// them from stdin.
+    #[arg(long, short = 'i', conflicts_with = "input_file")]
+    input: Option<String>,
+    /// Reads the inputs (a JSON object, as for --input) from this file (`-`: stdin), for inputs
+    /// too large for the command line.
+    #[arg(long, value_name = "PATH")]
+    input_file: Option<PathBuf>,
+    /// Run name (generated when omitted): not empty, no control characters, and no path
+    /// (`/`, `\`, `.` or `..`): it names the run's objects in the object store.
     #[arg(long)]
     name: Option<String>,
     /// At most this many actions execute at once.
@@ -77,10 +84,62 @@ pub(super) fn open_engine_with_workers(state_dir: &Path, workers: &str) -> Resul
     Ok(Engine::open(options)?)
 }
 
+/// Refuses a run name that cannot be shown or stored as one: empty, with a control character
+/// (line feeds and terminal escapes would be printed wherever runs are listed), or a path
+/// (run names are the first segment of their object keys).
+pub(super) fn check_run_name(name: &str) -> CliResult {
+    if name.is_empty() {
+        return Err(Failure::input("invalid --name: it is empty"));
+    }
+    if let Some((at, c)) = name.char_indices().find(|(_, c)| c.is_control()) {
+        let what = match c {
+            '\n' => "a line feed".to_string(),
+            '\r' => "a carriage return".to_string(),
+            '\t' => "a tab".to_string(),
+            '\x1b' => "an escape character".to_string(),
+            _ => "a control character".to_string(),
+        };
+        return Err(Failure::input(format!(
+            "invalid --name {:?}: it contains {what} (U+{:04X}) at byte {at}; run names cannot hold control characters",
+            name, c as u32
+        )));
+    }
+    if name == "." || name == ".." || name.contains(['/', '\\']) {
+        return Err(Failure::input(format!(
+            "invalid --name {name:?}: run names cannot contain '/' or '\\' or be '.' or '..' (they name the run's objects in the object store)"
+        )));
+    }
+    Ok(())
+}
+
+/// The `--input` text: the argument, stdin (`--input -`, `--input-file -`) or a file.
+fn read_input(args: &RunArgs) -> Result<String, Failure> {
+    let from_stdin = || {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Failure::input(format!("cannot read the inputs from stdin: {e}")))?;
+        Ok(text)
+    };
+    match (&args.input, &args.input_file) {
+        (Some(text), _) if text == "-" => from_stdin(),
+        (Some(text), _) => Ok(text.clone()),
+        (None, Some(path)) if path.as_os_str() == "-" => from_stdin(),
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+            Failure::input(format!("cannot read --input-file {}: {e}", path.display()))
+        }),
+        (None, None) => Ok("{}".into()),
+    }
+}
+
 pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> CliResult {
     // Validate everything before touching the state directory.
+    if let Some(name) = &args.name {
+        check_run_name(name)?;
+    }
     let def = find_task(&args.task).map_err(Failure::input)?;
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&args.input)
+    let input = read_input(&args)?;
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&input)
         && !v.is_object()
     {
         return Err(Failure::input(format!(
@@ -90,7 +149,7 @@ pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> C
             v
         )));
     }
-    let inputs = (def.inputs_from_json)(&args.input).map_err(|e| {
+    let inputs = (def.inputs_from_json)(&input).map_err(|e| {
         Failure::input(format!(
             "invalid --input for task {} (parameters: {}): {e}",
             def.full_name(),
@@ -122,13 +181,13 @@ pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> C
     context.domain = args.domain;
     // A taken --name is refused here (exit 2) before anything is written.
     let handle = engine.start_run(def, inputs, context).await?;
-    eprintln!("run {} started ({})", handle.name(), def.full_name());
+    eprintln!("run {} started ({})", esc(handle.name()), def.full_name());
     finish(&engine, handle, out).await
 }
 
 pub(crate) async fn resume(state_dir: &Path, out: OutputFormat, args: ResumeArgs) -> CliResult {
-    let store = weir_store::open_read_only(state_dir).map_err(Failure::input)?;
-    let record = store.run_by_name(&args.run).await.map_err(Failure::input)?;
+    let store = weir_store::open_read_only(state_dir)?;
+    let record = store.run_by_name(&args.run).await?;
     find_task(&record.task).map_err(|e| {
         Failure::input(format!(
             "run {} cannot be resumed by this binary: {e}",
@@ -143,17 +202,17 @@ pub(crate) async fn resume(state_dir: &Path, out: OutputFormat, args: ResumeArgs
         .unwrap_or_else(|| ExecutorKind::InProcess.as_str().into());
     let engine = open_engine_with_workers(state_dir, &workers)?;
     let handle = engine.resume_run(&args.run, args.force).await?;
-    eprintln!("run {} resumed", handle.name());
+    eprintln!("run {} resumed", esc(handle.name()));
     finish(&engine, handle, out).await
 }
 
 pub(crate) async fn abort(state_dir: &Path, args: AbortArgs) -> CliResult {
     // Refused (exit 2) where there is no state, before anything is created.
-    drop(weir_store::open_read_only(state_dir).map_err(Failure::input)?);
+    drop(weir_store::open_read_only(state_dir)?);
     let engine = open_engine(state_dir)?;
     engine.abort_run(&args.run).await?;
     engine.close()?;
-    eprintln!("run {} aborted", args.run);
+    eprintln!("run {} aborted", esc(&args.run));
     Ok(())
 }
 
@@ -201,7 +260,7 @@ pub(super) async fn finish(engine: &Engine, handle: RunHandle, out: OutputFormat
             printed.map_err(|e| Failure::other(format!("cannot print the output: {e}")))?;
             eprintln!(
                 "run {} succeeded ({} actions, {} recovered from before)",
-                handle.name(),
+                esc(handle.name()),
                 p.created,
                 p.recovered
             );
@@ -214,7 +273,10 @@ pub(super) async fn finish(engine: &Engine, handle: RunHandle, out: OutputFormat
                     serde_json::json!({"run": handle.name(), "status": "failed", "error": e.to_string(), "kind": e.kind().as_str()})
                 );
             }
-            Err(Failure::other(format!("run {} failed: {e}", handle.name())))
+            Err(Failure::other(format!(
+                "run {} failed: {e}",
+                esc(handle.name())
+            )))
         }
     }
 }

@@ -14,6 +14,12 @@ pub(crate) struct UiArgs {
 }
 
 pub(crate) async fn ui(state_dir: &Path, args: UiArgs) -> CliResult {
+    // A state that cannot be read is refused now rather than on every page; none at all is
+    // fine (the UI shows runs once there are some). Read-only: nothing is created or changed.
+    match weir_store::open_read_model(state_dir) {
+        Ok(_) | Err(weir_store::Error::NoState(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
         .await
         .map_err(|e| {

@@ -10,7 +10,7 @@ use weir_engine::worker::{
     ReplicaRecord, WorkerEvent, WorkerLogRecord, read_snapshot, read_worker_log,
 };
 
-use super::output::{fmt_time_ms, table};
+use super::output::{esc, escape_message, fmt_time_ms, table};
 use super::{CliResult, Failure, OutputFormat};
 
 #[derive(Args, Debug)]
@@ -208,21 +208,21 @@ pub(crate) fn logs(state_dir: &Path, out: OutputFormat, a: LogsArgs) -> CliResul
         }
         println!(
             "== worker {} (pid {}, env {}, log {}){}",
-            r.worker,
+            esc(&r.worker),
             r.pid,
-            r.env,
-            r.log.display(),
+            esc(&r.env),
+            esc(&r.log.display().to_string()),
             if r.once {
                 ""
             } else {
                 " — lines of other actions running at the same time on this worker may be interleaved"
             }
         );
-        println!("{head}");
+        println!("{}", esc(&head));
         for l in s.lines {
-            println!("{l}");
+            println!("{}", escape_message(&l));
         }
-        println!("{tail}");
+        println!("{}", esc(&tail));
     }
     Ok(())
 }
