@@ -234,6 +234,127 @@ pub(crate) fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{NewRun, Payload, RunFilter, SqliteStore, Store, StoreOptions};
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn create(store: &SqliteStore, name: &str) {
+        futures::executor::block_on(store.create_run(NewRun {
+            name: name.into(),
+            task: "env.t".into(),
+            inputs: Payload::Inline(vec![0x90]),
+            context: serde_json::json!({}),
+            owner: "test".into(),
+        }))
+        .unwrap();
+    }
+
+    fn names(store: &SqliteStore) -> Vec<String> {
+        let filter = RunFilter {
+            status: None,
+            name_contains: None,
+            limit: None,
+        };
+        let mut names: Vec<String> = futures::executor::block_on(store.list_runs(&filter))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_reader_creates_nothing_and_follows_writers_that_start_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap();
+        create(&writer, "a");
+        writer.close().unwrap();
+        drop(writer);
+        assert_eq!(
+            files(dir.path()),
+            ["state.db"],
+            "a closed writer leaves its file alone"
+        );
+
+        // No writer: the file alone, opened immutable; nothing created.
+        let reader = SqliteStore::open_read_only(dir.path()).unwrap();
+        assert_eq!(names(&reader), ["a"]);
+        assert_eq!(files(dir.path()), ["state.db"]);
+
+        // A writer starts after the reader opened: its commits are seen (the reader opens
+        // again in WAL mode once the writer's -wal is there).
+        let writer = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap();
+        create(&writer, "b");
+        assert_eq!(names(&reader), ["a", "b"]);
+        create(&writer, "c");
+        assert_eq!(names(&reader), ["a", "b", "c"]);
+        writer.close().unwrap();
+        drop(writer);
+        assert_eq!(names(&reader), ["a", "b", "c"]);
+        drop(reader);
+
+        // The database file changed under an immutable reader (a writer came and went between
+        // two reads): it opens again rather than read from a stale cache.
+        for f in files(dir.path()) {
+            if f != "state.db" {
+                std::fs::remove_file(dir.path().join(f)).unwrap(); // no writer is left
+            }
+        }
+        let reader = SqliteStore::open_read_only(dir.path()).unwrap();
+        assert_eq!(names(&reader), ["a", "b", "c"]);
+        let writer = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap();
+        create(&writer, "d");
+        writer.close().unwrap();
+        drop(writer);
+        for f in files(dir.path()) {
+            if f != "state.db" {
+                std::fs::remove_file(dir.path().join(f)).unwrap();
+            }
+        }
+        assert_eq!(names(&reader), ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn empty_files_and_foreign_databases_are_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteStore::db_path(dir.path());
+        std::fs::write(&db, b"").unwrap();
+        for err in [
+            SqliteStore::open_read_only(dir.path()).unwrap_err(),
+            SqliteStore::open(dir.path(), StoreOptions::default()).unwrap_err(),
+        ] {
+            assert!(err.to_string().contains("is empty (0 bytes)"), "{err}");
+        }
+        assert_eq!(files(dir.path()), ["state.db"]);
+        std::fs::remove_file(&db).unwrap();
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch("CREATE TABLE other(x); INSERT INTO other VALUES(1);")
+            .unwrap();
+        drop(conn);
+        let err = SqliteStore::open_read_only(dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("not a weir state database"),
+            "{err}"
+        );
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            SqliteStore::open_read_only(&file),
+            Err(Error::NotADirectory(_))
+        ));
+        assert!(matches!(
+            SqliteStore::open(&file, StoreOptions::default()),
+            Err(Error::NotADirectory(_))
+        ));
+    }
 
     #[test]
     fn uris_encode_what_sqlite_would_read_as_syntax() {
