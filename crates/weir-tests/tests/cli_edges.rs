@@ -472,6 +472,16 @@ fn bad_run_names_are_refused_before_anything_opens() {
             assert!(!fresh.exists(), "{name:?} created the state directory");
         }
     }
+    // `rerun --name` names a new run the same way.
+    for (name, needle) in cases {
+        let o = fixture(BIN, &state, &["rerun", "first", "--name", name]);
+        assert_eq!(o.status.code(), Some(2), "rerun {name:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(needle),
+            "rerun {name:?}: {}",
+            stderr(&o)
+        );
+    }
     unchanged(&state, &before, "refused names");
 }
 
