@@ -7,6 +7,10 @@
 //! `Options::payload_reads` views read at once and `Options::payload_waiting` more wait; further
 //! ones are answered 503. The work runs on the request's own future: when the client goes, the
 //! server drops that future and the read stops with it.
+//!
+//! An offloaded payload's size is checked against its reference on every view; its content hash
+//! only when it was read whole (at most [`PREFIX`] bytes): a preview of a larger one is not
+//! checked, and says so (`"hash_checked": false`).
 
 use std::sync::Arc;
 
@@ -107,20 +111,23 @@ impl Gate {
 
 /// A payload for display: `{"size", "offloaded", "value"}`, or `"truncated": true` with a
 /// `"preview"` of the first [`MAX_JSON`] bytes of its JSON text, or a `"note"` saying why it
-/// cannot be shown. Call with a [`Slot`] held.
+/// cannot be shown. An offloaded one also says whether what is shown was checked against its
+/// content hash (`"hash_checked"`: only when all of it was read). Call with a [`Slot`] held.
 pub(crate) async fn payload_json(app: &App, payload: Option<Payload>) -> Value {
     let Some(payload) = payload else {
         return Value::Null;
     };
     let size = payload.size();
-    let (bytes, whole, offloaded) = match payload {
-        Payload::Inline(b) => (bytes::Bytes::from(b), true, None),
-        Payload::Offloaded { path, size } => match read_prefix(app, &path, size).await {
-            Ok((bytes, whole)) => (bytes, whole, Some(path)),
-            Err(e) => return json!({ "size": size, "offloaded": path, "note": e }),
-        },
+    let (bytes, whole, offloaded, checked) = match payload {
+        Payload::Inline(b) => (bytes::Bytes::from(b), true, None, None),
+        Payload::Offloaded { path, size, hash } => {
+            match read_prefix(app, &path, size, hash).await {
+                Ok(read) => (read.bytes, read.whole, Some(path), Some(read.hash_checked)),
+                Err(e) => return json!({ "size": size, "offloaded": path, "note": e }),
+            }
+        }
     };
-    match preview(&bytes, whole, MAX_JSON, MAX_DEPTH) {
+    let mut doc = match preview(&bytes, whole, MAX_JSON, MAX_DEPTH) {
         Ok(p) if p.complete => match serde_json::from_str::<Value>(&p.text) {
             Ok(value) => json!({ "size": size, "offloaded": offloaded, "value": value }),
             Err(e) => json!({
@@ -132,11 +139,31 @@ pub(crate) async fn payload_json(app: &App, payload: Option<Payload>) -> Value {
             "size": size, "offloaded": offloaded, "truncated": true, "preview": p.text,
         }),
         Err(e) => json!({ "size": size, "offloaded": offloaded, "note": e }),
+    };
+    if let Some(checked) = checked {
+        doc["hash_checked"] = json!(checked);
     }
+    doc
 }
 
-/// The first [`PREFIX`] bytes of an offloaded payload, and whether they are all of it.
-async fn read_prefix(app: &App, key: &str, size: u64) -> Result<(bytes::Bytes, bool), String> {
+/// What was read of an offloaded payload.
+struct Read {
+    /// Its first [`PREFIX`] bytes (or all of it).
+    bytes: bytes::Bytes,
+    /// Whether `bytes` is all of it.
+    whole: bool,
+    /// Whether `bytes` was checked against the reference's content hash.
+    hash_checked: bool,
+}
+
+/// The first [`PREFIX`] bytes of an offloaded payload. Its size is checked against the
+/// reference, and its content hash too when it was read whole.
+async fn read_prefix(
+    app: &App,
+    key: &str,
+    size: u64,
+    hash: Option<String>,
+) -> Result<Read, String> {
     let recorded = app
         .read(|r| r.setting(weir_blob::BLOB_URL_SETTING))
         .await
@@ -153,20 +180,26 @@ async fn read_prefix(app: &App, key: &str, size: u64) -> Result<(bytes::Bytes, b
     })?;
     let url = blobs.url().to_string();
     let Some(dir) = url.strip_prefix("file://") else {
-        // Another kind of store: read it whole through `Payloads`, up to a bound.
+        // Another kind of store: read it whole (and checked) through `Payloads`, up to a bound.
         if size > MAX_WHOLE_READ {
             return Err(format!(
                 "too large to preview from {url} ({size} bytes); use `weir get io`"
             ));
         }
+        let hash_checked = hash.is_some();
         let payload = Payload::Offloaded {
             path: key.to_string(),
             size,
+            hash,
         };
         let bytes = payloads.load(&payload).await.map_err(|e| e.to_string())?;
         let whole = bytes.len() as u64 <= PREFIX;
         let prefix = bytes::Bytes::copy_from_slice(&bytes[..bytes.len().min(PREFIX as usize)]);
-        return Ok((prefix, whole));
+        return Ok(Read {
+            bytes: prefix,
+            whole,
+            hash_checked,
+        });
     };
     let path = object_key(key)?;
     let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
@@ -184,10 +217,35 @@ async fn read_prefix(app: &App, key: &str, size: u64) -> Result<(bytes::Bytes, b
         e => format!("object store {url}, key {key:?}: {e}"),
     };
     let got = store.get_opts(&path, options).await.map_err(backend)?;
-    let total = got.meta.size;
+    let found = got.meta.size;
     let bytes = got.bytes().await.map_err(backend)?;
-    let whole = bytes.len() as u64 >= total;
-    Ok((bytes, whole))
+    let whole = bytes.len() as u64 >= found;
+    let found_hash = match &hash {
+        Some(_) if whole => Some(weir_core::payload::content_hash(&bytes)),
+        _ => None,
+    };
+    if found != size
+        || found_hash
+            .as_ref()
+            .is_some_and(|h| Some(h) != hash.as_ref())
+    {
+        let describe = |size: u64, hash: &Option<String>| match hash {
+            Some(h) => format!("{size} bytes with blake3 {h}"),
+            None => format!("{size} bytes"),
+        };
+        return Err(weir_blob::Error::Corrupt {
+            key: key.to_string(),
+            store: url.clone(),
+            expected: describe(size, &hash),
+            found: describe(found, &found_hash),
+        }
+        .to_string());
+    }
+    Ok(Read {
+        bytes,
+        whole,
+        hash_checked: found_hash.is_some(),
+    })
 }
 
 /// The object path of a payload key, refusing keys that could leave the store's root (the

@@ -363,6 +363,7 @@ async fn action_detail_timeline_utilization_and_events() {
         inputs["size"]
     );
     assert!(inputs["size"].as_u64().unwrap() > 64 * 1024);
+    assert_eq!(inputs["hash_checked"], true, "read whole, so checked");
     // its JSON is larger than a page: a truncated preview
     assert_eq!(inputs["truncated"], true);
     let preview = inputs["preview"].as_str().unwrap();

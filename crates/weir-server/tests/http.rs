@@ -21,6 +21,9 @@ static ENV: LazyLock<TaskEnvironment> = LazyLock::new(|| TaskEnvironment::new("t
 /// Elements of the large input: 9 bytes each in MessagePack, ~9.5 MB in all (under the 10 MiB
 /// inline-I/O limit of a task).
 const ELEMENTS: u64 = 1_050_000;
+/// Elements of an input that is offloaded (over 64 KiB) but read whole for its preview (its JSON
+/// is still over 64 KiB: a preview).
+const SMALL: u64 = 10_000;
 
 #[weir::task(env = ENV)]
 async fn inspect(data: Vec<u64>) -> Result<u64> {
@@ -30,7 +33,7 @@ async fn inspect(data: Vec<u64>) -> Result<u64> {
 static STATE: OnceLock<tempfile::TempDir> = OnceLock::new();
 
 /// A state directory with runs `intact` and `corrupt`, each a root action whose input is
-/// [`ELEMENTS`] numbers from 2^32 up.
+/// [`ELEMENTS`] numbers from 2^32 up, and `small`, whose input is [`SMALL`] of them.
 fn state() -> &'static Path {
     STATE
         .get_or_init(|| {
@@ -39,9 +42,13 @@ fn state() -> &'static Path {
                 rt.block_on(async {
                     let dir = tempfile::tempdir().unwrap();
                     let runner = weir::Runner::embedded(dir.path()).await.unwrap();
-                    for name in ["intact", "corrupt"] {
-                        let data: Vec<u64> = (1..=ELEMENTS).map(|i| i << 32).collect();
-                        let n = runner
+                    for (name, n) in [
+                        ("intact", ELEMENTS),
+                        ("corrupt", ELEMENTS),
+                        ("small", SMALL),
+                    ] {
+                        let data: Vec<u64> = (1..=n).map(|i| i << 32).collect();
+                        let got = runner
                             .with_context(RunContext::new().name(name))
                             .run(inspect(data))
                             .await
@@ -49,7 +56,7 @@ fn state() -> &'static Path {
                             .wait()
                             .await
                             .unwrap();
-                        assert_eq!(n, ELEMENTS);
+                        assert_eq!(got, n);
                     }
                     runner.engine().flush().unwrap();
                     dir
@@ -162,6 +169,40 @@ async fn a_large_input_is_previewed_from_a_bounded_prefix() {
     assert_eq!(inputs["truncated"], true);
     assert_eq!(inputs["size"], size);
     assert_eq!(inputs["preview"].as_str().unwrap(), preview);
+    assert_eq!(inputs["hash_checked"], false, "a prefix is not checked");
+    // ... but its size is
+    std::fs::write(&blob, &bytes[..2 << 20]).unwrap();
+    let r = get(addr, &host, "/api/runs/corrupt/actions/a0").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let note = r.body["inputs"]["note"].as_str().unwrap();
+    assert!(
+        note.contains("is corrupt") && note.contains("found 2097152 bytes"),
+        "{note}"
+    );
+
+    // An offloaded payload small enough to read whole is checked against its hash.
+    let r = get(addr, &host, "/api/runs/small/actions/a0").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let inputs = &r.body["inputs"];
+    assert!(
+        inputs["preview"]
+            .as_str()
+            .unwrap()
+            .starts_with("{\"data\":[4294967296,")
+    );
+    assert_eq!(inputs["hash_checked"], true);
+    let blob = state()
+        .join("blobs")
+        .join(inputs["offloaded"].as_str().unwrap());
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[5000] ^= 1;
+    std::fs::write(&blob, &bytes).unwrap();
+    let r = get(addr, &host, "/api/runs/small/actions/a0").await;
+    let note = r.body["inputs"]["note"].as_str().unwrap();
+    assert!(
+        note.contains("is corrupt") && note.contains("blake3"),
+        "{note}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +253,7 @@ async fn requests_for_another_host_are_refused_before_any_handler() {
     ] {
         let r = get(addr, &host, "/api/runs").await;
         assert_eq!(r.status, 200, "{host}: {}", r.body);
-        assert_eq!(r.body["total"], 2);
+        assert_eq!(r.body["total"], 3);
     }
 }
 
