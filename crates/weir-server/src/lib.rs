@@ -12,8 +12,11 @@
 //! folded into groups with counts by status, a group's members are paged, and the timeline and
 //! utilization are aggregated into lanes and time buckets. Whole-run aggregates are cached and,
 //! while a run is live, recomputed at most every `max(0.5 s, 4 × the time they took)`, so a
-//! 1 000 000-action run does not keep the machine busy. The UI (plain HTML, CSS and JS) is
-//! compiled into the binary.
+//! 1 000 000-action run does not keep the machine busy. An action's payloads are shown as
+//! bounded previews (the first 256 KiB of the payload read, at most 64 KiB of JSON written from
+//! it), at most [`Options::payload_reads`] at once, on the request's own future so that a client
+//! that goes stops the work. Requests whose `Host` is not the listening address are refused
+//! (421), against DNS rebinding. The UI (plain HTML, CSS and JS) is compiled into the binary.
 //!
 //! The API reference follows (also in `crates/weir-server/API.md`).
 //!
