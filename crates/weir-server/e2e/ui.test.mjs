@@ -176,6 +176,10 @@ test('run page: tree with a folded map group, expand, detail pane, timeline', as
   const flaky = await openDetail(page, page.locator('.trow[data-action]', { hasText: 'ml.flaky_train' }));
   assert.match(flaky, /failed attempts \(1\)/i);
   assert.match(flaky, /GPU fell off the bus/);
+  // an input whose JSON is over 64 KiB: a preview, marked truncated with the payload's size
+  const big = await openDetail(page, page.locator('.trow[data-action]', { hasText: 'ml.summarize' }));
+  assert.match(big, /truncated \([\d,]+ bytes\)/);
+  assert.match(big, /\{"blob":\[0,100000,200000,/);
 
   await page.locator('#tab-timeline').click();
   await page.waitForFunction(() => document.body.dataset.ready === 'timeline');

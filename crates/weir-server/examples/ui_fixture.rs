@@ -5,6 +5,7 @@
 //! cargo run -p weir-server --example ui_fixture -- DIR --million  # also w1m: 1 000 × 1 000 children
 //! cargo run -p weir-server --example ui_fixture -- DIR --flat N    # also flat: one map of N children
 //! cargo run -p weir-server --example ui_fixture -- DIR --slow S    # only: a run that keeps running S seconds
+//! cargo run -p weir-server --example ui_fixture -- DIR --big-input # only: bigin, one action with a 9.5 MB input
 //! ```
 
 use std::sync::LazyLock;
@@ -55,6 +56,12 @@ async fn flaky_train(epochs: u32) -> Result<String> {
 #[weir::task(env = ML)]
 async fn summarize(blob: Vec<u64>) -> Result<u64> {
     Ok(blob.iter().sum())
+}
+
+/// Counts a payload (`--big-input`).
+#[weir::task(env = ML)]
+async fn count(blob: Vec<u64>) -> Result<u64> {
+    Ok(blob.len() as u64)
 }
 
 /// The demo: a 2 000-child map (some fail), a nested map of chunks, a retried call and an
@@ -140,16 +147,20 @@ async fn million(batches: u64, per: u64, width: usize) -> Result<u64> {
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let dir = args.next().ok_or_else(|| {
-        anyhow::anyhow!("usage: ui_fixture DIR [--million] [--flat N] [--slow SECONDS]")
+        anyhow::anyhow!(
+            "usage: ui_fixture DIR [--million] [--flat N] [--slow SECONDS] [--big-input]"
+        )
     })?;
     let mut with_million = false;
     let mut slow_seconds = None;
     let mut flat = None;
+    let mut big_input = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--million" => with_million = true,
             "--slow" => slow_seconds = Some(args.next().unwrap_or_default().parse::<u64>()?),
             "--flat" => flat = Some(args.next().unwrap_or_default().parse::<u64>()?),
+            "--big-input" => big_input = true,
             other => anyhow::bail!("unknown argument {other:?}"),
         }
     }
@@ -158,6 +169,17 @@ async fn main() -> anyhow::Result<()> {
         let run = runner
             .with_context(RunContext::new().name("slow"))
             .run(slow(seconds))
+            .await?;
+        run.wait().await?;
+        runner.engine().flush()?;
+        return Ok(());
+    }
+    if big_input {
+        // 1 050 000 numbers of 9 bytes each: what one view of a large payload costs.
+        let data: Vec<u64> = (1..=1_050_000u64).map(|i| i << 32).collect();
+        let run = runner
+            .with_context(RunContext::new().name("bigin"))
+            .run(count(data))
             .await?;
         run.wait().await?;
         runner.engine().flush()?;

@@ -11,21 +11,16 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
 use weir_core::ActionId;
-use weir_store::{Payload, UiRunFilter, now_us};
+use weir_store::{UiRunFilter, now_us};
 
-use crate::app::{ApiError, ApiResult, App, action_json, duration, group_json, run_json, truncate};
+use crate::app::{ApiError, ApiResult, App, action_json, duration, group_json, run_json};
 use crate::params::{Params, action_id};
-use crate::{MAX_PAGE, assets, events};
+use crate::payload::payload_json;
+use crate::{MAX_PAGE, Options, assets, events};
 
-/// Largest JSON text of one payload shown whole; larger ones come as a truncated preview.
-const MAX_PAYLOAD_JSON: usize = 64 * 1024;
-/// Largest offloaded payload read from the object store for display.
-const MAX_PAYLOAD_READ: u64 = 16 * 1024 * 1024;
-
-/// The UI and API for `state_dir`, for embedding in another server or for tests. Nothing is
-/// opened until the first request.
-pub fn router(state_dir: &Path) -> Router {
-    let app = App::new(state_dir);
+/// The UI and API for `state_dir`, without the `Host` check (`crate::router` adds it).
+pub(crate) fn router(state_dir: &Path, options: Options) -> Router {
+    let app = App::new(state_dir, options);
     Router::new()
         .route("/", get(assets::index))
         .route("/assets/{file}", get(assets::file))
@@ -212,6 +207,8 @@ async fn action_detail(
     let (name, raw_id) = path_args(path)?;
     Params::new(q, &[])?;
     let id = action_id(&raw_id)?;
+    // The row holds the inline payloads: it is read under the cap too.
+    let _slot = app.payloads().enter().await?;
     let run = app.run(name).await?;
     let run_id = run.id;
     let detail = app
@@ -244,60 +241,6 @@ async fn action_detail(
     doc["logs"] = Value::Null;
     doc["logs_note"] = json!("no logs captured");
     Ok(Json(doc))
-}
-
-/// A payload for display: its JSON value, or a truncated preview, with its size.
-async fn payload_json(app: &App, payload: Option<Payload>) -> Value {
-    let Some(payload) = payload else {
-        return Value::Null;
-    };
-    let size = payload.size();
-    let (bytes, offloaded) = match payload {
-        Payload::Inline(b) => (b, None),
-        Payload::Offloaded { path, size, hash } => {
-            if size > MAX_PAYLOAD_READ {
-                return json!({
-                    "size": size, "offloaded": path,
-                    "note": format!("too large to show here ({size} bytes); use `weir get io`"),
-                });
-            }
-            let state_dir = app.state_dir().to_path_buf();
-            let payload = Payload::Offloaded {
-                path: path.clone(),
-                size,
-                hash,
-            };
-            let read = async {
-                let recorded = app
-                    .read(|r| r.setting(weir_blob::BLOB_URL_SETTING))
-                    .await
-                    .map_err(|e| e.message().to_string())?;
-                let payloads = weir_blob::Payloads::of_state(&state_dir, recorded.as_deref())
-                    .map_err(|e| e.to_string())?;
-                payloads.load(&payload).await.map_err(|e| e.to_string())
-            };
-            match read.await {
-                Ok(b) => (b.to_vec(), Some(path)),
-                Err(e) => return json!({ "size": size, "offloaded": path, "note": e }),
-            }
-        }
-    };
-    match weir_core::codec::to_json(&bytes) {
-        Ok(value) => {
-            let text = value.to_string();
-            if text.len() > MAX_PAYLOAD_JSON {
-                json!({
-                    "size": size, "offloaded": offloaded, "truncated": true,
-                    "preview": truncate(&text, MAX_PAYLOAD_JSON),
-                })
-            } else {
-                json!({ "size": size, "offloaded": offloaded, "value": value })
-            }
-        }
-        Err(e) => {
-            json!({ "size": size, "offloaded": offloaded, "note": format!("cannot decode: {e}") })
-        }
-    }
 }
 
 fn buckets(p: &Params) -> Result<usize, ApiError> {

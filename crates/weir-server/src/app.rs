@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -15,7 +15,9 @@ use weir_store::{
     ActionKind, ReadModel, StatusCounts, UiAction, UiActivity, UiGroup, UiRun, now_us,
 };
 
+use crate::Options;
 use crate::cache::Slot;
+use crate::payload::Gate;
 
 /// A finished run's rows are taken as final this long after it ended.
 const SETTLE_US: i64 = 2_000_000;
@@ -51,6 +53,12 @@ impl ApiError {
             message: message.into(),
         }
     }
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+        }
+    }
 }
 
 impl From<weir_store::Error> for ApiError {
@@ -76,7 +84,12 @@ impl From<tokio::task::JoinError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut res = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        res
     }
 }
 
@@ -88,6 +101,7 @@ struct Inner {
     counts: Slot<i64, (StatusCounts, i64)>,
     groups: Slot<(i64, ActionId), Vec<UiGroup>>,
     activity: Slot<(i64, usize), UiActivity>,
+    payloads: Gate,
 }
 
 /// Shared state of the handlers: the state directory, its reader (opened on first use, so the
@@ -97,14 +111,24 @@ pub(crate) struct App(Arc<Inner>);
 
 impl App {
     /// The shared state for `state_dir` (nothing is opened yet).
-    pub(crate) fn new(state_dir: &Path) -> App {
+    pub(crate) fn new(state_dir: &Path, options: Options) -> App {
         App(Arc::new(Inner {
             state_dir: state_dir.to_path_buf(),
             reader: Mutex::new(None),
             counts: Slot::new(),
             groups: Slot::new(),
             activity: Slot::new(),
+            payloads: Gate::new(
+                options.payload_reads,
+                options.payload_waiting,
+                options.payload_probe,
+            ),
         }))
+    }
+
+    /// The cap on action views (which read payloads).
+    pub(crate) fn payloads(&self) -> &Gate {
+        &self.0.payloads
     }
 
     /// The state directory.

@@ -12,8 +12,11 @@
 //! folded into groups with counts by status, a group's members are paged, and the timeline and
 //! utilization are aggregated into lanes and time buckets. Whole-run aggregates are cached and,
 //! while a run is live, recomputed at most every `max(0.5 s, 4 × the time they took)`, so a
-//! 1 000 000-action run does not keep the machine busy. The UI (plain HTML, CSS and JS) is
-//! compiled into the binary.
+//! 1 000 000-action run does not keep the machine busy. An action's payloads are shown as
+//! bounded previews (the first 256 KiB of the payload read, at most 64 KiB of JSON written from
+//! it), at most [`Options::payload_reads`] at once, on the request's own future so that a client
+//! that goes stops the work. Requests whose `Host` is not the listening address are refused
+//! (421), against DNS rebinding. The UI (plain HTML, CSS and JS) is compiled into the binary.
 //!
 //! The API reference follows (also in `crates/weir-server/API.md`).
 //!
@@ -24,12 +27,64 @@ mod app;
 mod assets;
 mod cache;
 mod events;
+mod host;
 mod params;
+mod payload;
+mod preview;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 
-pub use api::router;
+#[doc(hidden)]
+pub use payload::PayloadProbe;
+
+/// Limits of the server; [`Options::default`] is what `weir ui` uses.
+#[derive(Clone)]
+pub struct Options {
+    /// Action views (the requests that read inputs and outputs) served at once (default 4).
+    pub payload_reads: usize,
+    /// Action views that may wait for one of those (default 16); more are answered
+    /// 503 Service Unavailable.
+    pub payload_waiting: usize,
+    /// A test hook on action views.
+    #[doc(hidden)]
+    pub payload_probe: Option<Arc<dyn PayloadProbe>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            payload_reads: 4,
+            payload_waiting: 16,
+            payload_probe: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("payload_reads", &self.payload_reads)
+            .field("payload_waiting", &self.payload_waiting)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The UI and API for `state_dir`, answering only requests addressed to `addr` (the address it
+/// is served on: `Host` must be `127.0.0.1`, `localhost` or `[::1]` with its port, or else 421),
+/// for embedding in another server or for tests. Nothing is opened until the first request.
+pub fn router(state_dir: &Path, addr: SocketAddr) -> axum::Router {
+    router_with(state_dir, addr, Options::default())
+}
+
+/// [`router`] with other limits.
+pub fn router_with(state_dir: &Path, addr: SocketAddr, options: Options) -> axum::Router {
+    api::router(state_dir, options).layer(axum::middleware::from_fn_with_state(
+        host::Allowed::new(addr),
+        host::check,
+    ))
+}
 
 /// Most rows (actions, runs, groups, lanes) in one response.
 pub const MAX_PAGE: u32 = 500;
@@ -64,12 +119,21 @@ pub async fn serve(state_dir: &Path, port: u16) -> Result<(), Error> {
     serve_on(listener, state_dir).await
 }
 
-/// Serves the UI and API for `state_dir` on an already bound listener.
+/// Serves the UI and API for `state_dir` on an already bound listener. Requests addressed to
+/// another host than the listener's address are refused (see [`router`]).
 pub async fn serve_on(listener: tokio::net::TcpListener, state_dir: &Path) -> Result<(), Error> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(url = %format!("http://{addr}/"), state_dir = %state_dir.display(), "weir ui serving");
-    }
-    axum::serve(listener, router(state_dir))
+    serve_with(listener, state_dir, Options::default()).await
+}
+
+/// [`serve_on`] with other limits.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state_dir: &Path,
+    options: Options,
+) -> Result<(), Error> {
+    let addr = listener.local_addr().map_err(Error::Serve)?;
+    tracing::info!(url = %format!("http://{addr}/"), state_dir = %state_dir.display(), "weir ui serving");
+    axum::serve(listener, router_with(state_dir, addr, options))
         .await
         .map_err(Error::Serve)
 }

@@ -108,15 +108,23 @@ fn state() -> &'static Path {
         .path()
 }
 
+/// The address the in-process router is told it is served on; requests name it in `Host`.
+const ADDR: &str = "127.0.0.1:8080";
+
 fn app() -> Router {
-    weir_server::router(state())
+    weir_server::router(state(), ADDR.parse().unwrap())
 }
 
 /// GET `uri`: status, JSON body (or the text as a JSON string), body size.
 async fn get(app: &Router, uri: &str) -> (StatusCode, Value, usize) {
     let res = app
         .clone()
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get(uri)
+                .header("host", ADDR)
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     let status = res.status();
@@ -355,6 +363,7 @@ async fn action_detail_timeline_utilization_and_events() {
         inputs["size"]
     );
     assert!(inputs["size"].as_u64().unwrap() > 64 * 1024);
+    assert_eq!(inputs["hash_checked"], true, "read whole, so checked");
     // its JSON is larger than a page: a truncated preview
     assert_eq!(inputs["truncated"], true);
     let preview = inputs["preview"].as_str().unwrap();
@@ -485,7 +494,7 @@ async fn action_detail_timeline_utilization_and_events() {
 async fn missing_state_is_a_404_with_a_hint_and_nothing_is_created() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("not-yet");
-    let app = weir_server::router(&empty);
+    let app = weir_server::router(&empty, ADDR.parse().unwrap());
     error(
         &app,
         "/api/runs",

@@ -453,7 +453,10 @@ class RunPage {
     const now = Date.now() * 1000;
     const payload = (p) => {
       if (!p) return h('div', { class: 'muted' }, 'none');
-      const meta = h('div', { class: 'muted' }, `${fmtN(p.size)} bytes${p.offloaded ? ` · offloaded to ${p.offloaded}` : ''}${p.truncated ? ' · truncated' : ''}`);
+      const where = p.offloaded ? ` · offloaded to ${p.offloaded}` : '';
+      const meta = h('div', { class: 'muted' }, p.truncated
+        ? `truncated (${fmtN(p.size)} bytes)${where} · the beginning is shown; \`weir get io\` prints it all`
+        : `${fmtN(p.size)} bytes${where}`);
       if (p.note) return h('div', {}, meta, h('div', { class: 'muted' }, p.note));
       return h('div', {}, meta, h('pre', {}, p.truncated ? p.preview : JSON.stringify(p.value, null, 2)));
     };
