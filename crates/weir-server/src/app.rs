@@ -271,6 +271,7 @@ pub(crate) fn action_json(row: &UiAction) -> Value {
         "queue_us": duration(Some(a.queued_at), a.started_at),
         "run_us": duration(a.started_at, a.ended_at),
         "cache_hit": a.cache_hit,
+        "recovered": a.recovered,
         "has_children": row.has_children,
         "error": a.error.as_ref().map(|f| truncate(&f.message, MAX_ROW_ERROR)),
     })

@@ -275,6 +275,7 @@ async fn children_fold_into_groups_whose_members_page() {
         "queue_us",
         "run_us",
         "cache_hit",
+        "recovered",
         "kind",
     ] {
         assert!(!row[field].is_null(), "row has {field}: {row}");

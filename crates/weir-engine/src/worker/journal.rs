@@ -238,3 +238,44 @@ impl Journal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_rejected_completions_costs_a_counter_not_a_line_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::new(dir.path().to_path_buf());
+        let why = |lease: u64| (lease, format!("lease {lease} was fenced off"));
+        // 250 000 rejections in batches of 1 000, within one period.
+        for batch in 0..250u64 {
+            let rejected: Vec<_> = (0..1000).map(|i| why(batch * 1000 + i)).collect();
+            journal.rejected("env", "w1", &rejected);
+        }
+        let text = std::fs::read_to_string(dir.path().join("decisions.jsonl")).unwrap();
+        assert_eq!(
+            text.lines().count(),
+            1,
+            "only the first is recorded at once"
+        );
+        assert!(text.contains("lease 0 was fenced off"), "{text}");
+        // The rest is recorded as one counted line once the period has passed.
+        journal.rejections.last = Some(std::time::Instant::now() - REJECTION_PERIOD);
+        journal.flush_rejections();
+        let text = std::fs::read_to_string(dir.path().join("decisions.jsonl")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[1].contains("lease 1000 was fenced off")
+                && lines[1].contains("and 248999 more rejected"),
+            "{}",
+            lines[1]
+        );
+        // Nothing pending: nothing more is written.
+        journal.rejections.last = Some(std::time::Instant::now() - REJECTION_PERIOD);
+        journal.flush_rejections();
+        let text = std::fs::read_to_string(dir.path().join("decisions.jsonl")).unwrap();
+        assert_eq!(text.lines().count(), 2);
+    }
+}

@@ -368,7 +368,9 @@ class Tree {
       h('span', { class: 'num', title: 'attempts' }, row.attempts),
       h('span', { class: 'num', title: 'queue wait' }, fmtDur(queue_us)),
       h('span', { class: 'num', title: 'run time' }, fmtDur(run_us)),
-      h('span', { title: 'cache hit' }, row.cache_hit ? h('span', { class: 'hit' }, 'hit') : ''),
+      h('span', { title: 'cache hit, or recovered from an earlier run' },
+        row.cache_hit ? h('span', { class: 'hit' }, 'hit')
+          : row.recovered ? h('span', { class: 'hit' }, 'recovered') : ''),
       h('span', { class: 'err', title: row.error || '' }, row.error || ''));
   }
   // Live update: keep what is shown, refetch group counts of expanded blocks and visible pages.
@@ -470,7 +472,8 @@ class RunPage {
         h('dt', {}, 'parent'), h('dd', { class: 'mono' }, d.id === d.parent ? '— (root)' : d.parent),
         h('dt', {}, 'children'), h('dd', {}, fmtN(d.children)),
         h('dt', {}, 'attempts'), h('dd', {}, d.attempts),
-        h('dt', {}, 'cache'), h('dd', {}, d.cache_hit ? h('span', { class: 'hit' }, 'hit') : 'miss'),
+        h('dt', {}, 'cache'), h('dd', {}, d.cache_hit ? h('span', { class: 'hit' }, 'hit')
+          : d.recovered ? h('span', { class: 'hit' }, 'recovered from an earlier run') : 'miss'),
         h('dt', {}, 'queued'), h('dd', {}, fmtTime(d.queued_at)),
         h('dt', {}, 'started'), h('dd', {}, fmtTime(d.started_at) || '—'),
         h('dt', {}, 'ended'), h('dd', {}, fmtTime(d.ended_at) || '—')),
