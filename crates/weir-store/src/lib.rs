@@ -49,6 +49,15 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// A database server (the PostgreSQL store's) failed or could not be reached.
+    #[error("state database {what}: {source}")]
+    Database {
+        /// What was being done, and where (server and schema).
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// There is no weir state at the given directory.
     #[error(
         "no weir state in {0} (nothing has run there yet; pass --state-dir to point elsewhere)"
@@ -102,6 +111,19 @@ pub enum Error {
         /// Its claim's epoch.
         epoch: u64,
     },
+}
+
+/// How rows hold payloads and reuse, shared by the backends so that they store the same
+/// values: a payload is either inline bytes or a reference `SIZE#HASH:PATH` (`SIZE:PATH` in
+/// rows written before hashes were kept); the `cache_hit` column is `0` ran, [`REUSED_CACHE`]
+/// (a cache hit) or [`REUSED_RECOVERED`] (recovered from an earlier run).
+///
+/// [`REUSED_CACHE`]: columns::REUSED_CACHE
+/// [`REUSED_RECOVERED`]: columns::REUSED_RECOVERED
+pub mod columns {
+    pub use crate::sqlite::rows::{
+        REUSED_CACHE, REUSED_RECOVERED, join as payload_from_columns, split as payload_to_columns,
+    };
 }
 
 /// Result of store operations.
