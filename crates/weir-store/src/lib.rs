@@ -4,13 +4,14 @@
 //! door to state: an ordered stream of writes ([`WriteOp`]) applied in group commits, whose
 //! commits are reported by [`Ticket`]s (nothing of the caller runs on the writer); async reads
 //! behind recovery, the cache, the CLI and the UI; and run ownership by owner id and epoch.
-//! [`SqliteStore`] is the embedded backend; a PostgreSQL backend implements the same trait and
-//! runs the same conformance suite (`tests/conformance.rs`).
+//! [`SqliteStore`] is the embedded backend; the PostgreSQL backend (crate
+//! `weir-store-postgres`) implements the same trait and runs the same conformance suite
+//! (`tests/suite`, run by each backend's `tests/conformance.rs`).
 //!
 //! ## Why rusqlite
 //! The embedded backend uses `rusqlite` (bundled SQLite) directly: the hot path is one writer
 //! thread doing group commits with cached prepared statements, which rusqlite does with no async
-//! overhead. The PostgreSQL backend will use `tokio-postgres` rather than `sqlx`, since `sqlx`
+//! overhead. The PostgreSQL backend uses `tokio-postgres` rather than `sqlx`, since `sqlx`
 //! also links SQLite and only resolves next to old rusqlite releases.
 //!
 //! ## Durability

@@ -8,10 +8,11 @@
 //! Covered: write ordering within and across group commits, tickets resolving only after the
 //! commit (visible to another connection), the sync barrier, run creation refusing a taken
 //! name, ownership by compare-and-set with writes of a superseded owner refused, cache scope,
-//! recovery reads (payloads, failed attempts, creation order, paging), settings; the work
-//! queue: leases never given twice (four stores leasing at once), fenced completion,
-//! heartbeats extending leases, the reaper's system retries, environments kept apart, worker
-//! records.
+//! recovery reads (payloads, failed attempts, creation order, paging), an abort cancelling the
+//! live actions queued before it (within one batch too), a finished run and run filters,
+//! settings; the work queue: leases never given twice (four stores leasing at once), fenced
+//! completion, heartbeats extending leases, the reaper's system retries, environments kept
+//! apart, worker records.
 
 #![allow(dead_code)]
 
@@ -64,6 +65,7 @@ macro_rules! all_conformance_tests {
             leases_are_never_given_twice,
             completions_are_fenced_and_the_reaper_requeues_expired_leases,
             workers_are_recorded_and_heartbeats_refresh_them,
+            an_abort_cancels_the_live_actions_queued_before_it_and_a_run_finishes,
         );
     };
 }
@@ -586,4 +588,90 @@ pub async fn workers_are_recorded_and_heartbeats_refresh_them(fx: &dyn Fixture) 
         assert_eq!(all[0].seen_at, 50);
         assert_eq!(all[0].version, "abc123");
     }
+}
+
+pub async fn an_abort_cancels_the_live_actions_queued_before_it_and_a_run_finishes(
+    fx: &dyn Fixture,
+) {
+    let backend = fx.name();
+    let store = fx.open();
+    let (run, _) = store.create_run(new_run("abort", "me")).await.unwrap();
+    store.write(insert(run.id, 1));
+    store.write(insert(run.id, 2));
+    store
+        .commit(WriteOp::FinishAction {
+            run: run.id,
+            id: ActionId(2),
+            status: ActionStatus::Succeeded,
+            output: Some(Payload::Inline(vec![2])),
+            error: None,
+            cache_hit: true,
+            ended_at: 3,
+        })
+        .await
+        .unwrap();
+    // Within one batch: 3 is queued before the abort, 4 after it.
+    store.write(insert(run.id, 3));
+    store.write(WriteOp::CancelLiveActions {
+        run: run.id,
+        error: failure(0),
+        ended_at: 10,
+    });
+    store.write(insert(run.id, 4));
+    store
+        .commit(WriteOp::FinishRun {
+            run: run.id,
+            status: RunStatus::Aborted,
+            output: None,
+            error: Some(failure(0)),
+            ended_at: 11,
+        })
+        .await
+        .unwrap();
+    let status = |id: u64| {
+        let store = store.clone();
+        async move {
+            store
+                .action(run.id, ActionId(id))
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+        }
+    };
+    assert_eq!(status(1).await, ActionStatus::Cancelled, "{backend}");
+    assert_eq!(status(3).await, ActionStatus::Cancelled, "{backend}");
+    assert_eq!(status(0).await, ActionStatus::Cancelled, "{backend}");
+    assert_eq!(status(4).await, ActionStatus::Queued, "{backend}");
+    let done = store.action(run.id, ActionId(2)).await.unwrap().unwrap();
+    assert_eq!(done.status, ActionStatus::Succeeded);
+    assert!(done.cache_hit && !done.recovered, "{done:?}");
+    assert_eq!(done.output, Some(Payload::Inline(vec![2])));
+    let cancelled = store.action(run.id, ActionId(1)).await.unwrap().unwrap();
+    assert_eq!(cancelled.ended_at, Some(10));
+    assert_eq!(cancelled.error.map(|f| f.message), Some("boom".to_string()));
+    let rec = store.run_by_name("abort").await.unwrap();
+    assert_eq!(rec.status, RunStatus::Aborted);
+    assert_eq!(rec.ended_at, Some(11));
+    assert_eq!(rec.error.map(|f| f.message), Some("boom".to_string()));
+    let aborted = store
+        .list_runs(&RunFilter {
+            status: Some(RunStatus::Aborted),
+            name_contains: Some("bor".into()),
+            limit: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(aborted[0].actions.get("cancelled"), Some(&3));
+    assert!(
+        store
+            .list_runs(&RunFilter {
+                status: Some(RunStatus::Running),
+                ..RunFilter::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
