@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use weir_core::{ActionId, ActionStatus};
 use weir_store::{Error, Store};
 use weir_store_postgres::{PostgresOptions, PostgresStore, SCHEMA_VERSION};
 
@@ -144,4 +145,65 @@ async fn postgres_writes_after_close_are_refused_and_an_unreachable_server_is_an
     .unwrap_err();
     assert!(matches!(err, Error::Database { .. }), "{err}");
     assert!(err.to_string().contains("connecting"), "{err}");
+}
+
+/// Statuses of actions `1..=n`.
+async fn statuses(store: &dyn Store, run: weir_store::RunId, n: u64) -> Vec<ActionStatus> {
+    let mut out = Vec::new();
+    for id in 1..=n {
+        let rec = store.action(run, ActionId(id)).await.unwrap().unwrap();
+        out.push(rec.status);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_takeover_racing_the_writer_lets_no_old_write_land_after_it() {
+    let pg = Postgres::new();
+    let a = Arc::new(pg.connect());
+    let b = pg.connect();
+    let (run, _) = a.create_run(suite::new_run("raced", "a")).await.unwrap();
+    let n = 300;
+    for id in 1..=n {
+        a.write(suite::insert(run.id, id));
+    }
+    a.sync().await.unwrap();
+    // The first owner finishes its actions one commit at a time while another takes it over.
+    let writing = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let mut committed = Vec::new();
+            for id in 1..=n {
+                let ticket = a.commit(suite::finish(run.id, id, ActionStatus::Succeeded, Some(1)));
+                committed.push(match ticket.await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        assert!(matches!(*e, Error::RunOwned { .. }), "{e}");
+                        false
+                    }
+                });
+            }
+            committed
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    b.claim_run(run.id, "b".into(), 1).await.unwrap();
+    let at_takeover = statuses(&b, run.id, n).await;
+    let committed = writing.await.unwrap();
+    let after = statuses(&b, run.id, n).await;
+    // Nothing of the first owner landed after the takeover...
+    assert_eq!(at_takeover, after);
+    // ...and a ticket said Ok exactly for the writes that landed.
+    for (i, ok) in committed.iter().enumerate() {
+        let landed = after[i] == ActionStatus::Succeeded;
+        assert_eq!(*ok, landed, "action {}", i + 1);
+    }
+    assert!(
+        committed.iter().any(|ok| *ok),
+        "the takeover came before any write"
+    );
+    assert!(
+        !committed.iter().all(|ok| *ok),
+        "the takeover came after every write"
+    );
 }

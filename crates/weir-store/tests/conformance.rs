@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use weir_store::{Error, NewRun, Payload, SqliteStore, Store, StoreOptions};
+use weir_store::{Error, SqliteStore, Store, StoreOptions};
 
 #[path = "suite/mod.rs"]
 mod suite;
@@ -33,16 +33,6 @@ impl suite::Fixture for Sqlite {
 
 suite::all_conformance_tests!(Sqlite::new());
 
-fn new_run(name: &str, owner: &str) -> NewRun {
-    NewRun {
-        name: name.into(),
-        task: "env.root".into(),
-        inputs: Payload::Inline(vec![1, 2, 3]),
-        context: serde_json::json!({"labels": {}}),
-        owner: owner.into(),
-    }
-}
-
 #[tokio::test]
 async fn sqlite_migrates_schema_1_and_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
@@ -67,7 +57,7 @@ async fn sqlite_migrates_schema_1_and_refuses_a_newer_schema() {
     let store = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap();
     let old = store.run_by_name("old").await.unwrap();
     assert_eq!((old.owner.as_str(), old.epoch), ("pid 4242", 1));
-    let (_, claim) = store.create_run(new_run("new", "me")).await.unwrap();
+    let (_, claim) = store.create_run(suite::new_run("new", "me")).await.unwrap();
     assert_eq!(claim.epoch, 1);
     store.close().unwrap();
     drop(store);

@@ -72,7 +72,7 @@ macro_rules! all_conformance_tests {
 
 pub(crate) use {all_conformance_tests, conformance_tests};
 
-fn new_run(name: &str, owner: &str) -> NewRun {
+pub fn new_run(name: &str, owner: &str) -> NewRun {
     NewRun {
         name: name.into(),
         task: "env.root".into(),
@@ -82,7 +82,7 @@ fn new_run(name: &str, owner: &str) -> NewRun {
     }
 }
 
-fn insert(run: weir_store::RunId, id: u64) -> WriteOp {
+pub fn insert(run: weir_store::RunId, id: u64) -> WriteOp {
     WriteOp::InsertAction {
         run,
         id: ActionId(id),
@@ -99,7 +99,12 @@ fn insert(run: weir_store::RunId, id: u64) -> WriteOp {
     }
 }
 
-fn finish(run: weir_store::RunId, id: u64, status: ActionStatus, output: Option<u8>) -> WriteOp {
+pub fn finish(
+    run: weir_store::RunId,
+    id: u64,
+    status: ActionStatus,
+    output: Option<u8>,
+) -> WriteOp {
     WriteOp::FinishAction {
         run,
         id: ActionId(id),
@@ -111,7 +116,7 @@ fn finish(run: weir_store::RunId, id: u64, status: ActionStatus, output: Option<
     }
 }
 
-fn failure(id: u64) -> Failure {
+pub fn failure(id: u64) -> Failure {
     Failure {
         action_id: ActionId(id).to_string(),
         task: "env.child".into(),
@@ -344,7 +349,7 @@ pub async fn ownership_is_compare_and_set_and_a_superseded_owner_writes_nothing(
     }
 }
 
-fn entry(key: &str, project: &str, task: &str, byte: u8) -> CacheEntry {
+pub fn entry(key: &str, project: &str, task: &str, byte: u8) -> CacheEntry {
     CacheEntry {
         key: key.into(),
         project: project.into(),
@@ -458,7 +463,7 @@ pub async fn settings_round_trip(fx: &dyn Fixture) {
     }
 }
 
-fn queued(run: RunId, action: u64, env: &str) -> QueuedAttempt {
+pub fn queued(run: RunId, action: u64, env: &str) -> QueuedAttempt {
     QueuedAttempt {
         run,
         action: ActionId(action),
