@@ -207,3 +207,68 @@ async fn postgres_a_takeover_racing_the_writer_lets_no_old_write_land_after_it()
         "the takeover came after every write"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_group_commits_many_writes_in_order() {
+    let pg = Postgres::new();
+    let store = pg.connect();
+    let (run, _) = store
+        .create_run(suite::new_run("many", "me"))
+        .await
+        .unwrap();
+    let n = 20_000u64;
+    let started = std::time::Instant::now();
+    for id in 1..=n {
+        store.write(suite::insert(run.id, id));
+        store.write(weir_store::WriteOp::StartAttempt {
+            run: run.id,
+            id: ActionId(id),
+            attempt: 1,
+            started_at: 2,
+        });
+        if id % 2 == 0 {
+            store.write(suite::finish(run.id, id, ActionStatus::Succeeded, Some(1)));
+        }
+    }
+    store.sync().await.unwrap();
+    let unawaited = started.elapsed();
+    let started = std::time::Instant::now();
+    for id in 1..=200 {
+        store
+            .commit(suite::finish(run.id, id, ActionStatus::Failed, None))
+            .await
+            .unwrap();
+    }
+    let awaited = started.elapsed();
+    eprintln!(
+        "{} unawaited writes committed in {unawaited:?}; 200 awaited commits one after another in {awaited:?}",
+        n * 5 / 2
+    );
+    let actions = store
+        .list_actions(
+            run.id,
+            weir_store::Page {
+                offset: 0,
+                limit: 30_000,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(actions.len() as u64, n + 1);
+    // Creation order: the root, then 1..=n.
+    assert!(
+        actions
+            .iter()
+            .enumerate()
+            .all(|(i, a)| a.id == ActionId(i as u64))
+    );
+    for a in &actions[1..] {
+        let expected = match a.id.0 {
+            1..=200 => ActionStatus::Failed,
+            id if id % 2 == 0 => ActionStatus::Succeeded,
+            _ => ActionStatus::Running,
+        };
+        assert_eq!(a.status, expected, "{a:?}");
+        assert_eq!(a.attempts, 1);
+    }
+}
