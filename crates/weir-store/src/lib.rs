@@ -4,13 +4,14 @@
 //! door to state: an ordered stream of writes ([`WriteOp`]) applied in group commits, whose
 //! commits are reported by [`Ticket`]s (nothing of the caller runs on the writer); async reads
 //! behind recovery, the cache, the CLI and the UI; and run ownership by owner id and epoch.
-//! [`SqliteStore`] is the embedded backend; a PostgreSQL backend implements the same trait and
-//! runs the same conformance suite (`tests/conformance.rs`).
+//! [`SqliteStore`] is the embedded backend; the PostgreSQL backend (crate
+//! `weir-store-postgres`) implements the same trait and runs the same conformance suite
+//! (`tests/suite`, run by each backend's `tests/conformance.rs`).
 //!
 //! ## Why rusqlite
 //! The embedded backend uses `rusqlite` (bundled SQLite) directly: the hot path is one writer
 //! thread doing group commits with cached prepared statements, which rusqlite does with no async
-//! overhead. The PostgreSQL backend will use `tokio-postgres` rather than `sqlx`, since `sqlx`
+//! overhead. The PostgreSQL backend uses `tokio-postgres` rather than `sqlx`, since `sqlx`
 //! also links SQLite and only resolves next to old rusqlite releases.
 //!
 //! ## Durability
@@ -48,6 +49,15 @@ pub enum Error {
         /// The underlying error.
         #[source]
         source: rusqlite::Error,
+    },
+    /// A database server (the PostgreSQL store's) failed or could not be reached.
+    #[error("state database {what}: {source}")]
+    Database {
+        /// What was being done, and where (server and schema).
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// There is no weir state at the given directory.
     #[error(
@@ -102,6 +112,19 @@ pub enum Error {
         /// Its claim's epoch.
         epoch: u64,
     },
+}
+
+/// How rows hold payloads and reuse, shared by the backends so that they store the same
+/// values: a payload is either inline bytes or a reference `SIZE#HASH:PATH` (`SIZE:PATH` in
+/// rows written before hashes were kept); the `cache_hit` column is `0` ran, [`REUSED_CACHE`]
+/// (a cache hit) or [`REUSED_RECOVERED`] (recovered from an earlier run).
+///
+/// [`REUSED_CACHE`]: columns::REUSED_CACHE
+/// [`REUSED_RECOVERED`]: columns::REUSED_RECOVERED
+pub mod columns {
+    pub use crate::sqlite::rows::{
+        REUSED_CACHE, REUSED_RECOVERED, join as payload_from_columns, split as payload_to_columns,
+    };
 }
 
 /// Result of store operations.

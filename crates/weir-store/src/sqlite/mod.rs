@@ -5,7 +5,7 @@
 mod queue;
 pub(crate) mod readonly;
 mod reads;
-mod rows;
+pub(crate) mod rows;
 mod writer;
 
 use std::path::{Path, PathBuf};

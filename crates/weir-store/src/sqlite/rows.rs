@@ -5,7 +5,8 @@ use weir_core::{ActionId, ActionStatus, Failure};
 
 use crate::{ActionKind, ActionRecord, CacheEntry, Payload, RunRecord, RunStatus};
 
-pub(super) fn split(p: &Payload) -> (Option<&[u8]>, Option<String>) {
+/// A payload's two columns: inline bytes, or a reference `SIZE#HASH:PATH`.
+pub fn split(p: &Payload) -> (Option<&[u8]>, Option<String>) {
     match p {
         Payload::Inline(b) => (Some(b), None),
         // `SIZE#HASH:PATH` (`SIZE:PATH` in rows written before hashes were kept: a size is
@@ -28,7 +29,7 @@ pub(super) fn split_opt(p: &Option<Payload>) -> (Option<&[u8]>, Option<String>) 
 }
 
 /// A payload from its two columns (`inputs`/`inputs_ref`, `output`/`output_ref`).
-pub(crate) fn join(blob: Option<Vec<u8>>, reference: Option<String>) -> Option<Payload> {
+pub fn join(blob: Option<Vec<u8>>, reference: Option<String>) -> Option<Payload> {
     if let Some(r) = reference {
         let (head, path) = r.split_once(':')?;
         let (size, hash) = match head.split_once('#') {
@@ -88,9 +89,9 @@ pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
 
 /// The `cache_hit` column says how a succeeded action got its output without running: `0` it
 /// ran, `1` a cache hit, `2` recovered from an earlier run (`rerun --recover`).
-pub(crate) const REUSED_CACHE: i64 = 1;
+pub const REUSED_CACHE: i64 = 1;
 /// See [`REUSED_CACHE`].
-pub(crate) const REUSED_RECOVERED: i64 = 2;
+pub const REUSED_RECOVERED: i64 = 2;
 
 pub(crate) const ACTION_COLUMNS: &str = "id, parent, task, grp, kind, status, attempts, queued_at, started_at, ended_at, cache_hit, error";
 

@@ -1,0 +1,197 @@
+//! The work queue on PostgreSQL: leases taken with `FOR UPDATE SKIP LOCKED` (two stores never
+//! lease the same attempt, nor wait for each other), lease ids from the sequence `lease_seq`
+//! (never reused: fencing tokens), completion by (lease, worker) in one statement.
+
+use tokio_postgres::Row;
+use weir_core::ActionId;
+use weir_store::{Lease, QueuedAttempt, Reaped, Result, RunId, WorkerRecord};
+
+use crate::Inner;
+
+fn attempt_from(r: &Row) -> QueuedAttempt {
+    QueuedAttempt {
+        run: RunId(r.get(0)),
+        action: ActionId(r.get::<_, i64>(1) as u64),
+        attempt: r.get::<_, i64>(2) as u32,
+        env: r.get(3),
+        task: r.get(4),
+    }
+}
+
+impl Inner {
+    pub(crate) async fn enqueue(&self, a: &QueuedAttempt, now: i64) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO queue(run, action, attempt, env, task, enqueued_at)
+                 VALUES($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT(run, action) DO UPDATE SET attempt = excluded.attempt,
+                   env = excluded.env, task = excluded.task, enqueued_at = excluded.enqueued_at,
+                   seq = nextval('queue_seq'), lease = NULL, worker = NULL, expires_at = NULL,
+                   system_retries = 0",
+                &[
+                    &a.run.0,
+                    &a.action.as_i64(),
+                    &(a.attempt as i64),
+                    &a.env,
+                    &a.task,
+                    &now,
+                ],
+            )
+            .await
+            .map(|_| ())
+            .map_err(self.err("queueing an attempt"))
+    }
+
+    pub(crate) async fn lease(
+        &self,
+        worker: &str,
+        env: &str,
+        max: u32,
+        now: i64,
+        ttl_us: i64,
+    ) -> Result<Vec<Lease>> {
+        let client = self.client().await?;
+        let expires_at = now + ttl_us;
+        let rows = client
+            .query(
+                "WITH picked AS (
+                   SELECT run, action FROM queue WHERE env = $1 AND lease IS NULL
+                   ORDER BY enqueued_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+                 UPDATE queue q SET lease = nextval('lease_seq'), worker = $3, expires_at = $4
+                 FROM picked WHERE q.run = picked.run AND q.action = picked.action
+                 RETURNING q.run, q.action, q.attempt, q.env, q.task, q.system_retries, q.lease,
+                   q.enqueued_at, q.seq",
+                &[&env, &(max as i64), &worker, &expires_at],
+            )
+            .await
+            .map_err(self.err("leasing attempts"))?;
+        let mut leased: Vec<(i64, i64, Lease)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, i64>(7),
+                    r.get::<_, i64>(8),
+                    Lease {
+                        id: r.get::<_, i64>(6) as u64,
+                        worker: worker.to_string(),
+                        expires_at,
+                        system_retries: r.get::<_, i64>(5) as u32,
+                        attempt: attempt_from(r),
+                    },
+                )
+            })
+            .collect();
+        // Oldest first.
+        leased.sort_by_key(|(at, seq, _)| (*at, *seq));
+        Ok(leased.into_iter().map(|(_, _, l)| l).collect())
+    }
+
+    pub(crate) async fn heartbeat(&self, worker: &str, now: i64, ttl_us: i64) -> Result<u64> {
+        let e = self.err("recording a heartbeat");
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(&e)?;
+        tx.execute(
+            "UPDATE workers SET seen_at = $2 WHERE id = $1",
+            &[&worker, &now],
+        )
+        .await
+        .map_err(&e)?;
+        let n = tx
+            .execute(
+                "UPDATE queue SET expires_at = $2 WHERE worker = $1 AND lease IS NOT NULL",
+                &[&worker, &(now + ttl_us)],
+            )
+            .await
+            .map_err(&e)?;
+        tx.commit().await.map_err(&e)?;
+        Ok(n)
+    }
+
+    pub(crate) async fn complete(&self, lease: u64, worker: &str) -> Result<Option<QueuedAttempt>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "DELETE FROM queue WHERE lease = $1 AND worker = $2
+                 RETURNING run, action, attempt, env, task",
+                &[&(lease as i64), &worker],
+            )
+            .await
+            .map_err(self.err("completing an attempt"))?;
+        Ok(row.as_ref().map(attempt_from))
+    }
+
+    pub(crate) async fn reap(&self, now: i64, max_system_retries: u32) -> Result<Reaped> {
+        let e = self.err("reaping expired leases");
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(&e)?;
+        let max = max_system_retries as i64;
+        let gave_up = tx
+            .query(
+                "DELETE FROM queue WHERE lease IS NOT NULL AND expires_at <= $1
+                   AND system_retries + 1 > $2
+                 RETURNING run, action, attempt, env, task, enqueued_at, seq",
+                &[&now, &max],
+            )
+            .await
+            .map_err(&e)?;
+        let requeued = tx
+            .query(
+                "UPDATE queue SET lease = NULL, worker = NULL, expires_at = NULL,
+                   system_retries = system_retries + 1
+                 WHERE lease IS NOT NULL AND expires_at <= $1
+                 RETURNING run, action, attempt, env, task, enqueued_at, seq",
+                &[&now],
+            )
+            .await
+            .map_err(&e)?;
+        tx.commit().await.map_err(&e)?;
+        let oldest_first = |rows: Vec<Row>| {
+            let mut v: Vec<_> = rows
+                .iter()
+                .map(|r| ((r.get::<_, i64>(5), r.get::<_, i64>(6)), attempt_from(r)))
+                .collect();
+            v.sort_by_key(|(k, _)| *k);
+            v.into_iter().map(|(_, a)| a).collect()
+        };
+        Ok(Reaped {
+            requeued: oldest_first(requeued),
+            gave_up: oldest_first(gave_up),
+        })
+    }
+
+    pub(crate) async fn register_worker(&self, w: &WorkerRecord) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO workers(id, env, version, registered_at, seen_at) VALUES($1, $2, $3, $4, $5)
+                 ON CONFLICT(id) DO UPDATE SET env = excluded.env, version = excluded.version,
+                   seen_at = excluded.seen_at",
+                &[&w.id, &w.env, &w.version, &w.registered_at, &w.seen_at],
+            )
+            .await
+            .map(|_| ())
+            .map_err(self.err("registering a worker"))
+    }
+
+    pub(crate) async fn workers(&self) -> Result<Vec<WorkerRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, env, version, registered_at, seen_at FROM workers ORDER BY registered_at, id",
+                &[],
+            )
+            .await
+            .map_err(self.err("listing workers"))?;
+        Ok(rows
+            .iter()
+            .map(|r| WorkerRecord {
+                id: r.get(0),
+                env: r.get(1),
+                version: r.get(2),
+                registered_at: r.get(3),
+                seen_at: r.get(4),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,644 @@
+//! The write path: one task on its own connection takes queued writes in group commits (one
+//! transaction each) and resolves their tickets after `COMMIT`. Writes of a run this store
+//! claimed but another owner has claimed since are refused inside the transaction.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement, Transaction};
+use weir_core::{ActionId, ActionStatus, Failure};
+use weir_store::columns::{REUSED_CACHE, REUSED_RECOVERED, payload_to_columns};
+use weir_store::{ActionKind, Error, Payload, Promise, RunId, WriteOp};
+
+use crate::rows::failure_json;
+use crate::{Inner, open_client};
+
+/// A command for the writer.
+pub(crate) enum Cmd {
+    /// A write, and the promise of its ticket if someone waits for it.
+    Write(WriteOp, Option<Promise>),
+    /// Resolves once everything before it is committed.
+    Sync(Promise),
+}
+
+impl Cmd {
+    fn is_awaited(&self) -> bool {
+        match self {
+            Cmd::Write(_, Some(p)) | Cmd::Sync(p) => !p.is_abandoned(),
+            Cmd::Write(_, None) => false,
+        }
+    }
+}
+
+/// Longest time a write nobody waits for is held back to share a commit.
+const MAX_HOLD: Duration = Duration::from_millis(2);
+
+/// Prepared statements of the writer's connection.
+#[derive(Default)]
+struct Statements(HashMap<&'static str, Statement>);
+
+impl Statements {
+    async fn get(
+        &mut self,
+        tx: &Transaction<'_>,
+        sql: &'static str,
+    ) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(st) = self.0.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = tx.prepare(sql).await?;
+        self.0.insert(sql, st.clone());
+        Ok(st)
+    }
+}
+
+/// The writer task: runs until every sender is gone and the queue is drained.
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    mut client: Client,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    max_batch: usize,
+) {
+    let mut statements = Statements::default();
+    while let Some(first) = rx.recv().await {
+        let mut awaited = first.is_awaited();
+        let mut batch = vec![first];
+        let since = Instant::now();
+        loop {
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(cmd) => {
+                        awaited |= cmd.is_awaited();
+                        batch.push(cmd);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if awaited || batch.len() >= max_batch {
+                break;
+            }
+            let left = MAX_HOLD.saturating_sub(since.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, rx.recv()).await {
+                Ok(Some(cmd)) => {
+                    awaited |= cmd.is_awaited();
+                    batch.push(cmd);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if client.is_closed() {
+            match open_client(&inner.config).await {
+                Ok(c) => {
+                    client = c;
+                    statements = Statements::default();
+                }
+                Err(e) => {
+                    let err = Arc::new(inner.err("reconnecting the writer")(e));
+                    tracing::error!(error = %err, ops = batch.len(), "state commit failed");
+                    resolve(batch, &HashMap::new(), Err(err));
+                    continue;
+                }
+            }
+        }
+        let mut lost = HashMap::new();
+        let result = transact(&inner, &mut client, &mut statements, &batch, &mut lost)
+            .await
+            .map_err(|e| Arc::new(inner.err("committing writes")(e)));
+        if let Err(e) = &result {
+            tracing::error!(error = %e, ops = batch.len(), "state commit failed");
+            // A failed statement may have left a prepared one unknown to the server.
+            statements = Statements::default();
+        }
+        resolve(batch, &lost, result);
+    }
+}
+
+fn resolve(batch: Vec<Cmd>, lost: &HashMap<RunId, Arc<Error>>, result: Result<(), Arc<Error>>) {
+    for cmd in batch {
+        match cmd {
+            Cmd::Write(op, Some(promise)) => match op.run().and_then(|r| lost.get(&r)) {
+                Some(refusal) => promise.resolve(Err(refusal.clone())),
+                None => promise.resolve(result.clone()),
+            },
+            Cmd::Write(_, None) => {}
+            Cmd::Sync(promise) => promise.resolve(result.clone()),
+        }
+    }
+}
+
+/// One transaction: the ownership check and the writes.
+async fn transact(
+    inner: &Inner,
+    client: &mut Client,
+    statements: &mut Statements,
+    batch: &[Cmd],
+    lost: &mut HashMap<RunId, Arc<Error>>,
+) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    // The runs of this batch this store claimed, with the epoch of its claim.
+    let mine: Vec<(RunId, u64)> = {
+        let claims = inner.claims.lock();
+        let mut seen = HashSet::new();
+        batch
+            .iter()
+            .filter_map(|cmd| match cmd {
+                Cmd::Write(op, _) => op.run(),
+                Cmd::Sync(_) => None,
+            })
+            .filter(|run| seen.insert(*run))
+            .filter_map(|run| claims.get(&run).map(|epoch| (run, *epoch)))
+            .collect()
+    };
+    if !mine.is_empty() {
+        let ids: Vec<i64> = mine.iter().map(|(r, _)| r.0).collect();
+        // `FOR SHARE`: a takeover (an UPDATE of the row) waits for this commit, so no claim
+        // lands between the check and the writes.
+        let st = statements
+            .get(
+                &tx,
+                "SELECT id, name, owner, epoch FROM runs WHERE id = ANY($1) ORDER BY id FOR SHARE",
+            )
+            .await?;
+        for row in tx.query(&st, &[&ids]).await? {
+            let run = RunId(row.get(0));
+            let epoch = row.get::<_, i64>(3) as u64;
+            let claimed = mine.iter().find(|(r, _)| *r == run).map(|(_, e)| *e);
+            if claimed.is_some_and(|c| c != epoch) {
+                let (name, owner): (String, String) = (row.get(1), row.get(2));
+                tracing::warn!(
+                    run = name,
+                    owner,
+                    epoch,
+                    "run taken over by another engine: its writes from here are refused"
+                );
+                lost.insert(
+                    run,
+                    Arc::new(Error::RunOwned {
+                        run: name,
+                        owner,
+                        epoch,
+                    }),
+                );
+            }
+        }
+    }
+    apply_batch(&tx, statements, batch, lost).await?;
+    tx.commit().await
+}
+
+/// An action row assembled from the writes of one batch: an action that is queued, started and
+/// finished within one group commit is one row of one multi-row upsert.
+struct MergedRow<'a> {
+    run: RunId,
+    id: ActionId,
+    parent: ActionId,
+    task: &'a str,
+    group: Option<&'a str>,
+    kind: ActionKind,
+    status: ActionStatus,
+    attempts: u32,
+    queued_at: i64,
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+    /// The `cache_hit` column: 0 ran, 1 cache hit, 2 recovered.
+    reused: i64,
+    inputs: &'a Payload,
+    output: Option<&'a Payload>,
+    error: Option<&'a Failure>,
+}
+
+async fn apply_batch(
+    tx: &Transaction<'_>,
+    statements: &mut Statements,
+    batch: &[Cmd],
+    lost: &HashMap<RunId, Arc<Error>>,
+) -> Result<(), tokio_postgres::Error> {
+    let mut rows: Vec<MergedRow<'_>> = Vec::new();
+    let mut pending: HashMap<(RunId, ActionId), usize> = HashMap::new();
+    for cmd in batch {
+        let Cmd::Write(op, _) = cmd else { continue };
+        if op.run().is_some_and(|r| lost.contains_key(&r)) {
+            continue;
+        }
+        match op {
+            WriteOp::InsertAction {
+                run,
+                id,
+                parent,
+                task,
+                group,
+                kind,
+                inputs,
+                queued_at,
+            } => {
+                let row = MergedRow {
+                    run: *run,
+                    id: *id,
+                    parent: *parent,
+                    task,
+                    group: group.as_deref(),
+                    kind: *kind,
+                    status: ActionStatus::Queued,
+                    attempts: 0,
+                    queued_at: *queued_at,
+                    started_at: None,
+                    ended_at: None,
+                    reused: 0,
+                    inputs,
+                    output: None,
+                    error: None,
+                };
+                match pending.get(&(*run, *id)) {
+                    Some(&i) => rows[i] = row,
+                    None => {
+                        pending.insert((*run, *id), rows.len());
+                        rows.push(row);
+                    }
+                }
+            }
+            WriteOp::RecoverAction {
+                run,
+                id,
+                parent,
+                task,
+                group,
+                kind,
+                inputs,
+                output,
+                at,
+            } => {
+                let row = MergedRow {
+                    run: *run,
+                    id: *id,
+                    parent: *parent,
+                    task,
+                    group: group.as_deref(),
+                    kind: *kind,
+                    status: ActionStatus::Succeeded,
+                    attempts: 0,
+                    queued_at: *at,
+                    started_at: None,
+                    ended_at: Some(*at),
+                    reused: REUSED_RECOVERED,
+                    inputs,
+                    output: Some(output),
+                    error: None,
+                };
+                match pending.get(&(*run, *id)) {
+                    Some(&i) => rows[i] = row,
+                    None => {
+                        pending.insert((*run, *id), rows.len());
+                        rows.push(row);
+                    }
+                }
+            }
+            WriteOp::StartAttempt {
+                run,
+                id,
+                attempt,
+                started_at,
+            } if pending.contains_key(&(*run, *id)) => {
+                let row = &mut rows[pending[&(*run, *id)]];
+                row.status = ActionStatus::Running;
+                row.attempts = *attempt;
+                row.started_at = Some(*started_at);
+            }
+            WriteOp::FinishAction {
+                run,
+                id,
+                status,
+                output,
+                error,
+                cache_hit,
+                ended_at,
+            } if pending.contains_key(&(*run, *id)) => {
+                let row = &mut rows[pending[&(*run, *id)]];
+                row.status = *status;
+                row.output = output.as_ref();
+                row.error = error.as_ref();
+                row.reused = if *cache_hit { REUSED_CACHE } else { 0 };
+                row.ended_at = Some(*ended_at);
+            }
+            WriteOp::FailAttempt {
+                run,
+                id,
+                retrying: true,
+                ..
+            } if pending.contains_key(&(*run, *id)) => {
+                rows[pending[&(*run, *id)]].status = ActionStatus::Retrying;
+                apply(tx, statements, op).await?;
+            }
+            WriteOp::CancelLiveActions { .. } => {
+                // It must see every action queued before it.
+                upsert_rows(tx, statements, &rows).await?;
+                rows.clear();
+                pending.clear();
+                apply(tx, statements, op).await?;
+            }
+            _ => apply(tx, statements, op).await?,
+        }
+    }
+    upsert_rows(tx, statements, &rows).await
+}
+
+/// Upserts merged rows with one statement (arrays unnested, in batch order).
+async fn upsert_rows(
+    tx: &Transaction<'_>,
+    statements: &mut Statements,
+    rows: &[MergedRow<'_>],
+) -> Result<(), tokio_postgres::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut run = Vec::with_capacity(rows.len());
+    let mut id = Vec::with_capacity(rows.len());
+    let mut parent = Vec::with_capacity(rows.len());
+    let mut task = Vec::with_capacity(rows.len());
+    let mut grp = Vec::with_capacity(rows.len());
+    let mut kind = Vec::with_capacity(rows.len());
+    let mut status = Vec::with_capacity(rows.len());
+    let mut attempts = Vec::with_capacity(rows.len());
+    let mut queued_at = Vec::with_capacity(rows.len());
+    let mut started_at = Vec::with_capacity(rows.len());
+    let mut ended_at = Vec::with_capacity(rows.len());
+    let mut reused = Vec::with_capacity(rows.len());
+    let mut inputs = Vec::with_capacity(rows.len());
+    let mut inputs_ref = Vec::with_capacity(rows.len());
+    let mut output = Vec::with_capacity(rows.len());
+    let mut output_ref = Vec::with_capacity(rows.len());
+    let mut error = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (i, i_ref) = payload_to_columns(row.inputs);
+        let (o, o_ref) = row.output.map(payload_to_columns).unwrap_or((None, None));
+        run.push(row.run.0);
+        id.push(row.id.as_i64());
+        parent.push(row.parent.as_i64());
+        task.push(row.task);
+        grp.push(row.group);
+        kind.push((row.kind == ActionKind::Trace) as i64);
+        status.push(row.status.code());
+        attempts.push(row.attempts as i64);
+        queued_at.push(row.queued_at);
+        started_at.push(row.started_at);
+        ended_at.push(row.ended_at);
+        reused.push(row.reused);
+        inputs.push(i);
+        inputs_ref.push(i_ref);
+        output.push(o);
+        output_ref.push(o_ref);
+        error.push(row.error.and_then(|f| serde_json::to_string(f).ok()));
+    }
+    let st = statements
+        .get(
+            tx,
+            "INSERT INTO actions(run, id, parent, task, grp, kind, status, attempts, queued_at,
+               started_at, ended_at, cache_hit, inputs, inputs_ref, output, output_ref, error)
+             SELECT run, id, parent, task, grp, kind, status, attempts, queued_at, started_at,
+               ended_at, cache_hit, inputs, inputs_ref, output, output_ref, error
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
+               $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
+               $11::bigint[], $12::bigint[], $13::bytea[], $14::text[], $15::bytea[], $16::text[],
+               $17::text[])
+               WITH ORDINALITY AS r(run, id, parent, task, grp, kind, status, attempts, queued_at,
+                 started_at, ended_at, cache_hit, inputs, inputs_ref, output, output_ref, error, n)
+             ORDER BY n
+             ON CONFLICT(run, id) DO UPDATE SET status = excluded.status,
+               attempts = greatest(actions.attempts, excluded.attempts),
+               queued_at = excluded.queued_at,
+               started_at = coalesce(excluded.started_at, actions.started_at),
+               ended_at = excluded.ended_at, cache_hit = excluded.cache_hit,
+               output = excluded.output, output_ref = excluded.output_ref, error = excluded.error",
+        )
+        .await?;
+    let params: [&(dyn ToSql + Sync); 17] = [
+        &run,
+        &id,
+        &parent,
+        &task,
+        &grp,
+        &kind,
+        &status,
+        &attempts,
+        &queued_at,
+        &started_at,
+        &ended_at,
+        &reused,
+        &inputs,
+        &inputs_ref,
+        &output,
+        &output_ref,
+        &error,
+    ];
+    tx.execute(&st, &params).await?;
+    Ok(())
+}
+
+async fn apply(
+    tx: &Transaction<'_>,
+    statements: &mut Statements,
+    op: &WriteOp,
+) -> Result<(), tokio_postgres::Error> {
+    match op {
+        WriteOp::InsertAction { .. } | WriteOp::RecoverAction { .. } => {
+            unreachable!("inserts are merged in apply_batch")
+        }
+        WriteOp::PutCache(entry) => {
+            let (blob, reference) = payload_to_columns(&entry.output);
+            let st = statements
+                .get(
+                    tx,
+                    "INSERT INTO cache(key, project, domain, task, version, output, output_ref, created_at)
+                     VALUES($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT(key, project, domain) DO UPDATE SET task = excluded.task,
+                       version = excluded.version, output = excluded.output,
+                       output_ref = excluded.output_ref, created_at = excluded.created_at",
+                )
+                .await?;
+            tx.execute(
+                &st,
+                &[
+                    &entry.key,
+                    &entry.project,
+                    &entry.domain,
+                    &entry.task,
+                    &entry.version,
+                    &blob,
+                    &reference,
+                    &entry.created_at,
+                ],
+            )
+            .await?;
+        }
+        WriteOp::StartAttempt {
+            run,
+            id,
+            attempt,
+            started_at,
+        } => {
+            let st = statements
+                .get(
+                    tx,
+                    "UPDATE actions SET status = $3, attempts = $4, started_at = $5 WHERE run = $1 AND id = $2",
+                )
+                .await?;
+            tx.execute(
+                &st,
+                &[
+                    &run.0,
+                    &id.as_i64(),
+                    &ActionStatus::Running.code(),
+                    &(*attempt as i64),
+                    started_at,
+                ],
+            )
+            .await?;
+        }
+        WriteOp::FailAttempt {
+            run,
+            id,
+            attempt,
+            retrying,
+        } => {
+            if *retrying {
+                let st = statements
+                    .get(
+                        tx,
+                        "UPDATE actions SET status = $3 WHERE run = $1 AND id = $2",
+                    )
+                    .await?;
+                tx.execute(&st, &[&run.0, &id.as_i64(), &ActionStatus::Retrying.code()])
+                    .await?;
+            }
+            let st = statements
+                .get(
+                    tx,
+                    "INSERT INTO attempts(run, action, attempt, started_at, ended_at, error)
+                     VALUES($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT(run, action, attempt) DO UPDATE SET started_at = excluded.started_at,
+                       ended_at = excluded.ended_at, error = excluded.error",
+                )
+                .await?;
+            tx.execute(
+                &st,
+                &[
+                    &run.0,
+                    &id.as_i64(),
+                    &(attempt.attempt as i64),
+                    &attempt.started_at,
+                    &attempt.ended_at,
+                    &serde_json::to_string(&attempt.error).unwrap_or_default(),
+                ],
+            )
+            .await?;
+        }
+        WriteOp::FinishAction {
+            run,
+            id,
+            status,
+            output,
+            error,
+            cache_hit,
+            ended_at,
+        } => {
+            let (blob, reference) = output
+                .as_ref()
+                .map(payload_to_columns)
+                .unwrap_or((None, None));
+            let st = statements
+                .get(
+                    tx,
+                    "UPDATE actions SET status = $3, output = $4, output_ref = $5, error = $6,
+                       cache_hit = $7, ended_at = $8
+                     WHERE run = $1 AND id = $2",
+                )
+                .await?;
+            tx.execute(
+                &st,
+                &[
+                    &run.0,
+                    &id.as_i64(),
+                    &status.code(),
+                    &blob,
+                    &reference,
+                    &failure_json(error),
+                    &(*cache_hit as i64),
+                    ended_at,
+                ],
+            )
+            .await?;
+        }
+        WriteOp::FinishRun {
+            run,
+            status,
+            output,
+            error,
+            ended_at,
+        } => {
+            let (blob, reference) = output
+                .as_ref()
+                .map(payload_to_columns)
+                .unwrap_or((None, None));
+            let st = statements
+                .get(
+                    tx,
+                    "UPDATE runs SET status = $2, output = $3, output_ref = $4, error = $5, ended_at = $6
+                     WHERE id = $1",
+                )
+                .await?;
+            tx.execute(
+                &st,
+                &[
+                    &run.0,
+                    &status.as_str(),
+                    &blob,
+                    &reference,
+                    &failure_json(error),
+                    ended_at,
+                ],
+            )
+            .await?;
+        }
+        WriteOp::OwnerAlive { owner, at } => {
+            let st = statements
+                .get(
+                    tx,
+                    "UPDATE runs SET owner_seen_at = $2 WHERE owner = $1 AND status = 'running'",
+                )
+                .await?;
+            tx.execute(&st, &[owner, at]).await?;
+        }
+        WriteOp::CancelLiveActions {
+            run,
+            error,
+            ended_at,
+        } => {
+            let st = statements
+                .get(
+                    tx,
+                    "UPDATE actions SET status = $2, error = $3, ended_at = $4
+                     WHERE run = $1 AND status IN ($5, $6, $7)",
+                )
+                .await?;
+            tx.execute(
+                &st,
+                &[
+                    &run.0,
+                    &ActionStatus::Cancelled.code(),
+                    &serde_json::to_string(error).unwrap_or_default(),
+                    ended_at,
+                    &ActionStatus::Queued.code(),
+                    &ActionStatus::Running.code(),
+                    &ActionStatus::Retrying.code(),
+                ],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}

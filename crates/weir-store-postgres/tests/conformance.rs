@@ -1,0 +1,274 @@
+//! The store conformance suite (`weir-store/tests/suite`, shared with SQLite) against
+//! PostgreSQL, each check in a fresh schema (`t_<random>`) dropped at the end, so checks run in
+//! parallel; and PostgreSQL's own checks (schema versioning).
+//!
+//! The server is `postgres://postgres@127.0.0.1:5432/test` unless `WEIR_TEST_POSTGRES` names
+//! another. A server that cannot be reached fails the tests (it does not skip them).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use weir_core::{ActionId, ActionStatus};
+use weir_store::{Error, Store};
+use weir_store_postgres::{PostgresOptions, PostgresStore, SCHEMA_VERSION};
+
+#[path = "../../weir-store/tests/suite/mod.rs"]
+mod suite;
+
+fn url() -> String {
+    std::env::var("WEIR_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh schema, dropped when the fixture is.
+struct Postgres {
+    schema: String,
+}
+
+impl Postgres {
+    fn new() -> Postgres {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let schema = format!(
+            "t_{}_{}_{}",
+            std::process::id(),
+            nanos % 1_000_000_000_000,
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        Postgres { schema }
+    }
+
+    fn options(&self) -> PostgresOptions {
+        PostgresOptions {
+            schema: Some(self.schema.clone()),
+            readers: 2,
+            ..PostgresOptions::default()
+        }
+    }
+
+    fn connect(&self) -> PostgresStore {
+        PostgresStore::connect(&url(), self.options()).unwrap_or_else(|e| {
+            panic!(
+                "the PostgreSQL store's tests need a PostgreSQL server at {} (set WEIR_TEST_POSTGRES to use another): {e}",
+                url()
+            )
+        })
+    }
+
+    /// Runs SQL on a connection of its own (outside any test runtime).
+    fn sql(&self, sql: String) {
+        let url = url();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect to PostgreSQL");
+                tokio::spawn(conn);
+                client.batch_execute(&sql).await.expect(&sql);
+            })
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.sql(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
+    }
+}
+
+impl suite::Fixture for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+    fn open(&self) -> Arc<dyn Store> {
+        Arc::new(self.connect())
+    }
+}
+
+suite::all_conformance_tests!(Postgres::new());
+
+#[tokio::test]
+async fn postgres_refuses_a_newer_schema_and_keeps_its_state_across_connections() {
+    let pg = Postgres::new();
+    {
+        let store = pg.connect();
+        store.set_setting("k", "v").await.unwrap();
+        store.close().unwrap();
+    }
+    // Connecting again finds the schema (and the state) in place.
+    let store = pg.connect();
+    assert_eq!(store.setting("k").await.unwrap().as_deref(), Some("v"));
+    drop(store);
+    pg.sql(format!(
+        "UPDATE {}.meta SET value = {} WHERE key = 'schema_version'",
+        pg.schema,
+        SCHEMA_VERSION + 1
+    ));
+    let err = PostgresStore::connect(&url(), pg.options()).unwrap_err();
+    assert!(
+        matches!(err, Error::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn postgres_writes_after_close_are_refused_and_an_unreachable_server_is_an_error() {
+    let pg = Postgres::new();
+    let store = pg.connect();
+    store.close().unwrap();
+    let refused = store
+        .commit(weir_store::WriteOp::OwnerAlive {
+            owner: "x".into(),
+            at: 1,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(*refused, Error::WriterGone), "{refused}");
+    let err = PostgresStore::connect(
+        "postgres://postgres@127.0.0.1:1/test?connect_timeout=5",
+        PostgresOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Database { .. }), "{err}");
+    assert!(err.to_string().contains("connecting"), "{err}");
+}
+
+/// Statuses of actions `1..=n`.
+async fn statuses(store: &dyn Store, run: weir_store::RunId, n: u64) -> Vec<ActionStatus> {
+    let mut out = Vec::new();
+    for id in 1..=n {
+        let rec = store.action(run, ActionId(id)).await.unwrap().unwrap();
+        out.push(rec.status);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_takeover_racing_the_writer_lets_no_old_write_land_after_it() {
+    let pg = Postgres::new();
+    let a = Arc::new(pg.connect());
+    let b = pg.connect();
+    let (run, _) = a.create_run(suite::new_run("raced", "a")).await.unwrap();
+    let n = 300;
+    for id in 1..=n {
+        a.write(suite::insert(run.id, id));
+    }
+    a.sync().await.unwrap();
+    // The first owner finishes its actions one commit at a time while another takes it over.
+    let writing = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let mut committed = Vec::new();
+            for id in 1..=n {
+                let ticket = a.commit(suite::finish(run.id, id, ActionStatus::Succeeded, Some(1)));
+                committed.push(match ticket.await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        assert!(matches!(*e, Error::RunOwned { .. }), "{e}");
+                        false
+                    }
+                });
+            }
+            committed
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    b.claim_run(run.id, "b".into(), 1).await.unwrap();
+    let at_takeover = statuses(&b, run.id, n).await;
+    let committed = writing.await.unwrap();
+    let after = statuses(&b, run.id, n).await;
+    // Nothing of the first owner landed after the takeover...
+    assert_eq!(at_takeover, after);
+    // ...and a ticket said Ok exactly for the writes that landed.
+    for (i, ok) in committed.iter().enumerate() {
+        let landed = after[i] == ActionStatus::Succeeded;
+        assert_eq!(*ok, landed, "action {}", i + 1);
+    }
+    assert!(
+        committed.iter().any(|ok| *ok),
+        "the takeover came before any write"
+    );
+    assert!(
+        !committed.iter().all(|ok| *ok),
+        "the takeover came after every write"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_group_commits_many_writes_in_order() {
+    let pg = Postgres::new();
+    let store = pg.connect();
+    let (run, _) = store
+        .create_run(suite::new_run("many", "me"))
+        .await
+        .unwrap();
+    let n = 20_000u64;
+    let started = std::time::Instant::now();
+    for id in 1..=n {
+        store.write(suite::insert(run.id, id));
+        store.write(weir_store::WriteOp::StartAttempt {
+            run: run.id,
+            id: ActionId(id),
+            attempt: 1,
+            started_at: 2,
+        });
+        if id % 2 == 0 {
+            store.write(suite::finish(run.id, id, ActionStatus::Succeeded, Some(1)));
+        }
+    }
+    store.sync().await.unwrap();
+    let unawaited = started.elapsed();
+    let started = std::time::Instant::now();
+    for id in 1..=200 {
+        store
+            .commit(suite::finish(run.id, id, ActionStatus::Failed, None))
+            .await
+            .unwrap();
+    }
+    let awaited = started.elapsed();
+    eprintln!(
+        "{} unawaited writes committed in {unawaited:?}; 200 awaited commits one after another in {awaited:?}",
+        n * 5 / 2
+    );
+    let actions = store
+        .list_actions(
+            run.id,
+            weir_store::Page {
+                offset: 0,
+                limit: 30_000,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(actions.len() as u64, n + 1);
+    // Creation order: the root, then 1..=n.
+    assert!(
+        actions
+            .iter()
+            .enumerate()
+            .all(|(i, a)| a.id == ActionId(i as u64))
+    );
+    for a in &actions[1..] {
+        let expected = match a.id.0 {
+            1..=200 => ActionStatus::Failed,
+            id if id % 2 == 0 => ActionStatus::Succeeded,
+            _ => ActionStatus::Running,
+        };
+        assert_eq!(a.status, expected, "{a:?}");
+        assert_eq!(a.attempts, 1);
+    }
+}
