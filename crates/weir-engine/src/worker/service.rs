@@ -195,6 +195,15 @@ impl WorkerApi for EngineApi {
                         .pool
                         .live(&req.worker)
                         .ok_or_else(|| unknown_worker("lease", &req.worker))?;
+                    // Leases of an earlier response that never reached the worker go back to
+                    // the queue (it asks again only once it has the last answer, or none).
+                    if first && let Some(received) = req.received {
+                        let lost = st.leases.reclaim_unreceived(n, received);
+                        if lost > 0 {
+                            tracing::warn!(worker = %req.worker, lost, "leased actions that never reached their worker are queued again");
+                            st.journal.touch();
+                        }
+                    }
                     let r = st.pool.replicas.get_mut(&n).expect("replica present");
                     // A request counts as a sign of life when it arrives, not while it waits.
                     if std::mem::take(&mut first) {
