@@ -163,7 +163,9 @@ impl BlobStore {
         // Fault injection (feature `failpoints`): die, or fail as the backend would, before
         // and after the object is written.
         #[cfg(feature = "failpoints")]
-        fail::fail_point!("blob.put.before", |_| Err(self.injected(key, "blob.put.before")));
+        fail::fail_point!("blob.put.before", |_| Err(
+            self.injected(key, "blob.put.before")
+        ));
         self.store
             .put(&path, PutPayload::from(bytes))
             .await
@@ -173,7 +175,9 @@ impl BlobStore {
                 source,
             })?;
         #[cfg(feature = "failpoints")]
-        fail::fail_point!("blob.put.after", |_| Err(self.injected(key, "blob.put.after")));
+        fail::fail_point!("blob.put.after", |_| Err(
+            self.injected(key, "blob.put.after")
+        ));
         Ok(())
     }
 

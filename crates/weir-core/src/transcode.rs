@@ -286,8 +286,7 @@ impl<W: Write> Transcoder<'_, W> {
             }
             self.newline()?;
             self.string(&key)?;
-            self.out
-                .write_all(if self.pretty { b": " } else { b":" })?;
+            self.out.write_all(if self.pretty { b": " } else { b":" })?;
             self.value(&mut value, depth + 1)?;
         }
         self.indent -= 1;
@@ -337,9 +336,12 @@ mod tests {
             aa: vec![Some(1.5), None, Some(f64::NAN), Some(-0.0)],
             map: [(3, true), (1, false)].into_iter().collect(),
             bytes: serde_bytes::ByteBuf::from(vec![0, 255, 7]),
-            nested: [("x".to_string(), vec![]), ("".to_string(), vec![-1, i64::MIN])]
-                .into_iter()
-                .collect(),
+            nested: [
+                ("x".to_string(), vec![]),
+                ("".to_string(), vec![-1, i64::MIN]),
+            ]
+            .into_iter()
+            .collect(),
         };
         for bytes in [
             codec::encode(&row).unwrap(),
@@ -357,11 +359,11 @@ mod tests {
         for bytes in [
             &[][..],
             &[0xc1],
-            &[0xdd, 0xff, 0xff, 0xff, 0xff],       // an array of 4 G items, no items
+            &[0xdd, 0xff, 0xff, 0xff, 0xff], // an array of 4 G items, no items
             &[0xdf, 0xff, 0xff, 0xff, 0xff, 0x01], // a map of 4 G entries
             &[0xdb, 0xff, 0xff, 0xff, 0xff, b'a'], // a 4 GB string
-            &[0x92, 0x01],                          // two items, one given
-            &[0x01, 0x02],                          // trailing bytes
+            &[0x92, 0x01],                   // two items, one given
+            &[0x01, 0x02],                   // trailing bytes
         ] {
             let e = write_json(bytes, &mut Vec::new(), false).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{bytes:?}: {e}");

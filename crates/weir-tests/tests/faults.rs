@@ -224,7 +224,9 @@ fn fault(point: &str, skip: usize, fault: Fault, workers: bool) {
             );
             let doc: serde_json::Value = serde_json::from_slice(&first.stdout)
                 .unwrap_or_else(|e| panic!("{what}: {e}: {}", text(&first.stdout)));
-            match run_status(&state, "R").as_str() {
+            let status = run_status(&state, "R");
+            eprintln!("{what}: exit {:?}, run R {status}", first.status);
+            match status.as_str() {
                 // Retried: the run went on and succeeded.
                 "succeeded" => {
                     assert!(first.status.success(), "{what}: {err}");
@@ -277,7 +279,10 @@ fn fault(point: &str, skip: usize, fault: Fault, workers: bool) {
         "{what}: {statuses:?}"
     );
     for key in after.iter().map(|(_, k)| k) {
-        assert!(runs_after.get(key).is_some_and(|c| *c >= 1), "{what}: {key}");
+        assert!(
+            runs_after.get(key).is_some_and(|c| *c >= 1),
+            "{what}: {key}"
+        );
     }
 }
 
@@ -336,5 +341,108 @@ fn cache_write_after() {
     fault("cache.write.after", 0, Fault::Kill, false);
 }
 
-#[allow(dead_code)]
-fn _unused(_: PathBuf) {}
+/// Unmounts a filesystem the test mounted (lazily: nothing of the test uses it any more).
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
+
+/// Runs `mount` with `args`; a test that cannot mount fails, saying so.
+fn mount(args: &[&str], dir: &Path) {
+    let o = Command::new("mount").args(args).arg(dir).output();
+    match o {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "the disk-full test needs to mount a small tmpfs as its state directory (as root, \
+             or with CAP_SYS_ADMIN) and could not: `mount {}` failed: {}",
+            args.join(" "),
+            text(&o.stderr)
+        ),
+        Err(e) => panic!("the disk-full test needs the `mount` command: {e}"),
+    }
+}
+
+#[test]
+fn a_full_disk_fails_clearly_and_resume_finishes_once_there_is_room() {
+    let n = 40; // 43 values of 70 KB: about 3 MB, on a 1 MiB filesystem
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log");
+    // What an uninterrupted run gives, on a roomy disk.
+    let roomy = tmp.path().join("roomy");
+    let ref_log = tmp.path().join("ref_log");
+    let expected = json(
+        &roomy,
+        &[
+            "-o",
+            "json",
+            "run",
+            "fault_job",
+            "--name",
+            "R",
+            "--input",
+            &input(n, &ref_log),
+        ],
+    )["output"]
+        .clone();
+
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    mount(&["-t", "tmpfs", "-o", "size=1m", "tmpfs"], &state);
+    let _unmount = Unmount(state.clone());
+    let input = input(n, &log);
+    let full = fixture(
+        &state,
+        None,
+        &[
+            "-o",
+            "json",
+            "run",
+            "fault_job",
+            "--name",
+            "R",
+            "--input",
+            &input,
+        ],
+    );
+    let said = format!("{}{}", text(&full.stdout), text(&full.stderr));
+    assert!(
+        !full.status.success() && full.status.signal().is_none(),
+        "the run on a full disk: {:?}\n{said}",
+        full.status
+    );
+    assert!(
+        said.contains("No space left on device") || said.contains("disk is full"),
+        "the error does not say that the disk is full: {said}"
+    );
+    eprintln!("disk full: {:?}\n{said}", full.status);
+
+    // The state opens and reads: the run, and every action listed as succeeded with its output.
+    let status = run_status(&state, "R");
+    let (before, _) = succeeded(&state, "R");
+    let runs_before = executions(&log);
+    eprintln!(
+        "disk full: run R is {status}, {} actions succeeded",
+        before.len()
+    );
+
+    // Room again: `resume` finishes the run, running nothing that had succeeded.
+    mount(&["-o", "remount,size=64m"], &state);
+    let o = fixture(&state, None, &["-o", "json", "resume", "R"]);
+    assert!(o.status.success(), "resume: {}", text(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["output"], expected, "resumed output");
+    let runs_after = executions(&log);
+    for (id, key) in &before {
+        assert_eq!(
+            runs_after.get(key),
+            runs_before.get(key),
+            "action {id} ({key}) had succeeded and ran again"
+        );
+    }
+    assert_eq!(run_status(&state, "R"), "succeeded");
+    let (after, statuses) = succeeded(&state, "R");
+    assert_eq!(after.len(), n as usize + 4, "{statuses:?}");
+}
