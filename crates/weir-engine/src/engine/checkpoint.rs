@@ -87,6 +87,14 @@ impl Engine {
         run: &RunState,
         t: TraceOutcome<'_>,
     ) -> Result<()> {
+        // A checkpoint that cannot be written stops the run (see `halt_run`).
+        let (id, what) = (t.id, t.name.to_string());
+        self.write_checkpoint(run, t).await.inspect_err(|e| {
+            self.halt_run(run, id, &what, e);
+        })
+    }
+
+    async fn write_checkpoint(&self, run: &RunState, t: TraceOutcome<'_>) -> Result<()> {
         let id = t.id;
         let inputs = self
             .store_payload(

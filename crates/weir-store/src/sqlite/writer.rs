@@ -80,6 +80,10 @@ pub(super) struct Writer {
     seen_version: Mutex<Option<i64>>,
     /// Runs another engine has taken over, with the refusal their writes get.
     lost: Mutex<HashMap<RunId, Arc<Error>>>,
+    /// Runs with a write in a batch whose commit failed, with this store's claim on each then
+    /// and the error. Writes go to the store in order, so none of such a run may commit after
+    /// one that was lost: its later writes get that error, until the run is claimed again.
+    failed: Mutex<HashMap<RunId, (Option<u64>, Arc<Error>)>>,
 }
 
 impl Writer {
@@ -108,6 +112,7 @@ impl Writer {
             checkpointer: Mutex::new(checkpointer),
             seen_version: Mutex::new(None),
             lost: Mutex::default(),
+            failed: Mutex::default(),
         }
     }
 
@@ -202,15 +207,22 @@ impl Writer {
         if *seen != Some(version) {
             known.extend(lost_runs(&tx, batch, &self.claims)?);
         }
-        // Runs found lost stay lost: their writes are refused from then on.
+        // Runs found lost stay lost: their writes are refused from then on. So are those of
+        // a run with a lost write, while this store's claim on it is the one it had then.
+        let failed = self.failed.lock();
+        let claims = (!failed.is_empty()).then(|| self.claims.lock());
         for cmd in batch {
-            if let Cmd::Write(op, _) = cmd
-                && let Some(run) = op.run()
-                && let Some(refusal) = known.get(&run)
-            {
+            let Cmd::Write(op, _) = cmd else { continue };
+            let Some(run) = op.run() else { continue };
+            if let Some(refusal) = known.get(&run) {
                 lost.insert(run, refusal.clone());
+            } else if let (Some((epoch, error)), Some(claims)) = (failed.get(&run), &claims)
+                && claims.get(&run) == epoch.as_ref()
+            {
+                lost.insert(run, error.clone());
             }
         }
+        drop((failed, claims));
         apply_batch(&tx, batch, lost)?;
         tx.commit()?;
         // Fault injection: die with the batch committed and its tickets not yet resolved.
@@ -231,6 +243,18 @@ impl Writer {
         let result = self.transact(conn, &batch, &mut lost).map_err(sql_error);
         if let Err(e) = &result {
             tracing::error!(error = %e, ops = batch.len(), "state commit failed");
+            let mut failed = self.failed.lock();
+            let claims = self.claims.lock();
+            for cmd in &batch {
+                if let Cmd::Write(op, _) = cmd
+                    && let Some(run) = op.run()
+                {
+                    let epoch = claims.get(&run).copied();
+                    if failed.get(&run).is_none_or(|(was, _)| *was != epoch) {
+                        failed.insert(run, (epoch, e.clone()));
+                    }
+                }
+            }
         }
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
