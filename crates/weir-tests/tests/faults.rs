@@ -27,6 +27,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_fixture");
 const N: u64 = 6;
 /// Size of each value the workload's actions return: over the 64 KiB inline limit.
 const SIZE: usize = 70_000;
+/// The signal of `abort()`: how the fixture dies at a failpoint's `panic`.
+const SIGABRT: i32 = 6;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -197,7 +199,7 @@ fn fault(point: &str, skip: usize, fault: Fault, workers: bool) {
         Fault::Kill => {
             assert_eq!(
                 first.status.signal(),
-                Some(libc_sigabrt()),
+                Some(SIGABRT),
                 "{what}: the process was not killed there: {:?}\n{err}",
                 first.status
             );
@@ -286,49 +288,65 @@ fn fault(point: &str, skip: usize, fault: Fault, workers: bool) {
     }
 }
 
-fn libc_sigabrt() -> i32 {
-    6
-}
+// One test per failpoint: kills early, mid-run and late (the counts stay below what one run
+// of the workload reaches: about 11 commits, 9 blob puts, 4 leases and 4 completion batches at
+// the least), and one injected error where the step has an error path.
 
 #[test]
 fn store_commit_before() {
-    fault("store.commit.before", 5, Fault::Kill, false);
-    fault("store.commit.before", 5, Fault::Error, false);
+    for skip in [1, 4, 7] {
+        fault("store.commit.before", skip, Fault::Kill, false);
+    }
+    for skip in [1, 7] {
+        fault("store.commit.before", skip, Fault::Error, false);
+    }
 }
 
 #[test]
 fn store_commit_after() {
-    fault("store.commit.after", 5, Fault::Kill, false);
+    for skip in [1, 4, 7] {
+        fault("store.commit.after", skip, Fault::Kill, false);
+    }
 }
 
 #[test]
 fn blob_put_before() {
-    fault("blob.put.before", 3, Fault::Kill, false);
+    for skip in [0, 3, 8] {
+        fault("blob.put.before", skip, Fault::Kill, false);
+    }
     fault("blob.put.before", 3, Fault::Error, false);
 }
 
 #[test]
 fn blob_put_after() {
-    fault("blob.put.after", 3, Fault::Kill, false);
+    for skip in [0, 3, 8] {
+        fault("blob.put.after", skip, Fault::Kill, false);
+    }
     fault("blob.put.after", 3, Fault::Error, false);
 }
 
 #[test]
 fn worker_lease() {
-    fault("worker.lease", 2, Fault::Kill, true);
+    for skip in [0, 2, 3] {
+        fault("worker.lease", skip, Fault::Kill, true);
+    }
     fault("worker.lease", 2, Fault::Error, true);
 }
 
 #[test]
 fn worker_complete() {
-    fault("worker.complete", 3, Fault::Kill, true);
+    for skip in [0, 3] {
+        fault("worker.complete", skip, Fault::Kill, true);
+    }
     fault("worker.complete", 3, Fault::Error, true);
 }
 
 #[test]
 fn trace_record() {
-    fault("trace.record", 1, Fault::Kill, false);
-    fault("trace.record", 1, Fault::Error, false);
+    for skip in [0, 1] {
+        fault("trace.record", skip, Fault::Kill, false);
+        fault("trace.record", skip, Fault::Error, false);
+    }
 }
 
 #[test]
