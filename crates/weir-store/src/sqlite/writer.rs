@@ -83,8 +83,11 @@ pub(super) struct Writer {
     /// Runs with a write in a batch whose commit failed, with this store's claim on each then
     /// and the error. Writes go to the store in order, so none of such a run may commit after
     /// one that was lost: its later writes get that error, until the run is claimed again.
-    failed: Mutex<HashMap<RunId, (Option<u64>, Arc<Error>)>>,
+    failed: Mutex<HashMap<RunId, FailedCommit>>,
 }
+
+/// This store's claim (epoch) on a run when a commit with a write of it failed, and the error.
+type FailedCommit = (Option<u64>, Arc<Error>);
 
 impl Writer {
     pub(super) fn new(
