@@ -160,6 +160,12 @@ impl BlobStore {
     /// Writes `bytes` under `key` atomically.
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
         let path = Self::path(key)?;
+        // Fault injection (feature `failpoints`): die, or fail as the backend would, before
+        // and after the object is written.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("blob.put.before", |_| Err(
+            self.injected(key, "blob.put.before")
+        ));
         self.store
             .put(&path, PutPayload::from(bytes))
             .await
@@ -168,7 +174,25 @@ impl BlobStore {
                 store: self.url.clone(),
                 source,
             })?;
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("blob.put.after", |_| Err(
+            self.injected(key, "blob.put.after")
+        ));
         Ok(())
+    }
+
+    /// The error an injected failure gives: a backend error naming the key and the failpoint.
+    #[cfg(feature = "failpoints")]
+    fn injected(&self, key: &str, point: &str) -> Error {
+        eprintln!("weir: failpoint {point}: injected error");
+        Error::Backend {
+            key: key.to_string(),
+            store: self.url.clone(),
+            source: object_store::Error::Generic {
+                store: "failpoint",
+                source: format!("failpoint {point}: injected error").into(),
+            },
+        }
     }
 
     /// Reads the value under `key`.

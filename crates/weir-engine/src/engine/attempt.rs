@@ -59,7 +59,7 @@ impl Engine {
                 .await
             {
                 Ok(p) => p,
-                Err(e) => return self.fail(&run, id, def, e).await,
+                Err(e) => return self.halt_run(&run, id, def.full_name(), &e),
             };
             store.write(WriteOp::InsertAction {
                 run: run.id,
@@ -186,7 +186,7 @@ impl Engine {
                         .await
                     {
                         Ok(p) => p,
-                        Err(e) => return self.fail(&run, id, def, e).await,
+                        Err(e) => return self.halt_run(&run, id, def.full_name(), &e),
                     };
                     return self
                         .finish(&run, id, def, Ok((payload, Arc::from(out))))
@@ -226,7 +226,47 @@ impl Engine {
         }
     }
 
-    /// Ends an action with an error raised by the engine itself (payload storage, queue wait).
+    /// Stops driving `run` because a durable step of action `id` failed: an object or a state
+    /// commit could not be written (a full disk, a store that went away). Nothing more of the
+    /// run is written and nothing is recorded as failed (that would turn a passing fault of
+    /// the engine's storage into the run's final outcome): the state stays as its last commit
+    /// left it, as after a crash, and `resume` goes on from there once the cause is fixed. The
+    /// run's caller gets the error.
+    pub(crate) fn halt_run(
+        &self,
+        run: &RunState,
+        id: ActionId,
+        task: &str,
+        error: &dyn std::fmt::Display,
+    ) {
+        if run.aborted.swap(true, Ordering::AcqRel) {
+            return; // aborted or halted already
+        }
+        tracing::error!(run = %run.name, action = %id, %error, "a durable step failed: the run stops, to be resumed");
+        let handles: Vec<_> = run
+            .live
+            .lock()
+            .drain()
+            .filter_map(|(_, a)| a.abort)
+            .collect();
+        let failure = Failure {
+            action_id: id.to_string(),
+            task: task.into(),
+            kind: ErrorKind::System,
+            message: format!(
+                "run {} stopped: {error}; nothing was recorded as failed: `resume {}` goes on from its last commit once the cause is fixed",
+                run.name, run.name
+            ),
+            chain: vec![],
+        };
+        run.done.send_replace(Some(RunOutcome::Failed(failure)));
+        self.inner.runs.lock().remove(&run.id);
+        for h in handles {
+            h.abort();
+        }
+    }
+
+    /// Ends an action with an error raised by the engine itself (queue wait).
     async fn fail(&self, run: &Arc<RunState>, id: ActionId, def: &'static TaskDef, e: Error) {
         let failure = e.to_failure(id.to_string(), def.full_name().into());
         self.finish(run, id, def, Err(failure)).await;
@@ -272,22 +312,28 @@ impl Engine {
                 return;
             }
         };
+        // Fault injection (feature `failpoints`): die before a cache entry (and the result it
+        // caches) is queued, or once both are committed and nobody has been told.
+        #[cfg(feature = "failpoints")]
+        let caches = writes.iter().any(|w| matches!(w, WriteOp::PutCache(_)));
+        #[cfg(feature = "failpoints")]
+        if caches {
+            fail::fail_point!("cache.write.before");
+        }
         let mut writes = writes.into_iter();
         let last = writes.next_back().expect("an action's end writes its row");
         for op in writes {
             self.inner.store.write(op);
         }
         let committed = self.inner.store.commit(last).await;
-        let delivered = match committed {
-            Ok(()) => delivered,
-            Err(e) => Err(Failure {
-                action_id: id.to_string(),
-                task: def.full_name().into(),
-                kind: ErrorKind::System,
-                message: format!("could not persist the result: {e}"),
-                chain: vec![],
-            }),
-        };
+        #[cfg(feature = "failpoints")]
+        if caches && committed.is_ok() {
+            fail::fail_point!("cache.write.after");
+        }
+        if let Err(e) = committed {
+            let what = format!("could not persist the result of action {id}: {e}");
+            return self.halt_run(run, id, def.full_name(), &what);
+        }
         if delivered.is_ok() {
             run.counters.succeeded.fetch_add(1, Ordering::Relaxed);
         } else {

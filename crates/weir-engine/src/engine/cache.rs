@@ -86,7 +86,9 @@ impl Engine {
                 },
                 &call.inputs,
             )
-            .await?;
+            .await
+            // An input that cannot be written stops the run (see `halt_run`).
+            .inspect_err(|e| self.halt_run(run, call.id, call.def.full_name(), e))?;
         let status = ActionStatus::Queued
             .take(ActionEvent::CacheHit)
             .map_err(system)?;

@@ -87,6 +87,14 @@ impl Engine {
         run: &RunState,
         t: TraceOutcome<'_>,
     ) -> Result<()> {
+        // A checkpoint that cannot be written stops the run (see `halt_run`).
+        let (id, what) = (t.id, t.name.to_string());
+        self.write_checkpoint(run, t).await.inspect_err(|e| {
+            self.halt_run(run, id, &what, e);
+        })
+    }
+
+    async fn write_checkpoint(&self, run: &RunState, t: TraceOutcome<'_>) -> Result<()> {
         let id = t.id;
         let inputs = self
             .store_payload(
@@ -119,6 +127,16 @@ impl Engine {
         let status = running.take(event).map_err(system)?;
         let store = &self.inner.store;
         let what = t.name.to_string();
+        // Fault injection (feature `failpoints`): die, or fail, with the trace run (and its
+        // payloads written) but its checkpoint not yet written.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("trace.record", |_| {
+            eprintln!("weir: failpoint trace.record: injected error");
+            Err(Error::with_kind(
+                ErrorKind::System,
+                format!("could not record trace {what}: failpoint trace.record: injected error"),
+            ))
+        });
         store.write(WriteOp::InsertAction {
             run: run.id,
             id,

@@ -396,6 +396,7 @@ mod tests {
         LeaseRequest {
             worker: worker.into(),
             max: 1,
+            received: None,
         }
     }
 

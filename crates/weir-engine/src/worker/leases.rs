@@ -279,6 +279,46 @@ impl Leases {
         actions
     }
 
+    /// Puts back the leases granted to `worker` that it never received: those above
+    /// `received`, the highest lease id it has (its lease requests come one at a time, so a
+    /// lease granted in an earlier response and not received was lost on the way). Each goes
+    /// back to the front of its queue, not counted as a system retry (it never started).
+    /// Returns how many.
+    pub(crate) fn reclaim_unreceived(&mut self, worker: u64, received: u64) -> usize {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return 0;
+        };
+        let mut lost: Vec<u64> = w
+            .in_flight
+            .iter()
+            .copied()
+            .filter(|l| *l > received)
+            .collect();
+        if lost.is_empty() {
+            return 0;
+        }
+        for lease in &lost {
+            w.in_flight.remove(lease);
+        }
+        if w.in_flight.is_empty() {
+            w.idle_since = Instant::now();
+        }
+        // Newest first, each to the front: the queue keeps the order they were leased in.
+        lost.sort_unstable();
+        for lease in lost.iter().rev() {
+            let Some(key) = self.leases.remove(lease) else {
+                continue;
+            };
+            let Some(attempt) = self.attempts.get_mut(&key) else {
+                continue;
+            };
+            attempt.holder = None;
+            let env = attempt.env.clone();
+            self.queues.entry(env).or_default().push_front(key);
+        }
+        lost.len()
+    }
+
     /// Completes attempts leased to `worker`. A completion is accepted only while its lease
     /// is current and names the leased attempt and action; a rejected one changes nothing.
     pub(crate) fn complete(&mut self, worker: u64, completions: Vec<Completion>) -> Completed {
@@ -629,6 +669,35 @@ mod tests {
             !t.holds(1, a.run, a.action),
             "its lease ended with the completion"
         );
+    }
+
+    #[test]
+    fn leases_a_worker_never_received_go_back_to_the_queue() {
+        let (mut t, mut rxs) = table(3, 3);
+        let got = t.lease(1, 1);
+        let received = got[0].lease;
+        let lost = t.lease(1, 2); // this response never reaches the worker
+        assert_eq!(t.reclaim_unreceived(1, received), 2);
+        assert_eq!((t.in_flight(1), t.queued("env")), (1, 2));
+        assert_eq!(
+            t.reclaim_unreceived(1, received),
+            0,
+            "nothing more to put back"
+        );
+        // They are leased again, in order, under new leases, without a system retry; the
+        // lost leases are no longer current.
+        let again = t.lease(2, 10);
+        let ids = |v: &[LeasedAction]| v.iter().map(|a| a.action).collect::<Vec<_>>();
+        assert_eq!(ids(&again), ids(&lost));
+        assert!(again.iter().all(|a| !a.check_store));
+        assert_eq!(
+            send_all(t.complete(1, vec![done(&lost[0], vec![])])).len(),
+            1
+        );
+        assert!(send_all(t.complete(2, vec![done(&again[0], vec![7])])).is_empty());
+        assert_eq!(rxs[1].try_recv().expect("delivered").expect("ok"), vec![7]);
+        // What the worker received stays leased to it.
+        assert!(send_all(t.complete(1, vec![done(&got[0], vec![1])])).is_empty());
     }
 
     #[test]

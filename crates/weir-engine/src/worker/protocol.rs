@@ -81,6 +81,12 @@ pub struct LeaseRequest {
     pub worker: String,
     /// At most this many actions (the worker's free slots).
     pub max: u32,
+    /// The highest lease id the worker has received so far (0: none yet). Leases the engine
+    /// granted it above that never reached it (their lease response failed or was lost): the
+    /// engine puts them back at the front of their queue before it leases again. `None`: not
+    /// tracked, nothing is put back.
+    #[serde(default)]
+    pub received: Option<u64>,
 }
 
 /// Leased actions, or the order to stop.

@@ -14,12 +14,12 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
-use super::Error;
 use super::api::WorkerApi;
 use super::client::WorkerClient;
 use super::http::HttpClient;
 use super::protocol::*;
 use super::worker_log::WorkerLog;
+use super::{Error, Refusal};
 use crate::call::{RemoteRun, TaskCtx};
 use crate::registry;
 
@@ -142,6 +142,8 @@ async fn lease_and_run(
     let mut tasks = JoinSet::new();
     let mut failures = 0u32;
     let mut leased_once = false;
+    // The highest lease id received: leases granted above it never arrived (see LeaseRequest).
+    let mut received = 0u64;
     loop {
         if stop.requested() {
             break;
@@ -164,13 +166,16 @@ async fn lease_and_run(
         let req = LeaseRequest {
             worker: config.id.clone(),
             max: free.min(256) as u32,
+            received: Some(received),
         };
         let reply = match client.api().lease(req).await {
             Ok(r) => {
                 failures = 0;
                 r
             }
-            Err(e @ Error::Refused { .. }) => {
+            // An internal error of the engine is retried like a lost request; any other
+            // refusal stops the worker.
+            Err(e @ Error::Refused { reason, .. }) if reason != Refusal::Internal => {
                 stop.request(format!("lease refused: {e}"));
                 break;
             }
@@ -187,6 +192,8 @@ async fn lease_and_run(
                 continue;
             }
         };
+        let newest = reply.actions.iter().map(|a| a.lease).max();
+        received = received.max(newest.unwrap_or(0));
         for action in reply.actions {
             leased_once = true;
             let lease = action.lease;

@@ -67,6 +67,14 @@ fn refused(request: &str, reason: Refusal, message: String) -> Error {
     }
 }
 
+/// The refusal an injected failure gives (an internal error, naming the failpoint).
+#[cfg(feature = "failpoints")]
+fn injected(request: &str, point: &str) -> Error {
+    eprintln!("weir: failpoint {point}: injected error");
+    let message = format!("failpoint {point}: injected error");
+    refused(request, Refusal::Internal, message)
+}
+
 /// Refuses a request about an attempt the worker does not hold.
 fn not_held(request: &str, worker: &str, run: RunId, action: ActionId) -> Error {
     refused(
@@ -187,6 +195,15 @@ impl WorkerApi for EngineApi {
                         .pool
                         .live(&req.worker)
                         .ok_or_else(|| unknown_worker("lease", &req.worker))?;
+                    // Leases of an earlier response that never reached the worker go back to
+                    // the queue (it asks again only once it has the last answer, or none).
+                    if first && let Some(received) = req.received {
+                        let lost = st.leases.reclaim_unreceived(n, received);
+                        if lost > 0 {
+                            tracing::warn!(worker = %req.worker, lost, "leased actions that never reached their worker are queued again");
+                            st.journal.touch();
+                        }
+                    }
                     let r = st.pool.replicas.get_mut(&n).expect("replica present");
                     // A request counts as a sign of life when it arrives, not while it waits.
                     if std::mem::take(&mut first) {
@@ -204,6 +221,13 @@ impl WorkerApi for EngineApi {
                     }
                     let env = r.env.clone();
                     let actions = st.leases.lease(n, req.max as usize);
+                    // Fault injection (feature `failpoints`): die with attempts leased and
+                    // the worker not told, or fail the request after leasing.
+                    #[cfg(feature = "failpoints")]
+                    fail::fail_point!("worker.lease", !actions.is_empty(), |_| Err(injected(
+                        "lease",
+                        "worker.lease"
+                    )));
                     if !actions.is_empty() {
                         st.journal.touch();
                         return Ok(LeaseResponse {
@@ -244,6 +268,13 @@ impl WorkerApi for EngineApi {
     fn complete(&self, req: CompleteBatch) -> ApiFuture<'_, CompleteReply> {
         Box::pin(async move {
             let exec = self.executor("complete")?;
+            // Fault injection: die, or fail the request, with completions received and not
+            // applied.
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("worker.complete", |_| Err(injected(
+                "complete",
+                "worker.complete"
+            )));
             // Fenced by the lease, not by the worker's liveness: a worker presumed dead can
             // still be heard, and is rejected because its leases are no longer current.
             let n = worker_number(&req.worker).unwrap_or(0);

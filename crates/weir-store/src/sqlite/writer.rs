@@ -80,7 +80,14 @@ pub(super) struct Writer {
     seen_version: Mutex<Option<i64>>,
     /// Runs another engine has taken over, with the refusal their writes get.
     lost: Mutex<HashMap<RunId, Arc<Error>>>,
+    /// Runs with a write in a batch whose commit failed, with this store's claim on each then
+    /// and the error. Writes go to the store in order, so none of such a run may commit after
+    /// one that was lost: its later writes get that error, until the run is claimed again.
+    failed: Mutex<HashMap<RunId, FailedCommit>>,
 }
+
+/// This store's claim (epoch) on a run when a commit with a write of it failed, and the error.
+type FailedCommit = (Option<u64>, Arc<Error>);
 
 impl Writer {
     pub(super) fn new(
@@ -108,6 +115,7 @@ impl Writer {
             checkpointer: Mutex::new(checkpointer),
             seen_version: Mutex::new(None),
             lost: Mutex::default(),
+            failed: Mutex::default(),
         }
     }
 
@@ -187,6 +195,12 @@ impl Writer {
         batch: &[Cmd],
         lost: &mut HashMap<RunId, Arc<Error>>,
     ) -> rusqlite::Result<()> {
+        // Fault injection (feature `failpoints`): die, or fail as an I/O error would, before
+        // the batch is committed.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("store.commit.before", |_| Err(injected_io_error(
+            "store.commit.before"
+        )));
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version: i64 = tx
             .prepare_cached("PRAGMA data_version")?
@@ -196,17 +210,27 @@ impl Writer {
         if *seen != Some(version) {
             known.extend(lost_runs(&tx, batch, &self.claims)?);
         }
-        // Runs found lost stay lost: their writes are refused from then on.
+        // Runs found lost stay lost: their writes are refused from then on. So are those of
+        // a run with a lost write, while this store's claim on it is the one it had then.
+        let failed = self.failed.lock();
+        let claims = (!failed.is_empty()).then(|| self.claims.lock());
         for cmd in batch {
-            if let Cmd::Write(op, _) = cmd
-                && let Some(run) = op.run()
-                && let Some(refusal) = known.get(&run)
-            {
+            let Cmd::Write(op, _) = cmd else { continue };
+            let Some(run) = op.run() else { continue };
+            if let Some(refusal) = known.get(&run) {
                 lost.insert(run, refusal.clone());
+            } else if let (Some((epoch, error)), Some(claims)) = (failed.get(&run), &claims)
+                && claims.get(&run) == epoch.as_ref()
+            {
+                lost.insert(run, error.clone());
             }
         }
+        drop((failed, claims));
         apply_batch(&tx, batch, lost)?;
         tx.commit()?;
+        // Fault injection: die with the batch committed and its tickets not yet resolved.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("store.commit.after");
         *seen = Some(version);
         Ok(())
     }
@@ -222,6 +246,18 @@ impl Writer {
         let result = self.transact(conn, &batch, &mut lost).map_err(sql_error);
         if let Err(e) = &result {
             tracing::error!(error = %e, ops = batch.len(), "state commit failed");
+            let mut failed = self.failed.lock();
+            let claims = self.claims.lock();
+            for cmd in &batch {
+                if let Cmd::Write(op, _) = cmd
+                    && let Some(run) = op.run()
+                {
+                    let epoch = claims.get(&run).copied();
+                    if failed.get(&run).is_none_or(|(was, _)| *was != epoch) {
+                        failed.insert(run, (epoch, e.clone()));
+                    }
+                }
+            }
         }
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -285,6 +321,16 @@ impl Writer {
             tracing::warn!(error = %e, "WAL checkpoint failed (it is retried)");
         }
     }
+}
+
+/// The error an injected commit failure gives (SQLite's `SQLITE_IOERR`, naming the failpoint).
+#[cfg(feature = "failpoints")]
+fn injected_io_error(point: &str) -> rusqlite::Error {
+    eprintln!("weir: failpoint {point}: injected error");
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+        Some(format!("failpoint {point}: injected I/O error")),
+    )
 }
 
 /// An action row assembled from the writes of one batch: an action that is queued, started and

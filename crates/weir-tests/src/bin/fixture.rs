@@ -261,5 +261,101 @@ async fn mfan(n: u64, sleep_ms: u64, log: String) -> Result<u64> {
 }
 
 fn main() -> std::process::ExitCode {
+    let _failpoints = failpoints();
     weir::cli::main()
+}
+
+// ---- The fault matrix (tests/faults.rs): failpoints and a workload touching every durable step.
+
+/// Configures the failpoints named in `FAILPOINTS` (`fail` syntax, e.g.
+/// `blob.put.after=3*off->panic`) in an engine process (a worker process, which inherits the
+/// variable, configures none). A failpoint's `panic` kills the process on the spot (abort),
+/// as a SIGKILL would: a panic on a runtime thread would otherwise be caught.
+fn failpoints() -> Option<fail::FailScenario<'static>> {
+    if std::env::var_os("FAILPOINTS").is_none() || std::env::args().any(|a| a == "worker") {
+        return None;
+    }
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failpoint ") && message.ends_with(" panic") {
+            eprintln!("fixture: {message}: killing the process");
+            std::process::abort();
+        }
+        default_hook(info)
+    }));
+    Some(fail::FailScenario::setup())
+}
+
+/// Reused workers for the fault workload: 1 to 2 replicas of 4 slots.
+static FXF: LazyLock<TaskEnvironment> = LazyLock::new(|| {
+    TaskEnvironment::new("fxf").reuse(ReusePolicy::new().replicas(1..=2).concurrency(4))
+});
+
+/// `len` characters derived from `seed`: over 64 KiB it is offloaded to the object store.
+fn big_value(seed: u64, len: usize) -> String {
+    let unit = format!("{seed:016x}.");
+    unit.chars().cycle().take(len).collect()
+}
+
+/// FNV-1a of some strings, in order.
+fn fnv(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for p in parts {
+        for b in p.bytes().chain([0]) {
+            h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+        }
+    }
+    h
+}
+
+/// A child of the fault workload: logs its execution, returns a large value.
+#[weir::task(env = FXF)]
+async fn fault_child(i: u64, size: usize, log: String) -> Result<String> {
+    log_line(&log, format!("child {i}"));
+    Ok(big_value(i, size))
+}
+
+/// A checkpointed step of the fault workload: logs its execution, returns a large value.
+#[weir::trace]
+async fn fault_step(k: u64, size: usize, log: String) -> Result<String> {
+    log_line(&log, format!("trace {k}"));
+    Ok(big_value(1000 + k, size))
+}
+
+/// A cached task of the fault workload: logs its execution, returns a large value.
+#[weir::task(env = FXF, cache = "v1")]
+async fn fault_cached(x: u64, size: usize, log: String) -> Result<String> {
+    log_line(&log, format!("cached {x}"));
+    Ok(big_value(2000 + x, size))
+}
+
+/// The fault workload: a trace, `n` children (`width` at a time), a cached call, another
+/// trace; returns a digest of all their outputs. Retried twice (an injected error is
+/// retryable).
+#[weir::task(env = FXF, retries = 2)]
+async fn fault_job(n: u64, width: usize, size: usize, log: String) -> Result<String> {
+    log_line(&log, "job".into());
+    let first = fault_step(1, size, log.clone()).await?;
+    let log2 = log.clone();
+    let children = weir::map(move |i| fault_child(i, size, log2.clone()), 0..n)
+        .concurrency(width)
+        .fail_fast()
+        .await?;
+    let cached = fault_cached(7, size, log.clone()).await?;
+    let last = fault_step(2, size, log.clone()).await?;
+    let mut parts: Vec<&str> = vec![&first];
+    parts.extend(children.iter().map(String::as_str));
+    parts.extend([cached.as_str(), last.as_str()]);
+    let bytes: usize = parts.iter().map(|p| p.len()).sum();
+    Ok(format!(
+        "{} values, {bytes} bytes, fnv {:016x}",
+        parts.len(),
+        fnv(&parts)
+    ))
 }
