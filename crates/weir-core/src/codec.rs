@@ -59,22 +59,22 @@ fn scan(buf: &[u8], pos: usize) -> Option<(usize, bool)> {
         Some(bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize))
     };
     let body = pos + 1;
+    // A value of `n` bytes after the marker, if the buffer holds them.
+    let fixed = |n: usize| Some((body + n, true)).filter(|(e, _)| *e <= buf.len());
     let (len_bytes, kind) = match marker {
         0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => return Some((body, true)),
         0x80..=0x8f => return scan_map(buf, body, (marker & 0x0f) as usize),
         0x90..=0x9f => return scan_array(buf, body, (marker & 0x0f) as usize),
-        0xa0..=0xbf => {
-            return Some((body + (marker & 0x1f) as usize, true)).filter(|(e, _)| *e <= buf.len());
-        }
-        0xcc | 0xd0 => return Some((body + 1, true)),
-        0xcd | 0xd1 => return Some((body + 2, true)),
-        0xca | 0xce | 0xd2 => return Some((body + 4, true)),
-        0xcb | 0xcf | 0xd3 => return Some((body + 8, true)),
-        0xd4 => return Some((body + 2, true)),
-        0xd5 => return Some((body + 3, true)),
-        0xd6 => return Some((body + 5, true)),
-        0xd7 => return Some((body + 9, true)),
-        0xd8 => return Some((body + 17, true)),
+        0xa0..=0xbf => return fixed((marker & 0x1f) as usize),
+        0xcc | 0xd0 => return fixed(1),
+        0xcd | 0xd1 => return fixed(2),
+        0xca | 0xce | 0xd2 => return fixed(4),
+        0xcb | 0xcf | 0xd3 => return fixed(8),
+        0xd4 => return fixed(2),
+        0xd5 => return fixed(3),
+        0xd6 => return fixed(5),
+        0xd7 => return fixed(9),
+        0xd8 => return fixed(17),
         0xc4 | 0xd9 => (1, 's'),
         0xc5 | 0xda => (2, 's'),
         0xc6 | 0xdb => (4, 's'),
@@ -242,6 +242,27 @@ mod tests {
         assert!(err.to_string().contains("invalid type"), "{err}");
         let err = json_to_canonical::<Args>("{not json").unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    /// Found by the `codec_decode` fuzz target (`fuzz/`): a map whose key is a truncated
+    /// fixed-size value (here a fixext 16 marker and nothing after it) made the scanner slice
+    /// past the end of the buffer and panic.
+    #[test]
+    fn truncated_fixed_size_map_key_is_an_error_not_a_panic() {
+        for bytes in [
+            &[0x82, 0xd8][..],
+            &[0x82, 0xd8, 0x78],
+            &[0x81, 0xcc],
+            &[0x81, 0xcb, 0, 0, 0],
+            &[0x81, 0xd4, 0x01],
+            &[0x81, 0xa3, b'a'],
+        ] {
+            assert_eq!(scan(bytes, 0), None, "{bytes:02x?}");
+            assert!(canonicalize(bytes.to_vec()).is_err(), "{bytes:02x?}");
+        }
+        // and complete ones still scan
+        assert_eq!(scan(&[0x81, 0xcc, 0x01, 0xc0], 0), Some((4, true)));
+        assert_eq!(scan(&[0xd8; 18], 0), Some((18, true)));
     }
 
     proptest! {
