@@ -32,18 +32,28 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     rmp_serde::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))
 }
 
+/// The deepest nesting of arrays, maps and extension values that [`decode`] accepts
+/// (`rmp-serde`'s limit), and so that [`canonicalize`] (and [`encode`]) accepts.
+const MAX_DEPTH: usize = 1023;
+
 /// Re-encodes MessagePack bytes with every map sorted by key bytes. Bytes that are already
 /// canonical (the common case: structs with one field, scalars, sequences without maps) are
-/// returned without re-encoding.
+/// returned without re-encoding. A value nested deeper than [`decode`] accepts is refused,
+/// whatever the order of its maps.
 pub fn canonicalize(raw: Vec<u8>) -> Result<Vec<u8>, Error> {
     // Fast path: walk the bytes without allocating; most values are already canonical.
-    if let Some((end, true)) = scan(&raw, 0)
-        && end == raw.len()
-    {
+    let (end, sorted) = scan(&raw, 0).ok_or_else(|| {
+        Error::Decode(format!(
+            "not a MessagePack value, or one nested deeper than {MAX_DEPTH} levels"
+        ))
+    })?;
+    if sorted && end == raw.len() {
         return Ok(raw);
     }
-    let mut value =
-        rmpv::decode::read_value(&mut raw.as_slice()).map_err(|e| Error::Decode(e.to_string()))?;
+    // rmpv counts two levels per array or map and one for the body of a string, binary or
+    // extension value; its default (1024) is about 511 levels of nesting.
+    let mut value = rmpv::decode::read_value_with_max_depth(&mut raw.as_slice(), 2 * MAX_DEPTH + 2)
+        .map_err(|e| Error::Decode(e.to_string()))?;
     sort_maps(&mut value);
     let mut out = Vec::with_capacity(raw.len());
     rmpv::encode::write_value(&mut out, &value).map_err(|e| Error::Encode(e.to_string()))?;
@@ -51,9 +61,19 @@ pub fn canonicalize(raw: Vec<u8>) -> Result<Vec<u8>, Error> {
 }
 
 /// Walks one MessagePack value starting at `pos`: returns where it ends and whether every map
-/// in it has its keys in ascending byte order. `None` for malformed or truncated input.
+/// in it has its keys in ascending byte order. `None` for malformed or truncated input, and
+/// for nesting deeper than [`MAX_DEPTH`].
 fn scan(buf: &[u8], pos: usize) -> Option<(usize, bool)> {
+    scan_at(buf, pos, 0)
+}
+
+/// [`scan`] of a value inside `depth` arrays, maps or extension values.
+fn scan_at(buf: &[u8], pos: usize, depth: usize) -> Option<(usize, bool)> {
     let marker = *buf.get(pos)?;
+    if depth >= MAX_DEPTH && matches!(marker, 0x80..=0x9f | 0xc7..=0xc9 | 0xd4..=0xd8 | 0xdc..=0xdf)
+    {
+        return None;
+    }
     let be = |at: usize, n: usize| -> Option<usize> {
         let bytes = buf.get(at..at + n)?;
         Some(bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize))
@@ -63,8 +83,8 @@ fn scan(buf: &[u8], pos: usize) -> Option<(usize, bool)> {
     let fixed = |n: usize| Some((body + n, true)).filter(|(e, _)| *e <= buf.len());
     let (len_bytes, kind) = match marker {
         0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => return Some((body, true)),
-        0x80..=0x8f => return scan_map(buf, body, (marker & 0x0f) as usize),
-        0x90..=0x9f => return scan_array(buf, body, (marker & 0x0f) as usize),
+        0x80..=0x8f => return scan_map(buf, body, (marker & 0x0f) as usize, depth + 1),
+        0x90..=0x9f => return scan_array(buf, body, (marker & 0x0f) as usize, depth + 1),
         0xa0..=0xbf => return fixed((marker & 0x1f) as usize),
         0xcc | 0xd0 => return fixed(1),
         0xcd | 0xd1 => return fixed(2),
@@ -92,33 +112,33 @@ fn scan(buf: &[u8], pos: usize) -> Option<(usize, bool)> {
     let end = match kind {
         's' => after + n,
         'e' => after + 1 + n,
-        'a' => return scan_array(buf, after, n),
-        _ => return scan_map(buf, after, n),
+        'a' => return scan_array(buf, after, n, depth + 1),
+        _ => return scan_map(buf, after, n, depth + 1),
     };
     (end <= buf.len()).then_some((end, true))
 }
 
-fn scan_array(buf: &[u8], mut pos: usize, n: usize) -> Option<(usize, bool)> {
+fn scan_array(buf: &[u8], mut pos: usize, n: usize, depth: usize) -> Option<(usize, bool)> {
     let mut sorted = true;
     for _ in 0..n {
-        let (end, s) = scan(buf, pos)?;
+        let (end, s) = scan_at(buf, pos, depth)?;
         sorted &= s;
         pos = end;
     }
     Some((pos, sorted))
 }
 
-fn scan_map(buf: &[u8], mut pos: usize, n: usize) -> Option<(usize, bool)> {
+fn scan_map(buf: &[u8], mut pos: usize, n: usize, depth: usize) -> Option<(usize, bool)> {
     let mut sorted = true;
     let mut prev: Option<&[u8]> = None;
     for _ in 0..n {
-        let (key_end, ks) = scan(buf, pos)?;
+        let (key_end, ks) = scan_at(buf, pos, depth)?;
         let key = &buf[pos..key_end];
         if prev.is_some_and(|p| p > key) {
             sorted = false;
         }
         prev = Some(key);
-        let (val_end, vs) = scan(buf, key_end)?;
+        let (val_end, vs) = scan_at(buf, key_end, depth)?;
         sorted &= ks && vs;
         pos = val_end;
     }
@@ -263,6 +283,43 @@ mod tests {
         // and complete ones still scan
         assert_eq!(scan(&[0x81, 0xcc, 0x01, 0xc0], 0), Some((4, true)));
         assert_eq!(scan(&[0xd8; 18], 0), Some((18, true)));
+    }
+
+    /// Found by the `codec_decode` fuzz target: `decode` takes 1023 levels of nesting, but
+    /// re-sorting a value's maps read it back with rmpv's default depth (about 511 levels), so
+    /// whether a deeply nested value encoded depended on the order of its maps (a `HashMap`'s
+    /// is random; a struct's fields come in declaration order). Now what decodes encodes, and
+    /// what is nested deeper than decode takes is refused whatever its maps' order.
+    #[test]
+    fn what_decodes_encodes_whatever_its_depth_and_map_order() {
+        // (1022 levels take more than a test thread's 2 MiB of stack in a debug build; about
+        // under 512 KiB in a release build.)
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(decode_encode_depths)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    fn decode_encode_depths() {
+        // [{"b": 0, "a": 0}, [[[...[0]...]]]]: an unsorted map, then `levels` nested arrays
+        let deep = |map: &[u8], levels: usize| -> Vec<u8> {
+            [&[0x92][..], map, &vec![0x91; levels], &[0x00]].concat()
+        };
+        let unsorted = [0x82, 0xa1, b'b', 0x00, 0xa1, b'a', 0x00];
+        let sorted = [0x82, 0xa1, b'a', 0x00, 0xa1, b'b', 0x00];
+        for levels in [600, MAX_DEPTH - 1] {
+            let value: rmpv::Value = decode(&deep(&unsorted, levels)).unwrap();
+            let bytes = encode(&value).unwrap();
+            assert_eq!(bytes, deep(&sorted, levels));
+            let again: rmpv::Value = decode(&bytes).unwrap();
+            assert_eq!(encode(&again).unwrap(), bytes);
+        }
+        for map in [unsorted, sorted] {
+            assert!(decode::<rmpv::Value>(&deep(&map, MAX_DEPTH)).is_err());
+            assert!(canonicalize(deep(&map, MAX_DEPTH)).is_err());
+        }
     }
 
     proptest! {
