@@ -206,7 +206,7 @@ fn value_to_json(value: rmpv::Value) -> serde_json::Value {
                 .map(|(k, v)| {
                     let key = match k {
                         rmpv::Value::String(s) => s.into_str().unwrap_or_default(),
-                        other => value_to_json(other).to_string(),
+                        other => key_text(other),
                     };
                     (key, value_to_json(v))
                 })
@@ -214,6 +214,49 @@ fn value_to_json(value: rmpv::Value) -> serde_json::Value {
         ),
         rmpv::Value::Ext(_, data) => J::Array(data.into_iter().map(J::from).collect()),
     }
+}
+
+/// The text a non-string map key shows as: its JSON, where the non-string keys of maps inside
+/// it are written the same way and not escaped as strings again. (Escaping them at every level
+/// made the text grow fourfold per level of maps nested in keys: a 60-byte value took
+/// gigabytes to show.)
+fn key_text(key: rmpv::Value) -> String {
+    fn write(out: &mut String, value: rmpv::Value) {
+        match value {
+            rmpv::Value::Array(items) => {
+                out.push('[');
+                for (i, v) in items.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(out, v);
+                }
+                out.push(']');
+            }
+            rmpv::Value::Map(entries) => {
+                out.push('{');
+                for (i, (k, v)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    if k.is_str() {
+                        out.push_str(&value_to_json(k).to_string());
+                    } else {
+                        out.push('"');
+                        write(out, k);
+                        out.push('"');
+                    }
+                    out.push(':');
+                    write(out, v);
+                }
+                out.push('}');
+            }
+            other => out.push_str(&value_to_json(other).to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(&mut out, key);
+    out
 }
 
 /// Parses JSON text into `T` and encodes it canonically; the error names the JSON problem
@@ -320,6 +363,32 @@ mod tests {
             assert!(decode::<rmpv::Value>(&deep(&map, MAX_DEPTH)).is_err());
             assert!(canonicalize(deep(&map, MAX_DEPTH)).is_err());
         }
+    }
+
+    /// Found by the `codec_decode` fuzz target (a timeout): maps used as map keys, nested,
+    /// took time and memory fourfold per level to show as JSON, as each level's key text was
+    /// escaped again inside the next (`{{{...: nil}: nil}: nil}`, 16 levels in 33 bytes, made
+    /// 131 186 characters; 32 levels did not finish).
+    #[test]
+    fn nested_map_keys_show_in_linear_size() {
+        let nested = |levels: usize| [vec![0x81; levels], vec![0xc0; levels + 1]].concat();
+        assert_eq!(
+            to_json(&nested(2)).unwrap().to_string(),
+            r#"{"{\"null\":null}":null}"#
+        );
+        for levels in [16, 400] {
+            let shown = to_json(&nested(levels)).unwrap().to_string();
+            assert!(
+                shown.len() < 20 * levels,
+                "{levels} levels: {}",
+                shown.len()
+            );
+        }
+        // keys that are scalars, or containers without maps, show as before
+        let bytes = encode(&BTreeMap::from([((1u8, vec![true]), 2u8)])).unwrap();
+        assert_eq!(to_json(&bytes).unwrap().to_string(), r#"{"[1,[true]]":2}"#);
+        let bytes = encode(&BTreeMap::from([(3i8, "x")])).unwrap();
+        assert_eq!(to_json(&bytes).unwrap().to_string(), r#"{"3":"x"}"#);
     }
 
     proptest! {
