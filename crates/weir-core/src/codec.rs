@@ -391,6 +391,43 @@ mod tests {
         assert_eq!(to_json(&bytes).unwrap().to_string(), r#"{"3":"x"}"#);
     }
 
+    /// Found by the `cli_input` fuzz target: serde_json's default float parsing is only nearly
+    /// exact, so a number as `get io` shows it (the shortest text that parses back exactly)
+    /// could come back one unit in the last place off when given to `run --input`: other
+    /// inputs, so another action id and cache key. The workspace now enables serde_json's
+    /// `float_roundtrip`.
+    #[test]
+    fn json_floats_parse_exactly_and_show_back_the_same() {
+        for text in [
+            "4846174407370954444444444444444444451615",
+            "4.8461744073709545e+39",
+            "0.1",
+            "2.2250738585072014e-308",
+            "1.7976931348623157e308",
+        ] {
+            let exact: f64 = text.parse().unwrap();
+            let bytes = json_to_canonical::<f64>(text).unwrap();
+            assert_eq!(bytes, encode(&exact).unwrap(), "{text}");
+            let shown = to_json(&bytes).unwrap().to_string();
+            assert_eq!(
+                json_to_canonical::<f64>(&shown).unwrap(),
+                bytes,
+                "{text} → {shown}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn shown_floats_parse_back_exactly(bits in any::<u64>()) {
+            let value = f64::from_bits(bits);
+            prop_assume!(value.is_finite());
+            let bytes = encode(&value).unwrap();
+            let shown = to_json(&bytes).unwrap().to_string();
+            prop_assert_eq!(json_to_canonical::<f64>(&shown).unwrap(), bytes);
+        }
+    }
+
     proptest! {
         #[test]
         fn equal_maps_encode_equally_whatever_the_insertion_order(
