@@ -47,11 +47,83 @@ pub fn write_json_at(
     Ok(())
 }
 
-/// The JSON text of a MessagePack value, compact (for map keys).
-fn json_text(bytes: &[u8]) -> io::Result<String> {
-    let mut buf = Vec::new();
-    write_json(bytes, &mut buf, false)?;
-    String::from_utf8(buf).map_err(|e| bad(e.to_string()))
+/// The text a non-string map key shows as (as [`codec::to_json`](crate::codec::to_json)
+/// shows it): its compact JSON, where the non-string keys of maps inside it are written into
+/// it once, quoted but not escaped again (escaping them at every level would grow the text
+/// fourfold per level), and those maps keep their order.
+fn key_text(input: &mut &[u8], out: &mut String, depth: usize) -> io::Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(bad(format!("nested deeper than {MAX_DEPTH}")));
+    }
+    match head(input)? {
+        Head::Nil => out.push_str("null"),
+        Head::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        Head::Uint(v) => out.push_str(&v.to_string()),
+        Head::Int(v) => out.push_str(&v.to_string()),
+        Head::F32(f) => float_text(f64::from(f), out),
+        Head::F64(f) => float_text(f, out),
+        Head::Str(n) => {
+            let s = std::str::from_utf8(take(input, n)?).unwrap_or_default();
+            out.push_str(&serde_json::to_string(s).map_err(io::Error::other)?);
+        }
+        Head::Bin(n) => byte_text(take(input, n)?, out),
+        Head::Ext(n) => byte_text(&take(input, n + 1)?[1..], out),
+        Head::Array(n) => {
+            if n > input.len() {
+                return Err(bad(format!("array of {n} items in {} bytes", input.len())));
+            }
+            out.push('[');
+            for i in 0..n {
+                if i > 0 {
+                    out.push(',');
+                }
+                key_text(input, out, depth + 1)?;
+            }
+            out.push(']');
+        }
+        Head::Map(n) => {
+            if n > input.len() / 2 {
+                return Err(bad(format!("map of {n} entries in {} bytes", input.len())));
+            }
+            out.push('{');
+            for i in 0..n {
+                if i > 0 {
+                    out.push(',');
+                }
+                let string_key = matches!(input.first(), Some(0xa0..=0xbf | 0xd9..=0xdb));
+                if string_key {
+                    key_text(input, out, depth + 1)?;
+                } else {
+                    out.push('"');
+                    key_text(input, out, depth + 1)?;
+                    out.push('"');
+                }
+                out.push(':');
+                key_text(input, out, depth + 1)?;
+            }
+            out.push('}');
+        }
+    }
+    Ok(())
+}
+
+fn byte_text(data: &[u8], out: &mut String) {
+    out.push('[');
+    for (i, b) in data.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&b.to_string());
+    }
+    out.push(']');
+}
+
+/// A float as `serde_json` writes it (NaN and infinities: `null`).
+fn float_text(f: f64, out: &mut String) {
+    match f.is_finite() {
+        true => out.push_str(&serde_json::to_string(&f).unwrap_or_default()),
+        false => out.push_str("null"),
+    }
 }
 
 fn take<'a>(input: &mut &'a [u8], n: usize) -> io::Result<&'a [u8]> {
@@ -267,7 +339,11 @@ impl<W: Write> Transcoder<'_, W> {
                     let s = &key[key.len() - len..];
                     std::str::from_utf8(s).unwrap_or_default().to_string()
                 }
-                _ => json_text(key)?,
+                _ => {
+                    let mut text = String::new();
+                    key_text(&mut &key[..], &mut text, depth + 1)?;
+                    text
+                }
             };
             entries.push((key, skip(input, depth + 1)?));
         }
@@ -352,6 +428,26 @@ mod tests {
             let (streamed, tree) = both(&bytes);
             assert_eq!(streamed, tree);
         }
+    }
+
+    #[test]
+    fn map_keys_that_are_not_strings_show_as_the_tree_printer_shows_them() {
+        let nested = |levels: usize| [vec![0x81; levels], vec![0xc0; levels + 1]].concat();
+        for bytes in [
+            nested(2),
+            nested(16),
+            nested(400),
+            codec::encode(&BTreeMap::from([((1u8, vec![true]), 2u8)])).unwrap(),
+            codec::encode(&BTreeMap::from([(3i8, "x")])).unwrap(),
+            codec::encode(&BTreeMap::from([(vec![-5i64], ())])).unwrap(),
+            // A map key holding a map with a string key and a bytes key.
+            vec![0x81, 0x82, 0xa1, b'k', 0x01, 0xc4, 0x01, 0x07, 0x02, 0xc0],
+        ] {
+            let (streamed, tree) = both(&bytes);
+            assert_eq!(streamed, tree, "{bytes:?}");
+        }
+        let (streamed, _) = both(&nested(400));
+        assert!(streamed.len() < 20 * 400, "linear in the nesting");
     }
 
     #[test]
