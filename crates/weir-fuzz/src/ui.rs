@@ -104,7 +104,7 @@ fn state() -> &'static State {
             .enable_all()
             .build()
             .expect("a tokio runtime");
-        let router = weir_server::router(&dir);
+        let router = weir_server::router(&dir, ADDR.parse().expect("an address"));
         let mut actions = vec!["a0".to_string()];
         for uri in [
             "/api/runs/big/actions/a0/children",
@@ -155,9 +155,16 @@ pub fn known_actions() -> Vec<String> {
     state().actions.clone()
 }
 
+/// The address the harness's UI router believes it is served on.
+const ADDR: &str = "127.0.0.1:8710";
+
 async fn get(router: &Router, uri: Uri) -> (StatusCode, serde_json::Value) {
     let path = uri.path().to_string();
-    let req = Request::get(uri).body(Body::empty()).expect("a request");
+    // Addressed to the server (its Host check refuses any other name).
+    let req = Request::get(uri)
+        .header("host", ADDR)
+        .body(Body::empty())
+        .expect("a request");
     let res = router.clone().oneshot(req).await.expect("infallible");
     let status = res.status();
     if path.ends_with("/events") && status == StatusCode::OK {
