@@ -91,7 +91,7 @@ fn codec() -> Vec<Vec<u8>> {
         vec![0x82, 0xa1, b'a'],
         // deep nesting
         vec![0x91; 2000],
-        [vec![0x81, 0xa1, b'k'].repeat(600), vec![0xc0]].concat(),
+        [[0x81, 0xa1, b'k'].repeat(600), vec![0xc0]].concat(),
     ];
     out.extend(MSGPACK_TOKENS.iter().map(|t| t.to_vec()));
     out
