@@ -29,11 +29,11 @@ pub use codec::codec_decode;
 pub use protocol::protocol_messages;
 pub use ui::ui_params;
 
-/// A fuzz target: its `cargo fuzz` name and the function it calls.
-pub type Target = (&'static str, fn(&[u8]));
+/// A harness: takes one input, panics when a property is broken.
+pub type Harness = fn(&[u8]);
 
 /// The fuzz targets, by the name of their `cargo fuzz` target.
-pub const TARGETS: [Target; 4] = [
+pub const TARGETS: [(&str, Harness); 4] = [
     ("codec_decode", codec_decode),
     ("protocol_messages", protocol_messages),
     ("ui_params", ui_params),
