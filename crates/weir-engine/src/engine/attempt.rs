@@ -320,6 +320,11 @@ impl Engine {
         if caches {
             fail::fail_point!("cache.write.before");
         }
+        // A run halted (a durable step failed) or aborted meanwhile records no end of its own:
+        // halted, it is resumed from its last commit; aborted, the abort recorded it.
+        if run.aborted.load(Ordering::Acquire) {
+            return;
+        }
         let mut writes = writes.into_iter();
         let last = writes.next_back().expect("an action's end writes its row");
         for op in writes {
