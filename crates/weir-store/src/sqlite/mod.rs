@@ -2,6 +2,7 @@
 //! connection. Reads run on the caller's thread when polled: each is a short indexed query,
 //! cheaper than a hop to a blocking pool (a PostgreSQL backend awaits its connection instead).
 
+mod fence;
 mod queue;
 pub(crate) mod readonly;
 mod reads;
