@@ -157,6 +157,15 @@ pub struct TraceRegistration {
 
 inventory::collect!(TraceRegistration);
 
+/// Whether `name` is the full name of a task (`env.task`) or the name of a trace of this
+/// binary (as actions record them).
+pub(crate) fn is_task_or_trace(name: &str) -> bool {
+    tasks().any(|d| d.full_name() == name)
+        || inventory::iter::<TraceRegistration>
+            .into_iter()
+            .any(|t| t.name == name)
+}
+
 /// Two definitions that would share action ids.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement, Transaction};
-use weir_core::{ActionId, ActionStatus, Failure};
-use weir_store::columns::{REUSED_CACHE, REUSED_RECOVERED, payload_to_columns};
-use weir_store::{ActionKind, Error, Payload, Promise, RunId, WriteOp};
+use weir_core::ActionStatus;
+use weir_store::columns::payload_to_columns;
+use weir_store::merge::{MergedRow, Step, plan};
+use weir_store::{ActionKind, Error, Promise, RunId, WriteOp};
 
 use crate::rows::failure_json;
 use crate::{Inner, open_client};
@@ -192,159 +193,26 @@ async fn transact(
     tx.commit().await
 }
 
-/// An action row assembled from the writes of one batch: an action that is queued, started and
-/// finished within one group commit is one row of one multi-row upsert.
-struct MergedRow<'a> {
-    run: RunId,
-    id: ActionId,
-    parent: ActionId,
-    task: &'a str,
-    group: Option<&'a str>,
-    kind: ActionKind,
-    status: ActionStatus,
-    attempts: u32,
-    queued_at: i64,
-    started_at: Option<i64>,
-    ended_at: Option<i64>,
-    /// The `cache_hit` column: 0 ran, 1 cache hit, 2 recovered.
-    reused: i64,
-    inputs: &'a Payload,
-    output: Option<&'a Payload>,
-    error: Option<&'a Failure>,
-}
-
+/// Applies one batch in its transaction: the writes of each action merged into rows
+/// (`weir_store::merge`, one multi-row upsert per step), the others in place; the writes of
+/// runs lost to another owner left out.
 async fn apply_batch(
     tx: &Transaction<'_>,
     statements: &mut Statements,
     batch: &[Cmd],
     lost: &HashMap<RunId, Arc<Error>>,
 ) -> Result<(), tokio_postgres::Error> {
-    let mut rows: Vec<MergedRow<'_>> = Vec::new();
-    let mut pending: HashMap<(RunId, ActionId), usize> = HashMap::new();
-    for cmd in batch {
-        let Cmd::Write(op, _) = cmd else { continue };
-        if op.run().is_some_and(|r| lost.contains_key(&r)) {
-            continue;
-        }
-        match op {
-            WriteOp::InsertAction {
-                run,
-                id,
-                parent,
-                task,
-                group,
-                kind,
-                inputs,
-                queued_at,
-            } => {
-                let row = MergedRow {
-                    run: *run,
-                    id: *id,
-                    parent: *parent,
-                    task,
-                    group: group.as_deref(),
-                    kind: *kind,
-                    status: ActionStatus::Queued,
-                    attempts: 0,
-                    queued_at: *queued_at,
-                    started_at: None,
-                    ended_at: None,
-                    reused: 0,
-                    inputs,
-                    output: None,
-                    error: None,
-                };
-                match pending.get(&(*run, *id)) {
-                    Some(&i) => rows[i] = row,
-                    None => {
-                        pending.insert((*run, *id), rows.len());
-                        rows.push(row);
-                    }
-                }
-            }
-            WriteOp::RecoverAction {
-                run,
-                id,
-                parent,
-                task,
-                group,
-                kind,
-                inputs,
-                output,
-                at,
-            } => {
-                let row = MergedRow {
-                    run: *run,
-                    id: *id,
-                    parent: *parent,
-                    task,
-                    group: group.as_deref(),
-                    kind: *kind,
-                    status: ActionStatus::Succeeded,
-                    attempts: 0,
-                    queued_at: *at,
-                    started_at: None,
-                    ended_at: Some(*at),
-                    reused: REUSED_RECOVERED,
-                    inputs,
-                    output: Some(output),
-                    error: None,
-                };
-                match pending.get(&(*run, *id)) {
-                    Some(&i) => rows[i] = row,
-                    None => {
-                        pending.insert((*run, *id), rows.len());
-                        rows.push(row);
-                    }
-                }
-            }
-            WriteOp::StartAttempt {
-                run,
-                id,
-                attempt,
-                started_at,
-            } if pending.contains_key(&(*run, *id)) => {
-                let row = &mut rows[pending[&(*run, *id)]];
-                row.status = ActionStatus::Running;
-                row.attempts = *attempt;
-                row.started_at = Some(*started_at);
-            }
-            WriteOp::FinishAction {
-                run,
-                id,
-                status,
-                output,
-                error,
-                cache_hit,
-                ended_at,
-            } if pending.contains_key(&(*run, *id)) => {
-                let row = &mut rows[pending[&(*run, *id)]];
-                row.status = *status;
-                row.output = output.as_ref();
-                row.error = error.as_ref();
-                row.reused = if *cache_hit { REUSED_CACHE } else { 0 };
-                row.ended_at = Some(*ended_at);
-            }
-            WriteOp::FailAttempt {
-                run,
-                id,
-                retrying: true,
-                ..
-            } if pending.contains_key(&(*run, *id)) => {
-                rows[pending[&(*run, *id)]].status = ActionStatus::Retrying;
-                apply(tx, statements, op).await?;
-            }
-            WriteOp::CancelLiveActions { .. } => {
-                // It must see every action queued before it.
-                upsert_rows(tx, statements, &rows).await?;
-                rows.clear();
-                pending.clear();
-                apply(tx, statements, op).await?;
-            }
-            _ => apply(tx, statements, op).await?,
+    let ops = batch.iter().filter_map(|cmd| match cmd {
+        Cmd::Write(op, _) if !op.run().is_some_and(|r| lost.contains_key(&r)) => Some(op),
+        _ => None,
+    });
+    for step in plan(ops) {
+        match step {
+            Step::Rows(rows) => upsert_rows(tx, statements, &rows).await?,
+            Step::Op(op) => apply(tx, statements, op).await?,
         }
     }
-    upsert_rows(tx, statements, &rows).await
+    Ok(())
 }
 
 /// Upserts merged rows with one statement (arrays unnested, in batch order).

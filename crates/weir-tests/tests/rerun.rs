@@ -126,6 +126,25 @@ fn rerun_refuses_bad_input_and_changes_nothing() {
         &["rerun", "nope", "--recover"][..],
         &["rerun", "r1", "--force", "fx.add"][..],
         &["rerun", "r1", "--recover", "--name", "r1"][..],
+        // A --force that names nothing would be accepted and change nothing: refused.
+        &[
+            "rerun",
+            "r1",
+            "--recover",
+            "--force",
+            "fx.nope",
+            "--name",
+            "r2",
+        ][..],
+        &[
+            "rerun",
+            "r1",
+            "--recover",
+            "--force",
+            "deadbeef",
+            "--name",
+            "r3",
+        ][..],
     ] {
         let o = run(&state, args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));

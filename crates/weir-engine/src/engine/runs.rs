@@ -100,14 +100,18 @@ impl Engine {
             return Err(Error::RunNotEnded(from.to_string()));
         }
         let def = registry::find_task(&old.task)?;
+        for name in recover.iter().flatten() {
+            self.check_forced(&old, name).await?;
+        }
         // Read (and check) the inputs before anything is written.
         let inputs = self.inner.payloads.load(&old.inputs).await?;
         let mut context: RunContext =
             serde_json::from_value(old.context.clone()).unwrap_or_default();
         context.name = Some(name.unwrap_or_else(generate_run_name));
         let mut recorded = self.recorded_context(&context);
-        if let (Some(map), Some(_)) = (recorded.as_object_mut(), &recover) {
+        if let (Some(map), Some(force)) = (recorded.as_object_mut(), &recover) {
             map.insert("recovered_from".into(), from.into());
+            map.insert("recover_force".into(), force.clone().into());
         }
         let (record, _claim) = self
             .inner
@@ -130,6 +134,22 @@ impl Engine {
             ..Start::default()
         };
         Ok(self.launch(record, def, inputs, &context, start))
+    }
+
+    /// Refuses a `--force` name that names nothing: neither an action of run `old` nor a
+    /// task or trace of this binary (it would be accepted and change nothing).
+    async fn check_forced(&self, old: &RunRecord, name: &str) -> std::result::Result<(), Error> {
+        let known = match ActionId::parse(name) {
+            Some(id) => self.inner.store.action(old.id, id).await?.is_some(),
+            None => registry::is_task_or_trace(name),
+        };
+        match known {
+            true => Ok(()),
+            false => Err(Error::Config(format!(
+                "--force {name:?}: run {} has no action with that id, and this binary no task or trace of that name (give an action id, a full task name `env.task`, or a trace name)",
+                old.name
+            ))),
+        }
     }
 
     /// Resumes a run whose process died (SPEC §4.2): the root runs again and every child that
@@ -169,11 +189,13 @@ impl Engine {
             .await
             .ok()
             .flatten();
-        // A resumed `rerun --recover` run goes on recovering from the same earlier run.
+        // A resumed `rerun --recover` run goes on recovering from the same earlier run, and
+        // still runs what it was told to run again.
         let recover = match record.context["recovered_from"].as_str() {
             Some(from) => Some(RecoverFrom {
                 run: self.inner.store.run_by_name(from).await?.id,
-                force: Default::default(),
+                force: serde_json::from_value(record.context["recover_force"].clone())
+                    .unwrap_or_default(),
             }),
             None => None,
         };

@@ -5,12 +5,10 @@
 use std::path::Path;
 
 use clap::Args;
-use weir_engine::registry::find_task;
-use weir_engine::worker::ExecutorKind;
 
 use super::output::esc;
-use super::run::{check_run_name, finish, open_engine_with_workers};
-use super::{CliResult, Failure, OutputFormat};
+use super::run::{check_run_name, engine_for_run, finish};
+use super::{CliResult, OutputFormat};
 
 #[derive(Args, Debug)]
 pub(crate) struct RerunArgs {
@@ -21,7 +19,7 @@ pub(crate) struct RerunArgs {
     #[arg(long)]
     recover: bool,
     /// With --recover: run this action again anyway (an action id, or a task or trace name
-    /// for all of its actions). Repeatable.
+    /// for all of its actions); a name that matches nothing is refused. Repeatable.
     #[arg(long, requires = "recover", value_name = "ACTION|TASK")]
     force: Vec<String>,
     /// Name of the new run (generated when omitted; as for `run --name`).
@@ -36,20 +34,7 @@ pub(crate) async fn rerun(state_dir: &Path, out: OutputFormat, args: RerunArgs) 
     if let Some(name) = &args.name {
         check_run_name(name)?;
     }
-    let store = weir_store::open_read_only(state_dir)?;
-    let record = store.run_by_name(&args.run).await?;
-    find_task(&record.task).map_err(|e| {
-        Failure::input(format!(
-            "run {} cannot be rerun by this binary: {e}",
-            args.run
-        ))
-    })?;
-    drop(store);
-    let workers = args
-        .workers
-        .or_else(|| record.context["executor"].as_str().map(str::to_string))
-        .unwrap_or_else(|| ExecutorKind::InProcess.as_str().into());
-    let engine = open_engine_with_workers(state_dir, &workers)?;
+    let engine = engine_for_run(state_dir, &args.run, args.workers, "rerun").await?;
     let recover = args.recover.then_some(args.force);
     let handle = engine.rerun(&args.run, args.name, recover).await?;
     eprintln!(

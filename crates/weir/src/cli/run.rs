@@ -75,7 +75,7 @@ fn open_engine(state_dir: &Path) -> Result<Engine, Failure> {
     Ok(Engine::open(EngineOptions::new(state_dir))?)
 }
 
-pub(super) fn open_engine_with_workers(state_dir: &Path, workers: &str) -> Result<Engine, Failure> {
+fn open_engine_with_workers(state_dir: &Path, workers: &str) -> Result<Engine, Failure> {
     let mut options = EngineOptions::new(state_dir);
     if ExecutorKind::parse(workers) == Some(ExecutorKind::Processes) {
         options = options.with_worker_processes();
@@ -186,24 +186,30 @@ pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> C
 }
 
 pub(crate) async fn resume(state_dir: &Path, out: OutputFormat, args: ResumeArgs) -> CliResult {
-    let store = weir_store::open_read_only(state_dir)?;
-    let record = store.run_by_name(&args.run).await?;
-    find_task(&record.task).map_err(|e| {
-        Failure::input(format!(
-            "run {} cannot be resumed by this binary: {e}",
-            args.run
-        ))
-    })?;
-    drop(store);
-    // A run remembers where its attempts ran.
-    let workers = args
-        .workers
-        .or_else(|| record.context["executor"].as_str().map(str::to_string))
-        .unwrap_or_else(|| ExecutorKind::InProcess.as_str().into());
-    let engine = open_engine_with_workers(state_dir, &workers)?;
+    let engine = engine_for_run(state_dir, &args.run, args.workers, "resumed").await?;
     let handle = engine.resume_run(&args.run, args.force).await?;
     eprintln!("run {} resumed", esc(handle.name()));
     finish(&engine, handle, out).await
+}
+
+/// The engine to drive (or start again) the recorded run `run` with: refused (exit 2) when
+/// there is no such run or this binary lacks its task (`verb` says what could not be done);
+/// its attempts run where `workers` says, or where the run's ran (a run remembers it).
+pub(super) async fn engine_for_run(
+    state_dir: &Path,
+    run: &str,
+    workers: Option<String>,
+    verb: &str,
+) -> Result<Engine, Failure> {
+    let store = weir_store::open_read_only(state_dir)?;
+    let record = store.run_by_name(run).await?;
+    find_task(&record.task)
+        .map_err(|e| Failure::input(format!("run {run} cannot be {verb} by this binary: {e}")))?;
+    drop(store);
+    let workers = workers
+        .or_else(|| record.context["executor"].as_str().map(str::to_string))
+        .unwrap_or_else(|| ExecutorKind::InProcess.as_str().into());
+    open_engine_with_workers(state_dir, &workers)
 }
 
 pub(crate) async fn abort(state_dir: &Path, args: AbortArgs) -> CliResult {
