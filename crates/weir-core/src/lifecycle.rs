@@ -269,7 +269,10 @@ fn log_line(line: &str) {
     });
     if let Some(file) = log {
         let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(f, "{line}");
+        // One write of the whole line: many processes append to the file at once, and an
+        // append of one small write is not interleaved with another (`writeln!` would write
+        // the line and its newline apart).
+        let _ = f.write_all(format!("{line}\n").as_bytes());
     }
 }
 
