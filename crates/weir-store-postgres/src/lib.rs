@@ -369,6 +369,11 @@ impl Store for PostgresStore {
         })
     }
 
+    fn run(&self, id: RunId) -> StoreFuture<'_, RunRecord> {
+        let inner = self.inner.clone();
+        self.spawn(async move { inner.run(id).await })
+    }
+
     fn run_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, RunRecord> {
         let inner = self.inner.clone();
         let name = name.to_string();
@@ -462,6 +467,15 @@ impl Store for PostgresStore {
         let inner = self.inner.clone();
         let worker = worker.to_string();
         self.spawn(async move { inner.heartbeat(&worker, now, ttl_us).await })
+    }
+
+    fn queue_entry(
+        &self,
+        run: RunId,
+        action: ActionId,
+    ) -> StoreFuture<'_, Option<weir_store::QueueEntry>> {
+        let inner = self.inner.clone();
+        self.spawn(async move { inner.queue_entry(run, action).await })
     }
 
     fn complete<'a>(

@@ -56,13 +56,13 @@ impl Inner {
         let rows = client
             .query(
                 "WITH picked AS (
-                   SELECT run, action FROM queue WHERE env = $1 AND lease IS NULL
+                   SELECT run, action FROM queue WHERE env = $1 AND lease IS NULL AND enqueued_at <= $5
                    ORDER BY enqueued_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED)
                  UPDATE queue q SET lease = nextval('lease_seq'), worker = $3, expires_at = $4
                  FROM picked WHERE q.run = picked.run AND q.action = picked.action
                  RETURNING q.run, q.action, q.attempt, q.env, q.task, q.system_retries, q.lease,
                    q.enqueued_at, q.seq",
-                &[&env, &(max as i64), &worker, &expires_at],
+                &[&env, &(max as i64), &worker, &expires_at, &now],
             )
             .await
             .map_err(self.err("leasing attempts"))?;
@@ -85,6 +85,31 @@ impl Inner {
         // Oldest first.
         leased.sort_by_key(|(at, seq, _)| (*at, *seq));
         Ok(leased.into_iter().map(|(_, _, l)| l).collect())
+    }
+
+    pub(crate) async fn queue_entry(
+        &self,
+        run: RunId,
+        action: ActionId,
+    ) -> Result<Option<weir_store::QueueEntry>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT run, action, attempt, env, task, lease, worker, system_retries FROM queue
+                 WHERE run = $1 AND action = $2",
+                &[&run.0, &action.as_i64()],
+            )
+            .await
+            .map_err(self.err("reading the queue"))?;
+        Ok(row.map(|r| {
+            let lease: Option<i64> = r.get(5);
+            let worker: Option<String> = r.get(6);
+            weir_store::QueueEntry {
+                attempt: attempt_from(&r),
+                lease: lease.zip(worker).map(|(l, w)| (l as u64, w)),
+                system_retries: r.get::<_, i64>(7) as u32,
+            }
+        }))
     }
 
     pub(crate) async fn heartbeat(&self, worker: &str, now: i64, ttl_us: i64) -> Result<u64> {

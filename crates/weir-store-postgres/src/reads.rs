@@ -49,6 +49,19 @@ impl Inner {
         Ok(run_from_row(&row))
     }
 
+    pub(crate) async fn run(&self, id: RunId) -> Result<RunRecord> {
+        let client = self.client().await?;
+        client
+            .query_opt(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"),
+                &[&id.0],
+            )
+            .await
+            .map_err(self.err("reading a run"))?
+            .map(|r| run_from_row(&r))
+            .ok_or_else(|| Error::UnknownRun(format!("#{id}")))
+    }
+
     pub(crate) async fn run_by_name(&self, name: &str) -> Result<RunRecord> {
         let client = self.client().await?;
         client

@@ -29,7 +29,7 @@ mod ui;
 
 pub use records::{
     ActionKind, ActionRecord, AttemptRecord, CacheEntry, Lease, NewRun, Page, Payload,
-    QueuedAttempt, Reaped, RunFilter, RunId, RunRecord, RunStatus, RunSummary, WorkerRecord,
+    QueueEntry, QueuedAttempt, Reaped, RunFilter, RunId, RunRecord, RunStatus, RunSummary, WorkerRecord,
     WriteOp, now_us,
 };
 pub use sqlite::{SCHEMA_VERSION, SqliteStore, StoreOptions};
@@ -186,6 +186,8 @@ pub trait Store: Send + Sync + 'static {
     /// Takes a run over: succeeds only if the run's claim is still `seen_epoch` (compare and
     /// set), else [`Error::RunOwned`] naming the owner that got there first.
     fn claim_run(&self, run: RunId, owner: String, seen_epoch: u64) -> StoreFuture<'_, Claim>;
+    /// A run by id ([`Error::UnknownRun`] naming the id when there is none).
+    fn run(&self, id: RunId) -> StoreFuture<'_, RunRecord>;
     /// A run by name.
     fn run_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, RunRecord>;
     /// Runs, newest first.
@@ -223,10 +225,12 @@ pub trait Store: Send + Sync + 'static {
     // The work queue of worker processes (SPEC §3): leases with fencing tokens, heartbeats,
     // the reaper. Each operation is one transaction.
 
-    /// Puts an attempt in its environment's queue (replacing any entry of the same action).
+    /// Puts an attempt in its environment's queue (replacing any entry of the same action,
+    /// and so its lease). `now` is when it may be leased: an attempt queued for later (a
+    /// retry's backoff) is not leased before then.
     fn enqueue(&self, attempt: QueuedAttempt, now: i64) -> StoreFuture<'_, ()>;
-    /// Leases up to `max` queued attempts of `env` to `worker`, oldest first, until
-    /// `now + ttl_us`. An attempt is never leased to two workers at once.
+    /// Leases up to `max` queued attempts of `env` due by `now` to `worker`, oldest first,
+    /// until `now + ttl_us`. An attempt is never leased to two workers at once.
     fn lease<'a>(
         &'a self,
         worker: &'a str,
@@ -245,6 +249,9 @@ pub trait Store: Send + Sync + 'static {
         lease: u64,
         worker: &'a str,
     ) -> StoreFuture<'a, Option<QueuedAttempt>>;
+    /// The queue entry of an action, if it is queued or leased.
+    fn queue_entry(&self, run: RunId, action: weir_core::ActionId)
+    -> StoreFuture<'_, Option<QueueEntry>>;
     /// Requeues the attempts whose leases expired by `now` (a system retry each); those
     /// requeued more than `max_system_retries` times leave the queue and are reported.
     fn reap(&self, now: i64, max_system_retries: u32) -> StoreFuture<'_, Reaped>;

@@ -411,6 +411,17 @@ pub struct Lease {
     pub attempt: QueuedAttempt,
 }
 
+/// An attempt in the queue as it is now: leased or waiting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueEntry {
+    /// The attempt.
+    pub attempt: QueuedAttempt,
+    /// Its current lease (id, worker), when leased.
+    pub lease: Option<(u64, String)>,
+    /// Times the attempt was requeued because its worker was lost.
+    pub system_retries: u32,
+}
+
 /// What the reaper did with expired leases.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reaped {

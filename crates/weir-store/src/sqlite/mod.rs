@@ -424,6 +424,10 @@ impl Store for SqliteStore {
         Box::pin(std::future::ready(result))
     }
 
+    fn run(&self, id: RunId) -> StoreFuture<'_, RunRecord> {
+        Box::pin(std::future::ready(self.run_now(id)))
+    }
+
     fn run_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, RunRecord> {
         Box::pin(std::future::ready(self.run_by_name_now(name)))
     }
@@ -499,6 +503,14 @@ impl Store for SqliteStore {
         worker: &'a str,
     ) -> StoreFuture<'a, Option<QueuedAttempt>> {
         Box::pin(std::future::ready(self.complete_now(lease, worker)))
+    }
+
+    fn queue_entry(
+        &self,
+        run: RunId,
+        action: ActionId,
+    ) -> StoreFuture<'_, Option<crate::QueueEntry>> {
+        Box::pin(std::future::ready(self.queue_entry_now(run, action)))
     }
 
     fn reap(&self, now: i64, max_system_retries: u32) -> StoreFuture<'_, Reaped> {

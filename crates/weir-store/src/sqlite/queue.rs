@@ -53,10 +53,11 @@ impl SqliteStore {
         self.immediate(|tx| {
             let mut pick = tx.prepare_cached(
                 "SELECT run, action, attempt, env, task, system_retries FROM queue
-                 WHERE env = ?1 AND lease IS NULL ORDER BY enqueued_at, rowid LIMIT ?2",
+                 WHERE env = ?1 AND lease IS NULL AND enqueued_at <= ?3
+                 ORDER BY enqueued_at, rowid LIMIT ?2",
             )?;
             let picked = pick
-                .query_map(params![env, max], |r| {
+                .query_map(params![env, max, now], |r| {
                     Ok((attempt_from(r)?, r.get::<_, u32>(5)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -103,6 +104,30 @@ impl SqliteStore {
             )?;
             Ok(n as u64)
         })
+    }
+
+    pub(super) fn queue_entry_now(
+        &self,
+        run: crate::RunId,
+        action: ActionId,
+    ) -> Result<Option<crate::QueueEntry>> {
+        let conn = self.reader();
+        conn.query_row(
+            "SELECT run, action, attempt, env, task, lease, worker, system_retries FROM queue
+             WHERE run = ?1 AND action = ?2",
+            params![run, action.as_i64()],
+            |r| {
+                let lease: Option<i64> = r.get(5)?;
+                let worker: Option<String> = r.get(6)?;
+                Ok(crate::QueueEntry {
+                    attempt: attempt_from(r)?,
+                    lease: lease.zip(worker).map(|(l, w)| (l as u64, w)),
+                    system_retries: r.get(7)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(sql_err(&self.path))
     }
 
     pub(super) fn complete_now(&self, lease: u64, worker: &str) -> Result<Option<QueuedAttempt>> {

@@ -39,6 +39,18 @@ impl SqliteStore {
         self.run_by_name_now(&run.name)
     }
 
+    pub(super) fn run_now(&self, id: RunId) -> Result<RunRecord> {
+        let conn = self.reader();
+        conn.query_row(
+            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+            [id],
+            run_from_row,
+        )
+        .optional()
+        .map_err(sql_err(&self.path))?
+        .ok_or_else(|| Error::UnknownRun(format!("#{id}")))
+    }
+
     pub(super) fn run_by_name_now(&self, name: &str) -> Result<RunRecord> {
         let conn = self.reader();
         conn.query_row(

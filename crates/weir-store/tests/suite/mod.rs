@@ -66,6 +66,7 @@ macro_rules! all_conformance_tests {
             completions_are_fenced_and_the_reaper_requeues_expired_leases,
             workers_are_recorded_and_heartbeats_refresh_them,
             an_abort_cancels_the_live_actions_queued_before_it_and_a_run_finishes,
+            queue_entries_show_their_lease_and_later_attempts_wait_for_their_time,
         );
     };
 }
@@ -573,6 +574,36 @@ pub async fn completions_are_fenced_and_the_reaper_requeues_expired_leases(fx: &
                 .is_empty()
         );
     }
+}
+
+pub async fn queue_entries_show_their_lease_and_later_attempts_wait_for_their_time(
+    fx: &dyn Fixture,
+) {
+    let backend = fx.name();
+    let store = fx.open();
+    let (run, _) = store.create_run(new_run("q", "o")).await.unwrap();
+    assert_eq!(store.run(run.id).await.unwrap().name, "q", "{backend}");
+    assert!(matches!(
+        store.run(RunId(run.id.0 + 1000)).await,
+        Err(Error::UnknownRun(_))
+    ));
+    assert_eq!(store.queue_entry(run.id, ActionId(1)).await.unwrap(), None);
+    // A retry's attempt queued for later is not leased before its time.
+    store.enqueue(queued(run.id, 1, "cpu"), 5_000).await.unwrap();
+    let entry = store.queue_entry(run.id, ActionId(1)).await.unwrap().unwrap();
+    assert_eq!((entry.attempt.attempt, &entry.lease), (1, &None), "{backend}");
+    assert!(store.lease("a", "cpu", 10, 4_999, 100).await.unwrap().is_empty());
+    let leased = store.lease("a", "cpu", 10, 5_000, 100).await.unwrap();
+    assert_eq!(leased.len(), 1, "{backend}");
+    let entry = store.queue_entry(run.id, ActionId(1)).await.unwrap().unwrap();
+    assert_eq!(entry.lease, Some((leased[0].id, "a".to_string())), "{backend}");
+    // Queued again (a retry): the entry replaces the lease, and the old one is fenced off.
+    let mut next = queued(run.id, 1, "cpu");
+    next.attempt = 2;
+    store.enqueue(next, 6_000).await.unwrap();
+    let entry = store.queue_entry(run.id, ActionId(1)).await.unwrap().unwrap();
+    assert_eq!((entry.attempt.attempt, &entry.lease), (2, &None), "{backend}");
+    assert_eq!(store.complete(leased[0].id, "a").await.unwrap(), None, "{backend}");
 }
 
 pub async fn workers_are_recorded_and_heartbeats_refresh_them(fx: &dyn Fixture) {
