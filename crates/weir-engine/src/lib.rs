@@ -19,6 +19,7 @@
 //! caller learns an outcome only once the commit ticket of the write that holds it resolved.
 
 mod call;
+pub mod cluster;
 mod decide;
 mod engine;
 mod error;

@@ -478,6 +478,11 @@ impl Store for PostgresStore {
         self.spawn(async move { inner.queue_entry(run, action).await })
     }
 
+    fn queue_metrics(&self) -> StoreFuture<'_, Vec<weir_store::QueueDepth>> {
+        let inner = self.inner.clone();
+        self.spawn(async move { inner.queue_metrics().await })
+    }
+
     fn complete<'a>(
         &'a self,
         lease: u64,

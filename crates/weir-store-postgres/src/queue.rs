@@ -112,6 +112,26 @@ impl Inner {
         }))
     }
 
+    pub(crate) async fn queue_metrics(&self) -> Result<Vec<weir_store::QueueDepth>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT env, count(*) FILTER (WHERE lease IS NULL),
+                   count(*) FILTER (WHERE lease IS NOT NULL) FROM queue GROUP BY env ORDER BY env",
+                &[],
+            )
+            .await
+            .map_err(self.err("reading queue depths"))?;
+        Ok(rows
+            .iter()
+            .map(|r| weir_store::QueueDepth {
+                queue: r.get(0),
+                waiting: r.get::<_, i64>(1) as u64,
+                leased: r.get::<_, i64>(2) as u64,
+            })
+            .collect())
+    }
+
     pub(crate) async fn heartbeat(&self, worker: &str, now: i64, ttl_us: i64) -> Result<u64> {
         let e = self.err("recording a heartbeat");
         let mut client = self.client().await?;

@@ -28,9 +28,9 @@ mod ticket;
 mod ui;
 
 pub use records::{
-    ActionKind, ActionRecord, AttemptRecord, CacheEntry, Lease, NewRun, Page, Payload,
-    QueueEntry, QueuedAttempt, Reaped, RunFilter, RunId, RunRecord, RunStatus, RunSummary, WorkerRecord,
-    WriteOp, now_us,
+    ActionKind, ActionRecord, AttemptRecord, CacheEntry, Lease, NewRun, Page, Payload, QueueDepth,
+    QueueEntry, QueuedAttempt, Reaped, RunFilter, RunId, RunRecord, RunStatus, RunSummary,
+    WorkerRecord, WriteOp, now_us,
 };
 pub use sqlite::{SCHEMA_VERSION, SqliteStore, StoreOptions};
 pub use ticket::{Promise, Ticket};
@@ -250,8 +250,13 @@ pub trait Store: Send + Sync + 'static {
         worker: &'a str,
     ) -> StoreFuture<'a, Option<QueuedAttempt>>;
     /// The queue entry of an action, if it is queued or leased.
-    fn queue_entry(&self, run: RunId, action: weir_core::ActionId)
-    -> StoreFuture<'_, Option<QueueEntry>>;
+    fn queue_entry(
+        &self,
+        run: RunId,
+        action: weir_core::ActionId,
+    ) -> StoreFuture<'_, Option<QueueEntry>>;
+    /// Attempts waiting and leased, per queue (queues holding none are left out).
+    fn queue_metrics(&self) -> StoreFuture<'_, Vec<QueueDepth>>;
     /// Requeues the attempts whose leases expired by `now` (a system retry each); those
     /// requeued more than `max_system_retries` times leave the queue and are reported.
     fn reap(&self, now: i64, max_system_retries: u32) -> StoreFuture<'_, Reaped>;

@@ -422,6 +422,17 @@ pub struct QueueEntry {
     pub system_retries: u32,
 }
 
+/// How many attempts a queue holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct QueueDepth {
+    /// The queue (environment, or `env@version` in cluster mode).
+    pub queue: String,
+    /// Attempts waiting for a worker.
+    pub waiting: u64,
+    /// Attempts leased to a worker.
+    pub leased: u64,
+}
+
 /// What the reaper did with expired leases.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reaped {

@@ -41,6 +41,7 @@ use weir_store::{RunId, RunStatus, Store, StoreOptions};
 
 pub(crate) use admit::ChildCall;
 pub(crate) use checkpoint::TraceOutcome;
+pub(crate) use runs::generate_run_name;
 pub use state::RunOutcome;
 pub(crate) use state::RunState;
 

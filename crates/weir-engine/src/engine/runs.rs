@@ -21,7 +21,7 @@ use crate::decide::RecordedOwner;
 use crate::registry::{self, TaskDef};
 use crate::run::{RunContext, RunHandle};
 
-fn generate_run_name() -> String {
+pub(crate) fn generate_run_name() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

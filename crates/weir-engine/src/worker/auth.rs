@@ -28,11 +28,19 @@ pub(crate) fn random_token() -> Result<String, getrandom::Error> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The admission secret and the issued worker tokens of one engine.
+/// The admission secret and the worker tokens of one engine (or of a cluster).
 pub(crate) struct Credentials {
     admission: blake3::Hash,
-    /// Hash of each issued token → the worker it names.
-    tokens: RwLock<HashMap<blake3::Hash, String>>,
+    tokens: Tokens,
+}
+
+enum Tokens {
+    /// Hash of each issued token → the worker it names (an engine's own workers).
+    Issued(RwLock<HashMap<blake3::Hash, String>>),
+    /// Tokens `WORKER.MAC`, the MAC keyed by a key derived from the cluster token: every
+    /// replica of a control plane checks them without shared state. They stay valid as long
+    /// as the cluster token does (revoking one worker means changing the cluster token).
+    Derived([u8; 32]),
 }
 
 impl Credentials {
@@ -40,8 +48,24 @@ impl Credentials {
     pub(crate) fn new(secret: &str) -> Credentials {
         Credentials {
             admission: blake3::hash(secret.as_bytes()),
-            tokens: RwLock::new(HashMap::new()),
+            tokens: Tokens::Issued(RwLock::new(HashMap::new())),
         }
+    }
+
+    /// Credentials of a cluster: `token` admits workers and clients, and worker tokens are
+    /// derived from it (the same on every replica).
+    pub(crate) fn cluster(token: &str) -> Credentials {
+        Credentials {
+            admission: blake3::hash(token.as_bytes()),
+            tokens: Tokens::Derived(blake3::derive_key(
+                "weir cluster worker token v1",
+                token.as_bytes(),
+            )),
+        }
+    }
+
+    fn mac(key: &[u8; 32], worker: &str) -> blake3::Hash {
+        blake3::keyed_hash(key, worker.as_bytes())
     }
 
     /// Whether `presented` is the admission secret (constant-time comparison).
@@ -51,8 +75,14 @@ impl Credentials {
 
     /// Issues the token of `worker`, replacing one it had.
     pub(crate) fn issue(&self, worker: &str) -> Result<String, getrandom::Error> {
+        let tokens = match &self.tokens {
+            Tokens::Issued(tokens) => tokens,
+            Tokens::Derived(key) => {
+                return Ok(format!("{worker}.{}", Self::mac(key, worker).to_hex()));
+            }
+        };
         let token = random_token()?;
-        let mut tokens = self.tokens.write();
+        let mut tokens = tokens.write();
         tokens.retain(|_, w| w != worker);
         tokens.insert(blake3::hash(token.as_bytes()), worker.to_string());
         Ok(token)
@@ -60,15 +90,23 @@ impl Credentials {
 
     /// The worker a token names, if it was issued and not revoked.
     pub(crate) fn identify(&self, token: &str) -> Option<String> {
-        self.tokens
-            .read()
-            .get(&blake3::hash(token.as_bytes()))
-            .cloned()
+        match &self.tokens {
+            Tokens::Issued(tokens) => tokens.read().get(&blake3::hash(token.as_bytes())).cloned(),
+            Tokens::Derived(key) => {
+                let (worker, mac) = token.rsplit_once('.')?;
+                let mac = blake3::Hash::from_hex(mac).ok()?;
+                // `Hash` compares in constant time.
+                (Self::mac(key, worker) == mac).then(|| worker.to_string())
+            }
+        }
     }
 
-    /// Revokes the token of `worker` (it retired or was presumed dead).
+    /// Revokes the token of `worker` (it retired or was presumed dead). Derived tokens of a
+    /// cluster cannot be revoked one by one.
     pub(crate) fn revoke(&self, worker: &str) {
-        self.tokens.write().retain(|_, w| w != worker);
+        if let Tokens::Issued(tokens) = &self.tokens {
+            tokens.write().retain(|_, w| w != worker);
+        }
     }
 }
 
@@ -84,6 +122,21 @@ mod tests {
         assert!(!c.admits(""));
         assert!(!c.admits(&secret[..63]));
         assert!(!c.admits(&random_token().unwrap()));
+    }
+
+    #[test]
+    fn cluster_tokens_name_their_worker_and_are_the_same_on_every_replica() {
+        let a = Credentials::cluster("cluster secret");
+        let b = Credentials::cluster("cluster secret");
+        assert!(a.admits("cluster secret") && !a.admits("cluster"));
+        let t = a.issue("host-1").unwrap();
+        assert_eq!(b.identify(&t).as_deref(), Some("host-1"));
+        // Another worker's name with this MAC, a changed MAC, another cluster: refused.
+        let mac = t.rsplit_once('.').unwrap().1;
+        assert_eq!(b.identify(&format!("host-2.{mac}")), None);
+        assert_eq!(b.identify(&format!("host-1.{}", &mac[1..])), None);
+        assert_eq!(b.identify("host-1"), None);
+        assert_eq!(Credentials::cluster("other").identify(&t), None);
     }
 
     #[test]

@@ -66,6 +66,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use api::{ApiFuture, WorkerApi};
+pub(crate) use auth::Credentials;
+pub(crate) use http::{HttpClient, router as worker_router};
 pub use journal::{DecisionRecord, ReplicaRecord, WorkersSnapshot, read_snapshot};
 pub use runtime::{WorkerConfig, run_worker, run_worker_with};
 pub use worker_log::{WorkerEvent, WorkerLogRecord, read_worker_log};

@@ -64,6 +64,22 @@ pub trait Request {
 pub struct Register {
     /// Worker id (given by the executor on the command line).
     pub worker: String,
+    /// A worker of a control plane (`weir serve`) says what it is; an engine's own workers
+    /// send nothing (the engine launched them).
+    #[serde(default)]
+    pub cluster: Option<ClusterWorker>,
+}
+
+/// What a worker of a control plane is: its environment and code version, and the settings of
+/// every task of that version (the control plane runs no user code).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterWorker {
+    /// The environment whose actions it runs.
+    pub env: String,
+    /// Content hash of its binary.
+    pub version: String,
+    /// The settings of the tasks of its version.
+    pub tasks: Vec<crate::cluster::TaskSpec>,
 }
 
 /// The worker's token, to present on every further request.
@@ -164,6 +180,9 @@ pub struct RemoteError {
 pub struct Completion {
     /// Lease id.
     pub lease: u64,
+    /// The run (a control plane finds the lease by run and action).
+    #[serde(default)]
+    pub run: Option<RunId>,
     /// Attempt number (the other half of the fencing token).
     pub attempt: u32,
     /// Action id (for error messages).

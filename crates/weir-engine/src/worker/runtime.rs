@@ -39,6 +39,12 @@ pub struct WorkerConfig {
     pub once: bool,
     /// Heartbeat period. Default 500 ms (`WEIR_WORKER_HEARTBEAT_MS`).
     pub heartbeat: Duration,
+    /// Slots: at most this many attempts at once. Default: the environment's reuse policy's
+    /// concurrency (1 without one).
+    pub concurrency: Option<usize>,
+    /// A worker of a control plane (`weir serve`): it registers its environment, code version
+    /// and task settings, and moves between the replicas at `engine_url` (comma-separated).
+    pub cluster: bool,
     /// Where to append the worker's structured log (JSON lines of
     /// [`WorkerLogRecord`](super::WorkerLogRecord)); only `tracing` events when unset.
     pub log: Option<PathBuf>,
@@ -49,7 +55,18 @@ pub struct WorkerConfig {
 /// error when the engine stops answering (then what it ran is abandoned: the engine, if it
 /// comes back, requeues it).
 pub async fn run_worker(config: WorkerConfig) -> Result<(), Error> {
-    let api = Arc::new(HttpClient::new(config.engine_url.clone()));
+    let api: Arc<dyn WorkerApi> = match config.cluster {
+        true => {
+            let urls: Vec<String> = config
+                .engine_url
+                .split(',')
+                .map(|u| u.trim().trim_end_matches('/').to_string())
+                .filter(|u| !u.is_empty())
+                .collect();
+            Arc::new(crate::cluster::FailoverClient::new(&urls))
+        }
+        false => Arc::new(HttpClient::new(config.engine_url.clone())),
+    };
     run_worker_with(config, api).await
 }
 
@@ -90,8 +107,18 @@ pub async fn run_worker_with(config: WorkerConfig, api: Arc<dyn WorkerApi>) -> R
             .map(|p| p.concurrency.max(1))
             .unwrap_or(1)
     };
+    let concurrency = config.concurrency.unwrap_or(concurrency).max(1);
+    let cluster = match config.cluster {
+        true => Some(ClusterWorker {
+            env: config.env.clone(),
+            version: crate::cluster::binary_version().map_err(Error::Server)?,
+            tasks: crate::cluster::local_specs(),
+        }),
+        false => None,
+    };
     let register = Register {
         worker: config.id.clone(),
+        cluster,
     };
     api.register(register, &config.credential).await?;
     let log = Arc::new(WorkerLog::open(&config.id, config.log.as_deref()));
@@ -339,6 +366,7 @@ async fn run_leased(
     running.lock().remove(&a.lease);
     client.complete(Completion {
         lease: a.lease,
+        run: Some(a.run),
         attempt: a.attempt,
         action: a.action,
         outcome,
@@ -509,6 +537,8 @@ mod tests {
             credential: "secret".into(),
             once: false,
             heartbeat: Duration::from_millis(10),
+            concurrency: None,
+            cluster: false,
             log: Some(log.to_path_buf()),
         }
     }

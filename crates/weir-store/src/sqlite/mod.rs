@@ -513,6 +513,10 @@ impl Store for SqliteStore {
         Box::pin(std::future::ready(self.queue_entry_now(run, action)))
     }
 
+    fn queue_metrics(&self) -> StoreFuture<'_, Vec<crate::QueueDepth>> {
+        Box::pin(std::future::ready(self.queue_metrics_now()))
+    }
+
     fn reap(&self, now: i64, max_system_retries: u32) -> StoreFuture<'_, Reaped> {
         Box::pin(std::future::ready(self.reap_now(now, max_system_retries)))
     }

@@ -130,6 +130,27 @@ impl SqliteStore {
         .map_err(sql_err(&self.path))
     }
 
+    pub(super) fn queue_metrics_now(&self) -> Result<Vec<crate::QueueDepth>> {
+        let conn = self.reader();
+        let e = sql_err(&self.path);
+        let mut st = conn
+            .prepare_cached(
+                "SELECT env, sum(lease IS NULL), sum(lease IS NOT NULL) FROM queue
+                 GROUP BY env ORDER BY env",
+            )
+            .map_err(&e)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(crate::QueueDepth {
+                    queue: r.get(0)?,
+                    waiting: r.get::<_, i64>(1)? as u64,
+                    leased: r.get::<_, i64>(2)? as u64,
+                })
+            })
+            .map_err(&e)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(&e)
+    }
+
     pub(super) fn complete_now(&self, lease: u64, worker: &str) -> Result<Option<QueuedAttempt>> {
         self.immediate(|tx| {
             let found = tx

@@ -589,21 +589,58 @@ pub async fn queue_entries_show_their_lease_and_later_attempts_wait_for_their_ti
     ));
     assert_eq!(store.queue_entry(run.id, ActionId(1)).await.unwrap(), None);
     // A retry's attempt queued for later is not leased before its time.
-    store.enqueue(queued(run.id, 1, "cpu"), 5_000).await.unwrap();
-    let entry = store.queue_entry(run.id, ActionId(1)).await.unwrap().unwrap();
-    assert_eq!((entry.attempt.attempt, &entry.lease), (1, &None), "{backend}");
-    assert!(store.lease("a", "cpu", 10, 4_999, 100).await.unwrap().is_empty());
+    store
+        .enqueue(queued(run.id, 1, "cpu"), 5_000)
+        .await
+        .unwrap();
+    let entry = store
+        .queue_entry(run.id, ActionId(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (entry.attempt.attempt, &entry.lease),
+        (1, &None),
+        "{backend}"
+    );
+    assert!(
+        store
+            .lease("a", "cpu", 10, 4_999, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let leased = store.lease("a", "cpu", 10, 5_000, 100).await.unwrap();
     assert_eq!(leased.len(), 1, "{backend}");
-    let entry = store.queue_entry(run.id, ActionId(1)).await.unwrap().unwrap();
-    assert_eq!(entry.lease, Some((leased[0].id, "a".to_string())), "{backend}");
+    let entry = store
+        .queue_entry(run.id, ActionId(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        entry.lease,
+        Some((leased[0].id, "a".to_string())),
+        "{backend}"
+    );
     // Queued again (a retry): the entry replaces the lease, and the old one is fenced off.
     let mut next = queued(run.id, 1, "cpu");
     next.attempt = 2;
     store.enqueue(next, 6_000).await.unwrap();
-    let entry = store.queue_entry(run.id, ActionId(1)).await.unwrap().unwrap();
-    assert_eq!((entry.attempt.attempt, &entry.lease), (2, &None), "{backend}");
-    assert_eq!(store.complete(leased[0].id, "a").await.unwrap(), None, "{backend}");
+    let entry = store
+        .queue_entry(run.id, ActionId(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (entry.attempt.attempt, &entry.lease),
+        (2, &None),
+        "{backend}"
+    );
+    assert_eq!(
+        store.complete(leased[0].id, "a").await.unwrap(),
+        None,
+        "{backend}"
+    );
 }
 
 pub async fn workers_are_recorded_and_heartbeats_refresh_them(fx: &dyn Fixture) {

@@ -38,6 +38,8 @@ pub(crate) struct RunsArgs {
     /// At most this many runs.
     #[arg(long, default_value_t = 50)]
     limit: u32,
+    #[command(flatten)]
+    server: super::cluster::ServerArgs,
 }
 
 #[derive(Args, Debug)]
@@ -87,6 +89,10 @@ async fn runs(state_dir: &Path, out: OutputFormat, a: RunsArgs) -> CliResult {
         })?),
         None => None,
     };
+    if a.server.server.is_some() {
+        let clients = super::cluster::clients(state_dir, &a.server)?;
+        return super::cluster::runs(clients, out, status, a.name, a.limit).await;
+    }
     let store = open(state_dir)?;
     let runs = store
         .list_runs(&RunFilter {

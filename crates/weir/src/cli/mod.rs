@@ -12,10 +12,12 @@
 //! errors, worker logs), so that stored bytes cannot drive the terminal; JSON output is JSON.
 
 mod cache;
+mod cluster;
 mod get;
 mod output;
 mod rerun;
 mod run;
+mod serve;
 mod ui;
 mod worker;
 mod workers;
@@ -71,8 +73,11 @@ enum Command {
     Ui(ui::UiArgs),
     /// List the tasks registered in this binary.
     Tasks,
-    /// Run as a worker process of an engine (started by `run --workers process`).
+    /// Run as a worker: of an engine (started by `run --workers process`), or of a control
+    /// plane (`--server URL`, started by hand or by `workers up`).
     Worker(worker::WorkerArgs),
+    /// Serve the control plane of cluster mode on PostgreSQL (runs no user code).
+    Serve(serve::ServeArgs),
 }
 
 /// A CLI failure: message and exit code.
@@ -175,7 +180,10 @@ fn check_state_dir(state_dir: &std::path::Path) -> CliResult {
 
 async fn dispatch(cli: Cli) -> CliResult {
     let out = cli.output;
-    if !matches!(cli.command, Command::Tasks | Command::Worker(_)) {
+    if !matches!(
+        cli.command,
+        Command::Tasks | Command::Worker(_) | Command::Serve(_)
+    ) {
         check_state_dir(&cli.state_dir)?;
     }
     match cli.command {
@@ -185,7 +193,8 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Rerun(args) => rerun::rerun(&cli.state_dir, out, args).await,
         Command::Get(cmd) => get::get(&cli.state_dir, out, cmd).await,
         Command::Cache(cmd) => cache::cache(&cli.state_dir, out, cmd).await,
-        Command::Worker(args) => worker::worker(args).await,
+        Command::Worker(args) => worker::worker(&cli.state_dir, args).await,
+        Command::Serve(args) => serve::serve(&cli.state_dir, args).await,
         Command::Ui(args) => ui::ui(&cli.state_dir, args).await,
         Command::Tasks => {
             get::tasks(out);

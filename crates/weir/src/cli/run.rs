@@ -51,6 +51,8 @@ pub(crate) struct RunArgs {
     /// per environment by its reuse policy (SPEC §7).
     #[arg(long, value_parser = ["in-process", "process"], default_value = "in-process")]
     workers: String,
+    #[command(flatten)]
+    server: super::cluster::ServerArgs,
 }
 
 #[derive(Args, Debug)]
@@ -69,6 +71,8 @@ pub(crate) struct ResumeArgs {
 pub(crate) struct AbortArgs {
     /// Run name.
     run: String,
+    #[command(flatten)]
+    server: super::cluster::ServerArgs,
 }
 
 fn open_engine(state_dir: &Path) -> Result<Engine, Failure> {
@@ -168,7 +172,6 @@ pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> C
             inputs.len()
         )));
     }
-    let engine = open_engine_with_workers(state_dir, &args.workers)?;
     let mut context = RunContext::new();
     context.name = args.name;
     context.max_action_concurrency = args.max_action_concurrency;
@@ -179,6 +182,16 @@ pub(crate) async fn run(state_dir: &Path, out: OutputFormat, args: RunArgs) -> C
     }
     context.project = args.project;
     context.domain = args.domain;
+    if args.server.server.is_some() {
+        if args.workers != "in-process" {
+            return Err(Failure::input(
+                "--workers applies to embedded runs; with --server the control plane's workers run every action",
+            ));
+        }
+        let clients = super::cluster::clients(state_dir, &args.server)?;
+        return super::cluster::run(clients, out, def.full_name(), inputs, &context).await;
+    }
+    let engine = open_engine_with_workers(state_dir, &args.workers)?;
     // A taken --name is refused here (exit 2) before anything is written.
     let handle = engine.start_run(def, inputs, context).await?;
     eprintln!("run {} started ({})", esc(handle.name()), def.full_name());
@@ -213,6 +226,10 @@ pub(super) async fn engine_for_run(
 }
 
 pub(crate) async fn abort(state_dir: &Path, args: AbortArgs) -> CliResult {
+    if args.server.server.is_some() {
+        let clients = super::cluster::clients(state_dir, &args.server)?;
+        return super::cluster::abort(clients, &args.run).await;
+    }
     // Refused (exit 2) where there is no state, before anything is created.
     drop(weir_store::open_read_only(state_dir)?);
     let engine = open_engine(state_dir)?;

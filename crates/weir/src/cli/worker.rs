@@ -15,9 +15,22 @@ pub(crate) struct WorkerArgs {
     /// The environment whose actions this worker runs.
     #[arg(long)]
     env: String,
-    /// The engine's worker API, e.g. `http://127.0.0.1:40123`.
+    /// The engine's worker API, e.g. `http://127.0.0.1:40123` (how an engine starts its
+    /// workers).
+    #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+    engine: Option<String>,
+    /// A control plane (`weir serve`) to work for: its URL, or several replicas'
+    /// comma-separated (the worker moves to the next when one goes away).
+    #[arg(long, value_name = "URL[,URL...]")]
+    server: Option<String>,
+    /// The cluster token file (with --server; `WEIR_TOKEN` overrides it). Default
+    /// `<state-dir>/cluster-token`.
+    #[arg(long, value_name = "PATH", requires = "server")]
+    token_file: Option<PathBuf>,
+    /// Slots: at most this many actions at once (a parent waiting on children holds none).
+    /// Default: the environment's reuse policy's concurrency, 1 without one.
     #[arg(long)]
-    engine: String,
+    concurrency: Option<usize>,
     /// Worker id given by the executor.
     #[arg(long, default_value = "w0")]
     id: String,
@@ -40,7 +53,37 @@ pub(crate) struct WorkerArgs {
 /// The admission secret in the environment, for a worker started some other way.
 const CREDENTIAL_ENV: &str = "WEIR_WORKER_CREDENTIAL";
 
-pub(crate) async fn worker(args: WorkerArgs) -> CliResult {
+pub(crate) async fn worker(state_dir: &std::path::Path, args: WorkerArgs) -> CliResult {
+    if args.concurrency == Some(0) {
+        return Err(Failure::input("--concurrency must be at least 1"));
+    }
+    if let Some(server) = &args.server {
+        let path = args
+            .token_file
+            .clone()
+            .unwrap_or_else(|| super::cluster::token_path(state_dir));
+        let token = super::cluster::read_token(&path, false)?;
+        let id = format!(
+            "{}-{}-{}",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "host".into()),
+            std::process::id(),
+            weir_core::clock::now_us() % 1_000_000
+        );
+        let config = WorkerConfig {
+            env: args.env,
+            engine_url: server.clone(),
+            id,
+            credential: token,
+            once: false,
+            heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
+            concurrency: args.concurrency,
+            cluster: true,
+            log: args.log,
+        };
+        return run_worker(config).await.map_err(Failure::other);
+    }
     let (credential, engine_gone) = if args.credential_stdin {
         let (credential, gone) = read_stdin_credential().map_err(Failure::other)?;
         (credential, Some(gone))
@@ -56,11 +99,13 @@ pub(crate) async fn worker(args: WorkerArgs) -> CliResult {
     };
     let config = WorkerConfig {
         env: args.env,
-        engine_url: args.engine,
+        engine_url: args.engine.unwrap_or_default(),
         id: args.id,
         credential,
         once: args.once,
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
+        concurrency: args.concurrency,
+        cluster: false,
         log: args.log,
     };
     let gone = async {

@@ -1,0 +1,762 @@
+//! The control plane's side of the worker protocol: the same [`WorkerApi`] the embedded
+//! engine implements, over the store instead of in-memory tables.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use weir_blob::PayloadKey;
+use weir_core::clock::now_us;
+use weir_core::{ActionEvent, ActionId, ActionStatus, ErrorKind, Failure};
+use weir_store::{ActionKind, AttemptRecord, RunId, WorkerRecord, WriteOp};
+
+use super::{Inner, NewAction, Outcome, WorkerInfo, child_failed, remote, spec, system_failure};
+use crate::decide::{self, Admission, Next, Stored};
+use crate::worker::protocol::*;
+use crate::worker::{ApiFuture, Error, Refusal, WorkerApi};
+
+pub(super) struct ClusterApi {
+    pub(super) inner: Arc<Inner>,
+}
+
+fn refused(request: &str, reason: Refusal, message: impl Into<String>) -> Error {
+    Error::Refused {
+        request: request.into(),
+        reason,
+        message: message.into(),
+    }
+}
+
+fn internal(request: &str) -> impl Fn(String) -> Error + '_ {
+    move |m| refused(request, Refusal::Internal, m)
+}
+
+impl ClusterApi {
+    /// The worker's record (cached; read from the store on a miss).
+    async fn worker(&self, request: &str, worker: &str) -> Result<Arc<WorkerInfo>, Error> {
+        if let Some(w) = self.inner.workers.lock().get(worker) {
+            return Ok(w.clone());
+        }
+        let all = self
+            .inner
+            .store
+            .workers()
+            .await
+            .map_err(|e| refused(request, Refusal::Internal, e.to_string()))?;
+        let w = all.into_iter().find(|w| w.id == worker).ok_or_else(|| {
+            refused(
+                request,
+                Refusal::Conflict,
+                format!("worker {worker} is not registered with this control plane; it must register again"),
+            )
+        })?;
+        let info = Arc::new(WorkerInfo {
+            queue: spec::queue_name(&w.env, &w.version),
+        });
+        self.inner
+            .workers
+            .lock()
+            .insert(worker.to_string(), info.clone());
+        Ok(info)
+    }
+
+    /// Checks that `worker` holds the current lease of `action` of `run`.
+    async fn check_holds(
+        &self,
+        request: &str,
+        worker: &str,
+        run: RunId,
+        action: ActionId,
+    ) -> Result<weir_store::QueueEntry, Error> {
+        let entry = self
+            .inner
+            .store
+            .queue_entry(run, action)
+            .await
+            .map_err(|e| refused(request, Refusal::Internal, e.to_string()))?;
+        match entry {
+            Some(e) if e.lease.as_ref().is_some_and(|(_, w)| w == worker) => Ok(e),
+            _ => Err(refused(
+                request,
+                Refusal::Forbidden,
+                format!("worker {worker} holds no lease on action {action} of run {run}"),
+            )),
+        }
+    }
+
+    /// One leased attempt as the worker receives it; `None` when its action ended meanwhile
+    /// (an aborted run): the lease is dropped.
+    async fn leased(
+        &self,
+        worker: &str,
+        l: weir_store::Lease,
+    ) -> Result<Option<LeasedAction>, String> {
+        let inner = &self.inner;
+        let a = &l.attempt;
+        let rec = inner
+            .store
+            .action(a.run, a.action)
+            .await
+            .map_err(system_failure)?;
+        let Some(rec) = rec.filter(|r| !r.status.is_terminal()) else {
+            inner
+                .store
+                .complete(l.id, worker)
+                .await
+                .map_err(system_failure)?;
+            return Ok(None);
+        };
+        let inputs = match &rec.inputs {
+            Some(p) => inner
+                .payloads
+                .load(p)
+                .await
+                .map_err(system_failure)?
+                .to_vec(),
+            None => {
+                return Err(format!(
+                    "action {} of run {} has no inputs",
+                    a.action, a.run
+                ));
+            }
+        };
+        let meta = inner.run_meta(a.run).await?;
+        let now = now_us();
+        inner.counters.dispatch_us.fetch_add(
+            now.saturating_sub(rec.queued_at).max(0) as u64,
+            Ordering::Relaxed,
+        );
+        inner.store.write(WriteOp::StartAttempt {
+            run: a.run,
+            id: a.action,
+            attempt: a.attempt,
+            started_at: now,
+        });
+        Ok(Some(LeasedAction {
+            lease: l.id,
+            run: a.run,
+            run_name: meta.name.clone(),
+            action: a.action,
+            attempt: a.attempt,
+            task: a.task.clone(),
+            inputs,
+            check_store: a.attempt > 1 || l.system_retries > 0,
+        }))
+    }
+
+    /// Carries out one completion; `Err` is why it was rejected.
+    async fn complete_one(&self, worker: &str, c: Completion) -> Result<(), String> {
+        let inner = &self.inner;
+        let run = c
+            .run
+            .ok_or("a completion to a control plane must name its run")?;
+        let entry = inner
+            .store
+            .queue_entry(run, c.action)
+            .await
+            .map_err(system_failure)?;
+        let current = entry.as_ref().is_some_and(|e| {
+            e.attempt.attempt == c.attempt
+                && e.lease
+                    .as_ref()
+                    .is_some_and(|(l, w)| *l == c.lease && w == worker)
+        });
+        let Some(entry) = entry.filter(|_| current) else {
+            return Err(format!(
+                "lease {} of attempt {} is not current (expired and re-leased, or completed)",
+                c.lease, c.attempt
+            ));
+        };
+        let meta = inner.run_meta(run).await?;
+        let specs = inner.specs(&meta.version).await?;
+        let task = entry.attempt.task.as_str();
+        let spec = specs
+            .get(task)
+            .ok_or_else(|| format!("task {task} is not a task of version {}", meta.version))?;
+        let outcome = match c.outcome {
+            AttemptOutcome::Output(bytes) if bytes.len() as u64 > spec.inline_limit => {
+                Err(RemoteError {
+                    kind: ErrorKind::TooLarge,
+                    message: format!(
+                        "the output of task {task} is {} bytes, over its inline limit of {} bytes",
+                        bytes.len(),
+                        spec.inline_limit
+                    ),
+                    chain: vec![],
+                    child: None,
+                })
+            }
+            AttemptOutcome::Output(bytes) => Ok(bytes),
+            AttemptOutcome::Error(e) => Err(e),
+        };
+        match outcome {
+            Ok(bytes) => {
+                let key = PayloadKey::Outputs {
+                    run: &meta.name,
+                    action: &c.action,
+                    attempt: c.attempt,
+                };
+                let payload = inner.store_payload(key, &bytes).await?;
+                let cache = match (&spec.cache, meta.cache_disabled) {
+                    (Some(_), false) => {
+                        let rec = inner
+                            .store
+                            .action(run, c.action)
+                            .await
+                            .map_err(system_failure)?;
+                        let inputs = match rec.and_then(|r| r.inputs) {
+                            Some(p) => inner.payloads.load(&p).await.map_err(system_failure)?,
+                            None => return Err("the action's inputs are gone".into()),
+                        };
+                        spec.cache_key(&inputs)?
+                    }
+                    _ => None,
+                };
+                inner
+                    .finish(run, c.action, task, Ok((payload, bytes)), cache)
+                    .await?;
+            }
+            Err(e) => {
+                let err = from_remote(e);
+                let failure = err.to_failure(c.action.to_string(), task.to_string());
+                // A child's failure is retried as the child's kind allows.
+                let kind = match (err.kind(), err.child()) {
+                    (ErrorKind::ChildFailed, Some(child)) => child.kind,
+                    (kind, _) => kind,
+                };
+                let used = c.attempt.saturating_sub(1);
+                let next = decide::after_failure(kind, used, &spec.retry(), None, Instant::now());
+                let now = now_us();
+                let record = AttemptRecord {
+                    attempt: c.attempt,
+                    started_at: now,
+                    ended_at: now,
+                    error: failure.clone(),
+                };
+                match next {
+                    Next::Retry(delay) => {
+                        ActionStatus::Running
+                            .take(ActionEvent::FailRetryable)
+                            .map_err(system_failure)?;
+                        inner
+                            .commit(vec![WriteOp::FailAttempt {
+                                run,
+                                id: c.action,
+                                attempt: record,
+                                retrying: true,
+                            }])
+                            .await?;
+                        let mut again = entry.attempt.clone();
+                        again.attempt += 1;
+                        // Replaces the entry and its lease: nothing left to complete.
+                        inner.enqueue(again, now + delay.as_micros() as i64).await?;
+                        inner.counters.completed.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    Next::Finish => {
+                        inner
+                            .finish(run, c.action, task, Err(failure), None)
+                            .await?;
+                    }
+                }
+            }
+        }
+        inner
+            .store
+            .complete(c.lease, worker)
+            .await
+            .map_err(system_failure)?;
+        inner.counters.completed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Admission of one child call (the caller's lease was checked): the outcome is delivered
+    /// to the worker now (recorded, cached, refused) or when the child ends.
+    async fn admit(&self, worker: &str, call: ChildCall) -> Result<(), String> {
+        let inner = &self.inner;
+        let key = (call.run, call.id);
+        let meta = inner.run_meta(call.run).await?;
+        let specs = inner.specs(&meta.version).await?;
+        let refuse = |kind: ErrorKind, message: String| {
+            let failure = Failure {
+                action_id: call.id.to_string(),
+                task: call.task.clone(),
+                kind,
+                message,
+                chain: vec![],
+            };
+            inner.deliver(worker, call.call, &Err(child_failed(failure)));
+            Ok(())
+        };
+        let Some(spec) = specs.get(&call.task) else {
+            let message = format!(
+                "unknown task {} (not a task of code version {})",
+                call.task, meta.version
+            );
+            return refuse(ErrorKind::NonRecoverable, message);
+        };
+        if let Some(why) = spec.unsupported() {
+            return refuse(ErrorKind::NonRecoverable, why);
+        }
+        if call.inputs.len() as u64 > spec.inline_limit {
+            let message = format!(
+                "the inputs of task {} are {} bytes, over its inline limit of {} bytes",
+                call.task,
+                call.inputs.len(),
+                spec.inline_limit
+            );
+            return refuse(ErrorKind::TooLarge, message);
+        }
+        inner.subscribe(worker, call.call, key);
+        let rec = inner
+            .store
+            .action(call.run, call.id)
+            .await
+            .map_err(system_failure)?;
+        let start = |base_attempt| NewAction {
+            run: call.run,
+            run_name: meta.name.clone(),
+            version: &meta.version,
+            id: call.id,
+            parent: call.parent,
+            spec,
+            inputs: &call.inputs,
+            group: call.group.clone(),
+            base_attempt,
+        };
+        match rec {
+            Some(r) if r.status.is_terminal() => {
+                let stored = Stored {
+                    status: r.status,
+                    attempts: r.attempts,
+                    output: r.output.as_ref(),
+                    error: r.error.as_ref(),
+                };
+                let admission = match decide::admit(Some(stored)) {
+                    Admission::Replay(out) => match inner.payloads.load(out).await {
+                        Ok(bytes) => {
+                            let ok: Outcome = Ok(serde_bytes::ByteBuf::from(bytes.to_vec()));
+                            inner.resolve(key, &ok);
+                            return Ok(());
+                        }
+                        Err(_) => decide::output_lost(stored),
+                    },
+                    other => other,
+                };
+                match admission {
+                    Admission::Reraise(f) => inner.resolve(key, &Err(child_failed(f.clone()))),
+                    Admission::Start {
+                        base_attempt,
+                        requeue,
+                    } => {
+                        if let Some(event) = requeue {
+                            r.status.take(event).map_err(system_failure)?;
+                        }
+                        inner.start_action(start(base_attempt)).await?;
+                    }
+                    Admission::Replay(_) => unreachable!("replayed above"),
+                }
+            }
+            Some(r) => {
+                // Live: it runs, or waits in the queue. An action row without a queue entry
+                // (a replica died between the two) is queued again.
+                let queued = inner
+                    .store
+                    .queue_entry(call.run, call.id)
+                    .await
+                    .map_err(system_failure)?;
+                if queued.is_none() {
+                    let attempt = weir_store::QueuedAttempt {
+                        run: call.run,
+                        action: call.id,
+                        attempt: r.attempts + 1,
+                        env: spec::queue_name(&spec.env, &meta.version),
+                        task: spec.name.clone(),
+                    };
+                    inner.enqueue(attempt, now_us()).await?;
+                }
+            }
+            None => {
+                if let (false, Some((cache_key, _))) =
+                    (meta.cache_disabled, spec.cache_key(&call.inputs)?)
+                    && !meta.cache_overwrite
+                {
+                    let scope = meta
+                        .scope
+                        .2
+                        .then_some((meta.scope.0.as_str(), meta.scope.1.as_str()));
+                    let hit = inner
+                        .store
+                        .cache_lookup(&cache_key, scope)
+                        .await
+                        .map_err(system_failure)?;
+                    if let Some(entry) = hit
+                        && let Ok(bytes) = inner.payloads.load(&entry.output).await
+                    {
+                        self.record_cache_hit(&call, &meta.name, entry.output)
+                            .await?;
+                        inner.resolve(key, &Ok(serde_bytes::ByteBuf::from(bytes.to_vec())));
+                        return Ok(());
+                    }
+                }
+                inner.start_action(start(0)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn record_cache_hit(
+        &self,
+        call: &ChildCall,
+        run_name: &str,
+        output: weir_store::Payload,
+    ) -> Result<(), String> {
+        let inner = &self.inner;
+        let inputs = inner
+            .store_payload(
+                PayloadKey::Inputs {
+                    run: run_name,
+                    action: &call.id,
+                },
+                &call.inputs,
+            )
+            .await?;
+        let status = ActionStatus::Queued
+            .take(ActionEvent::CacheHit)
+            .map_err(system_failure)?;
+        let now = now_us();
+        inner
+            .commit(vec![
+                WriteOp::InsertAction {
+                    run: call.run,
+                    id: call.id,
+                    parent: call.parent,
+                    task: call.task.clone().into(),
+                    group: call.group.as_deref().map(Arc::from),
+                    kind: ActionKind::Task,
+                    inputs,
+                    queued_at: now,
+                },
+                WriteOp::FinishAction {
+                    run: call.run,
+                    id: call.id,
+                    status,
+                    output: Some(output),
+                    error: None,
+                    cache_hit: true,
+                    ended_at: now,
+                },
+            ])
+            .await
+    }
+}
+
+impl WorkerApi for ClusterApi {
+    fn register<'a>(&'a self, req: Register, secret: &'a str) -> ApiFuture<'a, Registered> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            if !inner.credentials.admits(secret) {
+                return Err(refused(
+                    "register",
+                    Refusal::Unauthorized,
+                    "wrong cluster token: workers register with the token `weir serve` was started with",
+                ));
+            }
+            let Some(me) = req.cluster else {
+                return Err(refused(
+                    "register",
+                    Refusal::BadRequest,
+                    "a worker of a control plane must say its environment, version and tasks",
+                ));
+            };
+            if !me.tasks.iter().any(|t| t.env == me.env) {
+                return Err(refused(
+                    "register",
+                    Refusal::BadRequest,
+                    format!(
+                        "environment {:?} has no task in the worker's version",
+                        me.env
+                    ),
+                ));
+            }
+            inner
+                .record_specs(&me.version, &me.tasks)
+                .await
+                .map_err(internal("register"))?;
+            let now = now_us();
+            inner
+                .store
+                .register_worker(WorkerRecord {
+                    id: req.worker.clone(),
+                    env: me.env.clone(),
+                    version: me.version.clone(),
+                    registered_at: now,
+                    seen_at: now,
+                })
+                .await
+                .map_err(|e| refused("register", Refusal::Internal, e.to_string()))?;
+            inner.workers.lock().insert(
+                req.worker.clone(),
+                Arc::new(WorkerInfo {
+                    queue: spec::queue_name(&me.env, &me.version),
+                }),
+            );
+            let token = inner
+                .credentials
+                .issue(&req.worker)
+                .map_err(|e| refused("register", Refusal::Internal, e.to_string()))?;
+            Ok(Registered { token })
+        })
+    }
+
+    fn lease(&self, req: LeaseRequest) -> ApiFuture<'_, LeaseResponse> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let me = self.worker("lease", &req.worker).await?;
+            let ttl = inner.options.lease_ttl.as_micros() as i64;
+            let deadline = Instant::now() + inner.options.long_poll;
+            let notify = inner.queue_notify(&me.queue);
+            loop {
+                let wake = notify.notified();
+                let leases = inner
+                    .store
+                    .lease(&req.worker, &me.queue, req.max.max(1), now_us(), ttl)
+                    .await
+                    .map_err(|e| refused("lease", Refusal::Internal, e.to_string()))?;
+                if !leases.is_empty() {
+                    let mut actions = Vec::with_capacity(leases.len());
+                    for l in leases {
+                        if let Some(a) = self
+                            .leased(&req.worker, l)
+                            .await
+                            .map_err(internal("lease"))?
+                        {
+                            actions.push(a);
+                        }
+                    }
+                    inner
+                        .counters
+                        .leased
+                        .fetch_add(actions.len() as u64, Ordering::Relaxed);
+                    if !actions.is_empty() {
+                        return Ok(LeaseResponse {
+                            actions,
+                            shutdown: false,
+                        });
+                    }
+                    continue;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(LeaseResponse::default());
+                }
+                // Woken by a queue on this replica; other replicas' queues are polled.
+                let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), wake).await;
+            }
+        })
+    }
+
+    fn heartbeat(&self, req: Heartbeat) -> ApiFuture<'_, HeartbeatReply> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            self.worker("heartbeat", &req.worker).await?;
+            let ttl = inner.options.lease_ttl.as_micros() as i64;
+            inner
+                .store
+                .heartbeat(&req.worker, now_us(), ttl)
+                .await
+                .map_err(|e| refused("heartbeat", Refusal::Internal, e.to_string()))?;
+            Ok(HeartbeatReply::default())
+        })
+    }
+
+    fn complete(&self, req: CompleteBatch) -> ApiFuture<'_, CompleteReply> {
+        Box::pin(async move {
+            self.worker("complete", &req.worker).await?;
+            let worker = req.worker.as_str();
+            let results: Vec<(u64, Result<(), String>)> =
+                futures::stream::iter(req.completions.into_iter().map(|c| async move {
+                    let lease = c.lease;
+                    (lease, self.complete_one(worker, c).await)
+                }))
+                .buffer_unordered(64)
+                .collect()
+                .await;
+            let rejected: Vec<(u64, String)> = results
+                .into_iter()
+                .filter_map(|(lease, r)| r.err().map(|e| (lease, e)))
+                .collect();
+            self.inner
+                .counters
+                .rejected
+                .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+            Ok(CompleteReply { rejected })
+        })
+    }
+
+    fn submit(&self, req: SubmitBatch) -> ApiFuture<'_, ()> {
+        Box::pin(async move {
+            self.worker("submit", &req.worker).await?;
+            // Every caller must hold its attempt; checked once per (run, parent).
+            let mut checked: HashMap<(RunId, ActionId), ()> = HashMap::new();
+            for c in &req.calls {
+                if checked.insert((c.run, c.parent), ()).is_none() {
+                    self.check_holds("submit", &req.worker, c.run, c.parent)
+                        .await?;
+                }
+            }
+            // Admitted in the background: outcomes come back through `results`. A replica
+            // that dies first loses nothing: the worker submits its open calls again elsewhere.
+            let api = ClusterApi {
+                inner: self.inner.clone(),
+            };
+            tokio::spawn(async move {
+                let worker = req.worker.as_str();
+                let api = &api;
+                futures::stream::iter(req.calls.into_iter().map(|call| async move {
+                    let (id, n) = (call.id, call.call);
+                    if let Err(e) = api.admit(worker, call).await {
+                        tracing::warn!(action = %id, error = %e, "admitting a child call failed");
+                        api.inner
+                            .deliver(worker, n, &Err(remote(ErrorKind::System, e)));
+                    }
+                }))
+                .buffer_unordered(64)
+                .collect::<Vec<()>>()
+                .await;
+            });
+            Ok(())
+        })
+    }
+
+    fn results(&self, req: ResultsRequest) -> ApiFuture<'_, ResultsReply> {
+        Box::pin(async move {
+            self.worker("results", &req.worker).await?;
+            let until = Instant::now() + self.inner.options.long_poll;
+            let results = self.inner.take_results(&req.worker, until).await;
+            Ok(ResultsReply {
+                results,
+                shutdown: false,
+            })
+        })
+    }
+
+    fn cancel(&self, req: CancelCalls) -> ApiFuture<'_, ()> {
+        Box::pin(async move {
+            self.worker("cancel", &req.worker).await?;
+            self.inner.forget(&req.worker, &req.calls);
+            Ok(())
+        })
+    }
+
+    fn trace_lookup(&self, req: TraceLookup) -> ApiFuture<'_, Checkpoint> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            self.worker("trace lookup", &req.worker).await?;
+            self.check_holds("trace lookup", &req.worker, req.run, req.parent)
+                .await?;
+            let rec = inner
+                .store
+                .action(req.run, req.id)
+                .await
+                .map_err(|e| refused("trace lookup", Refusal::Internal, e.to_string()))?
+                .filter(|r| r.kind == ActionKind::Trace && r.parent == req.parent);
+            Ok(match rec.map(|r| (r.status, r.output, r.error)) {
+                Some((ActionStatus::Succeeded, Some(out), _)) => {
+                    match inner.payloads.load(&out).await {
+                        Ok(bytes) => Checkpoint::Output(bytes.to_vec()),
+                        Err(_) => Checkpoint::Nothing,
+                    }
+                }
+                Some((ActionStatus::Failed, _, Some(f))) if !f.kind.is_retryable() => {
+                    Checkpoint::Failure(f)
+                }
+                _ => Checkpoint::Nothing,
+            })
+        })
+    }
+
+    fn trace_record(&self, req: TraceRecord) -> ApiFuture<'_, ()> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let r = "trace record";
+            self.worker(r, &req.worker).await?;
+            self.check_holds(r, &req.worker, req.run, req.parent)
+                .await?;
+            let existing = inner
+                .store
+                .action(req.run, req.id)
+                .await
+                .map_err(|e| refused(r, Refusal::Internal, e.to_string()))?;
+            if existing.is_some_and(|e| e.kind != ActionKind::Trace || e.parent != req.parent) {
+                let message = format!(
+                    "action {} of run {} is not a trace of action {}: not overwritten",
+                    req.id, req.run, req.parent
+                );
+                return Err(refused(r, Refusal::Forbidden, message));
+            }
+            let meta = inner.run_meta(req.run).await.map_err(internal(r))?;
+            let key = PayloadKey::Inputs {
+                run: &meta.name,
+                action: &req.id,
+            };
+            let inputs = inner
+                .store_payload(key, &req.inputs)
+                .await
+                .map_err(internal(r))?;
+            let running = ActionStatus::Queued
+                .take(ActionEvent::Start)
+                .map_err(|e| refused(r, Refusal::Internal, e.to_string()))?;
+            let (event, output, error) = match req.outcome {
+                Ok(bytes) => {
+                    let key = PayloadKey::Outputs {
+                        run: &meta.name,
+                        action: &req.id,
+                        attempt: 1,
+                    };
+                    let p = inner
+                        .store_payload(key, &bytes)
+                        .await
+                        .map_err(internal(r))?;
+                    (ActionEvent::Succeed, Some(p), None)
+                }
+                Err(f) => (ActionEvent::Fail, None, Some(f)),
+            };
+            let status = running
+                .take(event)
+                .map_err(|e| refused(r, Refusal::Internal, e.to_string()))?;
+            inner
+                .commit(vec![
+                    WriteOp::InsertAction {
+                        run: req.run,
+                        id: req.id,
+                        parent: req.parent,
+                        task: req.name.into(),
+                        group: None,
+                        kind: ActionKind::Trace,
+                        inputs,
+                        queued_at: req.started_at,
+                    },
+                    WriteOp::StartAttempt {
+                        run: req.run,
+                        id: req.id,
+                        attempt: 1,
+                        started_at: req.started_at,
+                    },
+                    WriteOp::FinishAction {
+                        run: req.run,
+                        id: req.id,
+                        status,
+                        output,
+                        error,
+                        cache_hit: false,
+                        ended_at: now_us(),
+                    },
+                ])
+                .await
+                .map_err(internal(r))
+        })
+    }
+}

@@ -1,0 +1,622 @@
+//! Cluster mode (SPEC §10.2): a control plane that runs no user code, over a shared store
+//! (PostgreSQL), with any number of replicas, and workers anywhere that speak the worker
+//! protocol to it over HTTP.
+//!
+//! # Stateless replicas
+//! All state is in the store; a replica keeps only caches and wake-ups, so every replica
+//! serves every request and a replica's death loses nothing:
+//!
+//! - a run is submitted by a client with the settings of every task of its code version
+//!   ([`TaskSpec`], kept in the store under the version): the control plane decides retries,
+//!   caching and inline limits without the code;
+//! - an action's attempt is a row of the store's queue named `env@version`
+//!   ([`spec::queue_name`]), so only workers of the run's code version lease it;
+//! - child admission reads the store (recorded? live? cached?) and queues what must run; a
+//!   worker's completion is checked against the current lease (fencing), its writes commit, and
+//!   only then is it acknowledged and the lease removed: a replica killed between the commit
+//!   and the removal leaves a lease whose completion the worker delivers again to another
+//!   replica (the writes are the same);
+//! - the outcome of a child goes to the worker that asked for it: at once when the child ends
+//!   on the same replica, otherwise found by a sweep of the store (every 100 ms for a waiting
+//!   call's first second, then less often); a worker that moves to another replica submits its
+//!   open calls again, which admission answers from the store;
+//! - each replica reaps expired leases (a worker that stopped heartbeating): the attempt is
+//!   queued again as a system retry, and after too many the action fails.
+//!
+//! # Not yet
+//! Timeouts and `max_concurrency` are not enforced here: tasks that declare them are refused
+//! when submitted (see [`TaskSpec::unsupported`]); an abort does not stop attempts that are
+//! already running (their completions are ignored); a cancelled child call is not cancelled.
+
+mod api;
+mod failover;
+mod runs;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use weir_blob::{PayloadKey, Payloads};
+use weir_core::clock::now_us;
+use weir_core::{ActionId, ActionStatus, ErrorKind, Failure};
+use weir_store::{ActionKind, QueuedAttempt, RunId, Store, WriteOp};
+
+use crate::worker::protocol::{ChildResult, RemoteError};
+
+pub use failover::FailoverClient;
+pub use runs::{ClusterClient, RunSubmission, RunView, client_router};
+pub use spec::{TaskSpec, binary_version, local_specs};
+
+/// Settings of a control-plane replica. Every default is written on its field.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// A lease not renewed by its worker's heartbeat for this long expires. Default 5 s.
+    pub lease_ttl: Duration,
+    /// How long a lease or results request waits for work. Default 5 s.
+    pub long_poll: Duration,
+    /// How often the replica reaps expired leases. Default 500 ms.
+    pub reap_every: Duration,
+    /// Times an attempt is queued again after its worker was lost before its action fails.
+    /// Default 3.
+    pub max_system_retries: u32,
+    /// Payloads larger than this go to the object store. Default 64 KiB.
+    pub inline_store_threshold: usize,
+    /// This replica's id (recorded as the owner of the runs it creates).
+    pub replica: String,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            lease_ttl: Duration::from_secs(5),
+            long_poll: Duration::from_secs(5),
+            reap_every: Duration::from_millis(500),
+            max_system_retries: 3,
+            inline_store_threshold: weir_core::spec::DEFAULT_INLINE_STORE_THRESHOLD,
+            replica: format!("serve:{}", std::process::id()),
+        }
+    }
+}
+
+/// A registered worker, as the replica caches it.
+pub(crate) struct WorkerInfo {
+    pub(crate) queue: String,
+}
+
+/// What the replica keeps of a run.
+pub(crate) struct RunMeta {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) cache_disabled: bool,
+    pub(crate) cache_overwrite: bool,
+    /// Project and domain; cache lookups are limited to them when the flag is set.
+    pub(crate) scope: (String, String, bool),
+}
+
+/// A child call waiting for its outcome.
+struct Pending {
+    key: (RunId, ActionId),
+    since: Instant,
+    next_check: Instant,
+}
+
+/// A worker's open calls and the outcomes not yet fetched.
+#[derive(Default)]
+struct Outbox {
+    results: Vec<ChildResult>,
+    pending: HashMap<u64, Pending>,
+    notify: Arc<Notify>,
+}
+
+/// Waiting child calls: by action (who to tell) and by worker.
+#[derive(Default)]
+struct Waiting {
+    by_action: HashMap<(RunId, ActionId), Vec<(String, u64)>>,
+    by_worker: HashMap<String, Outbox>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) leased: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    /// Sum of queue waits of leased attempts (µs), for the mean dispatch latency.
+    pub(crate) dispatch_us: AtomicU64,
+}
+
+/// One replica of the control plane: a cheap cloneable handle.
+#[derive(Clone)]
+pub struct ControlPlane {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) payloads: Payloads,
+    pub(crate) credentials: Arc<crate::worker::Credentials>,
+    pub(crate) options: ClusterOptions,
+    specs: Mutex<HashMap<String, Arc<spec::Specs>>>,
+    pub(crate) workers: Mutex<HashMap<String, Arc<WorkerInfo>>>,
+    queues: Mutex<HashMap<String, Arc<Notify>>>,
+    runs: Mutex<HashMap<RunId, Arc<RunMeta>>>,
+    waiting: Mutex<Waiting>,
+    /// Woken when a run ends on this replica.
+    pub(crate) run_ended: Notify,
+    pub(crate) counters: Counters,
+}
+
+/// A failure of the control plane itself (store, object store).
+pub(crate) fn system_failure(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl ControlPlane {
+    /// A replica over `store` (shared by all replicas), keeping payloads with `payloads`;
+    /// `token` is the cluster token: clients present it, workers register with it. Starts
+    /// the reaper and the sweep of waiting calls on the current runtime.
+    pub fn new(
+        store: Arc<dyn Store>,
+        payloads: Payloads,
+        token: &str,
+        options: ClusterOptions,
+    ) -> ControlPlane {
+        let plane = ControlPlane {
+            inner: Arc::new(Inner {
+                store,
+                payloads,
+                credentials: Arc::new(crate::worker::Credentials::cluster(token)),
+                options,
+                specs: Mutex::default(),
+                workers: Mutex::default(),
+                queues: Mutex::default(),
+                runs: Mutex::default(),
+                waiting: Mutex::default(),
+                run_ended: Notify::new(),
+                counters: Counters::default(),
+            }),
+        };
+        let weak = Arc::downgrade(&plane.inner);
+        tokio::spawn(async move {
+            let every = match weak.upgrade() {
+                Some(inner) => inner.options.reap_every,
+                None => return,
+            };
+            let mut tick = tokio::time::interval(every.min(Duration::from_millis(100)));
+            let mut last_reap = Instant::now();
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                inner.sweep().await;
+                if last_reap.elapsed() >= every {
+                    last_reap = Instant::now();
+                    if let Err(e) = inner.reap().await {
+                        tracing::warn!(error = %e, "reaping expired leases failed; trying again");
+                    }
+                }
+            }
+        });
+        plane
+    }
+
+    /// The HTTP routes of the worker protocol and of clients (`/v1/...`), authenticated.
+    pub fn router(&self) -> axum::Router {
+        let api: Arc<dyn crate::worker::WorkerApi> = Arc::new(api::ClusterApi {
+            inner: self.inner.clone(),
+        });
+        let limit = crate::worker::protocol::body_limit(64 << 20);
+        crate::worker::worker_router(api, self.inner.credentials.clone(), limit)
+            .merge(runs::client_router(self.clone()))
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+}
+
+impl Inner {
+    /// The task specs of a code version (cached; read from the store on a miss).
+    pub(crate) async fn specs(&self, version: &str) -> Result<Arc<spec::Specs>, String> {
+        if let Some(s) = self.specs.lock().get(version) {
+            return Ok(s.clone());
+        }
+        let text = self
+            .store
+            .setting(&spec::setting_key(version))
+            .await
+            .map_err(system_failure)?
+            .ok_or_else(|| format!("no task settings are known for code version {version}"))?;
+        let list: Vec<TaskSpec> = serde_json::from_str(&text)
+            .map_err(|e| format!("stored task settings of version {version}: {e}"))?;
+        let specs: Arc<spec::Specs> =
+            Arc::new(list.into_iter().map(|s| (s.name.clone(), s)).collect());
+        self.specs.lock().insert(version.to_string(), specs.clone());
+        Ok(specs)
+    }
+
+    /// Records the specs of a version (first writer wins: a version's code cannot change).
+    pub(crate) async fn record_specs(
+        &self,
+        version: &str,
+        tasks: &[TaskSpec],
+    ) -> Result<(), String> {
+        if self.specs(version).await.is_ok() {
+            return Ok(());
+        }
+        let text = serde_json::to_string(tasks).map_err(system_failure)?;
+        self.store
+            .set_setting(&spec::setting_key(version), &text)
+            .await
+            .map_err(system_failure)
+    }
+
+    /// What the replica keeps of a run (read from the store on a miss).
+    pub(crate) async fn run_meta(&self, run: RunId) -> Result<Arc<RunMeta>, String> {
+        if let Some(m) = self.runs.lock().get(&run) {
+            return Ok(m.clone());
+        }
+        let record = self.store.run(run).await.map_err(system_failure)?;
+        let meta = Arc::new(run_meta(&record.name, &record.context));
+        self.runs.lock().insert(run, meta.clone());
+        Ok(meta)
+    }
+
+    /// The wake-up of a queue's long polls.
+    pub(crate) fn queue_notify(&self, queue: &str) -> Arc<Notify> {
+        self.queues
+            .lock()
+            .entry(queue.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Queues an attempt (due at `due`, µs) and wakes the queue's long polls here.
+    pub(crate) async fn enqueue(&self, attempt: QueuedAttempt, due: i64) -> Result<(), String> {
+        let queue = attempt.env.clone();
+        self.store
+            .enqueue(attempt, due)
+            .await
+            .map_err(system_failure)?;
+        self.queue_notify(&queue).notify_waiters();
+        Ok(())
+    }
+
+    /// Commits `writes` and waits for the commit.
+    pub(crate) async fn commit(&self, writes: Vec<WriteOp>) -> Result<(), String> {
+        let n = writes.len();
+        let mut ticket = None;
+        for (i, op) in writes.into_iter().enumerate() {
+            if i + 1 == n {
+                ticket = Some(self.store.commit(op));
+            } else {
+                self.store.write(op);
+            }
+        }
+        match ticket {
+            Some(t) => t.await.map_err(system_failure),
+            None => Ok(()),
+        }
+    }
+
+    /// Stores a payload (inline or in the object store).
+    pub(crate) async fn store_payload(
+        &self,
+        key: PayloadKey<'_>,
+        bytes: &[u8],
+    ) -> Result<weir_store::Payload, String> {
+        self.payloads
+            .store(key, bytes)
+            .await
+            .map_err(system_failure)
+    }
+
+    /// Registers interest of `worker`'s call `call` in action `key`'s outcome.
+    pub(crate) fn subscribe(&self, worker: &str, call: u64, key: (RunId, ActionId)) {
+        let mut w = self.waiting.lock();
+        w.by_action
+            .entry(key)
+            .or_default()
+            .push((worker.to_string(), call));
+        let now = Instant::now();
+        w.by_worker
+            .entry(worker.to_string())
+            .or_default()
+            .pending
+            .insert(
+                call,
+                Pending {
+                    key,
+                    since: now,
+                    next_check: now + Duration::from_millis(100),
+                },
+            );
+    }
+
+    /// Hands an outcome to one call of a worker (and forgets the call).
+    pub(crate) fn deliver(&self, worker: &str, call: u64, outcome: &Outcome) {
+        let mut w = self.waiting.lock();
+        let Some(out) = w.by_worker.get_mut(worker) else {
+            return;
+        };
+        if let Some(p) = out.pending.remove(&call)
+            && let Some(list) = w.by_action.get_mut(&p.key)
+        {
+            list.retain(|(wk, c)| !(wk == worker && *c == call));
+            if list.is_empty() {
+                w.by_action.remove(&p.key);
+            }
+        }
+        let out = w.by_worker.get_mut(worker).expect("present above");
+        out.results.push(ChildResult {
+            call,
+            outcome: outcome.clone(),
+        });
+        out.notify.notify_waiters();
+    }
+
+    /// Hands an action's outcome to every call waiting on it here.
+    pub(crate) fn resolve(&self, key: (RunId, ActionId), outcome: &Outcome) {
+        let waiters = self.waiting.lock().by_action.remove(&key);
+        for (worker, call) in waiters.into_iter().flatten() {
+            self.deliver(&worker, call, outcome);
+        }
+    }
+
+    /// Forgets calls their caller stopped waiting for.
+    pub(crate) fn forget(&self, worker: &str, calls: &[u64]) {
+        let mut w = self.waiting.lock();
+        let mut keys = Vec::new();
+        if let Some(out) = w.by_worker.get_mut(worker) {
+            for c in calls {
+                if let Some(p) = out.pending.remove(c) {
+                    keys.push((p.key, *c));
+                }
+            }
+        }
+        for (key, call) in keys {
+            if let Some(list) = w.by_action.get_mut(&key) {
+                list.retain(|(wk, c)| !(wk == worker && *c == call));
+                if list.is_empty() {
+                    w.by_action.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Takes the outcomes waiting for `worker`, waiting up to `until` for one.
+    pub(crate) async fn take_results(&self, worker: &str, until: Instant) -> Vec<ChildResult> {
+        loop {
+            let notify = {
+                let mut w = self.waiting.lock();
+                let out = w.by_worker.entry(worker.to_string()).or_default();
+                if !out.results.is_empty() {
+                    return std::mem::take(&mut out.results);
+                }
+                out.notify.clone()
+            };
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Vec::new();
+            }
+            let wait = notify.notified();
+            // Re-check after arming: an outcome delivered between the check and the wait.
+            if !self
+                .waiting
+                .lock()
+                .by_worker
+                .get(worker)
+                .is_some_and(|o| o.results.is_empty())
+            {
+                continue;
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(250)), wait).await;
+        }
+    }
+
+    /// Looks up, in the store, the calls waiting longest whose action may have ended on
+    /// another replica.
+    async fn sweep(&self) {
+        let now = Instant::now();
+        let due: Vec<(RunId, ActionId)> = {
+            let mut w = self.waiting.lock();
+            let mut due = Vec::new();
+            for out in w.by_worker.values_mut() {
+                for p in out.pending.values_mut() {
+                    if p.next_check <= now {
+                        // 100 ms in the first second, then a tenth of the time waited (≤ 5 s).
+                        let waited = now - p.since;
+                        let gap =
+                            (waited / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                        p.next_check = now + gap;
+                        due.push(p.key);
+                    }
+                }
+            }
+            due.sort();
+            due.dedup();
+            due
+        };
+        for (run, id) in due.into_iter().take(1000) {
+            if let Ok(Some(rec)) = self.store.action(run, id).await
+                && rec.status.is_terminal()
+            {
+                let outcome = self.outcome_of(&rec).await;
+                self.resolve((run, id), &outcome);
+            }
+        }
+    }
+
+    /// The outcome of an ended action as a caller receives it.
+    pub(crate) async fn outcome_of(&self, rec: &weir_store::ActionRecord) -> Outcome {
+        match (rec.status, &rec.output, &rec.error) {
+            (ActionStatus::Succeeded, Some(out), _) => match self.payloads.load(out).await {
+                Ok(bytes) => Ok(serde_bytes::ByteBuf::from(bytes.to_vec())),
+                Err(e) => Err(remote(ErrorKind::System, e.to_string())),
+            },
+            (_, _, Some(f)) => Err(child_failed(f.clone())),
+            _ => Err(remote(
+                ErrorKind::System,
+                format!(
+                    "action {} ended {} without a result",
+                    rec.id,
+                    rec.status.as_str()
+                ),
+            )),
+        }
+    }
+
+    /// Requeues attempts of lost workers; fails those lost too often.
+    async fn reap(&self) -> Result<(), String> {
+        let reaped = self
+            .store
+            .reap(now_us(), self.options.max_system_retries)
+            .await
+            .map_err(system_failure)?;
+        for a in &reaped.requeued {
+            tracing::info!(run = %a.run, action = %a.action, "lease expired: queued again");
+            self.queue_notify(&a.env).notify_waiters();
+        }
+        for a in reaped.gave_up {
+            let message = format!(
+                "the workers running it were lost {} times (no heartbeat within {:?})",
+                self.options.max_system_retries + 1,
+                self.options.lease_ttl
+            );
+            let failure = Failure {
+                action_id: a.action.to_string(),
+                task: a.task.clone(),
+                kind: ErrorKind::System,
+                message,
+                chain: vec![],
+            };
+            self.finish(a.run, a.action, &a.task, Err(failure), None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends an action: its writes (cache entry, action, run) commit, then the calls waiting on
+    /// it get the outcome. `output` is the stored payload and bytes of a success.
+    pub(crate) async fn finish(
+        &self,
+        run: RunId,
+        id: ActionId,
+        task: &str,
+        outcome: Result<(weir_store::Payload, Vec<u8>), Failure>,
+        cache: Option<(String, String)>,
+    ) -> Result<(), String> {
+        let meta = self.run_meta(run).await?;
+        let (stored, delivered) = match outcome {
+            Ok((payload, bytes)) => (Ok(payload), Ok(serde_bytes::ByteBuf::from(bytes))),
+            Err(f) => (Err(f.clone()), Err(child_failed(f))),
+        };
+        let writes = crate::decide::finish_writes(crate::decide::Finish {
+            run,
+            id,
+            task,
+            from: ActionStatus::Running,
+            outcome: stored,
+            cache,
+            scope: (&meta.scope.0, &meta.scope.1),
+            ended_at: now_us(),
+        })
+        .map_err(system_failure)?;
+        self.commit(writes).await?;
+        self.resolve((run, id), &delivered);
+        if id == ActionId::ROOT {
+            self.run_ended.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Writes an action row for a new call and queues its first attempt.
+    pub(crate) async fn start_action(&self, new: NewAction<'_>) -> Result<(), String> {
+        let inputs = self
+            .store_payload(
+                PayloadKey::Inputs {
+                    run: &new.run_name,
+                    action: &new.id,
+                },
+                new.inputs,
+            )
+            .await?;
+        self.commit(vec![WriteOp::InsertAction {
+            run: new.run,
+            id: new.id,
+            parent: new.parent,
+            task: new.spec.name.clone().into(),
+            group: new.group.map(Arc::from),
+            kind: ActionKind::Task,
+            inputs,
+            queued_at: now_us(),
+        }])
+        .await?;
+        let attempt = QueuedAttempt {
+            run: new.run,
+            action: new.id,
+            attempt: new.base_attempt + 1,
+            env: spec::queue_name(&new.spec.env, new.version),
+            task: new.spec.name.clone(),
+        };
+        self.enqueue(attempt, now_us()).await
+    }
+}
+
+/// A new action to start.
+pub(crate) struct NewAction<'a> {
+    pub(crate) run: RunId,
+    pub(crate) run_name: String,
+    pub(crate) version: &'a str,
+    pub(crate) id: ActionId,
+    pub(crate) parent: ActionId,
+    pub(crate) spec: &'a TaskSpec,
+    pub(crate) inputs: &'a [u8],
+    pub(crate) group: Option<String>,
+    pub(crate) base_attempt: u32,
+}
+
+/// A child's outcome as the worker protocol carries it.
+pub(crate) type Outcome = Result<serde_bytes::ByteBuf, RemoteError>;
+
+pub(crate) fn remote(kind: ErrorKind, message: String) -> RemoteError {
+    RemoteError {
+        kind,
+        message,
+        chain: vec![],
+        child: None,
+    }
+}
+
+/// A child's failure as its caller receives it.
+pub(crate) fn child_failed(f: Failure) -> RemoteError {
+    RemoteError {
+        kind: ErrorKind::ChildFailed,
+        message: f.message.clone(),
+        chain: vec![],
+        child: Some(f),
+    }
+}
+
+/// What a run's recorded context says for the control plane.
+fn run_meta(name: &str, context: &serde_json::Value) -> RunMeta {
+    let ctx: crate::RunContext = serde_json::from_value(context.clone()).unwrap_or_default();
+    RunMeta {
+        name: name.to_string(),
+        version: context["cluster_version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        cache_disabled: ctx.disable_cache,
+        cache_overwrite: ctx.overwrite_cache,
+        scope: (
+            ctx.project.unwrap_or_else(|| "default".into()),
+            ctx.domain.unwrap_or_else(|| "development".into()),
+            ctx.cache_lookup_scope == crate::CacheLookupScope::ProjectDomain,
+        ),
+    }
+}

@@ -1,0 +1,607 @@
+//! The clients' side of the control plane: submit a run, follow it, list runs, abort, and the
+//! Prometheus metrics. Bodies are MessagePack (named fields), like the worker protocol; every
+//! route needs the cluster token (`Authorization: Bearer TOKEN`), `/metrics` included.
+//!
+//! | route                          | request           | response         |
+//! |--------------------------------|-------------------|------------------|
+//! | `POST /v1/runs`                | [`RunSubmission`] | [`RunView`]      |
+//! | `GET /v1/runs?limit=N`         |                   | `Vec<RunView>`   |
+//! | `GET /v1/runs/NAME?wait_ms=N`  |                   | [`RunView`]      |
+//! | `POST /v1/runs/NAME/abort`     |                   | [`RunView`]      |
+//! | `GET /metrics`                 |                   | text             |
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use weir_blob::PayloadKey;
+use weir_core::clock::now_us;
+use weir_core::{ActionId, Failure};
+use weir_store::{NewRun, QueuedAttempt, RunFilter, RunRecord, RunStatus, WriteOp};
+
+use super::{ControlPlane, TaskSpec, spec};
+
+/// A run to start: its root task and inputs, and the code version it runs with (with the
+/// settings of every task of that version).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunSubmission {
+    /// Root task's full name.
+    pub task: String,
+    /// Canonical inputs.
+    #[serde(with = "serde_bytes")]
+    pub inputs: Vec<u8>,
+    /// The run context (`weir::RunContext`) as JSON text; its `name` names the run.
+    pub context: String,
+    /// Content hash of the submitting binary.
+    pub version: String,
+    /// The settings of every task of that version.
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// A run as a client sees it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunView {
+    /// Name.
+    pub name: String,
+    /// Root task.
+    pub task: String,
+    /// `running`, `succeeded`, `failed` or `aborted`.
+    pub status: String,
+    /// Creation time (µs).
+    pub created_at: i64,
+    /// End time (µs).
+    pub ended_at: Option<i64>,
+    /// Actions by status.
+    pub actions: BTreeMap<String, u64>,
+    /// Root output (canonical bytes) of a succeeded run (only from `GET /v1/runs/NAME`).
+    pub output: Option<serde_bytes::ByteBuf>,
+    /// Failure of a failed run.
+    pub error: Option<Failure>,
+    /// Code version the run was submitted with.
+    pub version: String,
+    /// Why nothing moves: no live worker of the run's version for its environment.
+    pub waiting: Option<String>,
+}
+
+impl RunView {
+    /// Whether the run has ended.
+    pub fn is_terminal(&self) -> bool {
+        self.status != RunStatus::Running.as_str()
+    }
+}
+
+type Refusal = (StatusCode, String);
+
+fn refuse((status, message): Refusal) -> Response {
+    let body = rmp_serde::to_vec_named(&crate::worker::protocol::ErrorReply { message })
+        .unwrap_or_default();
+    (status, body).into_response()
+}
+
+fn reply<T: Serialize>(r: Result<T, Refusal>) -> Response {
+    match r.and_then(|v| {
+        rmp_serde::to_vec_named(&v).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    }) {
+        Ok(body) => (StatusCode::OK, body).into_response(),
+        Err(r) => refuse(r),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn bad(message: impl Into<String>) -> Refusal {
+    (StatusCode::BAD_REQUEST, message.into())
+}
+
+/// The routes clients use, each checking the cluster token before anything else.
+pub fn client_router(plane: ControlPlane) -> Router {
+    Router::new()
+        .route("/v1/runs", post(submit).get(list))
+        .route("/v1/runs/{name}", get(show))
+        .route("/v1/runs/{name}/abort", post(abort))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            plane.clone(),
+            authenticate,
+        ))
+        .with_state(plane)
+}
+
+async fn authenticate(
+    State(plane): State<ControlPlane>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let token = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token {
+        Some(t) if plane.inner.credentials.admits(t) => next.run(req).await,
+        _ => refuse((
+            StatusCode::UNAUTHORIZED,
+            "this control plane needs its cluster token (Authorization: Bearer TOKEN)".into(),
+        )),
+    }
+}
+
+async fn submit(State(plane): State<ControlPlane>, body: Bytes) -> Response {
+    let sub = match rmp_serde::from_slice::<RunSubmission>(&body) {
+        Ok(s) => s,
+        Err(e) => return refuse(bad(format!("bad run submission: {e}"))),
+    };
+    reply(plane.submit(sub).await)
+}
+
+#[derive(Deserialize)]
+struct ShowQuery {
+    wait_ms: Option<u64>,
+}
+
+async fn show(
+    State(plane): State<ControlPlane>,
+    Path(name): Path<String>,
+    Query(q): Query<ShowQuery>,
+) -> Response {
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(30_000));
+    reply(plane.show(&name, wait).await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<u32>,
+    status: Option<String>,
+    name: Option<String>,
+}
+
+async fn list(State(plane): State<ControlPlane>, Query(q): Query<ListQuery>) -> Response {
+    reply(plane.list(q).await)
+}
+
+async fn abort(State(plane): State<ControlPlane>, Path(name): Path<String>) -> Response {
+    reply(plane.abort(&name).await)
+}
+
+async fn metrics(State(plane): State<ControlPlane>) -> Response {
+    match plane.metrics().await {
+        Ok(text) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4")],
+            text,
+        )
+            .into_response(),
+        Err(r) => refuse(r),
+    }
+}
+
+fn unknown_run(e: weir_store::Error) -> Refusal {
+    match e {
+        weir_store::Error::UnknownRun(_) => (StatusCode::NOT_FOUND, e.to_string()),
+        e => internal(e),
+    }
+}
+
+impl ControlPlane {
+    /// Runs, newest first, each with why it waits (if it does).
+    async fn list(&self, q: ListQuery) -> Result<Vec<RunView>, Refusal> {
+        let status = match q.status.as_deref() {
+            Some(s) => {
+                Some(RunStatus::parse(s).ok_or_else(|| bad(format!("unknown status {s:?}")))?)
+            }
+            None => None,
+        };
+        let filter = RunFilter {
+            status,
+            name_contains: q.name,
+            limit: Some(q.limit.unwrap_or(100).min(10_000)),
+        };
+        let runs = self
+            .inner
+            .store
+            .list_runs(&filter)
+            .await
+            .map_err(internal)?;
+        let mut views = Vec::with_capacity(runs.len());
+        for r in runs {
+            let mut view = RunView {
+                name: r.name,
+                task: r.task,
+                status: r.status.as_str().into(),
+                created_at: r.created_at,
+                ended_at: r.ended_at,
+                actions: r.actions,
+                ..RunView::default()
+            };
+            if r.status == RunStatus::Running {
+                let record = self
+                    .inner
+                    .store
+                    .run_by_name(&view.name)
+                    .await
+                    .map_err(internal)?;
+                view.version = record.context["cluster_version"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                view.waiting = self.waiting_for(&view.task, &view.version).await?;
+            }
+            views.push(view);
+        }
+        Ok(views)
+    }
+
+    /// Starts a run.
+    async fn submit(&self, sub: RunSubmission) -> Result<RunView, Refusal> {
+        let inner = &self.inner;
+        let root = sub
+            .tasks
+            .iter()
+            .find(|t| t.name == sub.task)
+            .ok_or_else(|| {
+                bad(format!(
+                    "unknown task {:?} in the submitted version",
+                    sub.task
+                ))
+            })?;
+        if let Some(why) = root.unsupported() {
+            return Err(bad(why));
+        }
+        if sub.inputs.len() as u64 > root.inline_limit {
+            return Err(bad(format!(
+                "the inputs of task {} are {} bytes, over its inline limit of {} bytes",
+                root.name,
+                sub.inputs.len(),
+                root.inline_limit
+            )));
+        }
+        let context: crate::RunContext =
+            serde_json::from_str(&sub.context).map_err(|e| bad(format!("bad run context: {e}")))?;
+        if let Some(n) = context.max_action_concurrency {
+            return Err(bad(format!(
+                "max_action_concurrency {n}: cluster mode does not bound a run's concurrency yet, so it refuses the setting rather than ignore it"
+            )));
+        }
+        inner
+            .record_specs(&sub.version, &sub.tasks)
+            .await
+            .map_err(internal)?;
+        let name = context
+            .name
+            .clone()
+            .unwrap_or_else(crate::engine::generate_run_name);
+        let mut recorded = serde_json::to_value(&context).map_err(internal)?;
+        if let Some(map) = recorded.as_object_mut() {
+            map.insert("executor".into(), "cluster".into());
+            map.insert("cluster_version".into(), sub.version.clone().into());
+        }
+        let key = PayloadKey::Inputs {
+            run: &name,
+            action: &ActionId::ROOT,
+        };
+        let payload = inner.payloads.prepare(key, &sub.inputs);
+        let (record, _) = inner
+            .store
+            .create_run(NewRun {
+                name: name.clone(),
+                task: root.name.clone(),
+                inputs: payload.clone(),
+                context: recorded,
+                owner: inner.options.replica.clone(),
+            })
+            .await
+            .map_err(|e| match e {
+                weir_store::Error::RunExists(_) => (StatusCode::CONFLICT, e.to_string()),
+                e => internal(e),
+            })?;
+        inner
+            .payloads
+            .write(&payload, &sub.inputs)
+            .await
+            .map_err(internal)?;
+        let attempt = QueuedAttempt {
+            run: record.id,
+            action: ActionId::ROOT,
+            attempt: 1,
+            env: spec::queue_name(&root.env, &sub.version),
+            task: root.name.clone(),
+        };
+        inner.enqueue(attempt, now_us()).await.map_err(internal)?;
+        self.view(record, false).await
+    }
+
+    /// A run, waiting up to `wait` for it to end.
+    async fn show(&self, name: &str, wait: Duration) -> Result<RunView, Refusal> {
+        let until = Instant::now() + wait;
+        loop {
+            let ended = self.inner.run_ended.notified();
+            let record = self
+                .inner
+                .store
+                .run_by_name(name)
+                .await
+                .map_err(unknown_run)?;
+            let left = until.saturating_duration_since(Instant::now());
+            if record.status.is_terminal() || left.is_zero() {
+                return self.view(record, true).await;
+            }
+            // Woken when a run ends here; runs ending on other replicas are polled.
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), ended).await;
+        }
+    }
+
+    async fn view(&self, record: RunRecord, with_output: bool) -> Result<RunView, Refusal> {
+        let inner = &self.inner;
+        let filter = RunFilter {
+            name_contains: Some(record.name.clone()),
+            limit: Some(1000),
+            ..RunFilter::default()
+        };
+        let actions = inner
+            .store
+            .list_runs(&filter)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .find(|r| r.name == record.name)
+            .map(|r| r.actions)
+            .unwrap_or_default();
+        let version = record.context["cluster_version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let output = match (&record.output, with_output) {
+            (Some(p), true) => Some(serde_bytes::ByteBuf::from(
+                inner.payloads.load(p).await.map_err(internal)?.to_vec(),
+            )),
+            _ => None,
+        };
+        let waiting = match record.status {
+            RunStatus::Running => self.waiting_for(&record.task, &version).await?,
+            _ => None,
+        };
+        Ok(RunView {
+            name: record.name,
+            task: record.task,
+            status: record.status.as_str().into(),
+            created_at: record.created_at,
+            ended_at: record.ended_at,
+            actions,
+            output,
+            error: record.error,
+            version,
+            waiting,
+        })
+    }
+
+    /// "waiting for workers ..." when no worker of `version` for the root task's environment
+    /// was seen within three lease times.
+    async fn waiting_for(&self, task: &str, version: &str) -> Result<Option<String>, Refusal> {
+        let inner = &self.inner;
+        let env = match inner.specs(version).await {
+            Ok(specs) => specs.get(task).map(|s| s.env.clone()),
+            Err(_) => None,
+        };
+        let Some(env) = env else { return Ok(None) };
+        let fresh = now_us() - 3 * inner.options.lease_ttl.as_micros() as i64;
+        let workers = inner.store.workers().await.map_err(internal)?;
+        let live = workers
+            .iter()
+            .any(|w| w.version == version && w.env == env && w.seen_at >= fresh);
+        Ok((!live)
+            .then(|| format!("waiting for workers of version {version} for environment {env}")))
+    }
+
+    /// Aborts a running run: its live actions are cancelled and it ends `aborted`.
+    async fn abort(&self, name: &str) -> Result<RunView, Refusal> {
+        let inner = &self.inner;
+        let record = inner.store.run_by_name(name).await.map_err(unknown_run)?;
+        if record.status.is_terminal() {
+            return Err((
+                StatusCode::CONFLICT,
+                format!("run {name} has already ended ({})", record.status.as_str()),
+            ));
+        }
+        let now = now_us();
+        let failure = Failure {
+            action_id: ActionId::ROOT.to_string(),
+            task: record.task.clone(),
+            kind: weir_core::ErrorKind::Cancelled,
+            message: "the run was aborted".into(),
+            chain: vec![],
+        };
+        inner
+            .commit(vec![
+                WriteOp::CancelLiveActions {
+                    run: record.id,
+                    error: failure.clone(),
+                    ended_at: now,
+                },
+                WriteOp::FinishRun {
+                    run: record.id,
+                    status: RunStatus::Aborted,
+                    output: None,
+                    error: Some(failure),
+                    ended_at: now,
+                },
+            ])
+            .await
+            .map_err(internal)?;
+        inner.run_ended.notify_waiters();
+        let record = inner.store.run_by_name(name).await.map_err(unknown_run)?;
+        self.view(record, false).await
+    }
+
+    /// `/metrics` in Prometheus' text format: queue depth, actions by status, leases,
+    /// completions, mean dispatch latency, and the desired workers per environment.
+    async fn metrics(&self) -> Result<String, Refusal> {
+        let inner = &self.inner;
+        let m = inner.store.queue_metrics().await.map_err(internal)?;
+        let mut out = String::new();
+        let mut line = |s: String| {
+            out.push_str(&s);
+            out.push('\n');
+        };
+        line("# TYPE weir_queue_depth gauge".into());
+        for q in &m {
+            line(format!(
+                "weir_queue_depth{{queue=\"{}\",state=\"waiting\"}} {}",
+                q.queue, q.waiting
+            ));
+            line(format!(
+                "weir_queue_depth{{queue=\"{}\",state=\"leased\"}} {}",
+                q.queue, q.leased
+            ));
+        }
+        line("# TYPE weir_desired_workers gauge".into());
+        for q in &m {
+            let (env, version) = q.queue.split_once('@').unwrap_or((&q.queue, ""));
+            // The rule of the process executor: enough workers for what is queued and
+            // leased at the policy's slots each, within its replica range (1 slot without one).
+            let reuse = inner
+                .specs(version)
+                .await
+                .ok()
+                .and_then(|s| s.values().find(|t| t.env == env).and_then(|t| t.reuse));
+            let (lo, hi, slots) = reuse.unwrap_or((0, usize::MAX, 1));
+            let want = (q.waiting + q.leased)
+                .div_ceil(slots as u64)
+                .clamp(lo as u64, hi as u64);
+            line(format!(
+                "weir_desired_workers{{queue=\"{}\"}} {want}",
+                q.queue
+            ));
+        }
+        let c = &inner.counters;
+        let ld = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        line("# TYPE weir_leased_total counter".into());
+        line(format!("weir_leased_total {}", ld(&c.leased)));
+        line("# TYPE weir_completed_total counter".into());
+        line(format!("weir_completed_total {}", ld(&c.completed)));
+        line("# TYPE weir_rejected_completions_total counter".into());
+        line(format!(
+            "weir_rejected_completions_total {}",
+            ld(&c.rejected)
+        ));
+        line("# TYPE weir_dispatch_latency_seconds_mean gauge".into());
+        let mean = ld(&c.dispatch_us) as f64 / ld(&c.leased).max(1) as f64 / 1e6;
+        line(format!("weir_dispatch_latency_seconds_mean {mean:.6}"));
+        Ok(out)
+    }
+}
+
+// ---- client ----
+
+/// A client of a control plane: what `run --server`, `get --server` and `abort --server` use.
+pub struct ClusterClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+    token: String,
+}
+
+impl ClusterClient {
+    /// A client of the control plane at `base` (`http://HOST:PORT`) with the cluster token.
+    pub fn new(base: &str, token: &str) -> ClusterClient {
+        ClusterClient {
+            http: Client::builder(TokioExecutor::new()).build_http(),
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T, String> {
+        let url = format!("{}{path}", self.base);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .header("content-type", "application/msgpack")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("{url}: {e}"))?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| format!("cannot reach the control plane at {url}: {e}"))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?
+            .to_bytes();
+        if !status.is_success() {
+            let message = rmp_serde::from_slice::<crate::worker::protocol::ErrorReply>(&body)
+                .map(|r| r.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            return Err(format!("{message} (HTTP {status})"));
+        }
+        rmp_serde::from_slice(&body).map_err(|e| format!("{url}: bad answer: {e}"))
+    }
+
+    /// Submits a run.
+    pub async fn submit(&self, sub: &RunSubmission) -> Result<RunView, String> {
+        let body = rmp_serde::to_vec_named(sub).map_err(|e| e.to_string())?;
+        self.call("POST", "/v1/runs", body).await
+    }
+
+    /// A run, waiting up to `wait` for it to end.
+    pub async fn run(&self, name: &str, wait: Duration) -> Result<RunView, String> {
+        let path = format!("/v1/runs/{}?wait_ms={}", encode(name), wait.as_millis());
+        self.call("GET", &path, Vec::new()).await
+    }
+
+    /// Runs, newest first: of one status, whose names contain a text, at most `limit`.
+    pub async fn runs(
+        &self,
+        status: Option<&str>,
+        name: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RunView>, String> {
+        let mut path = format!("/v1/runs?limit={limit}");
+        if let Some(s) = status {
+            path.push_str(&format!("&status={}", encode(s)));
+        }
+        if let Some(n) = name {
+            path.push_str(&format!("&name={}", encode(n)));
+        }
+        self.call("GET", &path, Vec::new()).await
+    }
+
+    /// Aborts a run.
+    pub async fn abort(&self, name: &str) -> Result<RunView, String> {
+        let path = format!("/v1/runs/{}/abort", encode(name));
+        self.call("POST", &path, Vec::new()).await
+    }
+}
+
+/// Percent-encodes a path segment.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,205 @@
+//! What the control plane knows of a task without its code: the settings of each task of a
+//! code version, sent by the binary that has the code (a worker registering, a client
+//! submitting a run) and kept in the store under the version, so that every replica decides
+//! retries, caching and inline limits as the embedded engine would.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use weir_core::cache::CacheKeyParts;
+use weir_core::spec::RetryPolicy;
+
+use crate::registry::{self, TaskDef};
+
+/// The settings of one task, as the control plane needs them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Full name (`env.task`).
+    pub name: String,
+    /// Its environment.
+    pub env: String,
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// Backoff: first wait (µs), growth, largest wait (µs).
+    pub backoff: (u64, f64, u64),
+    /// Whether the task has a timeout (`max_runtime`, `max_queued` or `deadline`).
+    pub has_timeouts: bool,
+    /// Inline limit of inputs and output (bytes).
+    pub inline_limit: u64,
+    /// The cache version, parameters left out of the key and salt, when cached.
+    pub cache: Option<(String, Vec<String>, String)>,
+    /// Parameter names and types and the output type (part of cache keys).
+    pub interface: String,
+    /// The environment's `max_concurrency`, if any.
+    pub max_concurrency: Option<usize>,
+    /// The environment's reuse policy: fewest and most workers, slots per worker.
+    pub reuse: Option<(usize, usize, usize)>,
+}
+
+impl TaskSpec {
+    /// The spec of a registered task.
+    pub fn of(def: &TaskDef) -> TaskSpec {
+        let config = def.config();
+        let env = def.environment();
+        let policy = config.cache.as_ref().unwrap_or(env.cache_policy());
+        let cache = crate::decide::cache_version(false, policy, def.source_hash)
+            .map(|v| (v, policy.ignored_inputs.clone(), policy.salt.clone()));
+        let t = &config.timeouts;
+        TaskSpec {
+            name: def.full_name().to_string(),
+            env: env.name().to_string(),
+            retries: config.retry.retries,
+            backoff: (
+                config.retry.base.as_micros() as u64,
+                config.retry.factor,
+                config.retry.cap.as_micros() as u64,
+            ),
+            has_timeouts: t.max_runtime.is_some() || t.max_queued.is_some() || t.deadline.is_some(),
+            inline_limit: def.inline_limit(),
+            cache,
+            interface: def.interface.to_string(),
+            max_concurrency: env.concurrency_limit(),
+            reuse: env
+                .reuse_policy()
+                .map(|p| (*p.replicas.start(), *p.replicas.end(), p.concurrency.max(1))),
+        }
+    }
+
+    /// The retry policy.
+    pub fn retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            retries: self.retries,
+            base: Duration::from_micros(self.backoff.0),
+            factor: self.backoff.1,
+            cap: Duration::from_micros(self.backoff.2),
+        }
+    }
+
+    /// The cache key and version of a call with `inputs`, or `None` when not cached.
+    pub fn cache_key(&self, inputs: &[u8]) -> Result<Option<(String, String)>, String> {
+        let Some((version, ignored, salt)) = &self.cache else {
+            return Ok(None);
+        };
+        let ignored: Vec<&str> = ignored.iter().map(String::as_str).collect();
+        let key = weir_core::cache::cache_key(&CacheKeyParts {
+            task: &self.name,
+            env: &self.env,
+            inputs,
+            ignored_inputs: &ignored,
+            interface: &self.interface,
+            salt,
+            version,
+        })
+        .map_err(|e| format!("cache key of task {}: {e}", self.name))?;
+        Ok(Some((key, version.clone())))
+    }
+
+    /// Why the control plane cannot run this task as its settings say, if it cannot.
+    pub fn unsupported(&self) -> Option<String> {
+        if self.has_timeouts {
+            return Some(format!(
+                "task {} has a timeout (max_runtime, max_queued or deadline); cluster mode does not enforce timeouts yet, so it refuses the task rather than ignore them",
+                self.name
+            ));
+        }
+        if let Some(n) = self.max_concurrency {
+            return Some(format!(
+                "the environment {} of task {} has max_concurrency {n}; cluster mode bounds concurrency by worker slots only, not yet by max_concurrency, so it refuses the task rather than ignore the bound",
+                self.env, self.name
+            ));
+        }
+        None
+    }
+}
+
+/// The specs of every task registered in this binary.
+pub fn local_specs() -> Vec<TaskSpec> {
+    registry::tasks().map(TaskSpec::of).collect()
+}
+
+/// The specs of a version by task name.
+pub(crate) type Specs = HashMap<String, TaskSpec>;
+
+/// The code version of this binary: the blake3 hash of its file (first 16 hex digits). A run
+/// records the version it was submitted with, and only workers of that version lease its
+/// actions.
+pub fn binary_version() -> Result<String, String> {
+    static VERSION: OnceLock<Result<String, String>> = OnceLock::new();
+    VERSION
+        .get_or_init(|| {
+            let exe = std::env::current_exe()
+                .map_err(|e| format!("cannot find this program's file: {e}"))?;
+            let mut hasher = blake3::Hasher::new();
+            hasher
+                .update_reader(std::fs::File::open(&exe).map_err(|e| {
+                    format!("cannot read {} to hash its version: {e}", exe.display())
+                })?)
+                .map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+            Ok(hasher.finalize().to_hex()[..16].to_string())
+        })
+        .clone()
+}
+
+/// The queue of an environment's actions for one code version.
+pub(crate) fn queue_name(env: &str, version: &str) -> String {
+    format!("{env}@{version}")
+}
+
+/// The store setting that holds a version's specs.
+pub(crate) fn setting_key(version: &str) -> String {
+    format!("cluster.specs.{version}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TaskSpec {
+        TaskSpec {
+            name: "e.t".into(),
+            env: "e".into(),
+            retries: 2,
+            backoff: (1_000, 2.0, 10_000),
+            has_timeouts: false,
+            inline_limit: 1 << 20,
+            cache: None,
+            interface: "(x: u32) -> u32".into(),
+            max_concurrency: None,
+            reuse: None,
+        }
+    }
+
+    #[test]
+    fn specs_keep_the_retry_policy_and_key_only_cached_tasks() {
+        let s = spec();
+        assert_eq!(s.retry().delay(0), Duration::from_millis(1));
+        assert_eq!(s.retry().delay(5), Duration::from_millis(10));
+        let inputs = weir_core::codec::encode(&serde_json::json!({"x": 1})).unwrap();
+        assert_eq!(s.cache_key(&inputs).unwrap(), None);
+        let cached = TaskSpec {
+            cache: Some(("v1".into(), vec![], String::new())),
+            ..spec()
+        };
+        let (key, version) = cached.cache_key(&inputs).unwrap().unwrap();
+        assert_eq!(version, "v1");
+        let other = weir_core::codec::encode(&serde_json::json!({"x": 2})).unwrap();
+        assert_ne!(cached.cache_key(&other).unwrap().unwrap().0, key);
+    }
+
+    #[test]
+    fn settings_cluster_mode_cannot_honour_are_named() {
+        assert_eq!(spec().unsupported(), None);
+        let timed = TaskSpec {
+            has_timeouts: true,
+            ..spec()
+        };
+        assert!(timed.unsupported().unwrap().contains("timeout"));
+        let bounded = TaskSpec {
+            max_concurrency: Some(3),
+            ..spec()
+        };
+        assert!(bounded.unsupported().unwrap().contains("max_concurrency 3"));
+    }
+}

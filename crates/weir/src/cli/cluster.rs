@@ -1,0 +1,286 @@
+//! The client side of cluster mode: the cluster token, and `run`, `get runs` and `abort`
+//! against a control plane (`--server URL[,URL...]`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use weir_engine::cluster::{ClusterClient, RunSubmission, RunView, binary_version, local_specs};
+
+use super::output::{Field, esc, fmt_time, print_object, print_payload, table};
+use super::{CliResult, Failure, OutputFormat};
+
+/// The environment variable that holds the cluster token (instead of a token file).
+pub(crate) const TOKEN_ENV: &str = "WEIR_TOKEN";
+
+/// Where to reach a control plane.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ServerArgs {
+    /// Talk to a control plane (`weir serve`) instead of the embedded state: its URL, or
+    /// several replicas' comma-separated (tried in order).
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub(crate) server: Option<String>,
+    /// The cluster token file (`WEIR_TOKEN` overrides it). Default `<state-dir>/cluster-token`,
+    /// where `weir serve` writes it.
+    #[arg(long, value_name = "PATH", requires = "server")]
+    pub(crate) token_file: Option<PathBuf>,
+}
+
+/// The default token file of a state directory.
+pub(crate) fn token_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("cluster-token")
+}
+
+/// The cluster token: `WEIR_TOKEN`, else the file's first line; with `create`, a missing
+/// file is created (mode 0600) with a fresh random token.
+pub(crate) fn read_token(path: &Path, create: bool) -> Result<String, Failure> {
+    if let Ok(t) = std::env::var(TOKEN_ENV)
+        && !t.trim().is_empty()
+    {
+        return Ok(t.trim().to_string());
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let token = text.lines().next().unwrap_or("").trim().to_string();
+            if token.is_empty() {
+                return Err(Failure::input(format!(
+                    "the token file {} is empty",
+                    path.display()
+                )));
+            }
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let token = fresh_token()?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Failure::other(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            write_private(path, &token)
+                .map_err(|e| Failure::other(format!("cannot write {}: {e}", path.display())))?;
+            Ok(token)
+        }
+        Err(e) => Err(Failure::input(format!(
+            "cannot read the cluster token from {}: {e} (set {TOKEN_ENV}, or pass --token-file: the file `weir serve` wrote)",
+            path.display()
+        ))),
+    }
+}
+
+fn fresh_token() -> Result<String, Failure> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| Failure::other(format!("cannot draw a random token: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, token: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(f, "{token}")
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, token: &str) -> std::io::Result<()> {
+    std::fs::write(path, format!("{token}\n"))
+}
+
+/// Clients of each replica named in `--server`, in order.
+pub(crate) fn clients(state_dir: &Path, args: &ServerArgs) -> Result<Vec<ClusterClient>, Failure> {
+    let urls = args.server.as_deref().unwrap_or_default();
+    let path = args
+        .token_file
+        .clone()
+        .unwrap_or_else(|| token_path(state_dir));
+    let token = read_token(&path, false)?;
+    let clients: Vec<ClusterClient> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| ClusterClient::new(u, &token))
+        .collect();
+    if clients.is_empty() {
+        return Err(Failure::input("--server names no URL"));
+    }
+    Ok(clients)
+}
+
+/// Calls the first replica that answers; a refusal is final, an unreachable replica is
+/// skipped.
+macro_rules! first_reachable {
+    ($clients:expr, $c:ident => $call:expr) => {{
+        let mut last = String::new();
+        let mut answer = None;
+        for $c in $clients.iter() {
+            match $call.await {
+                Err(e) if e.starts_with("cannot reach") => last = e,
+                r => {
+                    answer = Some(r);
+                    break;
+                }
+            }
+        }
+        answer.unwrap_or(Err(last))
+    }};
+}
+
+/// `run --server`: submits the run and follows it to its end.
+pub(crate) async fn run(
+    clients: Vec<ClusterClient>,
+    out: OutputFormat,
+    task: &str,
+    inputs: Vec<u8>,
+    context: &weir_engine::RunContext,
+) -> CliResult {
+    let sub = RunSubmission {
+        task: task.to_string(),
+        inputs,
+        context: serde_json::to_string(context).map_err(Failure::other)?,
+        version: binary_version().map_err(Failure::other)?,
+        tasks: local_specs(),
+    };
+    let started = first_reachable!(clients, c => c.submit(&sub)).map_err(|e| {
+        if e.contains("HTTP 409") || e.contains("HTTP 400") {
+            Failure::input(e)
+        } else {
+            Failure::other(e)
+        }
+    })?;
+    let name = started.name.clone();
+    eprintln!("run {} started ({task}) on the control plane", esc(&name));
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let view = loop {
+        let view = first_reachable!(clients, c => c.run(&name, Duration::from_secs(1)))
+            .map_err(Failure::other)?;
+        if view.is_terminal() {
+            break view;
+        }
+        bar.set_message(progress(&view));
+        bar.tick();
+    };
+    bar.finish_and_clear();
+    ended(view, out)
+}
+
+fn progress(v: &RunView) -> String {
+    let n = |s: &str| v.actions.get(s).copied().unwrap_or(0);
+    let mut msg = format!(
+        "{} done, {} running, {} queued, {} failed, {} actions",
+        n("succeeded"),
+        n("running"),
+        n("queued") + n("retrying"),
+        n("failed"),
+        v.actions.values().sum::<u64>()
+    );
+    if let Some(w) = &v.waiting {
+        msg.push_str(&format!(" ({w})"));
+    }
+    msg
+}
+
+fn ended(view: RunView, out: OutputFormat) -> CliResult {
+    let total: u64 = view.actions.values().sum();
+    match (view.status.as_str(), &view.output) {
+        ("succeeded", Some(bytes)) => {
+            let printed = match out {
+                OutputFormat::Json => print_object(
+                    vec![
+                        ("output", Field::Payload(Some(bytes))),
+                        ("run", Field::Value(view.name.clone().into())),
+                        ("status", Field::Value("succeeded".into())),
+                    ],
+                    false,
+                ),
+                OutputFormat::Table => print_payload(bytes, true),
+            };
+            printed.map_err(|e| Failure::other(format!("cannot print the output: {e}")))?;
+            eprintln!("run {} succeeded ({total} actions)", esc(&view.name));
+            Ok(())
+        }
+        (status, _) => {
+            let error = view
+                .error
+                .as_ref()
+                .map(|f| format!("{}: {}", f.kind.as_str(), f.message))
+                .unwrap_or_else(|| status.to_string());
+            if out == OutputFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"run": view.name, "status": status, "error": error})
+                );
+            }
+            Err(Failure::other(format!(
+                "run {} {status}: {error}",
+                esc(&view.name)
+            )))
+        }
+    }
+}
+
+/// `get runs --server`.
+pub(crate) async fn runs(
+    clients: Vec<ClusterClient>,
+    out: OutputFormat,
+    status: Option<weir_store::RunStatus>,
+    name: Option<String>,
+    limit: u32,
+) -> CliResult {
+    let status = status.map(|s| s.as_str());
+    let runs = first_reachable!(clients, c => c.runs(status, name.as_deref(), limit))
+        .map_err(Failure::other)?;
+    match out {
+        OutputFormat::Json => {
+            let v = serde_json::to_string(&runs.iter().map(|r| serde_json::json!({
+                "name": r.name, "task": r.task, "status": r.status,
+                "created_at": r.created_at, "ended_at": r.ended_at, "actions": r.actions,
+                "waiting": r.waiting,
+            })).collect::<Vec<_>>()).map_err(Failure::other)?;
+            println!("{v}");
+        }
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = runs
+                .iter()
+                .map(|r| {
+                    vec![
+                        esc(&r.name).into_owned(),
+                        r.task.clone(),
+                        r.status.clone(),
+                        fmt_time(r.created_at),
+                        r.actions.values().sum::<u64>().to_string(),
+                        esc(r.waiting.as_deref().unwrap_or("")).into_owned(),
+                    ]
+                })
+                .collect();
+            table(
+                &["NAME", "TASK", "STATUS", "CREATED", "ACTIONS", "WAITING"],
+                &rows,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `abort --server`.
+pub(crate) async fn abort(clients: Vec<ClusterClient>, run: &str) -> CliResult {
+    first_reachable!(clients, c => c.abort(run)).map_err(|e| {
+        if e.contains("HTTP 404") || e.contains("HTTP 409") {
+            Failure::input(e)
+        } else {
+            Failure::other(e)
+        }
+    })?;
+    eprintln!("run {} aborted", esc(run));
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! `serve`: a replica of the control plane of cluster mode (SPEC §10.2), on PostgreSQL. It
+//! runs no user code: workers (`<binary> worker --server URL`) lease its actions over HTTP,
+//! clients (`<binary> run TASK --server URL`) submit runs. Start as many replicas as wanted on
+//! the same database: each serves every request.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use weir_blob::{BLOB_URL_SETTING, BlobStore, Payloads};
+use weir_engine::cluster::{ClusterOptions, ControlPlane};
+use weir_store_postgres::{PostgresOptions, PostgresStore};
+
+use super::cluster::{read_token, token_path};
+use super::{CliResult, Failure};
+
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// The PostgreSQL database, e.g. `postgres://postgres@127.0.0.1:5432/test`.
+    #[arg(long, env = "WEIR_DATABASE")]
+    database: String,
+    /// The schema weir's tables live in (created if missing). Default: the connection's.
+    #[arg(long)]
+    schema: Option<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8700")]
+    listen: String,
+    /// Object store URL for payloads (`file:///path`, `s3://bucket/prefix`): recorded in the
+    /// database on first use, and the same for every replica. Default
+    /// `file://<state-dir>/cluster-blobs` (one machine only).
+    #[arg(long)]
+    blobs: Option<String>,
+    /// The cluster token file: created with a fresh token when missing. Clients and workers
+    /// present the token (`--token-file`, or `WEIR_TOKEN`). Default `<state-dir>/cluster-token`.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// A lease not renewed by its worker's heartbeat for this long expires, and its action is
+    /// queued again (e.g. `5s`).
+    #[arg(long, default_value = "5s", value_parser = weir_core::spec::parse_duration)]
+    lease_ttl: Duration,
+}
+
+pub(crate) async fn serve(state_dir: &Path, args: ServeArgs) -> CliResult {
+    let token_file = args
+        .token_file
+        .clone()
+        .unwrap_or_else(|| token_path(state_dir));
+    let token = read_token(&token_file, true)?;
+    let options = PostgresOptions {
+        schema: args.schema.clone(),
+        ..PostgresOptions::default()
+    };
+    let database = args.database.clone();
+    let store = tokio::task::spawn_blocking(move || PostgresStore::connect(&database, options))
+        .await
+        .map_err(Failure::other)?
+        .map_err(Failure::other)?;
+    let store: Arc<dyn weir_store::Store> = Arc::new(store);
+    let blobs = blob_store(store.as_ref(), state_dir, args.blobs.as_deref()).await?;
+    let payloads = Payloads::new(blobs, weir_core::spec::DEFAULT_INLINE_STORE_THRESHOLD);
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| Failure::input(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr().map_err(Failure::other)?;
+    let options = ClusterOptions {
+        lease_ttl: args.lease_ttl,
+        replica: format!("serve:{addr}:{}", std::process::id()),
+        ..ClusterOptions::default()
+    };
+    let plane = ControlPlane::new(store.clone(), payloads, &token, options);
+    eprintln!(
+        "weir serve: listening on http://{addr} (state on PostgreSQL); cluster token in {}",
+        token_file.display()
+    );
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let served = axum::serve(listener, plane.router())
+        .with_graceful_shutdown(shutdown)
+        .await;
+    store.close().map_err(Failure::other)?;
+    served.map_err(|e| Failure::other(format!("serving on {addr}: {e}")))
+}
+
+/// The object store recorded in the database, or the one given (recorded on first use), or
+/// `<state_dir>/cluster-blobs`. Another than the recorded one is refused.
+async fn blob_store(
+    store: &dyn weir_store::Store,
+    state_dir: &Path,
+    given: Option<&str>,
+) -> Result<BlobStore, Failure> {
+    let recorded = store
+        .setting(BLOB_URL_SETTING)
+        .await
+        .map_err(Failure::other)?;
+    let url = match (recorded, given) {
+        (Some(r), Some(g)) if r != g => {
+            return Err(Failure::input(format!(
+                "this database keeps its payloads in {r}, not {g}; every replica uses the same object store"
+            )));
+        }
+        (Some(r), _) => r,
+        (None, given) => {
+            let url = match given {
+                Some(g) => g.to_string(),
+                None => {
+                    let dir = state_dir.join("cluster-blobs");
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        Failure::other(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                    let dir = dir.canonicalize().map_err(Failure::other)?;
+                    format!("file://{}", dir.display())
+                }
+            };
+            BlobStore::from_url(&url).map_err(Failure::input)?;
+            store
+                .set_setting(BLOB_URL_SETTING, &url)
+                .await
+                .map_err(Failure::other)?;
+            url
+        }
+    };
+    BlobStore::from_url(&url).map_err(Failure::other)
+}
