@@ -483,6 +483,12 @@ impl Store for PostgresStore {
         self.spawn(async move { inner.queue_metrics().await })
     }
 
+    fn release_unreceived<'a>(&'a self, worker: &'a str, received: u64) -> StoreFuture<'a, u64> {
+        let inner = self.inner.clone();
+        let worker = worker.to_string();
+        self.spawn(async move { inner.release_unreceived(&worker, received).await })
+    }
+
     fn complete<'a>(
         &'a self,
         lease: u64,

@@ -132,6 +132,18 @@ impl Inner {
             .collect())
     }
 
+    pub(crate) async fn release_unreceived(&self, worker: &str, received: u64) -> Result<u64> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE queue SET lease = NULL, worker = NULL, expires_at = NULL
+                 WHERE worker = $1 AND lease > $2",
+                &[&worker, &(received as i64)],
+            )
+            .await
+            .map_err(self.err("putting back unreceived leases"))
+    }
+
     pub(crate) async fn heartbeat(&self, worker: &str, now: i64, ttl_us: i64) -> Result<u64> {
         let e = self.err("recording a heartbeat");
         let mut client = self.client().await?;

@@ -239,6 +239,10 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         ttl_us: i64,
     ) -> StoreFuture<'a, Vec<Lease>>;
+    /// Puts back in the queue (at their place) the attempts leased to `worker` under a lease
+    /// id above `received`: granted, but the answer never reached the worker (its leases
+    /// come one request at a time, and lease ids only grow). Returns how many.
+    fn release_unreceived<'a>(&'a self, worker: &'a str, received: u64) -> StoreFuture<'a, u64>;
     /// A worker's sign of life: records it and extends all its leases to `now + ttl_us`;
     /// returns how many it holds.
     fn heartbeat<'a>(&'a self, worker: &'a str, now: i64, ttl_us: i64) -> StoreFuture<'a, u64>;

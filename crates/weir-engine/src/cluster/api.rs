@@ -518,6 +518,15 @@ impl WorkerApi for ClusterApi {
             let ttl = inner.options.lease_ttl.as_micros() as i64;
             let deadline = Instant::now() + inner.options.long_poll;
             let notify = inner.queue_notify(&me.queue);
+            // Leases of an earlier answer that never reached the worker (its replica died
+            // while answering) go back to the queue.
+            if let Some(received) = req.received {
+                inner
+                    .store
+                    .release_unreceived(&req.worker, received)
+                    .await
+                    .map_err(|e| refused("lease", Refusal::Internal, e.to_string()))?;
+            }
             loop {
                 let wake = notify.notified();
                 let leases = inner

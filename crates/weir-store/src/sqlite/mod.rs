@@ -517,6 +517,12 @@ impl Store for SqliteStore {
         Box::pin(std::future::ready(self.queue_metrics_now()))
     }
 
+    fn release_unreceived<'a>(&'a self, worker: &'a str, received: u64) -> StoreFuture<'a, u64> {
+        Box::pin(std::future::ready(
+            self.release_unreceived_now(worker, received),
+        ))
+    }
+
     fn reap(&self, now: i64, max_system_retries: u32) -> StoreFuture<'_, Reaped> {
         Box::pin(std::future::ready(self.reap_now(now, max_system_retries)))
     }

@@ -151,6 +151,17 @@ impl SqliteStore {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(&e)
     }
 
+    pub(super) fn release_unreceived_now(&self, worker: &str, received: u64) -> Result<u64> {
+        self.immediate(|tx| {
+            tx.execute(
+                "UPDATE queue SET lease = NULL, worker = NULL, expires_at = NULL
+                 WHERE worker = ?1 AND lease > ?2",
+                params![worker, received as i64],
+            )
+            .map(|n| n as u64)
+        })
+    }
+
     pub(super) fn complete_now(&self, lease: u64, worker: &str) -> Result<Option<QueuedAttempt>> {
         self.immediate(|tx| {
             let found = tx

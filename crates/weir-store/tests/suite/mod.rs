@@ -641,6 +641,24 @@ pub async fn queue_entries_show_their_lease_and_later_attempts_wait_for_their_ti
         None,
         "{backend}"
     );
+    // Leases granted above what the worker says it received go back to the queue.
+    let got = store.lease("a", "cpu", 10, 7_000, 100).await.unwrap();
+    assert_eq!(got.len(), 1, "{backend}");
+    assert_eq!(store.release_unreceived("a", got[0].id).await.unwrap(), 0);
+    assert_eq!(
+        store.release_unreceived("a", got[0].id - 1).await.unwrap(),
+        1
+    );
+    let entry = store
+        .queue_entry(run.id, ActionId(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.lease, None, "{backend}");
+    assert_eq!(
+        store.lease("b", "cpu", 10, 7_000, 100).await.unwrap().len(),
+        1
+    );
 }
 
 pub async fn workers_are_recorded_and_heartbeats_refresh_them(fx: &dyn Fixture) {

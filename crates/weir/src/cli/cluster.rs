@@ -57,9 +57,15 @@ pub(crate) fn read_token(path: &Path, create: bool) -> Result<String, Failure> {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| Failure::other(format!("cannot create {}: {e}", dir.display())))?;
             }
-            write_private(path, &token)
-                .map_err(|e| Failure::other(format!("cannot write {}: {e}", path.display())))?;
-            Ok(token)
+            match write_private(path, &token) {
+                Ok(()) => Ok(token),
+                // Another replica wrote it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_token(path, false),
+                Err(e) => Err(Failure::other(format!(
+                    "cannot write {}: {e}",
+                    path.display()
+                ))),
+            }
         }
         Err(e) => Err(Failure::input(format!(
             "cannot read the cluster token from {}: {e} (set {TOKEN_ENV}, or pass --token-file: the file `weir serve` wrote)",

@@ -1,0 +1,412 @@
+//! Cluster mode with real processes on the machine's PostgreSQL (127.0.0.1:5432, or
+//! `WEIR_TEST_POSTGRES`): `serve` replicas, workers and clients of the fixture binary, each test
+//! in a schema of its own (dropped at the end).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use weir_tests::wait_for;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fixture");
+
+fn database() -> String {
+    std::env::var("WEIR_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn sql(statement: String) {
+    let url = database();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("the cluster tests need PostgreSQL (set WEIR_TEST_POSTGRES)");
+            tokio::spawn(conn);
+            client.batch_execute(&statement).await.expect(&statement);
+        })
+    })
+    .join()
+    .unwrap();
+}
+
+/// Processes of one cluster, killed (and its schema dropped) at the end.
+struct Cluster {
+    dir: tempfile::TempDir,
+    schema: String,
+    serves: Vec<(Child, String)>,
+    others: Vec<Child>,
+    n: usize,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            schema: format!(
+                "c_{}_{}_{}",
+                std::process::id(),
+                nanos % 1_000_000_000,
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            ),
+            serves: Vec::new(),
+            others: Vec::new(),
+            n: 0,
+        }
+    }
+
+    fn state(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log(&mut self, what: &str) -> PathBuf {
+        self.n += 1;
+        self.state().join(format!("{what}-{}.log", self.n))
+    }
+
+    fn command(&self, args: &[&str], log: &Path) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--state-dir").arg(self.state()).args(args);
+        let f = std::fs::File::create(log).unwrap();
+        c.stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Starts a `serve` replica; returns its URL.
+    fn serve(&mut self, extra: &[&str]) -> String {
+        let log = self.log("serve");
+        let db = database();
+        let mut args = vec!["serve", "--database", &db, "--schema", &self.schema];
+        args.extend(["--listen", "127.0.0.1:0"]);
+        args.extend(extra);
+        let child = self.command(&args, &log).spawn().unwrap();
+        let mut url = String::new();
+        wait_for("serve listening", || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            match text.split("listening on ").nth(1) {
+                Some(rest) => {
+                    url = rest.split_whitespace().next().unwrap().to_string();
+                    true
+                }
+                None => false,
+            }
+        });
+        self.serves.push((child, url.clone()));
+        url
+    }
+
+    /// Starts a worker of `env` with `slots` slots against `servers`.
+    fn worker(&mut self, servers: &str, env: &str, slots: &str) -> usize {
+        let log = self.log("worker");
+        let args = [
+            "worker",
+            "--server",
+            servers,
+            "--env",
+            env,
+            "--concurrency",
+            slots,
+        ];
+        let child = self.command(&args, &log).spawn().unwrap();
+        self.others.push(child);
+        self.others.len() - 1
+    }
+
+    /// Starts a client command; its output goes to the returned log.
+    fn client(&mut self, args: &[&str]) -> (Child, PathBuf) {
+        let log = self.log("client");
+        let child = self.command(args, &log).spawn().unwrap();
+        (child, log)
+    }
+
+    /// Runs a client command to its end: (exit code, stdout, stderr).
+    fn output(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN)
+            .arg("--state-dir")
+            .arg(self.state())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.state().join("cluster-token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self
+            .others
+            .iter_mut()
+            .chain(self.serves.iter_mut().map(|(c, _)| c))
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        sql(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
+    }
+}
+
+/// Waits for a client to end; its exit code and log.
+fn finish(child: &mut Child, log: &Path) -> (i32, String) {
+    let mut code = None;
+    wait_for("the client to end", || {
+        code = child.try_wait().unwrap().map(|s| s.code().unwrap_or(-1));
+        code.is_some()
+    });
+    (code.unwrap(), std::fs::read_to_string(log).unwrap())
+}
+
+/// How many lines of `log` are exactly `line`.
+fn count(log: &Path, line: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l == line)
+        .count()
+}
+
+/// A plain HTTP/1.0 GET; (status line, body).
+fn http_get(url: &str, path: &str, token: Option<&str>) -> (String, String) {
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").unwrap();
+    let mut bytes = Vec::new();
+    s.read_to_end(&mut bytes).unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn a_fan_out_runs_on_workers_through_serve_and_equals_the_embedded_run() {
+    let mut cl = Cluster::new();
+    let url = cl.serve(&[]);
+    cl.worker(&url, "fx", "4");
+    cl.worker(&url, "fx", "4");
+    let log = cl.state().join("children.log");
+    let input = format!(
+        r#"{{"n": 100, "width": 16, "sleep_ms": 5, "log": "{}"}}"#,
+        log.display()
+    );
+    let (code, out, err) = cl.output(&[
+        "run", "fanout", "--input", &input, "--server", &url, "-o", "json",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["status"], "succeeded");
+    // The embedded engine gives the same output.
+    let (code, embedded, err) = cl.output(&["run", "fanout", "--input", &input, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let e: serde_json::Value = serde_json::from_str(embedded.trim()).unwrap();
+    assert_eq!(v["output"], e["output"]);
+    assert_eq!(v["output"], 9900);
+    // Each child ran once in the cluster and once embedded.
+    for i in 0..100 {
+        assert_eq!(count(&log, &format!("end {i}")), 2, "child {i}");
+    }
+    // The control plane lists the run with its 101 actions.
+    let (code, runs, err) = cl.output(&["get", "runs", "--server", &url, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let runs: serde_json::Value = serde_json::from_str(runs.trim()).unwrap();
+    let run = &runs[0];
+    assert_eq!(run["name"], v["run"]);
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["actions"]["succeeded"], 101);
+    // Metrics need the token; with it they count what the workers completed.
+    let token = cl.token();
+    let (status, _) = http_get(&url, "/metrics", None);
+    assert!(status.contains("401"), "{status}");
+    let (status, _) = http_get(&url, "/metrics", Some("wrong"));
+    assert!(status.contains("401"), "{status}");
+    let (status, body) = http_get(&url, "/metrics", Some(&token));
+    assert!(status.contains("200"), "{status}");
+    let completed: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_completed_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(completed, 101, "{body}");
+    // The worker API needs a worker token too.
+    let (status, _) = http_get(&url, "/v1/runs", None);
+    assert!(status.contains("401"), "{status}");
+}
+
+#[test]
+fn a_run_waits_for_workers_of_its_version_and_its_root_runs_on_one() {
+    let mut cl = Cluster::new();
+    let url = cl.serve(&[]);
+    let (mut client, log) = cl.client(&[
+        "run",
+        "wpid",
+        "--input",
+        r#"{"i": 1}"#,
+        "--server",
+        &url,
+        "-o",
+        "json",
+    ]);
+    // No worker of environment fxd: the run says what it waits for.
+    let mut waiting = String::new();
+    wait_for("the run to say it waits for workers", || {
+        let (_, runs, _) = cl.output(&["get", "runs", "--server", &url, "-o", "json"]);
+        let runs: serde_json::Value = serde_json::from_str(runs.trim()).unwrap_or_default();
+        waiting = runs[0]["waiting"].as_str().unwrap_or("").to_string();
+        !waiting.is_empty()
+    });
+    assert!(
+        waiting.contains("waiting for workers of version"),
+        "{waiting}"
+    );
+    assert!(waiting.contains("environment fxd"), "{waiting}");
+    // A worker of another environment does not help; one of fxd does.
+    cl.worker(&url, "fx", "1");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        client.try_wait().unwrap().is_none(),
+        "ended without an fxd worker"
+    );
+    let w = cl.worker(&url, "fxd", "1");
+    let (code, text) = finish(&mut client, &log);
+    assert_eq!(code, 0, "{text}");
+    // The root ran in the worker's process, not the client's.
+    let pid = cl.others[w].id();
+    assert!(
+        text.contains(&format!("\"output\":{pid}")),
+        "{text} (worker pid {pid})"
+    );
+}
+
+#[test]
+fn a_serve_replica_killed_mid_fan_out_loses_nothing_and_runs_nothing_twice() {
+    let mut cl = Cluster::new();
+    let a = cl.serve(&[]);
+    let b = cl.serve(&[]);
+    let both = format!("{a},{b}");
+    cl.worker(&both, "fx", "8");
+    cl.worker(&both, "fx", "8");
+    let log = cl.state().join("children.log");
+    let input = format!(
+        r#"{{"n": 200, "width": 32, "sleep_ms": 20, "log": "{}"}}"#,
+        log.display()
+    );
+    let (mut client, client_log) = cl.client(&[
+        "run", "fanout", "--input", &input, "--server", &both, "-o", "json",
+    ]);
+    wait_for("40 children to end", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("end "))
+            .count()
+            >= 40
+    });
+    // SIGKILL the replica everyone uses.
+    let (serve_a, _) = &mut cl.serves[0];
+    serve_a.kill().unwrap();
+    serve_a.wait().unwrap();
+    let (code, text) = finish(&mut client, &client_log);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("\"output\":39800"), "{text}");
+    for i in 0..200 {
+        assert_eq!(
+            count(&log, &format!("end {i}")),
+            1,
+            "child {i} ended other than once"
+        );
+    }
+}
+
+#[test]
+fn a_killed_workers_actions_are_leased_again_after_its_heartbeat_stops() {
+    let mut cl = Cluster::new();
+    let url = cl.serve(&["--lease-ttl", "1s"]);
+    let w1 = cl.worker(&url, "fx", "4");
+    let log = cl.state().join("children.log");
+    let input = format!(
+        r#"{{"n": 12, "width": 4, "sleep_ms": 300, "log": "{}"}}"#,
+        log.display()
+    );
+    let (mut client, client_log) = cl.client(&[
+        "run", "fanout", "--input", &input, "--server", &url, "-o", "json",
+    ]);
+    wait_for("children to start", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("start "))
+    });
+    cl.others[w1].kill().unwrap();
+    cl.others[w1].wait().unwrap();
+    cl.worker(&url, "fx", "4");
+    let (code, text) = finish(&mut client, &client_log);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("\"output\":132"), "{text}");
+    for i in 0..12 {
+        assert_eq!(count(&log, &format!("end {i}")), 1, "child {i}");
+    }
+}
+
+#[test]
+fn clients_and_workers_without_the_cluster_token_are_refused() {
+    let mut cl = Cluster::new();
+    let url = cl.serve(&[]);
+    let other = cl.state().join("other-token");
+    std::fs::write(&other, "not the token\n").unwrap();
+    let other = other.display().to_string();
+    let (code, _, err) = cl.output(&[
+        "run",
+        "add",
+        "--input",
+        r#"{"a": 1, "b": 2}"#,
+        "--server",
+        &url,
+        "--token-file",
+        &other,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cluster token"), "{err}");
+    let (code, _, err) = cl.output(&[
+        "worker",
+        "--server",
+        &url,
+        "--env",
+        "fx",
+        "--token-file",
+        &other,
+    ]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("wrong cluster token"), "{err}");
+    // Nothing was created.
+    let (_, runs, _) = cl.output(&["get", "runs", "--server", &url, "-o", "json"]);
+    assert_eq!(runs.trim(), "[]");
+}
