@@ -8,6 +8,7 @@
 //! state directory per measured run). `seconds` is the median of `--repeat` runs of the
 //! measured part; opening the engine is reported as `startup_seconds`.
 
+mod cluster;
 mod w5;
 mod w7;
 
@@ -274,9 +275,32 @@ async fn run_workload(name: &str, n: Option<u64>, repeat: usize) -> anyhow::Resu
                 "avg_batch_size": r.avg_batch_size, "batches": r.batches, "peak_rss_mb": peak_rss_mb(), "mode": "in-process",
             }));
         }
+        "w1c" => {
+            let n = n.unwrap_or(10_000);
+            let s = cluster::w1c(n, repeat).await?;
+            let mut row = engine_row("w1c", n, n + 1, s, 0.0);
+            row["mode"] = json!("cluster: 1 serve + PostgreSQL, 2 workers x 8 slots");
+            rows.push(row);
+        }
+        "w2c" => {
+            let hops = n.unwrap_or(100);
+            let s = cluster::w2c(hops, repeat).await?;
+            let mut row = engine_row("w2c", hops, hops + 1, s, 0.0);
+            row["per_hop_ms"] = json!(s * 1e3 / hops as f64);
+            row["mode"] = json!("cluster: 1 serve + PostgreSQL, 1 worker");
+            rows.push(row);
+        }
+        "failover" => {
+            let n = n.unwrap_or(3_000);
+            let s = cluster::failover(n).await?;
+            rows.push(json!({
+                "workload": "failover", "n": n, "failover_s": s, "seconds": s,
+                "mode": "cluster: 2 serve replicas, the one in use SIGKILLed mid fan-out",
+            }));
+        }
         other => {
             anyhow::bail!(
-                "unknown workload {other:?}; use w1, w1map, w1m, w2, w3, w5a, w5b, w7 (w7reuse, w7fresh) or all"
+                "unknown workload {other:?}; use w1, w1map, w1m, w2, w3, w5a, w5b, w7 (w7reuse, w7fresh), w1c, w2c, failover or all"
             )
         }
     }
@@ -312,6 +336,8 @@ fn print_table(rows: &[Value]) {
                 cell(r, "p90_action_ms", 2)
             ),
             "w7reuse" => format!("{} worker processes", r["workers_started"]),
+            "w2c" => format!("{} ms/hop", cell(r, "per_hop_ms", 3)),
+            "failover" => format!("{} s to complete again", cell(r, "failover_s", 2)),
             "w5b" => format!(
                 "utilization {}, {} batches, avg batch {}",
                 cell(r, "utilization", 3),
@@ -335,7 +361,11 @@ fn print_table(rows: &[Value]) {
 
 fn main() -> anyhow::Result<()> {
     // w7 starts this binary again as its worker processes.
-    if std::env::args().nth(1).as_deref() == Some("worker") {
+    // The cluster workloads start it as `serve` replicas and workers.
+    if matches!(
+        std::env::args().nth(1).as_deref(),
+        Some("worker" | "serve" | "run")
+    ) {
         let code = weir::cli::main();
         std::process::exit(if code == std::process::ExitCode::SUCCESS {
             0

@@ -210,7 +210,75 @@ async fn apply_batch(
         match step {
             Step::Rows(rows) => upsert_rows(tx, statements, &rows).await?,
             Step::Op(op) => apply(tx, statements, op).await?,
+            Step::Queue(ops) => apply_queue(tx, statements, &ops).await?,
         }
+    }
+    Ok(())
+}
+
+/// Applies queue writes with two statements: the dequeues (fenced by lease), then the
+/// enqueues (the last of each action's wins). The order between the two kinds does not
+/// change the result: a dequeue matches only the entry still under its lease.
+async fn apply_queue(
+    tx: &Transaction<'_>,
+    statements: &mut Statements,
+    ops: &[&WriteOp],
+) -> Result<(), tokio_postgres::Error> {
+    let (mut d_run, mut d_action, mut d_lease) = (Vec::new(), Vec::new(), Vec::new());
+    let mut enqueued: HashMap<(RunId, weir_core::ActionId), usize> = HashMap::new();
+    let mut e: Vec<(&weir_store::QueuedAttempt, i64)> = Vec::new();
+    for op in ops {
+        match op {
+            WriteOp::Dequeue { run, action, lease } => {
+                d_run.push(run.0);
+                d_action.push(action.as_i64());
+                d_lease.push(*lease as i64);
+            }
+            WriteOp::Enqueue { attempt, due } => match enqueued.get(&(attempt.run, attempt.action))
+            {
+                Some(&i) => e[i] = (attempt, *due),
+                None => {
+                    enqueued.insert((attempt.run, attempt.action), e.len());
+                    e.push((attempt, *due));
+                }
+            },
+            _ => unreachable!("only queue writes are planned as a queue step"),
+        }
+    }
+    if !d_run.is_empty() {
+        let st = statements
+            .get(
+                tx,
+                "DELETE FROM queue q USING unnest($1::bigint[], $2::bigint[], $3::bigint[])
+                   AS d(run, action, lease)
+                 WHERE q.run = d.run AND q.action = d.action AND q.lease = d.lease",
+            )
+            .await?;
+        tx.execute(&st, &[&d_run, &d_action, &d_lease]).await?;
+    }
+    if !e.is_empty() {
+        let run: Vec<i64> = e.iter().map(|(a, _)| a.run.0).collect();
+        let action: Vec<i64> = e.iter().map(|(a, _)| a.action.as_i64()).collect();
+        let attempt: Vec<i64> = e.iter().map(|(a, _)| a.attempt as i64).collect();
+        let env: Vec<&str> = e.iter().map(|(a, _)| a.env.as_str()).collect();
+        let task: Vec<&str> = e.iter().map(|(a, _)| a.task.as_str()).collect();
+        let due: Vec<i64> = e.iter().map(|(_, d)| *d).collect();
+        let st = statements
+            .get(
+                tx,
+                "INSERT INTO queue(run, action, attempt, env, task, enqueued_at)
+                 SELECT run, action, attempt, env, task, due
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
+                   $6::bigint[]) WITH ORDINALITY AS e(run, action, attempt, env, task, due, n)
+                 ORDER BY n
+                 ON CONFLICT(run, action) DO UPDATE SET attempt = excluded.attempt,
+                   env = excluded.env, task = excluded.task, enqueued_at = excluded.enqueued_at,
+                   seq = nextval('queue_seq'), lease = NULL, worker = NULL, expires_at = NULL,
+                   system_retries = 0",
+            )
+            .await?;
+        tx.execute(&st, &[&run, &action, &attempt, &env, &task, &due])
+            .await?;
     }
     Ok(())
 }
@@ -315,6 +383,9 @@ async fn apply(
     match op {
         WriteOp::InsertAction { .. } | WriteOp::RecoverAction { .. } => {
             unreachable!("inserts are merged in apply_batch")
+        }
+        WriteOp::Enqueue { .. } | WriteOp::Dequeue { .. } => {
+            apply_queue(tx, statements, &[op]).await?;
         }
         WriteOp::PutCache(entry) => {
             let (blob, reference) = payload_to_columns(&entry.output);

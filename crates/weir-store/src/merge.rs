@@ -52,6 +52,9 @@ pub enum Step<'a> {
     Rows(Vec<MergedRow<'a>>),
     /// Apply this write as it is.
     Op(&'a WriteOp),
+    /// Apply these queue writes ([`WriteOp::Enqueue`], [`WriteOp::Dequeue`]) in order; they
+    /// touch only the queue, so they come last (a backend may batch them).
+    Queue(Vec<&'a WriteOp>),
 }
 
 /// The steps that apply `ops` (one batch, in queue order): each action first inserted in the
@@ -61,8 +64,10 @@ pub fn plan<'a>(ops: impl IntoIterator<Item = &'a WriteOp>) -> Vec<Step<'a>> {
     let mut steps = Vec::new();
     let mut rows: Vec<MergedRow<'a>> = Vec::new();
     let mut pending: HashMap<(RunId, ActionId), usize> = HashMap::new();
+    let mut queue = Vec::new();
     for op in ops {
         match op {
+            WriteOp::Enqueue { .. } | WriteOp::Dequeue { .. } => queue.push(op),
             WriteOp::InsertAction {
                 run,
                 id,
@@ -177,6 +182,9 @@ pub fn plan<'a>(ops: impl IntoIterator<Item = &'a WriteOp>) -> Vec<Step<'a>> {
     }
     if !rows.is_empty() {
         steps.push(Step::Rows(rows));
+    }
+    if !queue.is_empty() {
+        steps.push(Step::Queue(queue));
     }
     steps
 }

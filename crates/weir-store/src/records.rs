@@ -332,6 +332,25 @@ pub enum WriteOp {
     },
     /// A cache entry is written (or replaced).
     PutCache(CacheEntry),
+    /// An attempt goes into its queue (replacing any entry of the same action, and so its
+    /// lease), leasable from `due` (µs): as [`crate::Store::enqueue`], inside the commit of
+    /// the writes around it.
+    Enqueue {
+        /// The attempt.
+        attempt: QueuedAttempt,
+        /// When it may be leased (µs).
+        due: i64,
+    },
+    /// A completed attempt leaves the queue, if `lease` is still its lease (as
+    /// [`crate::Store::complete`], inside the commit of the attempt's result).
+    Dequeue {
+        /// Run row id.
+        run: RunId,
+        /// Action id.
+        action: ActionId,
+        /// The lease that completed.
+        lease: u64,
+    },
     /// Every live action of a run becomes cancelled (abort).
     CancelLiveActions {
         /// Run row id.
@@ -353,7 +372,9 @@ impl WriteOp {
             | WriteOp::FinishAction { run, .. }
             | WriteOp::RecoverAction { run, .. }
             | WriteOp::FinishRun { run, .. }
-            | WriteOp::CancelLiveActions { run, .. } => Some(*run),
+            | WriteOp::CancelLiveActions { run, .. }
+            | WriteOp::Dequeue { run, .. } => Some(*run),
+            WriteOp::Enqueue { attempt, .. } => Some(attempt.run),
             WriteOp::PutCache(_) | WriteOp::OwnerAlive { .. } => None,
         }
     }

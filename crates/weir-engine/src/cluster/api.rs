@@ -215,7 +215,14 @@ impl ClusterApi {
                     _ => None,
                 };
                 inner
-                    .finish(run, c.action, task, Ok((payload, bytes)), cache)
+                    .finish(
+                        run,
+                        c.action,
+                        task,
+                        Ok((payload, bytes)),
+                        cache,
+                        Some(c.lease),
+                    )
                     .await?;
             }
             Err(e) => {
@@ -240,34 +247,37 @@ impl ClusterApi {
                         ActionStatus::Running
                             .take(ActionEvent::FailRetryable)
                             .map_err(system_failure)?;
-                        inner
-                            .commit(vec![WriteOp::FailAttempt {
-                                run,
-                                id: c.action,
-                                attempt: record,
-                                retrying: true,
-                            }])
-                            .await?;
                         let mut again = entry.attempt.clone();
                         again.attempt += 1;
-                        // Replaces the entry and its lease: nothing left to complete.
-                        inner.enqueue(again, now + delay.as_micros() as i64).await?;
+                        let queue = again.env.clone();
+                        // The next attempt replaces the entry and its lease, in the commit of
+                        // the failure.
+                        inner
+                            .commit(vec![
+                                WriteOp::FailAttempt {
+                                    run,
+                                    id: c.action,
+                                    attempt: record,
+                                    retrying: true,
+                                },
+                                WriteOp::Enqueue {
+                                    attempt: again,
+                                    due: now + delay.as_micros() as i64,
+                                },
+                            ])
+                            .await?;
+                        inner.queue_notify(&queue).notify_waiters();
                         inner.counters.completed.fetch_add(1, Ordering::Relaxed);
                         return Ok(());
                     }
                     Next::Finish => {
                         inner
-                            .finish(run, c.action, task, Err(failure), None)
+                            .finish(run, c.action, task, Err(failure), None, Some(c.lease))
                             .await?;
                     }
                 }
             }
         }
-        inner
-            .store
-            .complete(c.lease, worker)
-            .await
-            .map_err(system_failure)?;
         inner.counters.completed.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -528,7 +538,10 @@ impl WorkerApi for ClusterApi {
                     .map_err(|e| refused("lease", Refusal::Internal, e.to_string()))?;
             }
             loop {
+                // Armed before the queue is read: an enqueue meanwhile wakes it.
                 let wake = notify.notified();
+                tokio::pin!(wake);
+                wake.as_mut().enable();
                 let leases = inner
                     .store
                     .lease(&req.worker, &me.queue, req.max.max(1), now_us(), ttl)

@@ -404,6 +404,8 @@ impl Inner {
                 return Vec::new();
             }
             let wait = notify.notified();
+            tokio::pin!(wait);
+            wait.as_mut().enable();
             // Re-check after arming: an outcome delivered between the check and the wait.
             if !self
                 .waiting
@@ -494,14 +496,15 @@ impl Inner {
                 message,
                 chain: vec![],
             };
-            self.finish(a.run, a.action, &a.task, Err(failure), None)
+            self.finish(a.run, a.action, &a.task, Err(failure), None, None)
                 .await?;
         }
         Ok(())
     }
 
-    /// Ends an action: its writes (cache entry, action, run) commit, then the calls waiting on
-    /// it get the outcome. `output` is the stored payload and bytes of a success.
+    /// Ends an action: its writes (cache entry, action, run, and `dequeue`: its lease's
+    /// removal from the queue) commit together, then the calls waiting on it get the outcome.
+    /// `output` is the stored payload and bytes of a success.
     pub(crate) async fn finish(
         &self,
         run: RunId,
@@ -509,6 +512,7 @@ impl Inner {
         task: &str,
         outcome: Result<(weir_store::Payload, Vec<u8>), Failure>,
         cache: Option<(String, String)>,
+        dequeue: Option<u64>,
     ) -> Result<(), String> {
         let meta = self.run_meta(run).await?;
         let (stored, delivered) = match outcome {
@@ -526,6 +530,12 @@ impl Inner {
             ended_at: now_us(),
         })
         .map_err(system_failure)?;
+        let mut writes = writes;
+        writes.extend(dequeue.map(|lease| WriteOp::Dequeue {
+            run,
+            action: id,
+            lease,
+        }));
         self.commit(writes).await?;
         self.resolve((run, id), &delivered);
         if id == ActionId::ROOT {
@@ -545,17 +555,6 @@ impl Inner {
                 new.inputs,
             )
             .await?;
-        self.commit(vec![WriteOp::InsertAction {
-            run: new.run,
-            id: new.id,
-            parent: new.parent,
-            task: new.spec.name.clone().into(),
-            group: new.group.map(Arc::from),
-            kind: ActionKind::Task,
-            inputs,
-            queued_at: now_us(),
-        }])
-        .await?;
         let attempt = QueuedAttempt {
             run: new.run,
             action: new.id,
@@ -563,7 +562,25 @@ impl Inner {
             env: spec::queue_name(&new.spec.env, new.version),
             task: new.spec.name.clone(),
         };
-        self.enqueue(attempt, now_us()).await
+        let queue = attempt.env.clone();
+        let now = now_us();
+        // The row and its queue entry commit together.
+        self.commit(vec![
+            WriteOp::InsertAction {
+                run: new.run,
+                id: new.id,
+                parent: new.parent,
+                task: new.spec.name.clone().into(),
+                group: new.group.map(Arc::from),
+                kind: ActionKind::Task,
+                inputs,
+                queued_at: now,
+            },
+            WriteOp::Enqueue { attempt, due: now },
+        ])
+        .await?;
+        self.queue_notify(&queue).notify_waiters();
+        Ok(())
     }
 }
 

@@ -329,6 +329,8 @@ impl ControlPlane {
         let until = Instant::now() + wait;
         loop {
             let ended = self.inner.run_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
             let record = self
                 .inner
                 .store

@@ -354,6 +354,11 @@ fn apply_batch(
                 }
             }
             Step::Op(op) => apply(tx, op)?,
+            Step::Queue(ops) => {
+                for op in ops {
+                    apply(tx, op)?;
+                }
+            }
         }
     }
     Ok(())
@@ -398,6 +403,26 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
     match op {
         WriteOp::InsertAction { .. } | WriteOp::RecoverAction { .. } => {
             unreachable!("inserts are merged in apply_batch")
+        }
+        WriteOp::Enqueue { attempt: a, due } => {
+            let mut st = tx.prepare_cached(
+                "INSERT OR REPLACE INTO queue(run, action, attempt, env, task, enqueued_at)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            st.execute(params![
+                a.run,
+                a.action.as_i64(),
+                a.attempt,
+                a.env,
+                a.task,
+                due
+            ])?;
+        }
+        WriteOp::Dequeue { run, action, lease } => {
+            let mut st = tx.prepare_cached(
+                "DELETE FROM queue WHERE run = ?1 AND action = ?2 AND lease = ?3",
+            )?;
+            st.execute(params![run, action.as_i64(), *lease as i64])?;
         }
         WriteOp::PutCache(entry) => {
             let (blob, reference) = split(&entry.output);

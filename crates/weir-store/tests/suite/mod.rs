@@ -655,9 +655,56 @@ pub async fn queue_entries_show_their_lease_and_later_attempts_wait_for_their_ti
         .unwrap()
         .unwrap();
     assert_eq!(entry.lease, None, "{backend}");
+    let taken = store.lease("b", "cpu", 10, 7_000, 100).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    // The same as writes inside a commit: a dequeue under a stale lease changes nothing, one
+    // under the current lease removes the entry, an enqueue puts one back.
+    let dequeue = |lease| WriteOp::Dequeue {
+        run: run.id,
+        action: ActionId(1),
+        lease,
+    };
+    store.commit(dequeue(taken[0].id + 1)).await.unwrap();
+    assert!(
+        store
+            .queue_entry(run.id, ActionId(1))
+            .await
+            .unwrap()
+            .is_some(),
+        "{backend}"
+    );
+    store.commit(dequeue(taken[0].id)).await.unwrap();
     assert_eq!(
-        store.lease("b", "cpu", 10, 7_000, 100).await.unwrap().len(),
-        1
+        store.queue_entry(run.id, ActionId(1)).await.unwrap(),
+        None,
+        "{backend}"
+    );
+    let mut third = queued(run.id, 1, "cpu");
+    third.attempt = 3;
+    store.write(dequeue(taken[0].id));
+    store
+        .commit(WriteOp::Enqueue {
+            attempt: third,
+            due: 8_000,
+        })
+        .await
+        .unwrap();
+    let entry = store
+        .queue_entry(run.id, ActionId(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (entry.attempt.attempt, &entry.lease),
+        (3, &None),
+        "{backend}"
+    );
+    assert!(
+        store
+            .lease("b", "cpu", 10, 7_999, 100)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 
