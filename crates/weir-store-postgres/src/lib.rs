@@ -374,6 +374,16 @@ impl Store for PostgresStore {
         self.spawn(async move { inner.run(id).await })
     }
 
+    fn ended_among<'a>(
+        &'a self,
+        run: RunId,
+        ids: &'a [ActionId],
+    ) -> StoreFuture<'a, Vec<ActionId>> {
+        let inner = self.inner.clone();
+        let ids = ids.to_vec();
+        self.spawn(async move { inner.ended_among(run, &ids).await })
+    }
+
     fn run_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, RunRecord> {
         let inner = self.inner.clone();
         let name = name.to_string();

@@ -62,6 +62,30 @@ impl Inner {
             .ok_or_else(|| Error::UnknownRun(format!("#{id}")))
     }
 
+    pub(crate) async fn ended_among(&self, run: RunId, ids: &[ActionId]) -> Result<Vec<ActionId>> {
+        let client = self.client().await?;
+        let ids: Vec<i64> = ids.iter().map(|i| i.as_i64()).collect();
+        let ended: Vec<i64> = [
+            ActionStatus::Succeeded,
+            ActionStatus::Failed,
+            ActionStatus::Cancelled,
+        ]
+        .iter()
+        .map(|s| s.code())
+        .collect();
+        let rows = client
+            .query(
+                "SELECT id FROM actions WHERE run = $1 AND id = ANY($2) AND status = ANY($3)",
+                &[&run.0, &ids, &ended],
+            )
+            .await
+            .map_err(self.err("reading action statuses"))?;
+        Ok(rows
+            .iter()
+            .map(|r| ActionId(r.get::<_, i64>(0) as u64))
+            .collect())
+    }
+
     pub(crate) async fn run_by_name(&self, name: &str) -> Result<RunRecord> {
         let client = self.client().await?;
         client

@@ -206,14 +206,133 @@ async fn apply_batch(
         Cmd::Write(op, _) if !op.run().is_some_and(|r| lost.contains_key(&r)) => Some(op),
         _ => None,
     });
+    // Starts and ends of actions not inserted in this batch, gathered while consecutive into
+    // one statement each (a second write of the same action closes the group).
+    let mut group: Vec<&WriteOp> = Vec::new();
+    let mut keys: HashSet<(RunId, weir_core::ActionId)> = HashSet::new();
     for step in plan(ops) {
+        let groupable = match &step {
+            Step::Op(
+                op
+                @ (WriteOp::StartAttempt { run, id, .. } | WriteOp::FinishAction { run, id, .. }),
+            ) => Some((*op, (*run, *id))),
+            _ => None,
+        };
+        if let Some((op, key)) = groupable {
+            let same_kind = group
+                .first()
+                .is_none_or(|g| std::mem::discriminant(*g) == std::mem::discriminant(op));
+            if !same_kind || keys.contains(&key) {
+                apply_group(tx, statements, &group).await?;
+                group.clear();
+                keys.clear();
+            }
+            group.push(op);
+            keys.insert(key);
+            continue;
+        }
+        apply_group(tx, statements, &group).await?;
+        group.clear();
+        keys.clear();
         match step {
             Step::Rows(rows) => upsert_rows(tx, statements, &rows).await?,
             Step::Op(op) => apply(tx, statements, op).await?,
             Step::Queue(ops) => apply_queue(tx, statements, &ops).await?,
         }
     }
-    Ok(())
+    apply_group(tx, statements, &group).await
+}
+
+/// Applies starts (or ends) of distinct actions with one statement.
+async fn apply_group(
+    tx: &Transaction<'_>,
+    statements: &mut Statements,
+    group: &[&WriteOp],
+) -> Result<(), tokio_postgres::Error> {
+    match group {
+        [] => Ok(()),
+        [one] => apply(tx, statements, one).await,
+        [WriteOp::StartAttempt { .. }, ..] => {
+            let (mut run, mut id, mut attempt, mut at) = (vec![], vec![], vec![], vec![]);
+            for op in group {
+                if let WriteOp::StartAttempt {
+                    run: r,
+                    id: i,
+                    attempt: a,
+                    started_at,
+                } = op
+                {
+                    run.push(r.0);
+                    id.push(i.as_i64());
+                    attempt.push(*a as i64);
+                    at.push(*started_at);
+                }
+            }
+            let st = statements
+                .get(
+                    tx,
+                    "UPDATE actions a SET status = $5, attempts = s.attempt, started_at = s.at
+                     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])
+                       AS s(run, id, attempt, at)
+                     WHERE a.run = s.run AND a.id = s.id",
+                )
+                .await?;
+            let running = ActionStatus::Running.code();
+            tx.execute(&st, &[&run, &id, &attempt, &at, &running])
+                .await?;
+            Ok(())
+        }
+        _ => {
+            let mut cols: (Vec<i64>, Vec<i64>, Vec<i64>) = (vec![], vec![], vec![]);
+            let (mut blob, mut reference, mut error, mut hit, mut ended) =
+                (vec![], vec![], vec![], vec![], vec![]);
+            for op in group {
+                if let WriteOp::FinishAction {
+                    run,
+                    id,
+                    status,
+                    output,
+                    error: e,
+                    cache_hit,
+                    ended_at,
+                } = op
+                {
+                    let (b, r) = output
+                        .as_ref()
+                        .map(payload_to_columns)
+                        .unwrap_or((None, None));
+                    cols.0.push(run.0);
+                    cols.1.push(id.as_i64());
+                    cols.2.push(status.code());
+                    blob.push(b);
+                    reference.push(r);
+                    error.push(failure_json(e));
+                    hit.push(*cache_hit as i64);
+                    ended.push(*ended_at);
+                }
+            }
+            let st = statements
+                .get(
+                    tx,
+                    "UPDATE actions a SET status = f.status, output = f.output,
+                       output_ref = f.output_ref, error = f.error, cache_hit = f.hit,
+                       ended_at = f.ended
+                     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[], $5::text[],
+                       $6::text[], $7::bigint[], $8::bigint[])
+                       AS f(run, id, status, output, output_ref, error, hit, ended)
+                     WHERE a.run = f.run AND a.id = f.id",
+                )
+                .await?;
+            tx.execute(
+                &st,
+                &[
+                    &cols.0, &cols.1, &cols.2, &blob, &reference, &error, &hit, &ended,
+                ],
+            )
+            .await?;
+            Ok(())
+        }
+    }
 }
 
 /// Applies queue writes with two statements: the dequeues (fenced by lease), then the

@@ -196,6 +196,12 @@ pub trait Store: Send + Sync + 'static {
     fn list_actions(&self, run: RunId, page: Page) -> StoreFuture<'_, Vec<ActionRecord>>;
     /// One action with its payloads.
     fn action(&self, run: RunId, id: weir_core::ActionId) -> StoreFuture<'_, Option<ActionRecord>>;
+    /// Which of `ids` (actions of `run`) have ended (succeeded, failed or cancelled).
+    fn ended_among<'a>(
+        &'a self,
+        run: RunId,
+        ids: &'a [weir_core::ActionId],
+    ) -> StoreFuture<'a, Vec<weir_core::ActionId>>;
     /// Failed attempts of one action, oldest first.
     fn failed_attempts(
         &self,

@@ -548,15 +548,14 @@ impl WorkerApi for ClusterApi {
                     .await
                     .map_err(|e| refused("lease", Refusal::Internal, e.to_string()))?;
                 if !leases.is_empty() {
-                    let mut actions = Vec::with_capacity(leases.len());
-                    for l in leases {
-                        if let Some(a) = self
-                            .leased(&req.worker, l)
-                            .await
-                            .map_err(internal("lease"))?
-                        {
-                            actions.push(a);
-                        }
+                    // Read concurrently (the store has a pool of connections).
+                    let read = futures::future::join_all(
+                        leases.into_iter().map(|l| self.leased(&req.worker, l)),
+                    )
+                    .await;
+                    let mut actions = Vec::with_capacity(read.len());
+                    for a in read {
+                        actions.extend(a.map_err(internal("lease"))?);
                     }
                     inner
                         .counters

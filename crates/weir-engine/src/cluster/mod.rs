@@ -332,7 +332,7 @@ impl Inner {
                 Pending {
                     key,
                     since: now,
-                    next_check: now + Duration::from_millis(100),
+                    next_check: now + Duration::from_millis(250),
                 },
             );
     }
@@ -421,34 +421,40 @@ impl Inner {
     }
 
     /// Looks up, in the store, the calls waiting longest whose action may have ended on
-    /// another replica.
+    /// another replica: one query per run for every due call.
     async fn sweep(&self) {
         let now = Instant::now();
-        let due: Vec<(RunId, ActionId)> = {
+        let mut due: Vec<(RunId, ActionId)> = {
             let mut w = self.waiting.lock();
             let mut due = Vec::new();
             for out in w.by_worker.values_mut() {
                 for p in out.pending.values_mut() {
                     if p.next_check <= now {
-                        // 100 ms in the first second, then a tenth of the time waited (≤ 5 s).
+                        // Every 250 ms at first, then a tenth of the time waited (≤ 5 s).
                         let waited = now - p.since;
                         let gap =
-                            (waited / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                            (waited / 10).clamp(Duration::from_millis(250), Duration::from_secs(5));
                         p.next_check = now + gap;
                         due.push(p.key);
                     }
                 }
             }
-            due.sort();
-            due.dedup();
             due
         };
-        for (run, id) in due.into_iter().take(1000) {
-            if let Ok(Some(rec)) = self.store.action(run, id).await
-                && rec.status.is_terminal()
-            {
-                let outcome = self.outcome_of(&rec).await;
-                self.resolve((run, id), &outcome);
+        due.sort();
+        due.dedup();
+        // One query per run for all its due calls.
+        for chunk in due.chunk_by(|a, b| a.0 == b.0) {
+            let run = chunk[0].0;
+            let ids: Vec<ActionId> = chunk.iter().map(|(_, id)| *id).collect();
+            let Ok(ended) = self.store.ended_among(run, &ids).await else {
+                continue;
+            };
+            for id in ended {
+                if let Ok(Some(rec)) = self.store.action(run, id).await {
+                    let outcome = self.outcome_of(&rec).await;
+                    self.resolve((run, id), &outcome);
+                }
             }
         }
     }

@@ -444,6 +444,14 @@ impl Store for SqliteStore {
         Box::pin(std::future::ready(self.action_now(run, id)))
     }
 
+    fn ended_among<'a>(
+        &'a self,
+        run: RunId,
+        ids: &'a [ActionId],
+    ) -> StoreFuture<'a, Vec<ActionId>> {
+        Box::pin(std::future::ready(self.ended_among_now(run, ids)))
+    }
+
     fn failed_attempts(&self, run: RunId, id: ActionId) -> StoreFuture<'_, Vec<AttemptRecord>> {
         Box::pin(std::future::ready(self.failed_attempts_now(run, id)))
     }

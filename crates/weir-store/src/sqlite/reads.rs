@@ -51,6 +51,28 @@ impl SqliteStore {
         .ok_or_else(|| Error::UnknownRun(format!("#{id}")))
     }
 
+    pub(super) fn ended_among_now(&self, run: RunId, ids: &[ActionId]) -> Result<Vec<ActionId>> {
+        let conn = self.reader();
+        let e = sql_err(&self.path);
+        let mut st = conn
+            .prepare_cached("SELECT status FROM actions WHERE run = ?1 AND id = ?2")
+            .map_err(&e)?;
+        let mut ended = Vec::new();
+        for id in ids {
+            let status: Option<i64> = st
+                .query_row(params![run, id.as_i64()], |r| r.get(0))
+                .optional()
+                .map_err(&e)?;
+            if status
+                .and_then(ActionStatus::from_code)
+                .is_some_and(ActionStatus::is_terminal)
+            {
+                ended.push(*id);
+            }
+        }
+        Ok(ended)
+    }
+
     pub(super) fn run_by_name_now(&self, name: &str) -> Result<RunRecord> {
         let conn = self.reader();
         conn.query_row(
