@@ -120,7 +120,13 @@ fn protocol() -> Vec<Vec<u8>> {
     let w = || "w-1".to_string();
     let id = ActionId(0x0123_4567_89ab_cdef);
     let messages: Vec<(u8, Vec<u8>)> = vec![
-        (0, enc(&Register { worker: w() })),
+        (
+            0,
+            enc(&Register {
+                worker: w(),
+                cluster: None,
+            }),
+        ),
         (
             1,
             enc(&LeaseRequest {
@@ -137,12 +143,14 @@ fn protocol() -> Vec<Vec<u8>> {
                 completions: vec![
                     Completion {
                         lease: 1,
+                        run: Some(RunId(7)),
                         attempt: 1,
                         action: id,
                         outcome: AttemptOutcome::Output(vec![0x2a]),
                     },
                     Completion {
                         lease: 2,
+                        run: None,
                         attempt: 3,
                         action: ActionId::ROOT,
                         outcome: AttemptOutcome::Error(remote()),

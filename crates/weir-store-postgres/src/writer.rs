@@ -696,6 +696,11 @@ async fn apply(
                 ],
             )
             .await?;
+            // Their attempts leave the queue: a running one's completion finds no lease.
+            let st = statements
+                .get(tx, "DELETE FROM queue WHERE run = $1")
+                .await?;
+            tx.execute(&st, &[&run.0]).await?;
         }
     }
     Ok(())

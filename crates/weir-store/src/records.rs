@@ -351,7 +351,8 @@ pub enum WriteOp {
         /// The lease that completed.
         lease: u64,
     },
-    /// Every live action of a run becomes cancelled (abort).
+    /// Every live action of a run becomes cancelled (abort), and the run's attempts leave the
+    /// queue (with their leases: a running attempt's completion is then refused).
     CancelLiveActions {
         /// Run row id.
         run: RunId,

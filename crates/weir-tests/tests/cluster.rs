@@ -309,8 +309,10 @@ fn a_run_waits_for_workers_of_its_version_and_its_root_runs_on_one() {
 #[test]
 fn a_serve_replica_killed_mid_fan_out_loses_nothing_and_runs_nothing_twice() {
     let mut cl = Cluster::new();
-    let a = cl.serve(&[]);
-    let b = cl.serve(&[]);
+    // Leases outlive a starved heartbeat on a loaded machine: a child that runs twice here is
+    // one the failover ran again, not one whose lease expired.
+    let a = cl.serve(&["--lease-ttl", "60s"]);
+    let b = cl.serve(&["--lease-ttl", "60s"]);
     let both = format!("{a},{b}");
     cl.worker(&both, "fx", "8");
     cl.worker(&both, "fx", "8");
@@ -409,4 +411,86 @@ fn clients_and_workers_without_the_cluster_token_are_refused() {
     // Nothing was created.
     let (_, runs, _) = cl.output(&["get", "runs", "--server", &url, "-o", "json"]);
     assert_eq!(runs.trim(), "[]");
+}
+
+#[test]
+fn a_workers_attempt_past_max_runtime_fails_with_a_timeout_and_errors_reach_the_client() {
+    let mut cl = Cluster::new();
+    let url = cl.serve(&[]);
+    cl.worker(&url, "fxw", "2");
+    cl.worker(&url, "fx", "2");
+    let log = cl.state().join("slow.log");
+    let slow = format!(r#"{{"sleep_ms": 5000, "log": "{}"}}"#, log.display());
+    let (code, _, err) = cl.output(&["run", "wtoo_slow", "--input", &slow, "--server", &url]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("timeout") && err.contains("max_runtime"),
+        "{err}"
+    );
+    assert_eq!(count(&log, "slow end"), 0, "the attempt was not stopped");
+    let quick = format!(r#"{{"sleep_ms": 1, "log": "{}"}}"#, log.display());
+    let (code, out, err) = cl.output(&["run", "wtoo_slow", "--input", &quick, "--server", &url]);
+    assert_eq!((code, out.trim()), (0, "0"), "{err}");
+    // A non-recoverable error is not retried (the task allows 3 retries) and reaches the
+    // client with its message.
+    let (code, _, err) = cl.output(&[
+        "run",
+        "refuse",
+        "--input",
+        r#"{"reason": "no such thing"}"#,
+        "--server",
+        &url,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no such thing"), "{err}");
+    let (_, runs, _) = cl.output(&["get", "runs", "--server", &url, "-o", "json"]);
+    let runs: serde_json::Value = serde_json::from_str(runs.trim()).unwrap();
+    assert_eq!(runs[0]["status"], "failed");
+    assert_eq!(runs[0]["actions"]["failed"], 1, "{runs}");
+}
+
+#[test]
+fn an_abort_ends_the_run_and_results_of_attempts_still_running_change_nothing() {
+    let mut cl = Cluster::new();
+    let url = cl.serve(&[]);
+    cl.worker(&url, "fx", "4");
+    let log = cl.state().join("children.log");
+    let input = format!(
+        r#"{{"n": 40, "width": 4, "sleep_ms": 400, "log": "{}"}}"#,
+        log.display()
+    );
+    let (mut client, client_log) = cl.client(&[
+        "run", "fanout", "--input", &input, "--server", &url, "--name", "to-abort",
+    ]);
+    wait_for("children to start", || count_prefix(&log, "start ") >= 4);
+    let (code, _, err) = cl.output(&["abort", "to-abort", "--server", &url]);
+    assert_eq!(code, 0, "{err}");
+    let (code, text) = finish(&mut client, &client_log);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("aborted"), "{text}");
+    // The attempts that were running end in their worker; their results are refused.
+    wait_for("the running children to end", || {
+        count_prefix(&log, "end ") >= count_prefix(&log, "start ")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, runs, _) = cl.output(&["get", "runs", "--server", &url, "-o", "json"]);
+    let runs: serde_json::Value = serde_json::from_str(runs.trim()).unwrap();
+    assert_eq!(runs[0]["status"], "aborted", "{runs}");
+    let actions = runs[0]["actions"].as_object().unwrap();
+    assert!(
+        actions.keys().all(|s| s == "cancelled" || s == "succeeded"),
+        "{runs}"
+    );
+    // A second abort is refused: the run has ended.
+    let (code, _, err) = cl.output(&["abort", "to-abort", "--server", &url]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("already ended"), "{err}");
+}
+
+fn count_prefix(log: &Path, prefix: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .count()
 }

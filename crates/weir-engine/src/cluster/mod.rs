@@ -24,8 +24,9 @@
 //!   queued again as a system retry, and after too many the action fails.
 //!
 //! # Not yet
-//! Timeouts and `max_concurrency` are not enforced here: tasks that declare them are refused
-//! when submitted (see [`TaskSpec::unsupported`]); an abort does not stop attempts that are
+//! `max_queued`, `deadline` and `max_concurrency` are not enforced here: tasks that declare
+//! them are refused when submitted (see [`TaskSpec::unsupported`]; `max_runtime` is enforced
+//! by the worker that runs the attempt); an abort does not stop attempts that are
 //! already running (their completions are ignored); a cancelled child call is not cancelled.
 
 mod api;

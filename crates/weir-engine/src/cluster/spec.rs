@@ -24,7 +24,9 @@ pub struct TaskSpec {
     pub retries: u32,
     /// Backoff: first wait (µs), growth, largest wait (µs).
     pub backoff: (u64, f64, u64),
-    /// Whether the task has a timeout (`max_runtime`, `max_queued` or `deadline`).
+    /// The task's `max_runtime` (µs): enforced by the worker running the attempt.
+    pub max_runtime_us: Option<u64>,
+    /// Whether the task has a `max_queued` or `deadline` timeout.
     pub has_timeouts: bool,
     /// Inline limit of inputs and output (bytes).
     pub inline_limit: u64,
@@ -56,7 +58,8 @@ impl TaskSpec {
                 config.retry.factor,
                 config.retry.cap.as_micros() as u64,
             ),
-            has_timeouts: t.max_runtime.is_some() || t.max_queued.is_some() || t.deadline.is_some(),
+            max_runtime_us: t.max_runtime.map(|d| d.as_micros() as u64),
+            has_timeouts: t.max_queued.is_some() || t.deadline.is_some(),
             inline_limit: def.inline_limit(),
             cache,
             interface: def.interface.to_string(),
@@ -100,7 +103,7 @@ impl TaskSpec {
     pub fn unsupported(&self) -> Option<String> {
         if self.has_timeouts {
             return Some(format!(
-                "task {} has a timeout (max_runtime, max_queued or deadline); cluster mode does not enforce timeouts yet, so it refuses the task rather than ignore them",
+                "task {} has a max_queued or deadline timeout; cluster mode enforces max_runtime (in the worker) but not these yet, so it refuses the task rather than ignore them",
                 self.name
             ));
         }
@@ -162,6 +165,7 @@ mod tests {
             env: "e".into(),
             retries: 2,
             backoff: (1_000, 2.0, 10_000),
+            max_runtime_us: None,
             has_timeouts: false,
             inline_limit: 1 << 20,
             cache: None,
@@ -195,7 +199,12 @@ mod tests {
             has_timeouts: true,
             ..spec()
         };
-        assert!(timed.unsupported().unwrap().contains("timeout"));
+        assert!(timed.unsupported().unwrap().contains("deadline"));
+        let bounded_runtime = TaskSpec {
+            max_runtime_us: Some(1_000),
+            ..spec()
+        };
+        assert_eq!(bounded_runtime.unsupported(), None);
         let bounded = TaskSpec {
             max_concurrency: Some(3),
             ..spec()

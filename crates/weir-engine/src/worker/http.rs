@@ -433,6 +433,7 @@ mod tests {
         // Registration checks the admission secret.
         let reg = || Register {
             worker: "w1".into(),
+            cluster: None,
         };
         assert_eq!(
             reason(c.register(reg(), "guess").await),

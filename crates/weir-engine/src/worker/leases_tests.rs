@@ -36,6 +36,7 @@ fn table(n: u64, max_system_retries: u32) -> (Leases, Vec<Rx>) {
 fn done(a: &LeasedAction, bytes: Vec<u8>) -> Completion {
     Completion {
         lease: a.lease,
+        run: None,
         attempt: a.attempt,
         action: a.action,
         outcome: AttemptOutcome::Output(bytes),
@@ -58,6 +59,7 @@ fn a_fenced_completion_is_refused_and_changes_nothing() {
         // A lease id that is not current.
         Completion {
             lease: a.lease + 100,
+            run: None,
             ..done(&a, vec![1])
         },
         // The right lease for another attempt number.

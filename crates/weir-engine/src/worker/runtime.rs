@@ -246,6 +246,7 @@ async fn lease_and_run(
                 permit,
                 action,
                 running.clone(),
+                config.cluster,
             ));
             running_now.insert(lease, (handle, summary));
         }
@@ -323,6 +324,7 @@ async fn run_leased(
     permit: Option<OwnedSemaphorePermit>,
     mut a: LeasedAction,
     running: Running,
+    enforce_max_runtime: bool,
 ) {
     let permit = match permit {
         Some(p) => p,
@@ -350,11 +352,35 @@ async fn run_leased(
             ));
             let inputs: Arc<[u8]> = Arc::from(std::mem::take(&mut a.inputs));
             let body = std::panic::AssertUnwindSafe(ctx.clone().scope((def.invoke)(inputs)))
-                .catch_unwind()
-                .await;
-            match crate::call::flatten_panic(body) {
-                Ok(out) => AttemptOutcome::Output(out),
-                Err(e) => AttemptOutcome::Error(to_remote(&e)),
+                .catch_unwind();
+            // A control plane runs no user code, so a worker of one enforces the task's
+            // `max_runtime` itself (an engine's workers are stopped by their engine).
+            let limit = def
+                .config()
+                .timeouts
+                .max_runtime
+                .filter(|_| enforce_max_runtime);
+            let body = match limit {
+                Some(limit) => match tokio::time::timeout(limit, body).await {
+                    Ok(body) => Some(body),
+                    Err(_) => None,
+                },
+                None => Some(body.await),
+            };
+            match body.map(crate::call::flatten_panic) {
+                Some(Ok(out)) => AttemptOutcome::Output(out),
+                Some(Err(e)) => AttemptOutcome::Error(to_remote(&e)),
+                None => AttemptOutcome::Error(RemoteError {
+                    kind: weir_core::ErrorKind::Timeout,
+                    message: format!(
+                        "attempt {} of {} ran past its max_runtime of {:?}",
+                        a.attempt,
+                        a.task,
+                        limit.unwrap_or_default()
+                    ),
+                    chain: vec![],
+                    child: None,
+                }),
             }
         }
     };

@@ -577,7 +577,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_engine, exec, _rx) = setup(dir.path());
         let api = EngineApi::new(Arc::downgrade(&exec));
-        let reg = |w: &str| Register { worker: w.into() };
+        let reg = |w: &str| Register {
+            worker: w.into(),
+            cluster: None,
+        };
         let wrong = api.register(reg("w1"), "a-guess").await.unwrap_err();
         assert_eq!(reason(wrong), Refusal::Unauthorized);
         let stranger = api.register(reg("w9"), "the-secret").await.unwrap_err();

@@ -545,6 +545,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
                     ActionStatus::Retrying.code()
                 ],
             )?;
+            // Their attempts leave the queue: a running one's completion finds no lease.
+            tx.execute("DELETE FROM queue WHERE run = ?1", params![run])?;
         }
     }
     Ok(())

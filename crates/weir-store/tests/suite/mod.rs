@@ -736,6 +736,17 @@ pub async fn an_abort_cancels_the_live_actions_queued_before_it_and_a_run_finish
     let (run, _) = store.create_run(new_run("abort", "me")).await.unwrap();
     store.write(insert(run.id, 1));
     store.write(insert(run.id, 2));
+    // Action 1's attempt is queued and leased: the abort takes it off the queue, and the
+    // holder's completion then finds no lease.
+    store
+        .enqueue(queued(run.id, 1, "abort-env"), 0)
+        .await
+        .unwrap();
+    let leased = store
+        .lease("w", "abort-env", 1, 0, 1_000_000)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1, "{backend}");
     store
         .commit(WriteOp::FinishAction {
             run: run.id,
@@ -781,6 +792,16 @@ pub async fn an_abort_cancels_the_live_actions_queued_before_it_and_a_run_finish
     assert_eq!(status(3).await, ActionStatus::Cancelled, "{backend}");
     assert_eq!(status(0).await, ActionStatus::Cancelled, "{backend}");
     assert_eq!(status(4).await, ActionStatus::Queued, "{backend}");
+    assert_eq!(
+        store.queue_entry(run.id, ActionId(1)).await.unwrap(),
+        None,
+        "{backend}"
+    );
+    assert_eq!(
+        store.complete(leased[0].id, "w").await.unwrap(),
+        None,
+        "{backend}"
+    );
     let done = store.action(run.id, ActionId(2)).await.unwrap().unwrap();
     assert_eq!(done.status, ActionStatus::Succeeded);
     assert!(done.cache_hit && !done.recovered, "{done:?}");

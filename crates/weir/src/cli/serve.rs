@@ -47,10 +47,8 @@ pub(crate) async fn serve(state_dir: &Path, args: ServeArgs) -> CliResult {
         .clone()
         .unwrap_or_else(|| token_path(state_dir));
     let token = read_token(&token_file, true)?;
-    // Leases, completions and admissions read concurrently: a larger pool than a client's.
     let options = PostgresOptions {
         schema: args.schema.clone(),
-        readers: 12,
         ..PostgresOptions::default()
     };
     let database = args.database.clone();
