@@ -361,10 +361,7 @@ async fn run_leased(
                 .max_runtime
                 .filter(|_| enforce_max_runtime);
             let body = match limit {
-                Some(limit) => match tokio::time::timeout(limit, body).await {
-                    Ok(body) => Some(body),
-                    Err(_) => None,
-                },
+                Some(limit) => tokio::time::timeout(limit, body).await.ok(),
                 None => Some(body.await),
             };
             match body.map(crate::call::flatten_panic) {
