@@ -17,9 +17,10 @@
 //!   and the removal leaves a lease whose completion the worker delivers again to another
 //!   replica (the writes are the same);
 //! - the outcome of a child goes to the worker that asked for it: at once when the child ends
-//!   on the same replica, otherwise found by a sweep of the store (every 100 ms for a waiting
-//!   call's first second, then less often); a worker that moves to another replica submits its
-//!   open calls again, which admission answers from the store;
+//!   on the same replica, otherwise found by a sweep of the store (a call waiting 1 s is
+//!   looked up, then again every tenth of the time it waited, at least 250 ms apart and at
+//!   most 5 s; one query per run); a worker that moves to another replica submits its open
+//!   calls again, which admission answers from the store;
 //! - each replica reaps expired leases (a worker that stopped heartbeating): the attempt is
 //!   queued again as a system retry, and after too many the action fails.
 //!
@@ -333,7 +334,7 @@ impl Inner {
                 Pending {
                     key,
                     since: now,
-                    next_check: now + Duration::from_millis(250),
+                    next_check: now + Duration::from_secs(1),
                 },
             );
     }
@@ -431,7 +432,7 @@ impl Inner {
             for out in w.by_worker.values_mut() {
                 for p in out.pending.values_mut() {
                     if p.next_check <= now {
-                        // Every 250 ms at first, then a tenth of the time waited (≤ 5 s).
+                        // A tenth of the time waited, 250 ms to 5 s apart.
                         let waited = now - p.since;
                         let gap =
                             (waited / 10).clamp(Duration::from_millis(250), Duration::from_secs(5));
