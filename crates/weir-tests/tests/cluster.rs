@@ -494,3 +494,26 @@ fn count_prefix(log: &Path, prefix: &str) -> usize {
         .filter(|l| l.starts_with(prefix))
         .count()
 }
+
+#[test]
+fn workers_on_different_replicas_share_one_run() {
+    let mut cl = Cluster::new();
+    let a = cl.serve(&[]);
+    let b = cl.serve(&[]);
+    // One worker per replica: children that end on one replica are waited for on the other.
+    cl.worker(&a, "fx", "4");
+    cl.worker(&b, "fx", "4");
+    let log = cl.state().join("children.log");
+    let input = format!(
+        r#"{{"n": 60, "width": 8, "sleep_ms": 30, "log": "{}"}}"#,
+        log.display()
+    );
+    let (code, out, err) = cl.output(&[
+        "run", "fanout", "--input", &input, "--server", &b, "-o", "json",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("\"output\":3540"), "{out}");
+    for i in 0..60 {
+        assert_eq!(count(&log, &format!("end {i}")), 1, "child {i}");
+    }
+}
