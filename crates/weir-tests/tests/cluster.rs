@@ -43,6 +43,8 @@ struct Cluster {
     serves: Vec<(Child, String)>,
     others: Vec<Child>,
     n: usize,
+    /// The database `serve` uses.
+    database: String,
 }
 
 impl Cluster {
@@ -63,6 +65,7 @@ impl Cluster {
             serves: Vec::new(),
             others: Vec::new(),
             n: 0,
+            database: database(),
         }
     }
 
@@ -88,7 +91,7 @@ impl Cluster {
     /// Starts a `serve` replica; returns its URL.
     fn serve(&mut self, extra: &[&str]) -> String {
         let log = self.log("serve");
-        let db = database();
+        let db = self.database.clone();
         let mut args = vec!["serve", "--database", &db, "--schema", &self.schema];
         args.extend(["--listen", "127.0.0.1:0"]);
         args.extend(extra);
@@ -515,5 +518,122 @@ fn workers_on_different_replicas_share_one_run() {
     assert!(out.contains("\"output\":3540"), "{out}");
     for i in 0..60 {
         assert_eq!(count(&log, &format!("end {i}")), 1, "child {i}");
+    }
+}
+
+/// A PostgreSQL of the test's own (initdb, pg_ctl) on a private port, stopped when dropped.
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    /// Runs a PostgreSQL tool, as the `postgres` user when this test runs as root (initdb and
+    /// the server refuse root).
+    fn tool(args: &[&str]) -> std::process::Output {
+        let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        let mut c = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]);
+            c
+        } else {
+            Command::new(args[0])
+        };
+        if root {
+            c.arg(args[0]);
+        }
+        c.args(&args[1..]).output().unwrap_or_else(|e| {
+            panic!("the PostgreSQL restart test needs {} on PATH: {e}", args[0])
+        })
+    }
+
+    fn start() -> PrivatePostgres {
+        let dir = tempfile::tempdir().unwrap();
+        // The server's user must own its directory.
+        let _ = Command::new("chmod").arg("777").arg(dir.path()).status();
+        let data = dir.path().join("data");
+        let data = data.to_str().unwrap();
+        let out = Self::tool(&["initdb", "-D", data, "-A", "trust", "-U", "postgres"]);
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let pg = PrivatePostgres { dir, port };
+        pg.ctl(&["start"]);
+        pg
+    }
+
+    fn ctl(&self, what: &[&str]) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("pg.log");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut args = vec!["pg_ctl", "-D", data.to_str().unwrap(), "-w", "-o", &opts];
+        let log = log.display().to_string();
+        args.extend(["-l", &log, "-m", "fast"]);
+        args.extend(what);
+        let out = Self::tool(&args);
+        assert!(
+            out.status.success(),
+            "pg_ctl {what:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = Self::tool(&[
+            "pg_ctl",
+            "-D",
+            data.to_str().unwrap(),
+            "-m",
+            "immediate",
+            "stop",
+        ]);
+    }
+}
+
+#[test]
+fn a_postgresql_restart_mid_run_is_survived_and_the_run_finishes() {
+    let pg = PrivatePostgres::start();
+    let mut cl = Cluster::new();
+    cl.database = pg.url();
+    let url = cl.serve(&[]);
+    cl.worker(&url, "fx", "4");
+    cl.worker(&url, "fx", "4");
+    let log = cl.state().join("children.log");
+    let input = format!(
+        r#"{{"n": 80, "width": 8, "sleep_ms": 50, "log": "{}"}}"#,
+        log.display()
+    );
+    let (mut client, client_log) = cl.client(&[
+        "run", "fanout", "--input", &input, "--server", &url, "-o", "json",
+    ]);
+    wait_for("20 children to end", || count_prefix(&log, "end ") >= 20);
+    pg.ctl(&["restart"]);
+    let (code, text) = finish(&mut client, &client_log);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("\"output\":6320"), "{text}");
+    // Every child ended; none is left running.
+    for i in 0..80 {
+        assert!(
+            count(&log, &format!("end {i}")) >= 1,
+            "child {i} never ended"
+        );
     }
 }

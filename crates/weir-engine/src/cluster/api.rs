@@ -21,6 +21,14 @@ pub(super) struct ClusterApi {
     pub(super) inner: Arc<Inner>,
 }
 
+/// Why a completion was not carried out.
+enum Rejected {
+    /// Its lease is not current: fenced off, for good.
+    Stale(String),
+    /// The store failed: the worker delivers it again.
+    Failed(String),
+}
+
 fn refused(request: &str, reason: Refusal, message: impl Into<String>) -> Error {
     Error::Refused {
         request: request.into(),
@@ -146,17 +154,18 @@ impl ClusterApi {
         }))
     }
 
-    /// Carries out one completion; `Err` is why it was rejected.
-    async fn complete_one(&self, worker: &str, c: Completion) -> Result<(), String> {
+    /// Carries out one completion: rejected when its lease is not current (fenced off), or
+    /// failed when the store or object store failed (the worker delivers it again).
+    async fn complete_one(&self, worker: &str, c: Completion) -> Result<(), Rejected> {
         let inner = &self.inner;
-        let run = c
-            .run
-            .ok_or("a completion to a control plane must name its run")?;
+        let run = c.run.ok_or(Rejected::Stale(
+            "a completion to a control plane must name its run".into(),
+        ))?;
         let entry = inner
             .store
             .queue_entry(run, c.action)
             .await
-            .map_err(system_failure)?;
+            .map_err(|e| Rejected::Failed(e.to_string()))?;
         let current = entry.as_ref().is_some_and(|e| {
             e.attempt.attempt == c.attempt
                 && e.lease
@@ -164,11 +173,24 @@ impl ClusterApi {
                     .is_some_and(|(l, w)| *l == c.lease && w == worker)
         });
         let Some(entry) = entry.filter(|_| current) else {
-            return Err(format!(
+            return Err(Rejected::Stale(format!(
                 "lease {} of attempt {} is not current (expired and re-leased, or completed)",
                 c.lease, c.attempt
-            ));
+            )));
         };
+        self.carry_out(run, c, entry)
+            .await
+            .map_err(Rejected::Failed)
+    }
+
+    /// The writes of a completion whose lease is current.
+    async fn carry_out(
+        &self,
+        run: RunId,
+        c: Completion,
+        entry: weir_store::QueueEntry,
+    ) -> Result<(), String> {
+        let inner = &self.inner;
         let meta = inner.run_meta(run).await?;
         let specs = inner.specs(&meta.version).await?;
         let task = entry.attempt.task.as_str();
@@ -597,7 +619,7 @@ impl WorkerApi for ClusterApi {
         Box::pin(async move {
             self.worker("complete", &req.worker).await?;
             let worker = req.worker.as_str();
-            let results: Vec<(u64, Result<(), String>)> =
+            let results: Vec<(u64, Result<(), Rejected>)> =
                 futures::stream::iter(req.completions.into_iter().map(|c| async move {
                     let lease = c.lease;
                     (lease, self.complete_one(worker, c).await)
@@ -605,10 +627,20 @@ impl WorkerApi for ClusterApi {
                 .buffer_unordered(64)
                 .collect()
                 .await;
-            let rejected: Vec<(u64, String)> = results
-                .into_iter()
-                .filter_map(|(lease, r)| r.err().map(|e| (lease, e)))
-                .collect();
+            let mut rejected = Vec::new();
+            let mut failed = None;
+            for (lease, r) in results {
+                match r {
+                    Ok(()) => {}
+                    Err(Rejected::Stale(why)) => rejected.push((lease, why)),
+                    Err(Rejected::Failed(why)) => failed = Some(why),
+                }
+            }
+            // Not carried out: the worker delivers the batch again (what was carried out is
+            // then refused as no longer current, its result already committed).
+            if let Some(why) = failed {
+                return Err(refused("complete", Refusal::Internal, why));
+            }
             self.inner
                 .counters
                 .rejected
@@ -638,10 +670,22 @@ impl WorkerApi for ClusterApi {
                 let api = &api;
                 futures::stream::iter(req.calls.into_iter().map(|call| async move {
                     let (id, n) = (call.id, call.call);
-                    if let Err(e) = api.admit(worker, call).await {
-                        tracing::warn!(action = %id, error = %e, "admitting a child call failed");
-                        api.inner
-                            .deliver(worker, n, &Err(remote(ErrorKind::System, e)));
+                    // A store that fails (restarting) is tried again for a minute before the
+                    // caller gets the error.
+                    let start = Instant::now();
+                    loop {
+                        match api.admit(worker, call.clone()).await {
+                            Ok(()) => break,
+                            Err(e) if start.elapsed() < Duration::from_secs(60) => {
+                                tracing::warn!(action = %id, error = %e, "admitting a child call failed; trying again");
+                                tokio::time::sleep(Duration::from_millis(250)).await;
+                            }
+                            Err(e) => {
+                                api.inner
+                                    .deliver(worker, n, &Err(remote(ErrorKind::System, e)));
+                                break;
+                            }
+                        }
                     }
                 }))
                 .buffer_unordered(64)

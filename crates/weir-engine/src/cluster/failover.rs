@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::worker::protocol::*;
-use crate::worker::{ApiFuture, Error, HttpClient, WorkerApi};
+use crate::worker::{ApiFuture, Error, HttpClient, Refusal, WorkerApi};
 
 /// How long a worker keeps trying the replicas before it gives up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
@@ -80,14 +80,29 @@ impl FailoverClient {
 }
 
 /// Calls `$call` on the current replica's client `$c`, moving to another replica while the
-/// current one is unreachable.
+/// current one is unreachable, and trying again (for up to [`GIVE_UP_AFTER`]) while the
+/// replica answers with an internal error (its database is restarting, say).
 macro_rules! failover {
     ($self:ident, $c:ident => $call:expr) => {{
+        let mut failing_since: Option<Instant> = None;
         loop {
             let i = $self.current.load(Ordering::Acquire);
             let $c = &$self.clients[i];
             match $call.await {
                 Err(e @ Error::Unreachable { .. }) => $self.switch_from(i, e).await?,
+                Err(
+                    e @ Error::Refused {
+                        reason: Refusal::Internal,
+                        ..
+                    },
+                ) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > GIVE_UP_AFTER {
+                        break Err(e);
+                    }
+                    tracing::warn!(error = %e, "the control plane failed a request; trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
                 r => break r,
             }
         }

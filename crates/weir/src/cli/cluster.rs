@@ -167,9 +167,28 @@ pub(crate) async fn run(
         ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
+    // The run goes on without this client: a control plane that cannot answer for a while
+    // (every replica down, its database restarting) is asked again for a minute.
+    let mut failing_since = None;
     let view = loop {
-        let view = first_reachable!(clients, c => c.run(&name, Duration::from_secs(1)))
-            .map_err(Failure::other)?;
+        let view = match first_reachable!(clients, c => c.run(&name, Duration::from_secs(1))) {
+            Ok(v) => {
+                failing_since = None;
+                v
+            }
+            Err(e) => {
+                let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(60) {
+                    return Err(Failure::other(format!(
+                        "lost the control plane while following run {}: {e}",
+                        esc(&name)
+                    )));
+                }
+                bar.set_message(format!("(control plane not answering: {e})"));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
         if view.is_terminal() {
             break view;
         }
