@@ -176,8 +176,8 @@ pub enum ActionKind {
     Trace,
 }
 
-/// An action as stored.
-#[derive(Clone, Debug, Serialize)]
+/// An action as stored (payloads are left out of its serialized form).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ActionRecord {
     /// Id.
     pub id: ActionId,
@@ -215,7 +215,7 @@ pub struct ActionRecord {
 }
 
 /// A failed attempt.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AttemptRecord {
     /// 1-based attempt number.
     pub attempt: u32,

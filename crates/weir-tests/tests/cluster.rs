@@ -244,6 +244,27 @@ fn a_fan_out_runs_on_workers_through_serve_and_equals_the_embedded_run() {
     assert_eq!(run["name"], v["run"]);
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["actions"]["succeeded"], 101);
+    // The run's actions and an action's inputs and output, read through the control plane.
+    let name = v["run"].as_str().unwrap();
+    let (code, list, err) = cl.output(&["get", "actions", name, "--server", &url, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(list.trim()).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 101);
+    assert_eq!(list[0]["id"], "a0");
+    assert_eq!(list[0]["task"], "fx.fanout");
+    let child = list[1]["id"].as_str().unwrap();
+    let (code, io, err) = cl.output(&["get", "io", name, child, "--server", &url, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let io: serde_json::Value = serde_json::from_str(io.trim()).unwrap();
+    assert_eq!(io["status"], "succeeded");
+    assert_eq!(
+        io["output"],
+        io["inputs"]["i"].as_u64().unwrap() * 2,
+        "{io}"
+    );
+    let (code, _, err) = cl.output(&["get", "io", name, "a123", "--server", &url]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown action"), "{err}");
     // Metrics need the token; with it they count what the workers completed.
     let token = cl.token();
     let (status, _) = http_get(&url, "/metrics", None);

@@ -50,7 +50,7 @@ use weir_store::{ActionKind, QueuedAttempt, RunId, Store, WriteOp};
 use crate::worker::protocol::{ChildResult, RemoteError};
 
 pub use failover::FailoverClient;
-pub use runs::{ClusterClient, RunSubmission, RunView, client_router};
+pub use runs::{ActionView, ClusterClient, RunSubmission, RunView, client_router};
 pub use spec::{TaskSpec, binary_version, local_specs};
 
 /// Settings of a control-plane replica. Every default is written on its field.

@@ -8,6 +8,8 @@
 //! | `GET /v1/runs?limit=N`         |                   | `Vec<RunView>`   |
 //! | `GET /v1/runs/NAME?wait_ms=N`  |                   | [`RunView`]      |
 //! | `POST /v1/runs/NAME/abort`     |                   | [`RunView`]      |
+//! | `GET /v1/runs/NAME/actions?offset=N&limit=N` |     | `Vec<ActionRecord>` |
+//! | `GET /v1/runs/NAME/actions/ID` |                   | [`ActionView`]   |
 //! | `GET /metrics`                 |                   | text             |
 
 use std::collections::BTreeMap;
@@ -28,7 +30,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use weir_blob::PayloadKey;
 use weir_core::clock::now_us;
 use weir_core::{ActionId, Failure};
-use weir_store::{NewRun, QueuedAttempt, RunFilter, RunRecord, RunStatus, WriteOp};
+use weir_store::{
+    ActionRecord, NewRun, Page, QueuedAttempt, RunFilter, RunRecord, RunStatus, WriteOp,
+};
 
 use super::{ControlPlane, TaskSpec, spec};
 
@@ -47,6 +51,19 @@ pub struct RunSubmission {
     pub version: String,
     /// The settings of every task of that version.
     pub tasks: Vec<TaskSpec>,
+}
+
+/// One action with its payloads and failed attempts (`get io`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ActionView {
+    /// The action (payloads left out).
+    pub action: ActionRecord,
+    /// Its inputs (canonical bytes).
+    pub inputs: Option<serde_bytes::ByteBuf>,
+    /// Its output, when it succeeded.
+    pub output: Option<serde_bytes::ByteBuf>,
+    /// Its failed attempts, oldest first.
+    pub failed_attempts: Vec<weir_store::AttemptRecord>,
 }
 
 /// A run as a client sees it.
@@ -112,6 +129,8 @@ pub fn client_router(plane: ControlPlane) -> Router {
         .route("/v1/runs", post(submit).get(list))
         .route("/v1/runs/{name}", get(show))
         .route("/v1/runs/{name}/abort", post(abort))
+        .route("/v1/runs/{name}/actions", get(actions))
+        .route("/v1/runs/{name}/actions/{id}", get(action))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             plane.clone(),
@@ -171,6 +190,85 @@ struct ListQuery {
 
 async fn list(State(plane): State<ControlPlane>, Query(q): Query<ListQuery>) -> Response {
     reply(plane.list(q).await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    offset: Option<u64>,
+    limit: Option<u32>,
+}
+
+async fn actions(
+    State(plane): State<ControlPlane>,
+    Path(name): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let store = &plane.inner.store;
+    let page = Page {
+        offset: q.offset.unwrap_or(0).min(i64::MAX as u64),
+        limit: q.limit.unwrap_or(200).min(10_000),
+    };
+    let list = async {
+        let run = store.run_by_name(&name).await.map_err(unknown_run)?;
+        store.list_actions(run.id, page).await.map_err(internal)
+    };
+    reply(list.await)
+}
+
+async fn action(
+    State(plane): State<ControlPlane>,
+    Path((name, id)): Path<(String, String)>,
+) -> Response {
+    let inner = &plane.inner;
+    let view = async {
+        let run = inner.store.run_by_name(&name).await.map_err(unknown_run)?;
+        let unknown = || {
+            (
+                StatusCode::NOT_FOUND,
+                weir_store::Error::UnknownAction {
+                    run: name.clone(),
+                    action: id.clone(),
+                }
+                .to_string(),
+            )
+        };
+        let aid = ActionId::parse(&id).ok_or_else(unknown)?;
+        let rec = inner
+            .store
+            .action(run.id, aid)
+            .await
+            .map_err(internal)?
+            .ok_or_else(unknown)?;
+        let load = |p: Option<weir_store::Payload>| async move {
+            match p {
+                None => Ok(None),
+                Some(p) => inner
+                    .payloads
+                    .load(&p)
+                    .await
+                    .map(|b| Some(serde_bytes::ByteBuf::from(b.to_vec())))
+                    .map_err(internal),
+            }
+        };
+        let inputs = load(rec.inputs.clone()).await?;
+        let output = match rec.status {
+            weir_core::ActionStatus::Succeeded => load(rec.output.clone()).await?,
+            _ => None,
+        };
+        let failed_attempts = inner
+            .store
+            .failed_attempts(run.id, aid)
+            .await
+            .map_err(internal)?;
+        Ok(ActionView {
+            action: rec,
+            inputs,
+            output,
+            failed_attempts,
+        })
+    };
+    reply(view.await)
 }
 
 async fn abort(State(plane): State<ControlPlane>, Path(name): Path<String>) -> Response {
@@ -586,6 +684,26 @@ impl ClusterClient {
         if let Some(n) = name {
             path.push_str(&format!("&name={}", encode(n)));
         }
+        self.call("GET", &path, Vec::new()).await
+    }
+
+    /// Actions of a run in creation order, paged.
+    pub async fn actions(
+        &self,
+        run: &str,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<ActionRecord>, String> {
+        let path = format!(
+            "/v1/runs/{}/actions?offset={offset}&limit={limit}",
+            encode(run)
+        );
+        self.call("GET", &path, Vec::new()).await
+    }
+
+    /// One action with its payloads.
+    pub async fn action(&self, run: &str, id: &str) -> Result<ActionView, String> {
+        let path = format!("/v1/runs/{}/actions/{}", encode(run), encode(id));
         self.call("GET", &path, Vec::new()).await
     }
 

@@ -297,6 +297,34 @@ pub(crate) async fn runs(
     Ok(())
 }
 
+/// A refusal of the control plane as a CLI failure: unknown runs and actions are bad input.
+fn failure(e: String) -> Failure {
+    if e.contains("HTTP 404") || e.contains("HTTP 400") {
+        Failure::input(e)
+    } else {
+        Failure::other(e)
+    }
+}
+
+/// `get actions --server`.
+pub(crate) async fn actions(
+    clients: &[ClusterClient],
+    run: &str,
+    offset: u64,
+    limit: u32,
+) -> Result<Vec<weir_store::ActionRecord>, Failure> {
+    first_reachable!(clients, c => c.actions(run, offset, limit)).map_err(failure)
+}
+
+/// `get io --server`.
+pub(crate) async fn action(
+    clients: &[ClusterClient],
+    run: &str,
+    id: &str,
+) -> Result<weir_engine::cluster::ActionView, Failure> {
+    first_reachable!(clients, c => c.action(run, id)).map_err(failure)
+}
+
 /// `abort --server`.
 pub(crate) async fn abort(clients: Vec<ClusterClient>, run: &str) -> CliResult {
     first_reachable!(clients, c => c.abort(run)).map_err(|e| {

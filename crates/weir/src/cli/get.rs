@@ -56,6 +56,8 @@ pub(crate) struct ActionsArgs {
     /// table: short previews).
     #[arg(long)]
     with_io: bool,
+    #[command(flatten)]
+    server: super::cluster::ServerArgs,
 }
 
 #[derive(Args, Debug)]
@@ -64,6 +66,8 @@ pub(crate) struct IoArgs {
     run: String,
     /// Action id (`a0` for the root).
     action: String,
+    #[command(flatten)]
+    server: super::cluster::ServerArgs,
 }
 
 fn open(state_dir: &Path) -> Result<Arc<dyn Store>, Failure> {
@@ -135,6 +139,16 @@ async fn runs(state_dir: &Path, out: OutputFormat, a: RunsArgs) -> CliResult {
 }
 
 async fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResult {
+    if a.server.server.is_some() {
+        if a.with_io {
+            return Err(Failure::input(
+                "--with-io is not available with --server yet; use `get io RUN ACTION --server`",
+            ));
+        }
+        let clients = super::cluster::clients(state_dir, &a.server)?;
+        let list = super::cluster::actions(&clients, &a.run, a.offset, a.limit).await?;
+        return print_actions(out, &a, &list, &[]);
+    }
     let store = open(state_dir)?;
     let run = store.run_by_name(&a.run).await?;
     let list = store
@@ -164,6 +178,16 @@ async fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResu
             io.push((inputs, output));
         }
     }
+    print_actions(out, &a, &list, &io)
+}
+
+/// Prints a page of actions (with their decoded inputs and outputs when `io` has them).
+fn print_actions(
+    out: OutputFormat,
+    a: &ActionsArgs,
+    list: &[ActionRecord],
+    io: &[(serde_json::Value, serde_json::Value)],
+) -> CliResult {
     if out == OutputFormat::Json {
         let items: Vec<_> = list
             .iter()
@@ -301,6 +325,29 @@ fn action_json(r: &ActionRecord) -> serde_json::Value {
 }
 
 async fn io(state_dir: &Path, out: OutputFormat, a: IoArgs) -> CliResult {
+    if a.server.server.is_some() {
+        let clients = super::cluster::clients(state_dir, &a.server)?;
+        let v = super::cluster::action(&clients, &a.run, &a.action).await?;
+        let value = |v: serde_json::Value| Field::Value(v);
+        let fields = vec![
+            ("action", value(v.action.id.to_string().into())),
+            ("error", value(json!(v.action.error))),
+            ("failed_attempts", value(json!(v.failed_attempts))),
+            (
+                "inputs",
+                Field::Payload(v.inputs.as_deref().map(|b| b.as_slice())),
+            ),
+            (
+                "output",
+                Field::Payload(v.output.as_deref().map(|b| b.as_slice())),
+            ),
+            ("run", value(a.run.clone().into())),
+            ("status", value(v.action.status.as_str().into())),
+            ("task", value(v.action.task.clone().into())),
+        ];
+        return print_object(fields, out == OutputFormat::Table)
+            .map_err(|e| Failure::other(format!("cannot print action {}: {e}", a.action)));
+    }
     let store = open(state_dir)?;
     let run = store.run_by_name(&a.run).await?;
     let unknown = || {
