@@ -286,6 +286,30 @@ fn a_fan_out_runs_on_workers_through_serve_and_equals_the_embedded_run() {
 }
 
 #[test]
+fn runs_are_submitted_from_code_with_runner_remote() {
+    let mut cl = Cluster::new();
+    let url = cl.serve(&[]);
+    cl.worker(&url, "fx", "1");
+    let token = cl.token();
+    let remote_add = |token: &str| {
+        let out = Command::new(BIN)
+            .args(["remote-add", &url, token, "40", "2"])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = remote_add(&token);
+    assert_eq!((code, out.as_str()), (0, "42"), "{err}");
+    let (code, _, err) = remote_add("wrong");
+    assert_eq!(code, 1);
+    assert!(err.contains("cluster token"), "{err}");
+}
+
+#[test]
 fn a_run_waits_for_workers_of_its_version_and_its_root_runs_on_one() {
     let mut cl = Cluster::new();
     let url = cl.serve(&[]);

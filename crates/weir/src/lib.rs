@@ -35,10 +35,12 @@ extern crate self as weir;
 
 pub mod cli;
 mod map;
+mod remote;
 mod runner;
 mod worker_once;
 
 pub use map::{Map, MapFailFast, map};
+pub use remote::{RemoteRun, RemoteRunner};
 pub use runner::Runner;
 pub use weir_batch as batch;
 pub use weir_core::spec::{

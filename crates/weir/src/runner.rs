@@ -31,6 +31,13 @@ impl Runner {
         })
     }
 
+    /// A runner that submits runs to a control plane (`weir serve`) at `servers` (a URL, or
+    /// several replicas' comma-separated) with the cluster `token`; the runs' actions execute
+    /// on its workers of this binary's version (`<binary> worker --server URL --env NAME`).
+    pub fn remote(servers: &str, token: &str) -> Result<crate::RemoteRunner, EngineError> {
+        crate::RemoteRunner::new(servers, token)
+    }
+
     /// A runner on an existing engine.
     pub fn from_engine(engine: Engine) -> Runner {
         Runner {

@@ -261,8 +261,33 @@ async fn mfan(n: u64, sleep_ms: u64, log: String) -> Result<u64> {
 }
 
 fn main() -> std::process::ExitCode {
+    // `fixture remote-add URL TOKEN A B`: `add(A, B)` through `Runner::remote` (tests/cluster.rs).
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("remote-add") {
+        return remote_add(&args[2..]);
+    }
     let _failpoints = failpoints();
     weir::cli::main()
+}
+
+fn remote_add(args: &[String]) -> std::process::ExitCode {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let result: anyhow::Result<i64> = rt.block_on(async {
+        let runner = weir::Runner::remote(&args[0], &args[1])?;
+        let run = runner.run(add(args[2].parse()?, args[3].parse()?)).await?;
+        eprintln!("submitted {}", run.name());
+        Ok(run.wait().await?)
+    });
+    match result {
+        Ok(sum) => {
+            println!("{sum}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 // ---- The fault matrix (tests/faults.rs): failpoints and a workload touching every durable step.
