@@ -286,6 +286,48 @@ fn a_fan_out_runs_on_workers_through_serve_and_equals_the_embedded_run() {
 }
 
 #[test]
+fn workers_up_starts_workers_as_the_queue_asks_and_stops_them_with_it() {
+    let mut cl = Cluster::new();
+    let url = cl.serve(&[]);
+    let log = cl.log("up");
+    let up = cl
+        .command(
+            &[
+                "workers", "up", "--server", &url, "--binary", BIN, "--every", "100ms",
+            ],
+            &log,
+        )
+        .spawn()
+        .unwrap();
+    let input = r#"{"n": 30, "width": 30, "sleep_ms": 200, "log": ""}"#;
+    let (code, out, err) = cl.output(&["run", "fanout", "--input", input, "--server", &url]);
+    assert_eq!((code, out.trim()), (0, "870"), "{err}");
+    // It followed the queue: more than one worker for 30 children of 200 ms at once.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let started = text.matches("started worker").count();
+    assert!(started >= 2, "{text}");
+    // SIGTERM: it stops, and its workers with it.
+    let pid = up.id().to_string();
+    assert!(Command::new("kill").arg(&pid).status().unwrap().success());
+    cl.others.push(up);
+    let up = cl.others.last_mut().unwrap();
+    wait_for("workers up to stop", || {
+        matches!(up.try_wait(), Ok(Some(_)))
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("workers up: stopped"), "{text}");
+    for line in text.lines().filter(|l| l.contains("started worker")) {
+        let pid = line.split_whitespace().nth(4).unwrap();
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z ")),
+            "worker {pid} outlived workers up"
+        );
+    }
+}
+
+#[test]
 fn runs_are_submitted_from_code_with_runner_remote() {
     let mut cl = Cluster::new();
     let url = cl.serve(&[]);

@@ -51,7 +51,7 @@ use crate::worker::protocol::{ChildResult, RemoteError};
 
 pub use failover::FailoverClient;
 pub use runs::{ActionView, ClusterClient, RunSubmission, RunView, client_router};
-pub use spec::{TaskSpec, binary_version, local_specs};
+pub use spec::{TaskSpec, binary_version, local_specs, version_of};
 
 /// Settings of a control-plane replica. Every default is written on its field.
 #[derive(Clone, Debug)]

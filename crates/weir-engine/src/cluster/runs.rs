@@ -629,6 +629,18 @@ impl ClusterClient {
         path: &str,
         body: Vec<u8>,
     ) -> Result<T, String> {
+        let body = self.call_raw(method, path, body).await?;
+        let url = format!("{}{path}", self.base);
+        rmp_serde::from_slice(&body).map_err(|e| format!("{url}: bad answer: {e}"))
+    }
+
+    /// The metrics text (`/metrics`).
+    pub async fn metrics(&self) -> Result<String, String> {
+        let body = self.call_raw("GET", "/metrics", Vec::new()).await?;
+        String::from_utf8(body.to_vec()).map_err(|e| format!("/metrics: {e}"))
+    }
+
+    async fn call_raw(&self, method: &str, path: &str, body: Vec<u8>) -> Result<Bytes, String> {
         let url = format!("{}{path}", self.base);
         let req = hyper::Request::builder()
             .method(method)
@@ -655,7 +667,7 @@ impl ClusterClient {
                 .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
             return Err(format!("{message} (HTTP {status})"));
         }
-        rmp_serde::from_slice(&body).map_err(|e| format!("{url}: bad answer: {e}"))
+        Ok(body)
     }
 
     /// Submits a run.

@@ -134,15 +134,21 @@ pub fn binary_version() -> Result<String, String> {
         .get_or_init(|| {
             let exe = std::env::current_exe()
                 .map_err(|e| format!("cannot find this program's file: {e}"))?;
-            let mut hasher = blake3::Hasher::new();
-            hasher
-                .update_reader(std::fs::File::open(&exe).map_err(|e| {
-                    format!("cannot read {} to hash its version: {e}", exe.display())
-                })?)
-                .map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
-            Ok(hasher.finalize().to_hex()[..16].to_string())
+            version_of(&exe)
         })
         .clone()
+}
+
+/// The code version of the program at `path` (see [`binary_version`]).
+pub fn version_of(path: &std::path::Path) -> Result<String, String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher
+        .update_reader(
+            std::fs::File::open(path)
+                .map_err(|e| format!("cannot read {} to hash its version: {e}", path.display()))?,
+        )
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(hasher.finalize().to_hex()[..16].to_string())
 }
 
 /// The queue of an environment's actions for one code version.

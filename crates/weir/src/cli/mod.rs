@@ -11,6 +11,7 @@
 //! Text output escapes control characters in what it prints from the state (run names, task
 //! errors, worker logs), so that stored bytes cannot drive the terminal; JSON output is JSON.
 
+mod autoscale;
 mod cache;
 mod cluster;
 mod get;
@@ -78,6 +79,9 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Serve the control plane of cluster mode on PostgreSQL (runs no user code).
     Serve(serve::ServeArgs),
+    /// Worker processes of a control plane on this machine (`workers up`).
+    #[command(subcommand)]
+    Workers(autoscale::WorkersCommand),
 }
 
 /// A CLI failure: message and exit code.
@@ -182,7 +186,7 @@ async fn dispatch(cli: Cli) -> CliResult {
     let out = cli.output;
     if !matches!(
         cli.command,
-        Command::Tasks | Command::Worker(_) | Command::Serve(_)
+        Command::Tasks | Command::Worker(_) | Command::Serve(_) | Command::Workers(_)
     ) {
         check_state_dir(&cli.state_dir)?;
     }
@@ -195,6 +199,9 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Cache(cmd) => cache::cache(&cli.state_dir, out, cmd).await,
         Command::Worker(args) => worker::worker(&cli.state_dir, args).await,
         Command::Serve(args) => serve::serve(&cli.state_dir, args).await,
+        Command::Workers(autoscale::WorkersCommand::Up(args)) => {
+            autoscale::up(&cli.state_dir, args).await
+        }
         Command::Ui(args) => ui::ui(&cli.state_dir, args).await,
         Command::Tasks => {
             get::tasks(out);
