@@ -29,6 +29,7 @@
 //!   serialization error or a lost connection: its tickets get the error (as with SQLite).
 //! - The read model of the UI (`weir_store::UiReader`) is SQLite-only.
 
+mod batched;
 mod queue;
 mod reads;
 mod rows;

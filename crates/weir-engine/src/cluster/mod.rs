@@ -30,7 +30,10 @@
 //! by the worker that runs the attempt); an abort does not stop attempts that are
 //! already running (their completions are ignored); a cancelled child call is not cancelled.
 
+mod admit;
 mod api;
+mod client;
+mod complete;
 mod failover;
 mod runs;
 pub mod spec;
@@ -49,8 +52,9 @@ use weir_store::{ActionKind, QueuedAttempt, RunId, Store, WriteOp};
 
 use crate::worker::protocol::{ChildResult, RemoteError};
 
+pub use client::ClusterClient;
 pub use failover::FailoverClient;
-pub use runs::{ActionView, ClusterClient, RunSubmission, RunView, client_router};
+pub use runs::{ActionView, RunSubmission, RunView, client_router};
 pub use spec::{TaskSpec, binary_version, local_specs, version_of};
 
 /// Settings of a control-plane replica. Every default is written on its field.

@@ -1,0 +1,147 @@
+//! The client of a control plane: what `run --server`, `get --server`, `abort --server`,
+//! `workers up` and `Runner::remote` use (the routes are in `runs.rs`).
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::header::AUTHORIZATION;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use weir_store::ActionRecord;
+
+use super::runs::{ActionView, RunSubmission, RunView};
+
+/// A client of a control plane: what `run --server`, `get --server` and `abort --server` use.
+pub struct ClusterClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+    token: String,
+}
+
+impl ClusterClient {
+    /// A client of the control plane at `base` (`http://HOST:PORT`) with the cluster token.
+    pub fn new(base: &str, token: &str) -> ClusterClient {
+        ClusterClient {
+            http: Client::builder(TokioExecutor::new()).build_http(),
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T, String> {
+        let body = self.call_raw(method, path, body).await?;
+        let url = format!("{}{path}", self.base);
+        rmp_serde::from_slice(&body).map_err(|e| format!("{url}: bad answer: {e}"))
+    }
+
+    /// The metrics text (`/metrics`).
+    pub async fn metrics(&self) -> Result<String, String> {
+        let body = self.call_raw("GET", "/metrics", Vec::new()).await?;
+        String::from_utf8(body.to_vec()).map_err(|e| format!("/metrics: {e}"))
+    }
+
+    async fn call_raw(&self, method: &str, path: &str, body: Vec<u8>) -> Result<Bytes, String> {
+        let url = format!("{}{path}", self.base);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .header("content-type", "application/msgpack")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("{url}: {e}"))?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| format!("cannot reach the control plane at {url}: {e}"))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?
+            .to_bytes();
+        if !status.is_success() {
+            let message = rmp_serde::from_slice::<crate::worker::protocol::ErrorReply>(&body)
+                .map(|r| r.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            return Err(format!("{message} (HTTP {status})"));
+        }
+        Ok(body)
+    }
+
+    /// Submits a run.
+    pub async fn submit(&self, sub: &RunSubmission) -> Result<RunView, String> {
+        let body = rmp_serde::to_vec_named(sub).map_err(|e| e.to_string())?;
+        self.call("POST", "/v1/runs", body).await
+    }
+
+    /// A run, waiting up to `wait` for it to end.
+    pub async fn run(&self, name: &str, wait: Duration) -> Result<RunView, String> {
+        let path = format!("/v1/runs/{}?wait_ms={}", encode(name), wait.as_millis());
+        self.call("GET", &path, Vec::new()).await
+    }
+
+    /// Runs, newest first: of one status, whose names contain a text, at most `limit`.
+    pub async fn runs(
+        &self,
+        status: Option<&str>,
+        name: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RunView>, String> {
+        let mut path = format!("/v1/runs?limit={limit}");
+        if let Some(s) = status {
+            path.push_str(&format!("&status={}", encode(s)));
+        }
+        if let Some(n) = name {
+            path.push_str(&format!("&name={}", encode(n)));
+        }
+        self.call("GET", &path, Vec::new()).await
+    }
+
+    /// Actions of a run in creation order, paged.
+    pub async fn actions(
+        &self,
+        run: &str,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<ActionRecord>, String> {
+        let path = format!(
+            "/v1/runs/{}/actions?offset={offset}&limit={limit}",
+            encode(run)
+        );
+        self.call("GET", &path, Vec::new()).await
+    }
+
+    /// One action with its payloads.
+    pub async fn action(&self, run: &str, id: &str) -> Result<ActionView, String> {
+        let path = format!("/v1/runs/{}/actions/{}", encode(run), encode(id));
+        self.call("GET", &path, Vec::new()).await
+    }
+
+    /// Aborts a run.
+    pub async fn abort(&self, name: &str) -> Result<RunView, String> {
+        let path = format!("/v1/runs/{}/abort", encode(name));
+        self.call("POST", &path, Vec::new()).await
+    }
+}
+
+/// Percent-encodes a path segment.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
