@@ -489,6 +489,32 @@ impl Store for PostgresStore {
         self.spawn(async move { inner.queue_entry(run, action).await })
     }
 
+    fn lease_with_actions<'a>(
+        &'a self,
+        worker: &'a str,
+        env: &'a str,
+        max: u32,
+        now: i64,
+        ttl_us: i64,
+    ) -> StoreFuture<'a, Vec<(Lease, Option<ActionRecord>)>> {
+        let inner = self.inner.clone();
+        let (worker, env) = (worker.to_string(), env.to_string());
+        self.spawn(async move {
+            inner
+                .lease_with_actions(&worker, &env, max, now, ttl_us)
+                .await
+        })
+    }
+
+    fn queue_entries<'a>(
+        &'a self,
+        keys: &'a [(RunId, ActionId)],
+    ) -> StoreFuture<'a, Vec<weir_store::QueueEntry>> {
+        let inner = self.inner.clone();
+        let keys = keys.to_vec();
+        self.spawn(async move { inner.queue_entries(&keys).await })
+    }
+
     fn queue_metrics(&self) -> StoreFuture<'_, Vec<weir_store::QueueDepth>> {
         let inner = self.inner.clone();
         self.spawn(async move { inner.queue_metrics().await })

@@ -144,6 +144,95 @@ impl Inner {
             .map_err(self.err("putting back unreceived leases"))
     }
 
+    pub(crate) async fn lease_with_actions(
+        &self,
+        worker: &str,
+        env: &str,
+        max: u32,
+        now: i64,
+        ttl_us: i64,
+    ) -> Result<Vec<(Lease, Option<weir_store::ActionRecord>)>> {
+        let client = self.client().await?;
+        let expires_at = now + ttl_us;
+        let cols: Vec<String> = crate::rows::ACTION_COLUMNS
+            .split(", ")
+            .map(|c| format!("a.{c}"))
+            .collect();
+        let sql = format!(
+            "WITH picked AS (
+               SELECT run, action FROM queue WHERE env = $1 AND lease IS NULL AND enqueued_at <= $5
+               ORDER BY enqueued_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED),
+             leased AS (
+               UPDATE queue q SET lease = nextval('lease_seq'), worker = $3, expires_at = $4
+               FROM picked WHERE q.run = picked.run AND q.action = picked.action
+               RETURNING q.run, q.action, q.attempt, q.env, q.task, q.system_retries, q.lease,
+                 q.enqueued_at, q.seq)
+             SELECT {}, a.inputs, a.inputs_ref, l.run, l.action, l.attempt, l.env, l.task,
+               l.system_retries, l.lease
+             FROM leased l LEFT JOIN actions a ON a.run = l.run AND a.id = l.action
+             ORDER BY l.enqueued_at, l.seq",
+            cols.join(", ")
+        );
+        let rows = client
+            .query(&sql, &[&env, &(max as i64), &worker, &expires_at, &now])
+            .await
+            .map_err(self.err("leasing attempts"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let rec = r.get::<_, Option<i64>>(0).map(|_| {
+                    let mut rec = crate::rows::action_from_row(r);
+                    rec.inputs = weir_store::columns::payload_from_columns(r.get(12), r.get(13));
+                    rec
+                });
+                let lease = Lease {
+                    id: r.get::<_, i64>(20) as u64,
+                    worker: worker.to_string(),
+                    expires_at,
+                    system_retries: r.get::<_, i64>(19) as u32,
+                    attempt: QueuedAttempt {
+                        run: RunId(r.get(14)),
+                        action: ActionId(r.get::<_, i64>(15) as u64),
+                        attempt: r.get::<_, i64>(16) as u32,
+                        env: r.get(17),
+                        task: r.get(18),
+                    },
+                };
+                (lease, rec)
+            })
+            .collect())
+    }
+
+    pub(crate) async fn queue_entries(
+        &self,
+        keys: &[(RunId, ActionId)],
+    ) -> Result<Vec<weir_store::QueueEntry>> {
+        let client = self.client().await?;
+        let runs: Vec<i64> = keys.iter().map(|(r, _)| r.0).collect();
+        let actions: Vec<i64> = keys.iter().map(|(_, a)| a.as_i64()).collect();
+        let rows = client
+            .query(
+                "SELECT q.run, q.action, q.attempt, q.env, q.task, q.lease, q.worker, q.system_retries
+                 FROM queue q JOIN unnest($1::bigint[], $2::bigint[]) AS k(run, action)
+                   ON q.run = k.run AND q.action = k.action",
+                &[&runs, &actions],
+            )
+            .await
+            .map_err(self.err("reading the queue"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let lease: Option<i64> = r.get(5);
+                let worker: Option<String> = r.get(6);
+                weir_store::QueueEntry {
+                    attempt: attempt_from(r),
+                    lease: lease.zip(worker).map(|(l, w)| (l as u64, w)),
+                    system_retries: r.get::<_, i64>(7) as u32,
+                }
+            })
+            .collect())
+    }
+
     pub(crate) async fn heartbeat(&self, worker: &str, now: i64, ttl_us: i64) -> Result<u64> {
         let e = self.err("recording a heartbeat");
         let mut client = self.client().await?;

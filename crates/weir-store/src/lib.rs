@@ -249,6 +249,40 @@ pub trait Store: Send + Sync + 'static {
     /// id above `received`: granted, but the answer never reached the worker (its leases
     /// come one request at a time, and lease ids only grow). Returns how many.
     fn release_unreceived<'a>(&'a self, worker: &'a str, received: u64) -> StoreFuture<'a, u64>;
+    /// [`Store::lease`], each leased attempt with its action's row and inputs (`None` when the
+    /// row is missing). The default reads the rows one by one; a backend may do it at once.
+    fn lease_with_actions<'a>(
+        &'a self,
+        worker: &'a str,
+        env: &'a str,
+        max: u32,
+        now: i64,
+        ttl_us: i64,
+    ) -> StoreFuture<'a, Vec<(Lease, Option<ActionRecord>)>> {
+        Box::pin(async move {
+            let leases = self.lease(worker, env, max, now, ttl_us).await?;
+            let mut out = Vec::with_capacity(leases.len());
+            for l in leases {
+                let rec = self.action(l.attempt.run, l.attempt.action).await?;
+                out.push((l, rec));
+            }
+            Ok(out)
+        })
+    }
+    /// The queue entries of several actions (those queued or leased), in no order. The
+    /// default reads them one by one; a backend may do it at once.
+    fn queue_entries<'a>(
+        &'a self,
+        keys: &'a [(RunId, weir_core::ActionId)],
+    ) -> StoreFuture<'a, Vec<QueueEntry>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for (run, action) in keys {
+                out.extend(self.queue_entry(*run, *action).await?);
+            }
+            Ok(out)
+        })
+    }
     /// A worker's sign of life: records it and extends all its leases to `now + ttl_us`;
     /// returns how many it holds.
     fn heartbeat<'a>(&'a self, worker: &'a str, now: i64, ttl_us: i64) -> StoreFuture<'a, u64>;

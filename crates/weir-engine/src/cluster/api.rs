@@ -92,14 +92,10 @@ impl ClusterApi {
         &self,
         worker: &str,
         l: weir_store::Lease,
+        rec: Option<weir_store::ActionRecord>,
     ) -> Result<Option<LeasedAction>, String> {
         let inner = &self.inner;
         let a = &l.attempt;
-        let rec = inner
-            .store
-            .action(a.run, a.action)
-            .await
-            .map_err(system_failure)?;
         let Some(rec) = rec.filter(|r| !r.status.is_terminal()) else {
             inner
                 .store
@@ -226,15 +222,17 @@ impl WorkerApi for ClusterApi {
                 let wake = notify.notified();
                 tokio::pin!(wake);
                 wake.as_mut().enable();
+                // The leases with their actions' rows: one round trip.
                 let leases = inner
                     .store
-                    .lease(&req.worker, &me.queue, req.max.max(1), now_us(), ttl)
+                    .lease_with_actions(&req.worker, &me.queue, req.max.max(1), now_us(), ttl)
                     .await
                     .map_err(|e| refused("lease", Refusal::Internal, e.to_string()))?;
                 if !leases.is_empty() {
-                    // Read concurrently (the store has a pool of connections).
                     let read = futures::future::join_all(
-                        leases.into_iter().map(|l| self.leased(&req.worker, l)),
+                        leases
+                            .into_iter()
+                            .map(|(l, rec)| self.leased(&req.worker, l, rec)),
                     )
                     .await;
                     let mut actions = Vec::with_capacity(read.len());
@@ -281,10 +279,29 @@ impl WorkerApi for ClusterApi {
         Box::pin(async move {
             self.worker("complete", &req.worker).await?;
             let worker = req.worker.as_str();
+            // The queue entries of the batch: one round trip.
+            let keys: Vec<(RunId, ActionId)> = req
+                .completions
+                .iter()
+                .filter_map(|c| c.run.map(|r| (r, c.action)))
+                .collect();
+            let entries = self
+                .inner
+                .store
+                .queue_entries(&keys)
+                .await
+                .map_err(|e| refused("complete", Refusal::Internal, e.to_string()))?;
+            let mut entries: HashMap<(RunId, ActionId), weir_store::QueueEntry> = entries
+                .into_iter()
+                .map(|e| ((e.attempt.run, e.attempt.action), e))
+                .collect();
             let results: Vec<(u64, Result<(), Rejected>)> =
-                futures::stream::iter(req.completions.into_iter().map(|c| async move {
-                    let lease = c.lease;
-                    (lease, self.complete_one(worker, c).await)
+                futures::stream::iter(req.completions.into_iter().map(|c| {
+                    let entry = c.run.and_then(|r| entries.remove(&(r, c.action)));
+                    async move {
+                        let lease = c.lease;
+                        (lease, self.complete_one(worker, c, entry).await)
+                    }
                 }))
                 .buffer_unordered(64)
                 .collect()

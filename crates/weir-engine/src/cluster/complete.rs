@@ -25,16 +25,16 @@ pub(super) enum Rejected {
 impl ClusterApi {
     /// Carries out one completion: rejected when its lease is not current (fenced off), or
     /// failed when the store or object store failed (the worker delivers it again).
-    pub(super) async fn complete_one(&self, worker: &str, c: Completion) -> Result<(), Rejected> {
-        let inner = &self.inner;
+    /// `entry` is the action's queue entry, read for the whole batch.
+    pub(super) async fn complete_one(
+        &self,
+        worker: &str,
+        c: Completion,
+        entry: Option<weir_store::QueueEntry>,
+    ) -> Result<(), Rejected> {
         let run = c.run.ok_or(Rejected::Stale(
             "a completion to a control plane must name its run".into(),
         ))?;
-        let entry = inner
-            .store
-            .queue_entry(run, c.action)
-            .await
-            .map_err(|e| Rejected::Failed(e.to_string()))?;
         let current = entry.as_ref().is_some_and(|e| {
             e.attempt.attempt == c.attempt
                 && e.lease

@@ -583,6 +583,40 @@ pub async fn queue_entries_show_their_lease_and_later_attempts_wait_for_their_ti
     let store = fx.open();
     let (run, _) = store.create_run(new_run("q", "o")).await.unwrap();
     assert_eq!(store.run(run.id).await.unwrap().name, "q", "{backend}");
+    // Leased with their rows in one call; entries of several actions at once.
+    store.commit(insert(run.id, 7)).await.unwrap();
+    store.enqueue(queued(run.id, 7, "io"), 0).await.unwrap();
+    store.enqueue(queued(run.id, 8, "io"), 0).await.unwrap();
+    let both = store
+        .lease_with_actions("a", "io", 10, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(both.len(), 2, "{backend}");
+    let (with_row, rec) = &both[0];
+    assert_eq!(with_row.attempt.action, ActionId(7), "{backend}");
+    let rec = rec.as_ref().expect("action 7 has a row");
+    assert!(
+        matches!(&rec.inputs, Some(Payload::Offloaded { path, size: 100_000, .. }) if path == "r1/x/inputs"),
+        "{backend}: {:?}",
+        rec.inputs
+    );
+    assert!(both[1].1.is_none(), "action 8 has no row ({backend})");
+    let keys = [
+        (run.id, ActionId(7)),
+        (run.id, ActionId(8)),
+        (run.id, ActionId(9)),
+    ];
+    let mut entries = store.queue_entries(&keys).await.unwrap();
+    entries.sort_by_key(|e| e.attempt.action);
+    assert_eq!(entries.len(), 2, "{backend}");
+    assert_eq!(
+        entries[0].lease,
+        Some((with_row.id, "a".to_string())),
+        "{backend}"
+    );
+    for l in &both {
+        store.complete(l.0.id, "a").await.unwrap();
+    }
     assert!(matches!(
         store.run(RunId(run.id.0 + 1000)).await,
         Err(Error::UnknownRun(_))
