@@ -52,11 +52,16 @@ impl ClusterApi {
             return refuse(ErrorKind::TooLarge, message);
         }
         inner.subscribe(worker, call.call, key);
-        let rec = inner
-            .store
-            .action(call.run, call.id)
-            .await
-            .map_err(system_failure)?;
+        // A call of a first attempt (not a retry, not resubmitted after a move between
+        // replicas) cannot have been recorded: the store is not read (as in the engine).
+        let rec = match call.check_store {
+            true => inner
+                .store
+                .action(call.run, call.id)
+                .await
+                .map_err(system_failure)?,
+            false => None,
+        };
         let start = |base_attempt| NewAction {
             run: call.run,
             run_name: meta.name.clone(),

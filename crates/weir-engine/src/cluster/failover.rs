@@ -57,7 +57,16 @@ impl FailoverClient {
                 if client.register(register.clone(), &secret).await.is_err() {
                     continue;
                 }
-                let calls: Vec<ChildCall> = self.open.lock().values().cloned().collect();
+                // Resubmitted: the other replica may have recorded them already.
+                let calls: Vec<ChildCall> = self
+                    .open
+                    .lock()
+                    .values()
+                    .map(|c| ChildCall {
+                        check_store: true,
+                        ..c.clone()
+                    })
+                    .collect();
                 for chunk in calls.chunks(MAX_BATCH) {
                     let batch = SubmitBatch {
                         worker: register.worker.clone(),
