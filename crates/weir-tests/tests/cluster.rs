@@ -724,3 +724,37 @@ fn a_postgresql_restart_mid_run_is_survived_and_the_run_finishes() {
         );
     }
 }
+
+#[test]
+fn cached_children_are_served_from_the_cache_and_cache_commands_take_server() {
+    let mut cl = Cluster::new();
+    let url = cl.serve(&[]);
+    cl.worker(&url, "fx", "2");
+    let log = cl.state().join("cache.log");
+    let input = format!(r#"{{"a": 2, "b": 3, "log": "{}"}}"#, log.display());
+    let run = |cl: &Cluster| {
+        let (code, out, err) =
+            cl.output(&["run", "call_cached", "--input", &input, "--server", &url]);
+        assert_eq!((code, out.trim()), (0, "5"), "{err}");
+    };
+    run(&cl);
+    run(&cl);
+    assert_eq!(
+        count(&log, "cached_add"),
+        1,
+        "the second run took the cached output"
+    );
+    let (code, list, err) = cl.output(&["cache", "list", "--server", &url, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(list.trim()).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["task"], "fx.cached_add");
+    assert_eq!(list[0]["version"], "v1");
+    let (code, _, err) = cl.output(&["cache", "clear", "fx.cached_add", "--server", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("removed 1 cache entries"), "{err}");
+    run(&cl);
+    assert_eq!(count(&log, "cached_add"), 2, "cleared: it ran again");
+    // The embedded state directory was not touched by any of this.
+    assert!(!cl.state().join("state.db").exists());
+}

@@ -52,6 +52,23 @@ impl ClusterApi {
             return refuse(ErrorKind::TooLarge, message);
         }
         inner.subscribe(worker, call.call, key);
+        if !inner.admitting.lock().insert(key) {
+            return Ok(()); // being admitted: the outcome comes with the first admission's
+        }
+        let result = self.admit_subscribed(call, key, &meta, spec).await;
+        inner.admitting.lock().remove(&key);
+        result
+    }
+
+    /// Admission of a call already subscribed to, the only one of its action here.
+    async fn admit_subscribed(
+        &self,
+        call: ChildCall,
+        key: (weir_store::RunId, weir_core::ActionId),
+        meta: &super::RunMeta,
+        spec: &super::TaskSpec,
+    ) -> Result<(), String> {
+        let inner = &self.inner;
         // A call of a first attempt (not a retry, not resubmitted after a move between
         // replicas) cannot have been recorded: the store is not read (as in the engine).
         let rec = match call.check_store {

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use weir_store::ActionRecord;
 
-use super::runs::{ActionView, RunSubmission, RunView};
+use super::runs::{ActionView, CacheView, RunSubmission, RunView};
 
 /// A client of a control plane: what `run --server`, `get --server` and `abort --server` use.
 pub struct ClusterClient {
@@ -125,6 +125,24 @@ impl ClusterClient {
     pub async fn action(&self, run: &str, id: &str) -> Result<ActionView, String> {
         let path = format!("/v1/runs/{}/actions/{}", encode(run), encode(id));
         self.call("GET", &path, Vec::new()).await
+    }
+
+    /// Cache entries, newest first, optionally of one task.
+    pub async fn cache(&self, task: Option<&str>, limit: u32) -> Result<Vec<CacheView>, String> {
+        let mut path = format!("/v1/cache?limit={limit}");
+        if let Some(t) = task {
+            path.push_str(&format!("&task={}", encode(t)));
+        }
+        self.call("GET", &path, Vec::new()).await
+    }
+
+    /// Deletes cache entries (of one task, or all); how many.
+    pub async fn clear_cache(&self, task: Option<&str>) -> Result<u64, String> {
+        let path = match task {
+            Some(t) => format!("/v1/cache/clear?task={}", encode(t)),
+            None => "/v1/cache/clear".to_string(),
+        };
+        self.call("POST", &path, Vec::new()).await
     }
 
     /// Aborts a run.

@@ -139,7 +139,25 @@ impl WorkerApi for FailoverClient {
             self.open
                 .lock()
                 .extend(req.calls.iter().map(|c| (c.call, c.clone())));
-            failover!(self, c => c.submit(req.clone()))
+            // Once this worker has moved to another replica, the calls may have been admitted
+            // by the one it left: sent again, they are checked against the store first.
+            let moved = std::sync::atomic::AtomicBool::new(false);
+            let checked = |req: &SubmitBatch| {
+                let mut req = req.clone();
+                if moved.load(Ordering::Relaxed) {
+                    for c in &mut req.calls {
+                        c.check_store = true;
+                    }
+                }
+                req
+            };
+            let first = self.current.load(Ordering::Acquire);
+            failover!(self, c => {
+                if self.current.load(Ordering::Acquire) != first {
+                    moved.store(true, Ordering::Relaxed);
+                }
+                c.submit(checked(&req))
+            })
         })
     }
     fn results(&self, req: ResultsRequest) -> ApiFuture<'_, ResultsReply> {

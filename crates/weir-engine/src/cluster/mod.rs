@@ -54,7 +54,7 @@ use crate::worker::protocol::{ChildResult, RemoteError};
 
 pub use client::ClusterClient;
 pub use failover::FailoverClient;
-pub use runs::{ActionView, RunSubmission, RunView, client_router};
+pub use runs::{ActionView, CacheView, RunSubmission, RunView, client_router};
 pub use spec::{TaskSpec, binary_version, local_specs, version_of};
 
 /// Settings of a control-plane replica. Every default is written on its field.
@@ -151,6 +151,9 @@ pub(crate) struct Inner {
     queues: Mutex<HashMap<String, Arc<Notify>>>,
     runs: Mutex<HashMap<RunId, Arc<RunMeta>>>,
     waiting: Mutex<Waiting>,
+    /// Child calls being admitted here: a second admission of the same action (a call sent
+    /// again while the first is admitted) only waits for the outcome.
+    pub(crate) admitting: Mutex<std::collections::HashSet<(RunId, ActionId)>>,
     /// Woken when a run ends on this replica.
     pub(crate) run_ended: Notify,
     pub(crate) counters: Counters,
@@ -182,6 +185,7 @@ impl ControlPlane {
                 queues: Mutex::default(),
                 runs: Mutex::default(),
                 waiting: Mutex::default(),
+                admitting: Mutex::default(),
                 run_ended: Notify::new(),
                 counters: Counters::default(),
             }),

@@ -10,6 +10,8 @@
 //! | `POST /v1/runs/NAME/abort`     |                   | [`RunView`]      |
 //! | `GET /v1/runs/NAME/actions?offset=N&limit=N` |     | `Vec<ActionRecord>` |
 //! | `GET /v1/runs/NAME/actions/ID` |                   | [`ActionView`]   |
+//! | `GET /v1/cache?task=T&limit=N` |                   | `Vec<CacheView>` |
+//! | `POST /v1/cache/clear?task=T`  |                   | `u64` (removed)  |
 //! | `GET /metrics`                 |                   | text             |
 
 use std::collections::BTreeMap;
@@ -47,6 +49,25 @@ pub struct RunSubmission {
     pub version: String,
     /// The settings of every task of that version.
     pub tasks: Vec<TaskSpec>,
+}
+
+/// A cache entry as a client sees it (`cache list`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CacheView {
+    /// The key.
+    pub key: String,
+    /// Task full name.
+    pub task: String,
+    /// Cache version.
+    pub version: String,
+    /// Project of the run that wrote it.
+    pub project: String,
+    /// Domain of the run that wrote it.
+    pub domain: String,
+    /// When it was written (µs).
+    pub created_at: i64,
+    /// Size of the output (bytes).
+    pub size: u64,
 }
 
 /// One action with its payloads and failed attempts (`get io`).
@@ -127,6 +148,8 @@ pub fn client_router(plane: ControlPlane) -> Router {
         .route("/v1/runs/{name}/abort", post(abort))
         .route("/v1/runs/{name}/actions", get(actions))
         .route("/v1/runs/{name}/actions/{id}", get(action))
+        .route("/v1/cache", get(cache_list))
+        .route("/v1/cache/clear", post(cache_clear))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             plane.clone(),
@@ -265,6 +288,46 @@ async fn action(
         })
     };
     reply(view.await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheQuery {
+    task: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn cache_list(State(plane): State<ControlPlane>, Query(q): Query<CacheQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let entries = plane.inner.store.list_cache(q.task.as_deref(), limit).await;
+    reply(entries.map_err(internal).map(|entries| {
+        entries
+            .into_iter()
+            .map(|e| CacheView {
+                size: e.output.size(),
+                key: e.key,
+                task: e.task,
+                version: e.version,
+                project: e.project,
+                domain: e.domain,
+                created_at: e.created_at,
+            })
+            .collect::<Vec<_>>()
+    }))
+}
+
+async fn cache_clear(State(plane): State<ControlPlane>, Query(q): Query<CacheQuery>) -> Response {
+    if q.limit.is_some() {
+        return refuse(bad("cache clear takes no limit"));
+    }
+    reply(
+        plane
+            .inner
+            .store
+            .clear_cache(q.task.as_deref())
+            .await
+            .map_err(internal),
+    )
 }
 
 async fn abort(State(plane): State<ControlPlane>, Path(name): Path<String>) -> Response {

@@ -17,29 +17,76 @@ pub(crate) enum CacheCommand {
         /// At most this many entries.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        #[command(flatten)]
+        server: super::cluster::ServerArgs,
     },
     /// Delete cache entries (of one task, or all).
     Clear {
         /// Only entries of this task (`<env>.<task>`).
         task: Option<String>,
+        #[command(flatten)]
+        server: super::cluster::ServerArgs,
     },
+}
+
+/// A cache entry as listed.
+struct Row {
+    key: String,
+    task: String,
+    version: String,
+    project: String,
+    domain: String,
+    created_at: i64,
+    size: u64,
 }
 
 pub(crate) async fn cache(state_dir: &Path, out: OutputFormat, cmd: CacheCommand) -> CliResult {
     match cmd {
-        CacheCommand::List { task, limit } => {
-            let store = weir_store::open_read_only(state_dir)?;
-            let entries = store
-                .list_cache(task.as_deref(), limit)
-                .await
-                .map_err(Failure::other)?;
+        CacheCommand::List {
+            task,
+            limit,
+            server,
+        } => {
+            let entries: Vec<Row> = if server.server.is_some() {
+                let clients = super::cluster::clients(state_dir, &server)?;
+                super::cluster::cache(&clients, task.as_deref(), limit)
+                    .await?
+                    .into_iter()
+                    .map(|e| Row {
+                        key: e.key,
+                        task: e.task,
+                        version: e.version,
+                        project: e.project,
+                        domain: e.domain,
+                        created_at: e.created_at,
+                        size: e.size,
+                    })
+                    .collect()
+            } else {
+                let store = weir_store::open_read_only(state_dir)?;
+                store
+                    .list_cache(task.as_deref(), limit)
+                    .await
+                    .map_err(Failure::other)?
+                    .into_iter()
+                    .map(|e| Row {
+                        size: e.output.size(),
+                        key: e.key,
+                        task: e.task,
+                        version: e.version,
+                        project: e.project,
+                        domain: e.domain,
+                        created_at: e.created_at,
+                    })
+                    .collect()
+            };
             if out == OutputFormat::Json {
                 let items: Vec<_> = entries
                     .iter()
                     .map(|e| {
                         serde_json::json!({
                             "key": e.key, "task": e.task, "version": e.version, "project": e.project,
-                            "domain": e.domain, "created_at_us": e.created_at, "size": e.output.size(),
+                            "domain": e.domain, "created_at_us": e.created_at, "size": e.size,
                         })
                     })
                     .collect();
@@ -53,7 +100,7 @@ pub(crate) async fn cache(state_dir: &Path, out: OutputFormat, cmd: CacheCommand
                         e.key.clone(),
                         e.task.clone(),
                         e.version.clone(),
-                        e.output.size().to_string(),
+                        e.size.to_string(),
                         format!("{}/{}", e.project, e.domain),
                         fmt_time(e.created_at),
                     ]
@@ -72,7 +119,13 @@ pub(crate) async fn cache(state_dir: &Path, out: OutputFormat, cmd: CacheCommand
             );
             Ok(())
         }
-        CacheCommand::Clear { task } => {
+        CacheCommand::Clear { task, server } => {
+            if server.server.is_some() {
+                let clients = super::cluster::clients(state_dir, &server)?;
+                let n = super::cluster::clear_cache(&clients, task.as_deref()).await?;
+                eprintln!("removed {n} cache entries");
+                return Ok(());
+            }
             // Refused (exit 2) where there is no state, before anything is created.
             drop(weir_store::open_read_only(state_dir)?);
             let store = weir_store::open(state_dir, StoreOptions::default())?;

@@ -325,6 +325,23 @@ pub(crate) async fn action(
     first_reachable!(clients, c => c.action(run, id)).map_err(failure)
 }
 
+/// `cache list --server`.
+pub(crate) async fn cache(
+    clients: &[ClusterClient],
+    task: Option<&str>,
+    limit: u32,
+) -> Result<Vec<weir_engine::cluster::CacheView>, Failure> {
+    first_reachable!(clients, c => c.cache(task, limit)).map_err(failure)
+}
+
+/// `cache clear --server`.
+pub(crate) async fn clear_cache(
+    clients: &[ClusterClient],
+    task: Option<&str>,
+) -> Result<u64, Failure> {
+    first_reachable!(clients, c => c.clear_cache(task)).map_err(failure)
+}
+
 /// `abort --server`.
 pub(crate) async fn abort(clients: Vec<ClusterClient>, run: &str) -> CliResult {
     first_reachable!(clients, c => c.abort(run)).map_err(|e| {
