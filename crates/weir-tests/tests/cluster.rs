@@ -498,6 +498,12 @@ fn clients_and_workers_without_the_cluster_token_are_refused() {
     ]);
     assert_ne!(code, 0, "{err}");
     assert!(err.contains("wrong cluster token"), "{err}");
+    // Flags of an engine's workers are refused with --server, not ignored.
+    for flag in ["--once", "--credential-stdin"] {
+        let (code, _, err) = cl.output(&["worker", "--server", &url, "--env", "fx", flag]);
+        assert_eq!(code, 2, "{flag}: {err}");
+        assert!(err.contains("cannot be used with"), "{flag}: {err}");
+    }
     // Nothing was created.
     let (_, runs, _) = cl.output(&["get", "runs", "--server", &url, "-o", "json"]);
     assert_eq!(runs.trim(), "[]");

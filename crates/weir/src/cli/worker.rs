@@ -31,11 +31,12 @@ pub(crate) struct WorkerArgs {
     /// Default: the environment's reuse policy's concurrency, 1 without one.
     #[arg(long)]
     concurrency: Option<usize>,
-    /// Worker id given by the executor.
-    #[arg(long, default_value = "w0")]
-    id: String,
-    /// Run one action, then exit (environments without a reuse policy).
+    /// Worker id: given by the executor (default `w0`); with --server, default
+    /// `<hostname>-<pid>-<n>` (it must be unique among the control plane's workers).
     #[arg(long)]
+    id: Option<String>,
+    /// Run one action, then exit (environments without a reuse policy; an engine's workers).
+    #[arg(long, conflicts_with = "server")]
     once: bool,
     /// Heartbeat period in milliseconds.
     #[arg(long, env = "WEIR_WORKER_HEARTBEAT_MS", default_value_t = 500)]
@@ -46,7 +47,7 @@ pub(crate) struct WorkerArgs {
     /// Read the engine's admission secret from the first line of stdin, and stop at once when
     /// stdin closes (the engine that started this worker is gone). How the process executor
     /// starts its workers.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "server")]
     credential_stdin: bool,
 }
 
@@ -63,14 +64,16 @@ pub(crate) async fn worker(state_dir: &std::path::Path, args: WorkerArgs) -> Cli
             .clone()
             .unwrap_or_else(|| super::cluster::token_path(state_dir));
         let token = super::cluster::read_token(&path, false)?;
-        let id = format!(
-            "{}-{}-{}",
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "host".into()),
-            std::process::id(),
-            weir_core::clock::now_us() % 1_000_000
-        );
+        let id = args.id.clone().unwrap_or_else(|| {
+            format!(
+                "{}-{}-{}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "host".into()),
+                std::process::id(),
+                weir_core::clock::now_us() % 1_000_000
+            )
+        });
         let config = WorkerConfig {
             env: args.env,
             engine_url: server.clone(),
@@ -100,7 +103,7 @@ pub(crate) async fn worker(state_dir: &std::path::Path, args: WorkerArgs) -> Cli
     let config = WorkerConfig {
         env: args.env,
         engine_url: args.engine.unwrap_or_default(),
-        id: args.id,
+        id: args.id.unwrap_or_else(|| "w0".into()),
         credential,
         once: args.once,
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
