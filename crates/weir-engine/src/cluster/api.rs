@@ -21,13 +21,7 @@ pub(crate) struct ClusterApi {
     pub(super) inner: Arc<Inner>,
 }
 
-fn refused(request: &str, reason: Refusal, message: impl Into<String>) -> Error {
-    Error::Refused {
-        request: request.into(),
-        reason,
-        message: message.into(),
-    }
-}
+use crate::worker::refused;
 
 fn internal(request: &str) -> impl Fn(String) -> Error + '_ {
     move |m| refused(request, Refusal::Internal, m)

@@ -69,8 +69,6 @@ pub struct ClusterOptions {
     /// Times an attempt is queued again after its worker was lost before its action fails.
     /// Default 3.
     pub max_system_retries: u32,
-    /// Payloads larger than this go to the object store. Default 64 KiB.
-    pub inline_store_threshold: usize,
     /// This replica's id (recorded as the owner of the runs it creates).
     pub replica: String,
 }
@@ -82,7 +80,6 @@ impl Default for ClusterOptions {
             long_poll: Duration::from_secs(5),
             reap_every: Duration::from_millis(500),
             max_system_retries: 3,
-            inline_store_threshold: weir_core::spec::DEFAULT_INLINE_STORE_THRESHOLD,
             replica: format!("serve:{}", std::process::id()),
         }
     }

@@ -70,6 +70,20 @@ pub struct CacheView {
     pub size: u64,
 }
 
+impl From<weir_store::CacheEntry> for CacheView {
+    fn from(e: weir_store::CacheEntry) -> CacheView {
+        CacheView {
+            size: e.output.size(),
+            key: e.key,
+            task: e.task,
+            version: e.version,
+            project: e.project,
+            domain: e.domain,
+            created_at: e.created_at,
+        }
+    }
+}
+
 /// One action with its payloads and failed attempts (`get io`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ActionView {
@@ -300,20 +314,11 @@ struct CacheQuery {
 async fn cache_list(State(plane): State<ControlPlane>, Query(q): Query<CacheQuery>) -> Response {
     let limit = q.limit.unwrap_or(100).min(10_000);
     let entries = plane.inner.store.list_cache(q.task.as_deref(), limit).await;
-    reply(entries.map_err(internal).map(|entries| {
+    reply(
         entries
-            .into_iter()
-            .map(|e| CacheView {
-                size: e.output.size(),
-                key: e.key,
-                task: e.task,
-                version: e.version,
-                project: e.project,
-                domain: e.domain,
-                created_at: e.created_at,
-            })
-            .collect::<Vec<_>>()
-    }))
+            .map_err(internal)
+            .map(|entries| entries.into_iter().map(CacheView::from).collect::<Vec<_>>()),
+    )
 }
 
 async fn cache_clear(State(plane): State<ControlPlane>, Query(q): Query<CacheQuery>) -> Response {
@@ -373,6 +378,11 @@ impl ControlPlane {
             .list_runs(&filter)
             .await
             .map_err(internal)?;
+        // Read once for every running run's "waiting for workers".
+        let workers = match runs.iter().any(|r| r.status == RunStatus::Running) {
+            true => self.inner.store.workers().await.map_err(internal)?,
+            false => Vec::new(),
+        };
         let mut views = Vec::with_capacity(runs.len());
         for r in runs {
             let mut view = RunView {
@@ -395,7 +405,7 @@ impl ControlPlane {
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
-                view.waiting = self.waiting_for(&view.task, &view.version).await?;
+                view.waiting = self.waiting_for(&view.task, &view.version, &workers).await;
             }
             views.push(view);
         }
@@ -530,7 +540,10 @@ impl ControlPlane {
             _ => None,
         };
         let waiting = match record.status {
-            RunStatus::Running => self.waiting_for(&record.task, &version).await?,
+            RunStatus::Running => {
+                let workers = inner.store.workers().await.map_err(internal)?;
+                self.waiting_for(&record.task, &version, &workers).await
+            }
             _ => None,
         };
         Ok(RunView {
@@ -549,20 +562,20 @@ impl ControlPlane {
 
     /// "waiting for workers ..." when no worker of `version` for the root task's environment
     /// was seen within three lease times.
-    async fn waiting_for(&self, task: &str, version: &str) -> Result<Option<String>, Refusal> {
+    async fn waiting_for(
+        &self,
+        task: &str,
+        version: &str,
+        workers: &[weir_store::WorkerRecord],
+    ) -> Option<String> {
         let inner = &self.inner;
-        let env = match inner.specs(version).await {
-            Ok(specs) => specs.get(task).map(|s| s.env.clone()),
-            Err(_) => None,
-        };
-        let Some(env) = env else { return Ok(None) };
+        let specs = inner.specs(version).await.ok()?;
+        let env = &specs.get(task)?.env;
         let fresh = now_us() - 3 * inner.options.lease_ttl.as_micros() as i64;
-        let workers = inner.store.workers().await.map_err(internal)?;
         let live = workers
             .iter()
-            .any(|w| w.version == version && w.env == env && w.seen_at >= fresh);
-        Ok((!live)
-            .then(|| format!("waiting for workers of version {version} for environment {env}")))
+            .any(|w| w.version == version && w.env == *env && w.seen_at >= fresh);
+        (!live).then(|| format!("waiting for workers of version {version} for environment {env}"))
     }
 
     /// Aborts a running run: its live actions are cancelled and it ends `aborted`.

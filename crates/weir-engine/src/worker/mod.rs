@@ -72,6 +72,15 @@ pub use journal::{DecisionRecord, ReplicaRecord, WorkersSnapshot, read_snapshot}
 pub use runtime::{WorkerConfig, run_worker, run_worker_with};
 pub use worker_log::{WorkerEvent, WorkerLogRecord, read_worker_log};
 
+/// A refusal of a worker-protocol request (the engine's and the control plane's).
+pub(crate) fn refused(request: &str, reason: Refusal, message: impl Into<String>) -> Error {
+    Error::Refused {
+        request: request.into(),
+        reason,
+        message: message.into(),
+    }
+}
+
 /// A fresh admission secret for an engine's worker API (see `auth.rs`).
 pub(crate) fn admission_secret() -> Result<String, String> {
     auth::random_token()

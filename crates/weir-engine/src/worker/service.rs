@@ -59,13 +59,7 @@ impl ChildCalls {
     }
 }
 
-fn refused(request: &str, reason: Refusal, message: String) -> Error {
-    Error::Refused {
-        request: request.into(),
-        reason,
-        message,
-    }
-}
+use super::refused;
 
 /// The refusal an injected failure gives (an internal error, naming the failpoint).
 #[cfg(feature = "failpoints")]
@@ -116,24 +110,17 @@ impl EngineApi {
     }
 
     fn executor(&self, request: &str) -> Result<Arc<Executor>, Error> {
-        self.exec.upgrade().ok_or_else(|| {
-            refused(
-                request,
-                Refusal::Conflict,
-                "the engine is shutting down".into(),
-            )
-        })
+        self.exec
+            .upgrade()
+            .ok_or_else(|| refused(request, Refusal::Conflict, "the engine is shutting down"))
     }
 
     fn engine(&self, request: &str) -> Result<(Arc<Executor>, Engine), Error> {
         let exec = self.executor(request)?;
-        let engine = exec.engine.upgrade().ok_or_else(|| {
-            refused(
-                request,
-                Refusal::Conflict,
-                "the engine is shutting down".into(),
-            )
-        })?;
+        let engine = exec
+            .engine
+            .upgrade()
+            .ok_or_else(|| refused(request, Refusal::Conflict, "the engine is shutting down"))?;
         Ok((exec, engine))
     }
 }

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use clap::Subcommand;
+use weir_engine::cluster::CacheView;
 use weir_store::StoreOptions;
 
 use super::output::{fmt_time, table};
@@ -29,17 +30,6 @@ pub(crate) enum CacheCommand {
     },
 }
 
-/// A cache entry as listed.
-struct Row {
-    key: String,
-    task: String,
-    version: String,
-    project: String,
-    domain: String,
-    created_at: i64,
-    size: u64,
-}
-
 pub(crate) async fn cache(state_dir: &Path, out: OutputFormat, cmd: CacheCommand) -> CliResult {
     match cmd {
         CacheCommand::List {
@@ -47,21 +37,9 @@ pub(crate) async fn cache(state_dir: &Path, out: OutputFormat, cmd: CacheCommand
             limit,
             server,
         } => {
-            let entries: Vec<Row> = if server.server.is_some() {
+            let entries: Vec<CacheView> = if server.server.is_some() {
                 let clients = super::cluster::clients(state_dir, &server)?;
-                super::cluster::cache(&clients, task.as_deref(), limit)
-                    .await?
-                    .into_iter()
-                    .map(|e| Row {
-                        key: e.key,
-                        task: e.task,
-                        version: e.version,
-                        project: e.project,
-                        domain: e.domain,
-                        created_at: e.created_at,
-                        size: e.size,
-                    })
-                    .collect()
+                super::cluster::cache(&clients, task.as_deref(), limit).await?
             } else {
                 let store = weir_store::open_read_only(state_dir)?;
                 store
@@ -69,15 +47,7 @@ pub(crate) async fn cache(state_dir: &Path, out: OutputFormat, cmd: CacheCommand
                     .await
                     .map_err(Failure::other)?
                     .into_iter()
-                    .map(|e| Row {
-                        size: e.output.size(),
-                        key: e.key,
-                        task: e.task,
-                        version: e.version,
-                        project: e.project,
-                        domain: e.domain,
-                        created_at: e.created_at,
-                    })
+                    .map(CacheView::from)
                     .collect()
             };
             if out == OutputFormat::Json {
