@@ -1,7 +1,6 @@
 //! The JSON API (`/api/...`). See `API.md` for the reference.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use axum::Json;
 use axum::Router;
@@ -13,32 +12,53 @@ use serde_json::{Value, json};
 use weir_core::ActionId;
 use weir_store::{UiRunFilter, now_us};
 
-use crate::app::{ApiError, ApiResult, App, action_json, duration, group_json, run_json};
+use crate::app::{ApiError, ApiResult, App, Source, action_json, duration, group_json, run_json};
 use crate::params::{Params, action_id};
 use crate::payload::payload_json;
 use crate::{MAX_PAGE, Options, assets, events};
 
-/// The UI and API for `state_dir`, without the `Host` check (`crate::router` adds it).
-pub(crate) fn router(state_dir: &Path, options: Options) -> Router {
-    let app = App::new(state_dir, options);
-    Router::new()
-        .route("/", get(assets::index))
-        .route("/assets/{file}", get(assets::file))
-        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
-        .route("/api", get(api_index))
-        .route("/api/runs", get(list_runs))
-        .route("/api/runs/{run}", get(run_detail))
-        .route("/api/runs/{run}/events", get(events::run_events))
-        .route("/api/runs/{run}/timeline", get(timeline))
-        .route("/api/runs/{run}/utilization", get(utilization))
-        .route("/api/runs/{run}/actions/{action}", get(action_detail))
-        .route("/api/runs/{run}/actions/{action}/children", get(children))
+/// The UI and API reading from `source`, under `base` (`""`, or a path like `/ui` without the
+/// trailing slash), without the `Host` check or authentication (`crate::router` and
+/// `crate::token_router` add them). Under a `base`, unknown paths below it are answered 404 by
+/// a route (not a fallback), so that the router merges into another one.
+pub(crate) fn router(source: Source, options: Options, base: &str) -> Router {
+    let app = App::new(source, options);
+    let at = |path: &str| format!("{base}{path}");
+    let router = Router::new()
+        .route(&at("/"), get(assets::index))
+        .route(&at("/assets/{file}"), get(assets::file))
         .route(
-            "/api/runs/{run}/actions/{action}/groups/{group}",
-            get(group_members),
+            &at("/favicon.ico"),
+            get(|| async { StatusCode::NO_CONTENT }),
         )
-        .fallback(not_found)
-        .with_state(app)
+        .route(&at("/api"), get(api_index))
+        .route(&at("/api/runs"), get(list_runs))
+        .route(&at("/api/runs/{run}"), get(run_detail))
+        .route(&at("/api/runs/{run}/events"), get(events::run_events))
+        .route(&at("/api/runs/{run}/timeline"), get(timeline))
+        .route(&at("/api/runs/{run}/utilization"), get(utilization))
+        .route(&at("/api/runs/{run}/actions/{action}"), get(action_detail))
+        .route(
+            &at("/api/runs/{run}/actions/{action}/children"),
+            get(children),
+        )
+        .route(
+            &at("/api/runs/{run}/actions/{action}/groups/{group}"),
+            get(group_members),
+        );
+    let router = if base.is_empty() {
+        router.fallback(not_found)
+    } else {
+        // The page's relative links (`assets/...`, `api/...`) need the trailing slash.
+        let index = at("/");
+        router
+            .route(
+                base,
+                get(move || async move { axum::response::Redirect::permanent(&index) }),
+            )
+            .route(&at("/{*rest}"), get(not_found))
+    };
+    router.with_state(app)
 }
 
 type QueryMap = Result<Query<HashMap<String, String>>, QueryRejection>;

@@ -2,7 +2,7 @@
 //! aggregate caches), the API's error type, and the JSON shapes of rows. The handlers
 //! (`api`, `events`) build on it; it depends on none of them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
@@ -95,8 +95,19 @@ impl IntoResponse for ApiError {
 
 pub(crate) type ApiResult = Result<Json<Value>, ApiError>;
 
+/// Where the UI reads runs and payloads from.
+#[derive(Clone)]
+pub(crate) enum Source {
+    /// A state directory (`weir ui`): its database is opened on first use, its payloads are in
+    /// the object store recorded there (or `<state-dir>/blobs`).
+    StateDir(PathBuf),
+    /// A read model of any backend (`weir serve`): payloads are in the object store recorded
+    /// in its settings ([`weir_blob::BLOB_URL_SETTING`]).
+    Model(Arc<dyn ReadModel>),
+}
+
 struct Inner {
-    state_dir: PathBuf,
+    source: Source,
     reader: Mutex<Option<Arc<dyn ReadModel>>>,
     counts: Slot<i64, (StatusCounts, i64)>,
     groups: Slot<(i64, ActionId), Vec<UiGroup>>,
@@ -104,16 +115,16 @@ struct Inner {
     payloads: Gate,
 }
 
-/// Shared state of the handlers: the state directory, its reader (opened on first use, so the
-/// UI can start before anything has run) and the aggregate caches.
+/// Shared state of the handlers: where to read, the reader (a state directory's is opened on
+/// first use, so the UI can start before anything has run) and the aggregate caches.
 #[derive(Clone)]
 pub(crate) struct App(Arc<Inner>);
 
 impl App {
-    /// The shared state for `state_dir` (nothing is opened yet).
-    pub(crate) fn new(state_dir: &Path, options: Options) -> App {
+    /// The shared state for `source` (nothing is opened yet).
+    pub(crate) fn new(source: Source, options: Options) -> App {
         App(Arc::new(Inner {
-            state_dir: state_dir.to_path_buf(),
+            source,
             reader: Mutex::new(None),
             counts: Slot::new(),
             groups: Slot::new(),
@@ -131,9 +142,24 @@ impl App {
         &self.0.payloads
     }
 
-    /// The state directory.
-    pub(crate) fn state_dir(&self) -> &Path {
-        &self.0.state_dir
+    /// Where payloads are: the object store `recorded` in the state (its
+    /// [`weir_blob::BLOB_URL_SETTING`]), or a state directory's own `blobs`.
+    pub(crate) fn payload_store(
+        &self,
+        recorded: Option<&str>,
+    ) -> Result<weir_blob::Payloads, String> {
+        match (&self.0.source, recorded) {
+            (Source::StateDir(dir), recorded) => {
+                weir_blob::Payloads::of_state(dir, recorded).map_err(|e| e.to_string())
+            }
+            (Source::Model(_), Some(url)) => weir_blob::BlobStore::from_url(url)
+                .map(|blobs| weir_blob::Payloads::new(blobs, 0))
+                .map_err(|e| e.to_string()),
+            (Source::Model(_), None) => Err(format!(
+                "the state records no object store (setting {:?}), so offloaded payloads cannot be read",
+                weir_blob::BLOB_URL_SETTING
+            )),
+        }
     }
 
     fn reader(&self) -> Result<Arc<dyn ReadModel>, ApiError> {
@@ -141,7 +167,10 @@ impl App {
         if let Some(r) = slot.as_ref() {
             return Ok(r.clone());
         }
-        let reader = weir_store::open_read_model(&self.0.state_dir)?;
+        let reader = match &self.0.source {
+            Source::Model(m) => m.clone(),
+            Source::StateDir(dir) => weir_store::open_read_model(dir)?,
+        };
         *slot = Some(reader.clone());
         Ok(reader)
     }

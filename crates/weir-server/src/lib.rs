@@ -1,4 +1,5 @@
-//! weir's web UI and its JSON API (SPEC §11.2), served read-only from a state directory.
+//! weir's web UI and its JSON API (SPEC §11.2), served read-only from a state directory, or
+//! from any [`weir_store::ReadModel`] (cluster mode's on PostgreSQL).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), weir_server::Error> {
@@ -6,6 +7,10 @@
 //! weir_server::serve(std::path::Path::new(".weir"), 8080).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! `weir serve` mounts [`token_router`] under `/ui` in its own router instead: the same pages
+//! and API, reading its PostgreSQL read model, every route behind the cluster token (see
+//! [`token_router`]).
 //!
 //! The server opens `<state-dir>/state.db` read-only (it never creates or changes anything in
 //! the directory) and answers every request with at most one page: children of an action are
@@ -25,6 +30,7 @@
 mod api;
 mod app;
 mod assets;
+mod auth;
 mod cache;
 mod events;
 mod host;
@@ -80,10 +86,46 @@ pub fn router(state_dir: &Path, addr: SocketAddr) -> axum::Router {
 
 /// [`router`] with other limits.
 pub fn router_with(state_dir: &Path, addr: SocketAddr, options: Options) -> axum::Router {
-    api::router(state_dir, options).layer(axum::middleware::from_fn_with_state(
-        host::Allowed::new(addr),
-        host::check,
-    ))
+    api::router(app::Source::StateDir(state_dir.to_path_buf()), options, "").layer(
+        axum::middleware::from_fn_with_state(host::Allowed::new(addr), host::check),
+    )
+}
+
+/// The UI and API reading `reads`, under `base` (a path like `/ui`: the page is `BASE/`, the
+/// API `BASE/api/...`), for merging into another server's router (`weir serve`'s). Offloaded
+/// payloads are read from the object store recorded in `reads`' settings
+/// ([`weir_blob::BLOB_URL_SETTING`]).
+///
+/// Every route needs `token`: `Authorization: Bearer TOKEN`, or the session cookie that
+/// `BASE/login` sets once given the token (a form, or `BASE/login?token=TOKEN`); the cookie is
+/// `HttpOnly`, `SameSite=Strict` and holds a key derived from the token, not the token.
+/// Without either, the API answers 401 with a JSON error and pages 401 with a page saying how
+/// to log in. There is no `Host` check (a server on a network is reached under names it cannot
+/// know): against DNS rebinding the token suffices, as the browser never sends the cookie to
+/// another site's name.
+///
+/// ```no_run
+/// # fn demo(reads: std::sync::Arc<dyn weir_store::ReadModel>, other: axum::Router) {
+/// let app = other.merge(weir_server::token_router(reads, "TOKEN", "/ui", Default::default()));
+/// # }
+/// ```
+pub fn token_router(
+    reads: Arc<dyn weir_store::ReadModel>,
+    token: &str,
+    base: &str,
+    options: Options,
+) -> axum::Router {
+    let base = format!("/{}", base.trim_matches('/'));
+    let auth = auth::TokenAuth::new(token, &base);
+    let login = axum::Router::new()
+        .route(
+            &format!("{base}/login"),
+            axum::routing::get(auth::login_get).post(auth::login_post),
+        )
+        .with_state(auth.clone());
+    api::router(app::Source::Model(reads), options, &base)
+        .route_layer(axum::middleware::from_fn_with_state(auth, auth::check))
+        .merge(login)
 }
 
 /// Most rows (actions, runs, groups, lanes) in one response.

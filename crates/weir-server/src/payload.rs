@@ -168,8 +168,7 @@ async fn read_prefix(
         .read(|r| r.setting(weir_blob::BLOB_URL_SETTING))
         .await
         .map_err(|e| e.message().to_string())?;
-    let payloads = weir_blob::Payloads::of_state(app.state_dir(), recorded.as_deref())
-        .map_err(|e| e.to_string())?;
+    let payloads = app.payload_store(recorded.as_deref())?;
     let blobs = payloads.blobs().map_err(|e| match e {
         weir_blob::Error::Missing { store, .. } => weir_blob::Error::Missing {
             key: key.to_string(),

@@ -22,18 +22,22 @@
 //!   ([`PostgresOptions::readers`]); a connection found closed is opened again.
 //! - The store runs its connections on a runtime of its own (two threads), so it works from any
 //!   caller: async code on any runtime, or blocking code.
+//! - The web UI reads through [`PostgresReadModel`] ([`PostgresStore::read_model`]), the
+//!   PostgreSQL implementation of [`weir_store::ReadModel`]: the same queries as SQLite's
+//!   `UiReader`, on a few connections of its own (opened when first needed).
 //!
 //! ## Not yet
-//! - It is not wired into the engine or the CLI (`weir_store::open` still opens SQLite).
+//! - Only cluster mode uses it (`weir serve`); the embedded engine's `weir_store::open` opens
+//!   SQLite.
 //! - No TLS (`NoTls` only), no statement timeouts, no retry of a batch that failed on a
 //!   serialization error or a lost connection: its tickets get the error (as with SQLite).
-//! - The read model of the UI (`weir_store::UiReader`) is SQLite-only.
 
 mod batched;
 mod queue;
 mod reads;
 mod rows;
 mod schema;
+mod ui;
 mod writer;
 
 use std::collections::HashMap;
@@ -51,6 +55,7 @@ use weir_store::{
 };
 
 pub use schema::SCHEMA_VERSION;
+pub use ui::PostgresReadModel;
 use writer::Cmd;
 
 /// Options of the PostgreSQL store.

@@ -6,7 +6,6 @@
 //! another. A server that cannot be reached fails the tests (it does not skip them).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use weir_core::{ActionId, ActionStatus};
 use weir_store::{Error, Store};
@@ -15,75 +14,9 @@ use weir_store_postgres::{PostgresOptions, PostgresStore, SCHEMA_VERSION};
 #[path = "../../weir-store/tests/suite/mod.rs"]
 mod suite;
 
-fn url() -> String {
-    std::env::var("WEIR_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
+mod pg;
 
-/// A fresh schema, dropped when the fixture is.
-struct Postgres {
-    schema: String,
-}
-
-impl Postgres {
-    fn new() -> Postgres {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let schema = format!(
-            "t_{}_{}_{}",
-            std::process::id(),
-            nanos % 1_000_000_000_000,
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        Postgres { schema }
-    }
-
-    fn options(&self) -> PostgresOptions {
-        PostgresOptions {
-            schema: Some(self.schema.clone()),
-            readers: 2,
-            ..PostgresOptions::default()
-        }
-    }
-
-    fn connect(&self) -> PostgresStore {
-        PostgresStore::connect(&url(), self.options()).unwrap_or_else(|e| {
-            panic!(
-                "the PostgreSQL store's tests need a PostgreSQL server at {} (set WEIR_TEST_POSTGRES to use another): {e}",
-                url()
-            )
-        })
-    }
-
-    /// Runs SQL on a connection of its own (outside any test runtime).
-    fn sql(&self, sql: String) {
-        let url = url();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                    .await
-                    .expect("connect to PostgreSQL");
-                tokio::spawn(conn);
-                client.batch_execute(&sql).await.expect(&sql);
-            })
-        })
-        .join()
-        .unwrap();
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        self.sql(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
-    }
-}
+use pg::{Postgres, url};
 
 impl suite::Fixture for Postgres {
     fn name(&self) -> &'static str {

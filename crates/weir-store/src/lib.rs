@@ -35,8 +35,8 @@ pub use records::{
 pub use sqlite::{SCHEMA_VERSION, SqliteStore, StoreOptions};
 pub use ticket::{Promise, Ticket};
 pub use ui::{
-    ReadModel, STATUSES, StatusCounts, UiAction, UiActionDetail, UiActivity, UiEnvUsage, UiGroup,
-    UiLane, UiReader, UiRun, UiRunFilter, open_read_model,
+    ActivityBuilder, ActivityRow, ReadModel, STATUSES, StatusCounts, UiAction, UiActionDetail,
+    UiActivity, UiEnvUsage, UiGroup, UiLane, UiReader, UiRun, UiRunFilter, open_read_model,
 };
 
 /// A store failure.

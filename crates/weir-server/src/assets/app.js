@@ -1,7 +1,8 @@
 // weir UI: plain JS, no build step. Routes live in the URL fragment:
 //   #/                      runs
 //   #/runs/NAME             a run: action tree + detail, or timeline (#/runs/NAME/timeline)
-// Everything comes from the JSON API under /api (see crates/weir-server/API.md), which never
+// Everything comes from the JSON API under api/ (relative: the UI may be mounted under a path,
+// as `weir serve` mounts it under /ui/; see crates/weir-server/API.md), which never
 // answers more than a page: the tree is virtualized and fetches pages of rows on demand.
 'use strict';
 
@@ -69,7 +70,7 @@ function chips(counts) {
     h('span', { class: 'chip' }, h('i', { style: `background:${COLORS[s]}` }), `${s} ${fmtN(counts[s])}`)));
 }
 async function api(path) {
-  const res = await fetch(`/api${path}`);
+  const res = await fetch(`api${path}`);
   let body;
   try { body = await res.json(); } catch { body = { error: `HTTP ${res.status}` }; }
   if (!res.ok) throw new Error(body.error || `HTTP ${res.status}`);
@@ -494,7 +495,7 @@ class RunPage {
   listen() {
     if (this.info.status !== 'running' && this.info.ended_at && Date.now() * 1000 - this.info.ended_at > 5e6) return;
     $live.hidden = false;
-    const es = new EventSource(`/api/runs/${enc(this.run)}/events`);
+    const es = new EventSource(`api/runs/${enc(this.run)}/events`);
     this.events = es;
     let lastRefresh = 0;
     let pending = null;

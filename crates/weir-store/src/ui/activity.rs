@@ -1,25 +1,37 @@
-//! The whole-run aggregation behind the timeline and the utilization chart, fed plain rows.
+//! The whole-run aggregation behind the timeline and the utilization chart, fed plain rows, so
+//! that every backend's [`super::ReadModel::run_activity`] computes the same lanes and buckets.
 
 use weir_core::ActionId;
 
-use super::{StatusCounts, UiActivity, UiEnvUsage, UiLane};
+use super::{StatusCounts, UiActivity, UiEnvUsage, UiLane, UiRun};
 
-/// One action as the aggregation needs it.
+/// One action as the aggregation needs it (the columns of the `actions` table).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct ActivityRow<'a> {
+pub struct ActivityRow<'a> {
+    /// Creation order (`seq`).
     pub seq: i64,
+    /// Action id.
     pub id: i64,
+    /// Parent id (the root is its own parent).
     pub parent: i64,
+    /// Group name.
     pub group: Option<&'a str>,
+    /// Full task name.
     pub task: &'a str,
+    /// Status code ([`weir_core::ActionStatus::code`]).
     pub status: i64,
+    /// Queue time (µs).
     pub queued_at: i64,
+    /// Start of the latest attempt (µs).
     pub started_at: Option<i64>,
+    /// End (µs).
     pub ended_at: Option<i64>,
 }
 
-/// Aggregates the rows of one run into lanes and per-environment busy time.
-pub(crate) struct ActivityBuilder {
+/// Aggregates the rows of one run into lanes and per-environment busy time: create it with
+/// [`ActivityBuilder::for_run`], [`ActivityBuilder::add`] every action of the run in creation
+/// order, then [`ActivityBuilder::finish`].
+pub struct ActivityBuilder {
     t1: i64,
     t0: i64,
     bucket_us: i64,
@@ -34,7 +46,17 @@ pub(crate) struct ActivityBuilder {
 }
 
 impl ActivityBuilder {
-    pub(crate) fn new(t0: i64, t1: i64, bucket_us: i64, buckets: usize) -> Self {
+    /// The aggregation of `run` in `buckets` equal time buckets from its creation to its end
+    /// (or `now`, while it runs).
+    pub fn for_run(run: &UiRun, buckets: usize, now: i64) -> Self {
+        let buckets = buckets.max(1);
+        let t0 = run.created_at;
+        let t1 = run.ended_at.unwrap_or(now).max(t0 + 1);
+        let bucket_us = ((t1 - t0) as f64 / buckets as f64).ceil().max(1.0) as i64;
+        Self::new(t0, t1, bucket_us, buckets)
+    }
+
+    fn new(t0: i64, t1: i64, bucket_us: i64, buckets: usize) -> Self {
         ActivityBuilder {
             t0,
             t1,
@@ -49,7 +71,7 @@ impl ActivityBuilder {
     }
 
     /// Adds one action.
-    pub(crate) fn add(&mut self, r: ActivityRow<'_>) {
+    pub fn add(&mut self, r: ActivityRow<'_>) {
         let ActivityRow {
             seq,
             id,
@@ -166,7 +188,8 @@ impl ActivityBuilder {
         }
     }
 
-    pub(crate) fn finish(mut self) -> UiActivity {
+    /// The lanes (by first start, then creation) and the environments (by name).
+    pub fn finish(mut self) -> UiActivity {
         let width = self.bucket_us as f64;
         for (usage, diff) in self.envs.iter_mut().zip(&self.covered) {
             let mut whole = 0;

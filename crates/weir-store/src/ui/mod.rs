@@ -8,14 +8,15 @@
 //! once and return a bounded summary (one lane per group, a fixed number of time buckets).
 //!
 //! [`ReadModel`] is what the UI reads through; [`UiReader`] is its SQLite implementation
-//! (`sqlite.rs`), and the whole-run aggregation (`activity.rs`) is fed plain rows, so a
-//! PostgreSQL read model shares it.
+//! (`sqlite.rs`; PostgreSQL's is in `weir-store-postgres`), and the whole-run aggregation
+//! ([`ActivityBuilder`]) is fed plain rows, so every backend shares it.
 
 mod activity;
 mod sqlite;
 
 use weir_core::{ActionId, ActionStatus, Failure};
 
+pub use activity::{ActivityBuilder, ActivityRow};
 pub use sqlite::UiReader;
 
 use crate::{ActionRecord, AttemptRecord, Page, Payload, Result, RunStatus};

@@ -319,12 +319,8 @@ impl ReadModel for UiReader {
     /// equal buckets from the run's creation to `t1` (its end, or `now`). Reads every action of
     /// the run once, in storage order, aggregating as it goes.
     fn run_activity(&self, run: &UiRun, buckets: usize, now: i64) -> Result<UiActivity> {
-        let buckets = buckets.max(1);
-        let t0 = run.created_at;
-        let t1 = run.ended_at.unwrap_or(now).max(t0 + 1);
-        let bucket_us = ((t1 - t0) as f64 / buckets as f64).ceil().max(1.0) as i64;
         self.with_conn(|conn| {
-            let mut activity = ActivityBuilder::new(t0, t1, bucket_us, buckets);
+            let mut activity = ActivityBuilder::for_run(run, buckets, now);
             if let Some(scan) = RunScan::plan(conn, run.id)? {
                 let mut st = conn.prepare_cached(&format!(
                     "SELECT seq, id, parent, grp, task, status, queued_at, started_at, ended_at

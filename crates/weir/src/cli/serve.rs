@@ -1,7 +1,8 @@
 //! `serve`: a replica of the control plane of cluster mode (SPEC §10.2), on PostgreSQL. It
 //! runs no user code: workers (`<binary> worker --server URL`) lease its actions over HTTP,
 //! clients (`<binary> run TASK --server URL`) submit runs. Start as many replicas as wanted on
-//! the same database: each serves every request.
+//! the same database: each serves every request. Each also serves the web UI under `/ui/`
+//! (reading PostgreSQL), behind the cluster token like every other route.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +15,11 @@ use weir_store_postgres::{PostgresOptions, PostgresStore};
 
 use super::cluster::{read_token, token_path};
 use super::{CliResult, Failure};
+
+/// Where the web UI is mounted (the control plane's own routes are `/v1/...` and `/metrics`).
+const UI_BASE: &str = "/ui";
+/// Connections of the UI's read model.
+const UI_CONNECTIONS: usize = 2;
 
 #[derive(Args, Debug)]
 pub(crate) struct ServeArgs {
@@ -56,6 +62,8 @@ pub(crate) async fn serve(state_dir: &Path, args: ServeArgs) -> CliResult {
         .await
         .map_err(Failure::other)?
         .map_err(Failure::other)?;
+    // The UI reads on connections of its own (at most 2, opened when first browsed).
+    let reads: Arc<dyn weir_store::ReadModel> = Arc::new(store.read_model(UI_CONNECTIONS));
     let store: Arc<dyn weir_store::Store> = Arc::new(store);
     let blobs = blob_store(store.as_ref(), state_dir, args.blobs.as_deref()).await?;
     let payloads = Payloads::new(blobs, weir_core::spec::DEFAULT_INLINE_STORE_THRESHOLD);
@@ -73,10 +81,20 @@ pub(crate) async fn serve(state_dir: &Path, args: ServeArgs) -> CliResult {
         "weir serve: listening on http://{addr} (state on PostgreSQL); cluster token in {}",
         token_file.display()
     );
+    // The token itself is not printed (logs are read by more people than should hold it).
+    eprintln!(
+        "weir serve: web UI at http://{addr}{UI_BASE}/ (log in once at http://{addr}{UI_BASE}/login with the cluster token)"
+    );
+    let router = plane.router().merge(weir_server::token_router(
+        reads,
+        &token,
+        UI_BASE,
+        weir_server::Options::default(),
+    ));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let served = axum::serve(listener, plane.router())
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;
     store.close().map_err(Failure::other)?;
