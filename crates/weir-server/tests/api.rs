@@ -485,7 +485,8 @@ async fn action_detail_timeline_utilization_and_events() {
     // the UI itself
     let (status, html, _) = get(&app, "/").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(html.as_str().unwrap().contains("/assets/app.js"));
+    // relative, so that the page works mounted under a path too (`weir serve`'s `/ui/`)
+    assert!(html.as_str().unwrap().contains("src=\"assets/app.js\""));
     let (status, js, _) = get(&app, "/assets/app.js").await;
     assert_eq!(status, StatusCode::OK);
     assert!(js.as_str().unwrap().contains("class Tree"));

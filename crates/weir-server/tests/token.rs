@@ -36,6 +36,14 @@ async fn app() -> (tempfile::TempDir, Router) {
         .await
         .unwrap();
     assert_eq!(out, 10_000);
+    // As `serve` does: the object store is recorded in the state (an embedded state records
+    // one only when it is not `<state-dir>/blobs`).
+    let blobs = format!("file://{}", dir.path().join("blobs").display());
+    let store = runner.engine().store();
+    store
+        .set_setting(weir_blob::BLOB_URL_SETTING, &blobs)
+        .await
+        .unwrap();
     runner.engine().flush().unwrap();
     let reads = Arc::new(weir_store::UiReader::open(dir.path()).unwrap());
     let router = weir_server::token_router(reads, TOKEN, "/ui", weir_server::Options::default());
