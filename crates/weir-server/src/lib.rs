@@ -20,8 +20,10 @@
 //! 1 000 000-action run does not keep the machine busy. An action's payloads are shown as
 //! bounded previews (the first 256 KiB of the payload read, at most 64 KiB of JSON written from
 //! it), at most [`Options::payload_reads`] at once, on the request's own future so that a client
-//! that goes stops the work. Requests whose `Host` is not the listening address are refused
-//! (421), against DNS rebinding. The UI (plain HTML, CSS and JS) is compiled into the binary.
+//! that goes stops the work. `weir ui` refuses requests whose `Host` is not the listening
+//! address (421), against DNS rebinding; [`token_router`] needs the token instead. The UI (plain
+//! HTML, CSS and JS) is compiled into the binary; its links are relative, so it works mounted
+//! under a path.
 //!
 //! The API reference follows (also in `crates/weir-server/API.md`).
 //!
@@ -109,13 +111,18 @@ pub fn router_with(state_dir: &Path, addr: SocketAddr, options: Options) -> axum
 /// let app = other.merge(weir_server::token_router(reads, "TOKEN", "/ui", Default::default()));
 /// # }
 /// ```
+///
+/// # Panics
+/// If `base` is empty or `/` (the UI would take every path of the server it is merged into).
 pub fn token_router(
     reads: Arc<dyn weir_store::ReadModel>,
     token: &str,
     base: &str,
     options: Options,
 ) -> axum::Router {
-    let base = format!("/{}", base.trim_matches('/'));
+    let base = base.trim_matches('/');
+    assert!(!base.is_empty(), "mount the UI under a path, e.g. /ui");
+    let base = format!("/{base}");
     let auth = auth::TokenAuth::new(token, &base);
     let login = axum::Router::new()
         .route(
