@@ -33,6 +33,7 @@
 //!   serialization error or a lost connection: its tickets get the error (as with SQLite).
 
 mod batched;
+mod conn;
 mod queue;
 mod reads;
 mod rows;
@@ -49,11 +50,12 @@ use tokio::sync::mpsc;
 use tokio_postgres::{Client, Config, NoTls};
 use weir_core::ActionId;
 use weir_store::{
-    ActionRecord, AttemptRecord, CacheEntry, Claim, Error, Lease, NewRun, Page, Promise,
-    QueuedAttempt, Reaped, Result, RunFilter, RunId, RunRecord, RunSummary, Store, StoreFuture,
-    Ticket, WorkerRecord, WriteOp,
+    ActionRecord, AttemptRecord, CacheEntry, Claim, Error, Lease, NewRun, Page, QueuedAttempt,
+    Reaped, Result, RunFilter, RunId, RunRecord, RunSummary, Staged, Store, StoreFuture, Ticket,
+    WorkerRecord, WriteOp,
 };
 
+use conn::Conn;
 pub use schema::SCHEMA_VERSION;
 pub use ui::PostgresReadModel;
 use writer::Cmd;
@@ -63,7 +65,8 @@ use writer::Cmd;
 pub struct PostgresOptions {
     /// Most writes in one transaction. Default 20 000.
     pub max_batch: usize,
-    /// Connections for reads, claims and queue operations (the writer has one more). Default 4.
+    /// Connections for reads, claims and queue operations (the writer, and the queue operations
+    /// whose commits need not wait for the disk, have one more each). Default 4.
     pub readers: usize,
     /// The schema weir's tables live in (created if missing; letters, digits and `_` only).
     /// Default: the connection's current schema (`search_path`, usually `public`).
@@ -88,7 +91,14 @@ pub(crate) struct Inner {
     config: Config,
     /// The server, database and schema, for messages.
     what: String,
-    readers: Vec<tokio::sync::Mutex<Client>>,
+    readers: Vec<tokio::sync::Mutex<Conn>>,
+    /// The connection of queue operations whose loss in a crash of the database is harmless
+    /// (leases, heartbeats, the reaper): its commits do not wait for the disk
+    /// (`synchronous_commit = off`; see [`Inner::relaxed`]).
+    relaxed: Vec<tokio::sync::Mutex<Conn>>,
+    relaxed_config: Config,
+    /// The writer's: commits that wait for the disk only when asked.
+    pub(crate) writer_config: Config,
     next: AtomicUsize,
     claims: Claims,
 }
@@ -143,24 +153,44 @@ impl Inner {
     }
 
     /// A pooled connection (opened again if it was closed).
-    pub(crate) async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Client>> {
-        let n = self.readers.len();
+    pub(crate) async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Conn>> {
+        self.acquire(&self.readers, &self.config).await
+    }
+
+    /// The connection whose commits do not wait for the disk, for queue operations a crash of
+    /// the database may undo without harm: a lease lost is granted again (and the first
+    /// holder's completion refused: fencing), a heartbeat or a reaping lost is done again. It
+    /// is never used for what is acknowledged as accepted (results, new actions, runs): those
+    /// go through the writer, whose commits do wait, and a later waiting commit makes every
+    /// earlier one durable too.
+    pub(crate) async fn relaxed(&self) -> Result<tokio::sync::MutexGuard<'_, Conn>> {
+        self.acquire(&self.relaxed, &self.relaxed_config).await
+    }
+
+    async fn acquire<'a>(
+        &self,
+        pool: &'a [tokio::sync::Mutex<Conn>],
+        config: &Config,
+    ) -> Result<tokio::sync::MutexGuard<'a, Conn>> {
+        let n = pool.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let mut guard = None;
         for i in 0..n {
-            if let Ok(g) = self.readers[(start + i) % n].try_lock() {
+            if let Ok(g) = pool[(start + i) % n].try_lock() {
                 guard = Some(g);
                 break;
             }
         }
         let mut guard = match guard {
             Some(g) => g,
-            None => self.readers[start].lock().await,
+            None => pool[start].lock().await,
         };
         if guard.is_closed() {
-            *guard = open_client(&self.config)
-                .await
-                .map_err(self.err("reconnecting"))?;
+            *guard = Conn::new(
+                open_client(config)
+                    .await
+                    .map_err(self.err("reconnecting"))?,
+            );
         }
         Ok(guard)
     }
@@ -235,16 +265,30 @@ impl PostgresStore {
             };
             let mut first = open_client(&config).await.map_err(cannot_connect)?;
             schema::migrate(&mut first, options.schema.as_deref(), &what).await?;
-            let writer = open_client(&config).await.map_err(cannot_connect)?;
-            let mut readers = vec![tokio::sync::Mutex::new(first)];
+            // The writer's commits wait for the disk only where someone waits for that
+            // (`writer::transact`); the relaxed connection's never do.
+            let with = |extra: &str| {
+                let mut c = config.clone();
+                c.options(format!("{} {extra}", config.get_options().unwrap_or("")).trim());
+                c
+            };
+            let writer_config = with("-c synchronous_commit=off");
+            let relaxed_config =
+                with("-c synchronous_commit=off -c plan_cache_mode=force_custom_plan");
+            let writer = open_client(&writer_config).await.map_err(cannot_connect)?;
+            let mut readers = vec![tokio::sync::Mutex::new(Conn::new(first))];
             for _ in 1..options.readers.max(1) {
                 let c = open_client(&config).await.map_err(cannot_connect)?;
-                readers.push(tokio::sync::Mutex::new(c));
+                readers.push(tokio::sync::Mutex::new(Conn::new(c)));
             }
+            let relaxed = open_client(&relaxed_config).await.map_err(cannot_connect)?;
             let inner = Arc::new(Inner {
                 config,
                 what,
                 readers,
+                relaxed: vec![tokio::sync::Mutex::new(Conn::new(relaxed))],
+                relaxed_config,
+                writer_config,
                 next: AtomicUsize::new(0),
                 claims: Claims::default(),
             });
@@ -289,14 +333,19 @@ impl PostgresStore {
         flushed
     }
 
-    fn queue(&self, op: WriteOp, promise: Option<Promise>) {
-        let cmd = Cmd::Write(op, promise);
+    fn queue(&self, cmd: Cmd) {
         let refused = match &*self.writer.lock() {
             Some(tx) => tx.send(cmd).err().map(|e| e.0),
             None => Some(cmd),
         };
-        if let Some(Cmd::Write(_, Some(promise))) = refused {
-            promise.resolve(Err(Arc::new(Error::WriterGone)));
+        let gone = || Err(Arc::new(Error::WriterGone));
+        match refused {
+            Some(Cmd::Write(_, Some(promise)) | Cmd::Sync(promise)) => promise.resolve(gone()),
+            Some(Cmd::Staged(_, visible, durable)) => {
+                visible.resolve(gone());
+                durable.resolve(gone());
+            }
+            Some(Cmd::Write(_, None)) | None => {}
         }
     }
 
@@ -328,13 +377,22 @@ impl Drop for PostgresStore {
 
 impl Store for PostgresStore {
     fn write(&self, op: WriteOp) {
-        self.queue(op, None);
+        self.queue(Cmd::Write(op, None));
     }
 
     fn commit(&self, op: WriteOp) -> Ticket {
         let (ticket, promise) = Ticket::new();
-        self.queue(op, Some(promise));
+        self.queue(Cmd::Write(op, Some(promise)));
         ticket
+    }
+
+    /// The commit does not wait for the disk; `durable` resolves after a later commit that
+    /// does (one for all that wait, on a connection of its own).
+    fn commit_staged(&self, op: WriteOp) -> Staged {
+        let (visible, v) = Ticket::new();
+        let (durable, d) = Ticket::new();
+        self.queue(Cmd::Staged(op, v, d));
+        Staged { visible, durable }
     }
 
     fn sync(&self) -> Ticket {

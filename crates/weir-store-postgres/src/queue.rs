@@ -51,7 +51,7 @@ impl Inner {
         now: i64,
         ttl_us: i64,
     ) -> Result<Vec<Lease>> {
-        let client = self.client().await?;
+        let client = self.relaxed().await?;
         let expires_at = now + ttl_us;
         let rows = client
             .query(
@@ -133,7 +133,7 @@ impl Inner {
     }
 
     pub(crate) async fn release_unreceived(&self, worker: &str, received: u64) -> Result<u64> {
-        let client = self.client().await?;
+        let client = self.relaxed().await?;
         client
             .execute(
                 "UPDATE queue SET lease = NULL, worker = NULL, expires_at = NULL
@@ -152,7 +152,7 @@ impl Inner {
         now: i64,
         ttl_us: i64,
     ) -> Result<Vec<(Lease, Option<weir_store::ActionRecord>)>> {
-        let client = self.client().await?;
+        let client = self.relaxed().await?;
         let expires_at = now + ttl_us;
         let cols: Vec<String> = crate::rows::ACTION_COLUMNS
             .split(", ")
@@ -235,7 +235,7 @@ impl Inner {
 
     pub(crate) async fn heartbeat(&self, worker: &str, now: i64, ttl_us: i64) -> Result<u64> {
         let e = self.err("recording a heartbeat");
-        let mut client = self.client().await?;
+        let mut client = self.relaxed().await?;
         let tx = client.transaction().await.map_err(&e)?;
         tx.execute(
             "UPDATE workers SET seen_at = $2 WHERE id = $1",
@@ -269,7 +269,7 @@ impl Inner {
 
     pub(crate) async fn reap(&self, now: i64, max_system_retries: u32) -> Result<Reaped> {
         let e = self.err("reaping expired leases");
-        let mut client = self.client().await?;
+        let mut client = self.relaxed().await?;
         let tx = client.transaction().await.map_err(&e)?;
         let max = max_system_retries as i64;
         let gave_up = tx

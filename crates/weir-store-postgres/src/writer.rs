@@ -22,6 +22,8 @@ use crate::{Inner, open_client};
 pub(crate) enum Cmd {
     /// A write, and the promise of its ticket if someone waits for it.
     Write(WriteOp, Option<Promise>),
+    /// A write seen before it is on disk: the promises of its visible and durable tickets.
+    Staged(WriteOp, Promise, Promise),
     /// Resolves once everything before it is committed.
     Sync(Promise),
 }
@@ -29,8 +31,23 @@ pub(crate) enum Cmd {
 impl Cmd {
     fn is_awaited(&self) -> bool {
         match self {
-            Cmd::Write(_, Some(p)) | Cmd::Sync(p) => !p.is_abandoned(),
+            Cmd::Write(_, Some(p)) | Cmd::Sync(p) | Cmd::Staged(_, p, _) => !p.is_abandoned(),
             Cmd::Write(_, None) => false,
+        }
+    }
+
+    /// Whether someone waits for this write to be on disk when its commit returns.
+    fn needs_disk(&self) -> bool {
+        match self {
+            Cmd::Write(_, Some(p)) | Cmd::Sync(p) => !p.is_abandoned(),
+            Cmd::Write(_, None) | Cmd::Staged(..) => false,
+        }
+    }
+
+    pub(crate) fn op(&self) -> Option<&WriteOp> {
+        match self {
+            Cmd::Write(op, _) | Cmd::Staged(op, _, _) => Some(op),
+            Cmd::Sync(_) => None,
         }
     }
 }
@@ -65,6 +82,8 @@ pub(crate) async fn run(
     max_batch: usize,
 ) {
     let mut statements = Statements::default();
+    let (flushes, flush_rx) = mpsc::unbounded_channel();
+    tokio::spawn(flusher(inner.clone(), flush_rx));
     while let Some(first) = rx.recv().await {
         let mut awaited = first.is_awaited();
         let mut batch = vec![first];
@@ -95,7 +114,7 @@ pub(crate) async fn run(
             }
         }
         if client.is_closed() {
-            match open_client(&inner.config).await {
+            match open_client(&inner.writer_config).await {
                 Ok(c) => {
                     client = c;
                     statements = Statements::default();
@@ -103,33 +122,90 @@ pub(crate) async fn run(
                 Err(e) => {
                     let err = Arc::new(inner.err("reconnecting the writer")(e));
                     tracing::error!(error = %err, ops = batch.len(), "state commit failed");
-                    resolve(batch, &HashMap::new(), Err(err));
+                    resolve(batch, &HashMap::new(), Err(err), true, &flushes);
                     continue;
                 }
             }
         }
         let mut lost = HashMap::new();
-        let result = transact(&inner, &mut client, &mut statements, &batch, &mut lost)
-            .await
-            .map_err(|e| Arc::new(inner.err("committing writes")(e)));
+        let on_disk = batch.iter().any(Cmd::needs_disk);
+        let result = transact(
+            &inner,
+            &mut client,
+            &mut statements,
+            &batch,
+            &mut lost,
+            on_disk,
+        )
+        .await
+        .map_err(|e| Arc::new(inner.err("committing writes")(e)));
         if let Err(e) = &result {
             tracing::error!(error = %e, ops = batch.len(), "state commit failed");
             // A failed statement may have left a prepared one unknown to the server.
             statements = Statements::default();
         }
-        resolve(batch, &lost, result);
+        resolve(batch, &lost, result, on_disk, &flushes);
     }
 }
 
-fn resolve(batch: Vec<Cmd>, lost: &HashMap<RunId, Arc<Error>>, result: Result<(), Arc<Error>>) {
+fn resolve(
+    batch: Vec<Cmd>,
+    lost: &HashMap<RunId, Arc<Error>>,
+    result: Result<(), Arc<Error>>,
+    on_disk: bool,
+    flusher: &mpsc::UnboundedSender<Promise>,
+) {
     for cmd in batch {
+        let refusal = cmd.op().and_then(|op| op.run()).and_then(|r| lost.get(&r));
+        let result = match refusal {
+            Some(refusal) => Err(refusal.clone()),
+            None => result.clone(),
+        };
         match cmd {
-            Cmd::Write(op, Some(promise)) => match op.run().and_then(|r| lost.get(&r)) {
-                Some(refusal) => promise.resolve(Err(refusal.clone())),
-                None => promise.resolve(result.clone()),
-            },
+            Cmd::Write(_, Some(promise)) | Cmd::Sync(promise) => promise.resolve(result),
             Cmd::Write(_, None) => {}
-            Cmd::Sync(promise) => promise.resolve(result.clone()),
+            Cmd::Staged(_, visible, durable) => {
+                visible.resolve(result.clone());
+                match result {
+                    Ok(()) if !on_disk => {
+                        if let Err(e) = flusher.send(durable) {
+                            e.0.resolve(Err(Arc::new(Error::WriterGone)));
+                        }
+                    }
+                    r => durable.resolve(r),
+                }
+            }
+        }
+    }
+}
+
+/// Makes commits that did not wait for the disk durable: on a connection of its own, a
+/// transaction that waits for the disk, which flushes every commit before it. One flush for
+/// all that waits. The transaction must write to the WAL, or PostgreSQL does not wait for its
+/// commit: a transactional logical message is such a write, and touches no table.
+async fn flusher(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Promise>) {
+    let mut client: Option<Client> = None;
+    while let Some(first) = rx.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(p) = rx.try_recv() {
+            waiting.push(p);
+        }
+        let flushed = async {
+            if client.as_ref().is_none_or(Client::is_closed) {
+                client = Some(open_client(&inner.config).await?);
+            }
+            let c = client.as_ref().expect("connected above");
+            c.simple_query("SELECT pg_logical_emit_message(true, 'weir.flush', '')")
+                .await
+                .map(|_| ())
+        }
+        .await
+        .map_err(|e| Arc::new(inner.err("flushing commits to disk")(e)));
+        if flushed.is_err() {
+            client = None;
+        }
+        for p in waiting {
+            p.resolve(flushed.clone());
         }
     }
 }
@@ -141,8 +217,15 @@ async fn transact(
     statements: &mut Statements,
     batch: &[Cmd],
     lost: &mut HashMap<RunId, Arc<Error>>,
+    on_disk: bool,
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
+    if on_disk {
+        // Someone waits for this commit to be on disk (the connection's commits do not: see
+        // `flusher`).
+        tx.batch_execute("SET LOCAL synchronous_commit = on")
+            .await?;
+    }
     // The runs of this batch this store claimed, with the epoch of its claim.
     let mine: Vec<(RunId, u64)> = {
         let claims = inner.claims.lock();
@@ -150,8 +233,7 @@ async fn transact(
         batch
             .iter()
             .filter_map(|cmd| match cmd {
-                Cmd::Write(op, _) => op.run(),
-                Cmd::Sync(_) => None,
+                cmd => cmd.op().and_then(WriteOp::run),
             })
             .filter(|run| seen.insert(*run))
             .filter_map(|run| claims.get(&run).map(|epoch| (run, *epoch)))
@@ -203,10 +285,10 @@ async fn apply_batch(
     batch: &[Cmd],
     lost: &HashMap<RunId, Arc<Error>>,
 ) -> Result<(), tokio_postgres::Error> {
-    let ops = batch.iter().filter_map(|cmd| match cmd {
-        Cmd::Write(op, _) if !op.run().is_some_and(|r| lost.contains_key(&r)) => Some(op),
-        _ => None,
-    });
+    let ops = batch
+        .iter()
+        .filter_map(Cmd::op)
+        .filter(|op| !op.run().is_some_and(|r| lost.contains_key(&r)));
     // Starts and ends of actions not inserted in this batch, gathered while consecutive into
     // one statement each (a second write of the same action closes the group).
     let mut group: Vec<&WriteOp> = Vec::new();

@@ -33,7 +33,7 @@ pub use records::{
     WorkerRecord, WriteOp, now_us,
 };
 pub use sqlite::{SCHEMA_VERSION, SqliteStore, StoreOptions};
-pub use ticket::{Promise, Ticket};
+pub use ticket::{Promise, Staged, Ticket};
 pub use ui::{
     ActivityBuilder, ActivityRow, ReadModel, STATUSES, StatusCounts, UiAction, UiActionDetail,
     UiActivity, UiEnvUsage, UiGroup, UiLane, UiReader, UiRun, UiRunFilter, open_read_model,
@@ -177,6 +177,17 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, op: WriteOp) -> Ticket;
     /// A ticket that resolves once every write queued before it is committed.
     fn sync(&self) -> Ticket;
+    /// Queues a write whose commit may be seen before it is on disk: [`Staged::visible`]
+    /// resolves once readers see it, [`Staged::durable`] once it would survive a crash of the
+    /// database. Whoever acts on what they saw early writes only after it, so a crash can undo
+    /// both but never keep the later write without the earlier one. By default (stores whose
+    /// commits are durable when seen) both resolve with the one commit.
+    fn commit_staged(&self, op: WriteOp) -> Staged {
+        Staged {
+            visible: self.commit(op),
+            durable: Ticket::ready(Ok(())),
+        }
+    }
     /// Commits what is queued and stops writing: later writes fail with
     /// [`Error::WriterGone`]. Leaves the state complete for the next process.
     fn close(&self) -> Result<()>;

@@ -21,6 +21,17 @@ enum State {
     Pending(oneshot::Receiver<Result<(), Arc<Error>>>),
 }
 
+/// The tickets of a write whose commit is seen before it is on disk
+/// ([`crate::Store::commit_staged`]). Await `visible` first: once it resolves, readers (and
+/// every later write) see the write; `durable` then resolves once its commit is on disk.
+#[derive(Debug)]
+pub struct Staged {
+    /// The commit, seen by readers.
+    pub visible: Ticket,
+    /// The commit, on disk (meaningful only after `visible` resolved).
+    pub durable: Ticket,
+}
+
 /// The writer's half of a [`Ticket`].
 #[derive(Debug)]
 pub struct Promise(oneshot::Sender<Result<(), Arc<Error>>>);

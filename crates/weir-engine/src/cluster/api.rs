@@ -346,11 +346,15 @@ impl WorkerApi for ClusterApi {
                     // A store that fails (restarting) is tried again for a minute before the
                     // caller gets the error.
                     let start = Instant::now();
+                    let mut call = call;
                     loop {
                         match api.admit(worker, call.clone()).await {
                             Ok(()) => break,
                             Err(e) if start.elapsed() < Duration::from_secs(60) => {
                                 tracing::warn!(action = %id, error = %e, "admitting a child call failed; trying again");
+                                // What failed may have been committed all the same (a commit
+                                // whose answer was lost, or not yet on disk): look first.
+                                call.check_store = true;
                                 tokio::time::sleep(Duration::from_millis(250)).await;
                             }
                             Err(e) => {

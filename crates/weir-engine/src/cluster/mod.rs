@@ -532,7 +532,7 @@ impl Inner {
             Ok((payload, bytes)) => (Ok(payload), Ok(serde_bytes::ByteBuf::from(bytes))),
             Err(f) => (Err(f.clone()), Err(child_failed(f))),
         };
-        let writes = crate::decide::finish_writes(crate::decide::Finish {
+        let mut writes = crate::decide::finish_writes(crate::decide::Finish {
             run,
             id,
             task,
@@ -543,18 +543,20 @@ impl Inner {
             ended_at: now_us(),
         })
         .map_err(system_failure)?;
-        let mut writes = writes;
         writes.extend(dequeue.map(|lease| WriteOp::Dequeue {
             run,
             action: id,
             lease,
         }));
-        self.commit(writes).await?;
+        // Seen before it is on disk: the waiting parent goes on at once, and whatever it writes
+        // next commits after this; the worker is answered once it is on disk.
+        let staged = self.commit_staged(writes);
+        staged.visible.await.map_err(system_failure)?;
         self.resolve((run, id), &delivered);
         if id == ActionId::ROOT {
             self.run_ended.notify_waiters();
         }
-        Ok(())
+        staged.durable.await.map_err(system_failure)
     }
 
     /// Writes an action row for a new call and queues its first attempt.
@@ -577,8 +579,9 @@ impl Inner {
         };
         let queue = attempt.env.clone();
         let now = now_us();
-        // The row and its queue entry commit together.
-        self.commit(vec![
+        // The row and its queue entry commit together; leased as soon as seen (a crash of the
+        // database before it is on disk fails `durable`, and the admission is tried again).
+        let staged = self.commit_staged(vec![
             WriteOp::InsertAction {
                 run: new.run,
                 id: new.id,
@@ -590,10 +593,20 @@ impl Inner {
                 queued_at: now,
             },
             WriteOp::Enqueue { attempt, due: now },
-        ])
-        .await?;
+        ]);
+        staged.visible.await.map_err(system_failure)?;
         self.queue_notify(&queue).notify_waiters();
-        Ok(())
+        staged.durable.await.map_err(system_failure)
+    }
+
+    /// Queues `writes` (at least one), the last one staged: see
+    /// [`weir_store::Store::commit_staged`].
+    fn commit_staged(&self, mut writes: Vec<WriteOp>) -> weir_store::Staged {
+        let last = writes.pop().expect("at least one write");
+        for op in writes {
+            self.store.write(op);
+        }
+        self.store.commit_staged(last)
     }
 }
 

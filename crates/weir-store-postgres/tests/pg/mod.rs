@@ -51,6 +51,27 @@ impl Postgres {
         })
     }
 
+    /// The first column of the first row `sql` returns, as text, on a connection of its own.
+    pub fn value(&self, sql: String) -> String {
+        let url = url();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect to PostgreSQL");
+                tokio::spawn(conn);
+                let row = client.query_one(&sql, &[]).await.expect(&sql);
+                row.get::<_, String>(0)
+            })
+        })
+        .join()
+        .unwrap()
+    }
+
     /// Runs SQL on a connection of its own (outside any test runtime).
     pub fn sql(&self, sql: String) {
         let url = url();

@@ -67,6 +67,7 @@ macro_rules! all_conformance_tests {
             workers_are_recorded_and_heartbeats_refresh_them,
             an_abort_cancels_the_live_actions_queued_before_it_and_a_run_finishes,
             queue_entries_show_their_lease_and_later_attempts_wait_for_their_time,
+            a_staged_write_is_seen_then_durable_and_keeps_its_order,
         );
     };
 }
@@ -867,4 +868,27 @@ pub async fn an_abort_cancels_the_live_actions_queued_before_it_and_a_run_finish
             .unwrap()
             .is_empty()
     );
+}
+
+pub async fn a_staged_write_is_seen_then_durable_and_keeps_its_order(fx: &dyn Fixture) {
+    let backend = fx.name();
+    let store = fx.open();
+    let (run, _) = store.create_run(new_run("staged", "me")).await.unwrap();
+    store.write(insert(run.id, 5));
+    let staged = store.commit_staged(finish(run.id, 5, ActionStatus::Succeeded, Some(4)));
+    staged.visible.await.unwrap();
+    // Seen by another connection once `visible` resolved.
+    let other = fx.open_reader();
+    let rec = other.action(run.id, ActionId(5)).await.unwrap().unwrap();
+    assert_eq!(rec.status, ActionStatus::Succeeded, "{backend}");
+    assert_eq!(rec.output, Some(Payload::Inline(vec![4])), "{backend}");
+    staged.durable.await.unwrap();
+    // A write queued after a staged one commits after it (never the later without the earlier).
+    let staged = store.commit_staged(insert(run.id, 6));
+    let ticket = store.commit(finish(run.id, 6, ActionStatus::Failed, None));
+    ticket.await.unwrap();
+    staged.visible.await.unwrap();
+    staged.durable.await.unwrap();
+    let rec = other.action(run.id, ActionId(6)).await.unwrap().unwrap();
+    assert_eq!(rec.status, ActionStatus::Failed, "{backend}");
 }
