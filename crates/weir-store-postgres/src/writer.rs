@@ -232,9 +232,7 @@ async fn transact(
         let mut seen = HashSet::new();
         batch
             .iter()
-            .filter_map(|cmd| match cmd {
-                cmd => cmd.op().and_then(WriteOp::run),
-            })
+            .filter_map(|cmd| cmd.op().and_then(WriteOp::run))
             .filter(|run| seen.insert(*run))
             .filter_map(|run| claims.get(&run).map(|epoch| (run, *epoch)))
             .collect()

@@ -37,10 +37,7 @@ fn insert(run: weir_store::RunId, id: u64) -> WriteOp {
 async fn a_staged_write_is_on_disk_when_its_durable_ticket_resolves() {
     let pg = Postgres::new();
     let store = pg.connect();
-    let (run, _) = store
-        .create_run(new_run())
-        .await
-        .unwrap();
+    let (run, _) = store.create_run(new_run()).await.unwrap();
     for id in 1..=5 {
         let staged = store.commit_staged(insert(run.id, id));
         staged.visible.await.unwrap();
@@ -55,4 +52,3 @@ async fn a_staged_write_is_on_disk_when_its_durable_ticket_resolves() {
         );
     }
 }
-
