@@ -557,14 +557,14 @@ impl Store for PostgresStore {
         worker: &'a str,
         env: &'a str,
         max: u32,
-        now: i64,
-        ttl_us: i64,
+        (now, ttl_us): (i64, i64),
+        received: Option<u64>,
     ) -> StoreFuture<'a, Vec<(Lease, Option<ActionRecord>)>> {
         let inner = self.inner.clone();
         let (worker, env) = (worker.to_string(), env.to_string());
         self.spawn(async move {
             inner
-                .lease_with_actions(&worker, &env, max, now, ttl_us)
+                .lease_with_actions(&worker, &env, max, (now, ttl_us), received)
                 .await
         })
     }

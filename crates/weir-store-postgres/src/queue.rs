@@ -149,8 +149,8 @@ impl Inner {
         worker: &str,
         env: &str,
         max: u32,
-        now: i64,
-        ttl_us: i64,
+        (now, ttl_us): (i64, i64),
+        received: Option<u64>,
     ) -> Result<Vec<(Lease, Option<weir_store::ActionRecord>)>> {
         let client = self.relaxed().await?;
         let expires_at = now + ttl_us;
@@ -159,7 +159,10 @@ impl Inner {
             .map(|c| format!("a.{c}"))
             .collect();
         let sql = format!(
-            "WITH picked AS (
+            "WITH released AS (
+               UPDATE queue SET lease = NULL, worker = NULL, expires_at = NULL
+               WHERE worker = $3 AND lease > $6),
+             picked AS (
                SELECT run, action FROM queue WHERE env = $1 AND lease IS NULL AND enqueued_at <= $5
                ORDER BY enqueued_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED),
              leased AS (
@@ -174,7 +177,17 @@ impl Inner {
             cols.join(", ")
         );
         let rows = client
-            .query(&sql, &[&env, &(max as i64), &worker, &expires_at, &now])
+            .query(
+                &sql,
+                &[
+                    &env,
+                    &(max as i64),
+                    &worker,
+                    &expires_at,
+                    &now,
+                    &received.map(|r| r as i64),
+                ],
+            )
             .await
             .map_err(self.err("leasing attempts"))?;
         Ok(rows

@@ -261,16 +261,20 @@ pub trait Store: Send + Sync + 'static {
     /// come one request at a time, and lease ids only grow). Returns how many.
     fn release_unreceived<'a>(&'a self, worker: &'a str, received: u64) -> StoreFuture<'a, u64>;
     /// [`Store::lease`], each leased attempt with its action's row and inputs (`None` when the
-    /// row is missing). The default reads the rows one by one; a backend may do it at once.
+    /// row is missing); first, with `received`, [`Store::release_unreceived`]. The default
+    /// does it step by step; a backend may do it at once.
     fn lease_with_actions<'a>(
         &'a self,
         worker: &'a str,
         env: &'a str,
         max: u32,
-        now: i64,
-        ttl_us: i64,
+        (now, ttl_us): (i64, i64),
+        received: Option<u64>,
     ) -> StoreFuture<'a, Vec<(Lease, Option<ActionRecord>)>> {
         Box::pin(async move {
+            if let Some(received) = received {
+                self.release_unreceived(worker, received).await?;
+            }
             let leases = self.lease(worker, env, max, now, ttl_us).await?;
             let mut out = Vec::with_capacity(leases.len());
             for l in leases {

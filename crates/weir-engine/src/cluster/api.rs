@@ -203,14 +203,8 @@ impl WorkerApi for ClusterApi {
             let deadline = Instant::now() + inner.options.long_poll;
             let notify = inner.queue_notify(&me.queue);
             // Leases of an earlier answer that never reached the worker (its replica died
-            // while answering) go back to the queue.
-            if let Some(received) = req.received {
-                inner
-                    .store
-                    .release_unreceived(&req.worker, received)
-                    .await
-                    .map_err(|e| refused("lease", Refusal::Internal, e.to_string()))?;
-            }
+            // while answering) go back to the queue, with the first lease query.
+            let mut received = req.received;
             loop {
                 // Armed before the queue is read: an enqueue meanwhile wakes it.
                 let wake = notify.notified();
@@ -219,7 +213,13 @@ impl WorkerApi for ClusterApi {
                 // The leases with their actions' rows: one round trip.
                 let leases = inner
                     .store
-                    .lease_with_actions(&req.worker, &me.queue, req.max.max(1), now_us(), ttl)
+                    .lease_with_actions(
+                        &req.worker,
+                        &me.queue,
+                        req.max.max(1),
+                        (now_us(), ttl),
+                        received.take(),
+                    )
                     .await
                     .map_err(|e| refused("lease", Refusal::Internal, e.to_string()))?;
                 if !leases.is_empty() {

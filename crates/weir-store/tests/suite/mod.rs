@@ -589,7 +589,7 @@ pub async fn queue_entries_show_their_lease_and_later_attempts_wait_for_their_ti
     store.enqueue(queued(run.id, 7, "io"), 0).await.unwrap();
     store.enqueue(queued(run.id, 8, "io"), 0).await.unwrap();
     let both = store
-        .lease_with_actions("a", "io", 10, 0, 100)
+        .lease_with_actions("a", "io", 10, (0, 100), None)
         .await
         .unwrap();
     assert_eq!(both.len(), 2, "{backend}");
@@ -615,8 +615,26 @@ pub async fn queue_entries_show_their_lease_and_later_attempts_wait_for_their_ti
         Some((with_row.id, "a".to_string())),
         "{backend}"
     );
-    for l in &both {
-        store.complete(l.0.id, "a").await.unwrap();
+    // A lease request saying the worker received only the first lease puts the second back
+    // (it may be leased again at once, under a new lease id).
+    let again = store
+        .lease_with_actions("a", "io", 10, (0, 100), Some(both[0].0.id))
+        .await
+        .unwrap();
+    let second = store
+        .queue_entry(run.id, ActionId(8))
+        .await
+        .unwrap()
+        .expect("action 8 is still queued");
+    assert_ne!(
+        second.lease,
+        Some((both[1].0.id, "a".to_string())),
+        "{backend}"
+    );
+    assert!(again.iter().all(|(l, _)| l.attempt.action == ActionId(8)));
+    store.complete(both[0].0.id, "a").await.unwrap();
+    for (l, _) in &again {
+        store.complete(l.id, "a").await.unwrap();
     }
     assert!(matches!(
         store.run(RunId(run.id.0 + 1000)).await,
