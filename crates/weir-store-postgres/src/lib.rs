@@ -12,6 +12,13 @@
 //!   for up to 2 ms to share a commit; actions queued, started and finished within one batch are
 //!   merged into one row and upserted with one multi-row statement. Tickets resolve after
 //!   `COMMIT`.
+//! - The writer's connection does not wait for the disk unless a batch holds a write someone
+//!   awaits with [`Store::commit`] or [`Store::sync`] (then `SET LOCAL synchronous_commit =
+//!   on`). A staged write ([`Store::commit_staged`]) resolves `visible` at `COMMIT` and
+//!   `durable` once a flusher connection has written to the WAL and waited for the disk, which
+//!   flushes every commit before it. Leases, heartbeats and the reaper run on a connection of
+//!   their own whose commits never wait (a lease lost in a crash is granted again; fencing
+//!   refuses the first holder). Reader connections prepare each statement once.
 //! - Run ownership: [`weir_store::Store::claim_run`] is a compare-and-set on the run's epoch.
 //!   The writer reads the epochs of the claimed runs a batch writes with `FOR SHARE` inside
 //!   its transaction, so a takeover cannot commit between the check and the writes; writes of a
