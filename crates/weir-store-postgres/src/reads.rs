@@ -38,6 +38,15 @@ impl Inner {
         )
         .await
         .map_err(&e)?;
+        if let Some(queue) = &run.queue {
+            tx.execute(
+                "INSERT INTO queue(run, action, attempt, env, task, enqueued_at)
+                 VALUES($1, 0, 1, $2, $3, $4)",
+                &[&id, queue, &run.task, &now],
+            )
+            .await
+            .map_err(&e)?;
+        }
         let row = tx
             .query_one(
                 &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"),

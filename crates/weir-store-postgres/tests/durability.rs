@@ -15,6 +15,7 @@ fn new_run() -> NewRun {
         inputs: weir_store::Payload::Inline(vec![1]),
         context: serde_json::json!({}),
         owner: "me".into(),
+        queue: None,
     }
 }
 

@@ -102,6 +102,7 @@ fn new_run(name: &str) -> NewRun {
         inputs: offloaded(&format!("{name}/0/inputs"), 70_000),
         context: serde_json::json!({"labels": {"team": "x"}, "limits": {"cpu": 4}}),
         owner: "me".into(),
+        queue: None,
     }
 }
 

@@ -85,6 +85,9 @@ pub struct NewRun {
     pub context: serde_json::Value,
     /// The engine instance that creates (and first drives) the run.
     pub owner: String,
+    /// When set, the root's first attempt is queued in this queue by the same transaction
+    /// (cluster mode: a run is never created without its root queued).
+    pub queue: Option<String>,
 }
 
 /// A run as stored.

@@ -131,6 +131,7 @@ async fn a_resumed_root_replays_recorded_children_and_traces_and_runs_the_rest()
                 context: serde_json::json!({}),
                 // A process of this host that no longer exists.
                 owner: format!("pid {}", u32::MAX - 1),
+                queue: None,
             })
             .await
             .unwrap();

@@ -461,6 +461,11 @@ impl ControlPlane {
             action: &ActionId::ROOT,
         };
         let payload = inner.payloads.prepare(key, &sub.inputs);
+        let queue = spec::queue_name(&root.env, &sub.version);
+        // Inputs inside the row: the root is queued by the transaction that creates the run.
+        // Offloaded ones are written once the name is the run's (a replica dying before the
+        // root is queued leaves a run that never starts: not yet repaired).
+        let inline = matches!(payload, weir_store::Payload::Inline(_));
         let (record, _) = inner
             .store
             .create_run(NewRun {
@@ -469,25 +474,30 @@ impl ControlPlane {
                 inputs: payload.clone(),
                 context: recorded,
                 owner: inner.options.replica.clone(),
+                queue: inline.then(|| queue.clone()),
             })
             .await
             .map_err(|e| match e {
                 weir_store::Error::RunExists(_) => (StatusCode::CONFLICT, e.to_string()),
                 e => internal(e),
             })?;
-        inner
-            .payloads
-            .write(&payload, &sub.inputs)
-            .await
-            .map_err(internal)?;
-        let attempt = QueuedAttempt {
-            run: record.id,
-            action: ActionId::ROOT,
-            attempt: 1,
-            env: spec::queue_name(&root.env, &sub.version),
-            task: root.name.clone(),
-        };
-        inner.enqueue(attempt, now_us()).await.map_err(internal)?;
+        if inline {
+            inner.queue_notify(&queue).notify_waiters();
+        } else {
+            inner
+                .payloads
+                .write(&payload, &sub.inputs)
+                .await
+                .map_err(internal)?;
+            let attempt = QueuedAttempt {
+                run: record.id,
+                action: ActionId::ROOT,
+                attempt: 1,
+                env: queue,
+                task: root.name.clone(),
+            };
+            inner.enqueue(attempt, now_us()).await.map_err(internal)?;
+        }
         self.view(record, false).await
     }
 

@@ -77,6 +77,7 @@ impl Engine {
                 inputs: payload.clone(),
                 context: self.recorded_context(&context),
                 owner: self.inner.owner.to_string(),
+                queue: None,
             })
             .await?;
         self.inner.payloads.write(&payload, &inputs).await?;
@@ -123,6 +124,7 @@ impl Engine {
                 inputs: old.inputs.clone(),
                 context: recorded,
                 owner: self.inner.owner.to_string(),
+                queue: None,
             })
             .await?;
         let recover = recover.map(|force| RecoverFrom {

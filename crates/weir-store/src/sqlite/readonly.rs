@@ -252,6 +252,7 @@ mod tests {
             inputs: Payload::Inline(vec![0x90]),
             context: serde_json::json!({}),
             owner: "test".into(),
+            queue: None,
         }))
         .unwrap();
     }

@@ -34,6 +34,14 @@ impl SqliteStore {
             params![id, run.task, ActionStatus::Queued.code(), now, blob, reference],
         )
         .map_err(&e)?;
+        if let Some(queue) = &run.queue {
+            tx.execute(
+                "INSERT INTO queue(run, action, attempt, env, task, enqueued_at)
+                 VALUES(?1, 0, 1, ?2, ?3, ?4)",
+                params![id, queue, run.task, now],
+            )
+            .map_err(&e)?;
+        }
         tx.commit().map_err(&e)?;
         drop(conn);
         self.run_by_name_now(&run.name)

@@ -68,6 +68,7 @@ macro_rules! all_conformance_tests {
             an_abort_cancels_the_live_actions_queued_before_it_and_a_run_finishes,
             queue_entries_show_their_lease_and_later_attempts_wait_for_their_time,
             a_staged_write_is_seen_then_durable_and_keeps_its_order,
+            a_run_created_with_a_queue_has_its_root_queued_and_a_refused_one_queues_nothing,
         );
     };
 }
@@ -81,6 +82,7 @@ pub fn new_run(name: &str, owner: &str) -> NewRun {
         inputs: Payload::Inline(vec![1, 2, 3]),
         context: serde_json::json!({"labels": {}}),
         owner: owner.into(),
+        queue: None,
     }
 }
 
@@ -909,4 +911,49 @@ pub async fn a_staged_write_is_seen_then_durable_and_keeps_its_order(fx: &dyn Fi
     staged.durable.await.unwrap();
     let rec = other.action(run.id, ActionId(6)).await.unwrap().unwrap();
     assert_eq!(rec.status, ActionStatus::Failed, "{backend}");
+}
+
+pub async fn a_run_created_with_a_queue_has_its_root_queued_and_a_refused_one_queues_nothing(
+    fx: &dyn Fixture,
+) {
+    let backend = fx.name();
+    let store = fx.open();
+    let mut new = new_run("queued-root", "me");
+    new.queue = Some("env@v1".into());
+    let (run, _) = store.create_run(new).await.unwrap();
+    let entry = store
+        .queue_entry(run.id, ActionId::ROOT)
+        .await
+        .unwrap()
+        .expect("the root is queued with its run");
+    assert_eq!(
+        (
+            entry.attempt.attempt,
+            entry.attempt.env.as_str(),
+            entry.lease
+        ),
+        (1, "env@v1", None),
+        "{backend}"
+    );
+    assert_eq!(entry.attempt.task, "env.root", "{backend}");
+    // A second run of that name is refused and queues nothing more.
+    let mut again = new_run("queued-root", "me");
+    again.queue = Some("env@v1".into());
+    assert!(matches!(
+        store.create_run(again).await,
+        Err(Error::RunExists(_))
+    ));
+    let leased = store
+        .lease("w", "env@v1", 10, i64::MAX / 2, 100)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1, "{backend}");
+    assert_eq!(leased[0].attempt.run, run.id, "{backend}");
+    // Without a queue, nothing is queued.
+    let (plain, _) = store.create_run(new_run("plain", "me")).await.unwrap();
+    assert_eq!(
+        store.queue_entry(plain.id, ActionId::ROOT).await.unwrap(),
+        None,
+        "{backend}"
+    );
 }
