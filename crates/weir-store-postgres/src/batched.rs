@@ -3,17 +3,17 @@
 
 use std::collections::HashMap;
 
-use tokio_postgres::Transaction;
 use weir_core::ActionStatus;
 use weir_store::columns::payload_to_columns;
 use weir_store::{RunId, WriteOp};
 
+use crate::pipe::{Tx, params};
 use crate::rows::failure_json;
 use crate::writer::{Statements, apply};
 
 /// Applies starts (or ends) of distinct actions with one statement.
 pub(crate) async fn apply_group(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     statements: &mut Statements,
     group: &[&WriteOp],
 ) -> Result<(), tokio_postgres::Error> {
@@ -38,7 +38,7 @@ pub(crate) async fn apply_group(
             }
             let st = statements
                 .get(
-                    tx,
+                    tx.client(),
                     "UPDATE actions a SET status = $5, attempts = s.attempt, started_at = s.at
                      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])
                        AS s(run, id, attempt, at)
@@ -46,8 +46,7 @@ pub(crate) async fn apply_group(
                 )
                 .await?;
             let running = ActionStatus::Running.code();
-            tx.execute(&st, &[&run, &id, &attempt, &at, &running])
-                .await?;
+            tx.execute(st, params![&run, &id, &attempt, &at, &running]);
             Ok(())
         }
         _ => {
@@ -81,7 +80,7 @@ pub(crate) async fn apply_group(
             }
             let st = statements
                 .get(
-                    tx,
+                    tx.client(),
                     "UPDATE actions a SET status = f.status, output = f.output,
                        output_ref = f.output_ref, error = f.error, cache_hit = f.hit,
                        ended_at = f.ended
@@ -92,12 +91,11 @@ pub(crate) async fn apply_group(
                 )
                 .await?;
             tx.execute(
-                &st,
-                &[
-                    &cols.0, &cols.1, &cols.2, &blob, &reference, &error, &hit, &ended,
+                st,
+                params![
+                    &cols.0, &cols.1, &cols.2, &blob, &reference, &error, &hit, &ended
                 ],
-            )
-            .await?;
+            );
             Ok(())
         }
     }
@@ -107,7 +105,7 @@ pub(crate) async fn apply_group(
 /// enqueues (the last of each action's wins). The order between the two kinds does not
 /// change the result: a dequeue matches only the entry still under its lease.
 pub(crate) async fn apply_queue(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     statements: &mut Statements,
     ops: &[&WriteOp],
 ) -> Result<(), tokio_postgres::Error> {
@@ -135,13 +133,13 @@ pub(crate) async fn apply_queue(
     if !d_run.is_empty() {
         let st = statements
             .get(
-                tx,
+                tx.client(),
                 "DELETE FROM queue q USING unnest($1::bigint[], $2::bigint[], $3::bigint[])
                    AS d(run, action, lease)
                  WHERE q.run = d.run AND q.action = d.action AND q.lease = d.lease",
             )
             .await?;
-        tx.execute(&st, &[&d_run, &d_action, &d_lease]).await?;
+        tx.execute(st, params![&d_run, &d_action, &d_lease]);
     }
     if !e.is_empty() {
         let run: Vec<i64> = e.iter().map(|(a, _)| a.run.0).collect();
@@ -152,7 +150,7 @@ pub(crate) async fn apply_queue(
         let due: Vec<i64> = e.iter().map(|(_, d)| *d).collect();
         let st = statements
             .get(
-                tx,
+                tx.client(),
                 "INSERT INTO queue(run, action, attempt, env, task, enqueued_at)
                  SELECT run, action, attempt, env, task, due
                  FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
@@ -164,8 +162,7 @@ pub(crate) async fn apply_queue(
                    system_retries = 0",
             )
             .await?;
-        tx.execute(&st, &[&run, &action, &attempt, &env, &task, &due])
-            .await?;
+        tx.execute(st, params![&run, &action, &attempt, &env, &task, &due]);
     }
     Ok(())
 }

@@ -41,6 +41,7 @@
 
 mod batched;
 mod conn;
+mod pipe;
 mod queue;
 mod reads;
 mod rows;

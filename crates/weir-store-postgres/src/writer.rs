@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Statement, Transaction};
+use tokio_postgres::{Client, Statement};
 use weir_core::ActionStatus;
 use weir_store::columns::payload_to_columns;
 use weir_store::merge::{MergedRow, Step, plan};
 use weir_store::{ActionKind, Error, Promise, RunId, WriteOp};
 
 use crate::batched::{apply_group, apply_queue};
+use crate::pipe::{Tx, params};
 use crate::rows::failure_json;
 use crate::{Inner, open_client};
 
@@ -62,13 +62,13 @@ pub(crate) struct Statements(HashMap<&'static str, Statement>);
 impl Statements {
     pub(crate) async fn get(
         &mut self,
-        tx: &Transaction<'_>,
+        client: &Client,
         sql: &'static str,
     ) -> Result<Statement, tokio_postgres::Error> {
         if let Some(st) = self.0.get(sql) {
             return Ok(st.clone());
         }
-        let st = tx.prepare(sql).await?;
+        let st = client.prepare(sql).await?;
         self.0.insert(sql, st.clone());
         Ok(st)
     }
@@ -210,7 +210,7 @@ async fn flusher(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Promise>) {
     }
 }
 
-/// One transaction: the ownership check and the writes.
+/// One transaction: the ownership check and the writes, pipelined (`pipe.rs`).
 async fn transact(
     inner: &Inner,
     client: &mut Client,
@@ -219,13 +219,27 @@ async fn transact(
     lost: &mut HashMap<RunId, Arc<Error>>,
     on_disk: bool,
 ) -> Result<(), tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    if on_disk {
-        // Someone waits for this commit to be on disk (the connection's commits do not: see
-        // `flusher`).
-        tx.batch_execute("SET LOCAL synchronous_commit = on")
-            .await?;
+    let client: &Client = client;
+    let result = pipelined(inner, client, statements, batch, lost, on_disk).await;
+    if result.is_err() {
+        // Ends a transaction left open by an error before `COMMIT` was sent (a warning
+        // otherwise).
+        let _ = client.batch_execute("ROLLBACK").await;
     }
+    result
+}
+
+async fn pipelined(
+    inner: &Inner,
+    client: &Client,
+    statements: &mut Statements,
+    batch: &[Cmd],
+    lost: &mut HashMap<RunId, Arc<Error>>,
+    on_disk: bool,
+) -> Result<(), tokio_postgres::Error> {
+    // `synchronous_commit` on when someone waits for this commit to be on disk (the
+    // connection's commits do not wait: see `flusher`).
+    let mut tx = Tx::begin(client, on_disk);
     // The runs of this batch this store claimed, with the epoch of its claim.
     let mine: Vec<(RunId, u64)> = {
         let claims = inner.claims.lock();
@@ -243,7 +257,7 @@ async fn transact(
         // lands between the check and the writes.
         let st = statements
             .get(
-                &tx,
+                client,
                 "SELECT id, name, owner, epoch FROM runs WHERE id = ANY($1) ORDER BY id FOR SHARE",
             )
             .await?;
@@ -270,7 +284,7 @@ async fn transact(
             }
         }
     }
-    apply_batch(&tx, statements, batch, lost).await?;
+    apply_batch(&mut tx, statements, batch, lost).await?;
     tx.commit().await
 }
 
@@ -278,7 +292,7 @@ async fn transact(
 /// (`weir_store::merge`, one multi-row upsert per step), the others in place; the writes of
 /// runs lost to another owner left out.
 async fn apply_batch(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     statements: &mut Statements,
     batch: &[Cmd],
     lost: &HashMap<RunId, Arc<Error>>,
@@ -326,7 +340,7 @@ async fn apply_batch(
 
 /// Upserts merged rows with one statement (arrays unnested, in batch order).
 async fn upsert_rows(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     statements: &mut Statements,
     rows: &[MergedRow<'_>],
 ) -> Result<(), tokio_postgres::Error> {
@@ -373,7 +387,7 @@ async fn upsert_rows(
     }
     let st = statements
         .get(
-            tx,
+            tx.client(),
             "INSERT INTO actions(run, id, parent, task, grp, kind, status, attempts, queued_at,
                started_at, ended_at, cache_hit, inputs, inputs_ref, output, output_ref, error)
              SELECT run, id, parent, task, grp, kind, status, attempts, queued_at, started_at,
@@ -393,31 +407,33 @@ async fn upsert_rows(
                output = excluded.output, output_ref = excluded.output_ref, error = excluded.error",
         )
         .await?;
-    let params: [&(dyn ToSql + Sync); 17] = [
-        &run,
-        &id,
-        &parent,
-        &task,
-        &grp,
-        &kind,
-        &status,
-        &attempts,
-        &queued_at,
-        &started_at,
-        &ended_at,
-        &reused,
-        &inputs,
-        &inputs_ref,
-        &output,
-        &output_ref,
-        &error,
-    ];
-    tx.execute(&st, &params).await?;
+    tx.execute(
+        st,
+        params![
+            &run,
+            &id,
+            &parent,
+            &task,
+            &grp,
+            &kind,
+            &status,
+            &attempts,
+            &queued_at,
+            &started_at,
+            &ended_at,
+            &reused,
+            &inputs,
+            &inputs_ref,
+            &output,
+            &output_ref,
+            &error,
+        ],
+    );
     Ok(())
 }
 
 pub(crate) async fn apply(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     statements: &mut Statements,
     op: &WriteOp,
 ) -> Result<(), tokio_postgres::Error> {
@@ -431,8 +447,7 @@ pub(crate) async fn apply(
         WriteOp::PutCache(entry) => {
             let (blob, reference) = payload_to_columns(&entry.output);
             let st = statements
-                .get(
-                    tx,
+                .get(tx.client(),
                     "INSERT INTO cache(key, project, domain, task, version, output, output_ref, created_at)
                      VALUES($1, $2, $3, $4, $5, $6, $7, $8)
                      ON CONFLICT(key, project, domain) DO UPDATE SET task = excluded.task,
@@ -441,8 +456,8 @@ pub(crate) async fn apply(
                 )
                 .await?;
             tx.execute(
-                &st,
-                &[
+                st,
+                params![
                     &entry.key,
                     &entry.project,
                     &entry.domain,
@@ -450,10 +465,9 @@ pub(crate) async fn apply(
                     &entry.version,
                     &blob,
                     &reference,
-                    &entry.created_at,
+                    &entry.created_at
                 ],
-            )
-            .await?;
+            );
         }
         WriteOp::StartAttempt {
             run,
@@ -462,22 +476,20 @@ pub(crate) async fn apply(
             started_at,
         } => {
             let st = statements
-                .get(
-                    tx,
+                .get(tx.client(),
                     "UPDATE actions SET status = $3, attempts = $4, started_at = $5 WHERE run = $1 AND id = $2",
                 )
                 .await?;
             tx.execute(
-                &st,
-                &[
+                st,
+                params![
                     &run.0,
                     &id.as_i64(),
                     &ActionStatus::Running.code(),
                     &(*attempt as i64),
-                    started_at,
+                    started_at
                 ],
-            )
-            .await?;
+            );
         }
         WriteOp::FailAttempt {
             run,
@@ -488,16 +500,17 @@ pub(crate) async fn apply(
             if *retrying {
                 let st = statements
                     .get(
-                        tx,
+                        tx.client(),
                         "UPDATE actions SET status = $3 WHERE run = $1 AND id = $2",
                     )
                     .await?;
-                tx.execute(&st, &[&run.0, &id.as_i64(), &ActionStatus::Retrying.code()])
-                    .await?;
+                tx.execute(
+                    st,
+                    params![&run.0, &id.as_i64(), &ActionStatus::Retrying.code()],
+                );
             }
             let st = statements
-                .get(
-                    tx,
+                .get(tx.client(),
                     "INSERT INTO attempts(run, action, attempt, started_at, ended_at, error)
                      VALUES($1, $2, $3, $4, $5, $6)
                      ON CONFLICT(run, action, attempt) DO UPDATE SET started_at = excluded.started_at,
@@ -505,17 +518,16 @@ pub(crate) async fn apply(
                 )
                 .await?;
             tx.execute(
-                &st,
-                &[
+                st,
+                params![
                     &run.0,
                     &id.as_i64(),
                     &(attempt.attempt as i64),
                     &attempt.started_at,
                     &attempt.ended_at,
-                    &serde_json::to_string(&attempt.error).unwrap_or_default(),
+                    &serde_json::to_string(&attempt.error).unwrap_or_default()
                 ],
-            )
-            .await?;
+            );
         }
         WriteOp::FinishAction {
             run,
@@ -532,15 +544,15 @@ pub(crate) async fn apply(
                 .unwrap_or((None, None));
             let st = statements
                 .get(
-                    tx,
+                    tx.client(),
                     "UPDATE actions SET status = $3, output = $4, output_ref = $5, error = $6,
                        cache_hit = $7, ended_at = $8
                      WHERE run = $1 AND id = $2",
                 )
                 .await?;
             tx.execute(
-                &st,
-                &[
+                st,
+                params![
                     &run.0,
                     &id.as_i64(),
                     &status.code(),
@@ -548,10 +560,9 @@ pub(crate) async fn apply(
                     &reference,
                     &failure_json(error),
                     &(*cache_hit as i64),
-                    ended_at,
+                    ended_at
                 ],
-            )
-            .await?;
+            );
         }
         WriteOp::FinishRun {
             run,
@@ -565,33 +576,31 @@ pub(crate) async fn apply(
                 .map(payload_to_columns)
                 .unwrap_or((None, None));
             let st = statements
-                .get(
-                    tx,
+                .get(tx.client(),
                     "UPDATE runs SET status = $2, output = $3, output_ref = $4, error = $5, ended_at = $6
                      WHERE id = $1",
                 )
                 .await?;
             tx.execute(
-                &st,
-                &[
+                st,
+                params![
                     &run.0,
                     &status.as_str(),
                     &blob,
                     &reference,
                     &failure_json(error),
-                    ended_at,
+                    ended_at
                 ],
-            )
-            .await?;
+            );
         }
         WriteOp::OwnerAlive { owner, at } => {
             let st = statements
                 .get(
-                    tx,
+                    tx.client(),
                     "UPDATE runs SET owner_seen_at = $2 WHERE owner = $1 AND status = 'running'",
                 )
                 .await?;
-            tx.execute(&st, &[owner, at]).await?;
+            tx.execute(st, params![owner, at]);
         }
         WriteOp::CancelLiveActions {
             run,
@@ -600,29 +609,28 @@ pub(crate) async fn apply(
         } => {
             let st = statements
                 .get(
-                    tx,
+                    tx.client(),
                     "UPDATE actions SET status = $2, error = $3, ended_at = $4
                      WHERE run = $1 AND status IN ($5, $6, $7)",
                 )
                 .await?;
             tx.execute(
-                &st,
-                &[
+                st,
+                params![
                     &run.0,
                     &ActionStatus::Cancelled.code(),
                     &serde_json::to_string(error).unwrap_or_default(),
                     ended_at,
                     &ActionStatus::Queued.code(),
                     &ActionStatus::Running.code(),
-                    &ActionStatus::Retrying.code(),
+                    &ActionStatus::Retrying.code()
                 ],
-            )
-            .await?;
+            );
             // Their attempts leave the queue: a running one's completion finds no lease.
             let st = statements
-                .get(tx, "DELETE FROM queue WHERE run = $1")
+                .get(tx.client(), "DELETE FROM queue WHERE run = $1")
                 .await?;
-            tx.execute(&st, &[&run.0]).await?;
+            tx.execute(st, params![&run.0]);
         }
     }
     Ok(())

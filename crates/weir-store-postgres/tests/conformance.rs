@@ -290,3 +290,37 @@ async fn postgres_workers_on_replicas_never_hold_one_attempt_twice() {
         "an attempt completed twice"
     );
 }
+
+/// The writer sends a batch's statements without waiting for each answer: a statement that
+/// fails rolls back the whole batch (the statements sent before it included), its tickets get
+/// the error, and the next batch commits normally.
+#[tokio::test]
+async fn a_failed_statement_rolls_back_its_whole_pipelined_batch() {
+    let pg = Postgres::new();
+    let store = pg.connect();
+    let (run, _) = store
+        .create_run(suite::new_run("pipelined", "me"))
+        .await
+        .unwrap();
+    // Two statements of one batch: a cache entry, then an action PostgreSQL refuses (text
+    // cannot hold a NUL byte).
+    store.write(weir_store::WriteOp::PutCache(suite::entry(
+        "k", "p", "env.a", 1,
+    )));
+    let mut bad = suite::insert(run.id, 5);
+    if let weir_store::WriteOp::InsertAction { task, .. } = &mut bad {
+        *task = "env.\0bad".into();
+    }
+    let err = store.commit(bad).await.unwrap_err();
+    assert!(err.to_string().contains("committing writes"), "{err}");
+    assert!(store.cache_lookup("k", None).await.unwrap().is_none());
+    assert!(store.action(run.id, ActionId(5)).await.unwrap().is_none());
+    // The connection is usable again.
+    store
+        .commit(weir_store::WriteOp::PutCache(suite::entry(
+            "k2", "p", "env.a", 2,
+        )))
+        .await
+        .unwrap();
+    assert!(store.cache_lookup("k2", None).await.unwrap().is_some());
+}
