@@ -188,6 +188,7 @@ fn submission(task: &str, inputs: serde_json::Value, name: &str) -> anyhow::Resu
         context: serde_json::json!({ "name": name }).to_string(),
         version: binary_version().map_err(anyhow::Error::msg)?,
         tasks: local_specs(),
+        rerun: None,
     })
 }
 

@@ -67,6 +67,7 @@ impl RemoteRunner {
                 .map_err(|e| EngineError::Encode(e.to_string()))?,
             version: binary_version().map_err(EngineError::System)?,
             tasks: local_specs(),
+            rerun: None,
         };
         let view = self.first(|c| Box::pin(c.submit(&sub))).await?;
         Ok(RemoteRun {

@@ -132,7 +132,8 @@ impl ClusterApi {
             attempt: a.attempt,
             task: a.task.clone(),
             inputs,
-            check_store: a.attempt > 1 || l.system_retries > 0,
+            // A retry, or an attempt of a recovering run, looks up its traces' checkpoints.
+            check_store: a.attempt > 1 || l.system_retries > 0 || meta.recover.is_some(),
         }))
     }
 }
@@ -405,6 +406,20 @@ impl WorkerApi for ClusterApi {
                 .await
                 .map_err(|e| refused("trace lookup", Refusal::Internal, e.to_string()))?
                 .filter(|r| r.kind == ActionKind::Trace && r.parent == req.parent);
+            if rec.is_none() {
+                // A recovering run takes what its earlier run recorded.
+                let meta = inner
+                    .run_meta(req.run)
+                    .await
+                    .map_err(internal("trace lookup"))?;
+                let recovered = self
+                    .recovered(&meta, req.run, (req.id, req.parent), ActionKind::Trace)
+                    .await
+                    .map_err(internal("trace lookup"))?;
+                if let Some(bytes) = recovered {
+                    return Ok(Checkpoint::Output(bytes));
+                }
+            }
             Ok(match rec.map(|r| (r.status, r.output, r.error)) {
                 Some((ActionStatus::Succeeded, Some(out), _)) => {
                     match inner.payloads.load(&out).await {

@@ -35,6 +35,7 @@ mod api;
 mod client;
 mod complete;
 mod failover;
+mod rerun;
 mod runs;
 pub mod spec;
 
@@ -54,7 +55,7 @@ use crate::worker::protocol::{ChildResult, RemoteError};
 
 pub use client::ClusterClient;
 pub use failover::FailoverClient;
-pub use runs::{ActionView, CacheView, RunSubmission, RunView, client_router};
+pub use runs::{ActionView, CacheView, RerunOf, RunSubmission, RunView, client_router};
 pub use spec::{TaskSpec, binary_version, local_specs, version_of};
 
 /// Settings of a control-plane replica. Every default is written on its field.
@@ -98,6 +99,8 @@ pub(crate) struct RunMeta {
     pub(crate) cache_overwrite: bool,
     /// Project and domain; cache lookups are limited to them when the flag is set.
     pub(crate) scope: (String, String, bool),
+    /// The earlier run whose succeeded actions this one recovers (`rerun --recover`).
+    pub(crate) recover: Option<rerun::Recover>,
 }
 
 /// A child call waiting for its outcome.
@@ -661,5 +664,6 @@ fn run_meta(name: &str, context: &serde_json::Value) -> RunMeta {
             ctx.domain.unwrap_or_else(|| "development".into()),
             ctx.cache_lookup_scope == crate::CacheLookupScope::ProjectDomain,
         ),
+        recover: rerun::Recover::of(context),
     }
 }

@@ -49,6 +49,19 @@ pub struct RunSubmission {
     pub version: String,
     /// The settings of every task of that version.
     pub tasks: Vec<TaskSpec>,
+    /// A new run of an earlier run's task and inputs (`task` and `inputs` are then ignored).
+    #[serde(default)]
+    pub rerun: Option<RerunOf>,
+}
+
+/// The earlier run a submission runs again (`rerun RUN --server`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RerunOf {
+    /// The earlier run's name.
+    pub run: String,
+    /// With `--recover`: the action ids, task or trace names to run again anyway; `None`:
+    /// nothing is recovered.
+    pub recover: Option<Vec<String>>,
 }
 
 /// A cache entry as a client sees it (`cache list`).
@@ -413,8 +426,12 @@ impl ControlPlane {
     }
 
     /// Starts a run.
-    async fn submit(&self, sub: RunSubmission) -> Result<RunView, Refusal> {
+    async fn submit(&self, mut sub: RunSubmission) -> Result<RunView, Refusal> {
         let inner = &self.inner;
+        let rerun = match sub.rerun.take() {
+            Some(of) => Some(self.rerun_of(&of, &mut sub).await?),
+            None => None,
+        };
         let root = sub
             .tasks
             .iter()
@@ -455,17 +472,24 @@ impl ControlPlane {
         if let Some(map) = recorded.as_object_mut() {
             map.insert("executor".into(), "cluster".into());
             map.insert("cluster_version".into(), sub.version.clone().into());
+            if let Some(r) = &rerun {
+                r.record(map);
+            }
         }
         let key = PayloadKey::Inputs {
             run: &name,
             action: &ActionId::ROOT,
         };
-        let payload = inner.payloads.prepare(key, &sub.inputs);
+        // A rerun's inputs are the earlier run's, by reference (the same object, not a copy).
+        let (payload, written) = match &rerun {
+            Some(r) => (r.inputs.clone(), true),
+            None => (inner.payloads.prepare(key, &sub.inputs), false),
+        };
         let queue = spec::queue_name(&root.env, &sub.version);
         // Inputs inside the row: the root is queued by the transaction that creates the run.
         // Offloaded ones are written once the name is the run's (a replica dying before the
         // root is queued leaves a run that never starts: not yet repaired).
-        let inline = matches!(payload, weir_store::Payload::Inline(_));
+        let inline = written || matches!(payload, weir_store::Payload::Inline(_));
         let (record, _) = inner
             .store
             .create_run(NewRun {

@@ -152,16 +152,56 @@ pub(crate) async fn run(
         context: serde_json::to_string(context).map_err(Failure::other)?,
         version: binary_version().map_err(Failure::other)?,
         tasks: local_specs(),
+        rerun: None,
     };
+    follow(clients, out, sub).await
+}
+
+/// `rerun RUN --server`: a new run of an earlier run's task and inputs (by reference), with
+/// `recover` its succeeded actions taken instead of run again; followed to its end.
+pub(crate) async fn rerun(
+    clients: Vec<ClusterClient>,
+    out: OutputFormat,
+    of: weir_engine::cluster::RerunOf,
+    name: Option<String>,
+) -> CliResult {
+    let context = weir_engine::RunContext {
+        name,
+        ..Default::default()
+    };
+    let sub = RunSubmission {
+        task: String::new(),
+        inputs: Vec::new(),
+        context: serde_json::to_string(&context).map_err(Failure::other)?,
+        version: binary_version().map_err(Failure::other)?,
+        tasks: local_specs(),
+        rerun: Some(of),
+    };
+    follow(clients, out, sub).await
+}
+
+/// Submits `sub` and follows the run to its end with a progress line.
+async fn follow(clients: Vec<ClusterClient>, out: OutputFormat, sub: RunSubmission) -> CliResult {
     let started = first_reachable!(clients, c => c.submit(&sub)).map_err(|e| {
-        if e.contains("HTTP 409") || e.contains("HTTP 400") {
+        if e.contains("HTTP 409") || e.contains("HTTP 400") || e.contains("HTTP 404") {
             Failure::input(e)
         } else {
             Failure::other(e)
         }
     })?;
     let name = started.name.clone();
-    eprintln!("run {} started ({task}) on the control plane", esc(&name));
+    match &sub.rerun {
+        Some(of) => eprintln!(
+            "run {} started from run {} on the control plane",
+            esc(&name),
+            esc(&of.run)
+        ),
+        None => eprintln!(
+            "run {} started ({}) on the control plane",
+            esc(&name),
+            sub.task
+        ),
+    }
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")

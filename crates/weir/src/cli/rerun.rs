@@ -26,13 +26,23 @@ pub(crate) struct RerunArgs {
     #[arg(long)]
     name: Option<String>,
     /// Where task attempts run (see `run --workers`); default: where the earlier run's ran.
-    #[arg(long, value_parser = ["in-process", "process"])]
+    #[arg(long, value_parser = ["in-process", "process"], conflicts_with = "server")]
     workers: Option<String>,
+    #[command(flatten)]
+    server: super::cluster::ServerArgs,
 }
 
 pub(crate) async fn rerun(state_dir: &Path, out: OutputFormat, args: RerunArgs) -> CliResult {
     if let Some(name) = &args.name {
         check_run_name(name)?;
+    }
+    if args.server.server.is_some() {
+        let clients = super::cluster::clients(state_dir, &args.server)?;
+        let of = weir_engine::cluster::RerunOf {
+            run: args.run,
+            recover: args.recover.then_some(args.force),
+        };
+        return super::cluster::rerun(clients, out, of, args.name).await;
     }
     let engine = engine_for_run(state_dir, &args.run, args.workers, "rerun").await?;
     let recover = args.recover.then_some(args.force);
