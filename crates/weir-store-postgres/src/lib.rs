@@ -422,7 +422,11 @@ impl Store for PostgresStore {
         let inner = self.inner.clone();
         self.spawn(async move {
             let rec = inner.create_run(&run).await?;
-            inner.claims.lock().insert(rec.id, rec.epoch);
+            // A run created with its root queued is driven through the queue by whoever
+            // leases its actions (cluster mode): no owner's writes to fence.
+            if run.queue.is_none() {
+                inner.claims.lock().insert(rec.id, rec.epoch);
+            }
             let claim = Claim {
                 run: rec.id,
                 owner: run.owner.clone(),

@@ -86,7 +86,9 @@ pub struct NewRun {
     /// The engine instance that creates (and first drives) the run.
     pub owner: String,
     /// When set, the root's first attempt is queued in this queue by the same transaction
-    /// (cluster mode: a run is never created without its root queued).
+    /// (cluster mode: a run is never created without its root queued). Such a run is driven
+    /// through the queue by whoever leases its actions: the creating store does not fence its
+    /// writes by the creator's claim (the PostgreSQL store skips that check for it).
     pub queue: Option<String>,
 }
 
