@@ -38,7 +38,8 @@ cd "$work"
 pids+=($!)
 url=
 for _ in $(seq 200); do
-  url=$(grep -o 'listening on http://127.0.0.1:[0-9]*' serve.log | grep -o 'http://.*' || true)
+  # The space after the port: only a whole address (the line may be read while written).
+  url=$(grep -o 'listening on http://127.0.0.1:[0-9]* ' serve.log | grep -o 'http://[^ ]*' || true)
   [[ -n $url ]] && break
   sleep 0.1
 done

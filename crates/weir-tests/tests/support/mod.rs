@@ -100,7 +100,12 @@ impl Cluster {
         let mut url = String::new();
         wait_for("serve listening", || {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            match text.split("listening on ").nth(1) {
+            // Only a whole line: the line may be read while it is being written.
+            match text
+                .split("listening on ")
+                .nth(1)
+                .filter(|rest| rest.contains('\n'))
+            {
                 Some(rest) => {
                     url = rest.split_whitespace().next().unwrap().to_string();
                     true

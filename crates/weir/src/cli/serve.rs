@@ -77,14 +77,14 @@ pub(crate) async fn serve(state_dir: &Path, args: ServeArgs) -> CliResult {
         ..ClusterOptions::default()
     };
     let plane = ControlPlane::new(store.clone(), payloads, &token, options);
-    eprintln!(
-        "weir serve: listening on http://{addr} (state on PostgreSQL); cluster token in {}",
+    // The token itself is not printed (logs are read by more people than should hold it).
+    // Each line in one write: whoever waits for the address may read the log meanwhile.
+    let lines = format!(
+        "weir serve: listening on http://{addr} (state on PostgreSQL); cluster token in {}\n\
+         weir serve: web UI at http://{addr}{UI_BASE}/ (log in once at http://{addr}{UI_BASE}/login with the cluster token)\n",
         token_file.display()
     );
-    // The token itself is not printed (logs are read by more people than should hold it).
-    eprintln!(
-        "weir serve: web UI at http://{addr}{UI_BASE}/ (log in once at http://{addr}{UI_BASE}/login with the cluster token)"
-    );
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), lines.as_bytes());
     let router = plane.router().merge(weir_server::token_router(
         reads,
         &token,
