@@ -12,7 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use weir_store::ActionRecord;
 
-use super::runs::{ActionView, CacheView, RunSubmission, RunView};
+use super::views::{ActionView, CacheView, RunSubmission, RunView};
 
 /// A client of a control plane: what `run --server`, `get --server` and `abort --server` use.
 pub struct ClusterClient {

@@ -38,6 +38,7 @@ mod failover;
 mod rerun;
 mod runs;
 pub mod spec;
+mod views;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,8 +56,9 @@ use crate::worker::protocol::{ChildResult, RemoteError};
 
 pub use client::ClusterClient;
 pub use failover::FailoverClient;
-pub use runs::{ActionView, CacheView, RerunOf, RunSubmission, RunView, client_router};
+pub use runs::client_router;
 pub use spec::{TaskSpec, binary_version, local_specs, version_of};
+pub use views::{ActionView, CacheView, RerunOf, RunSubmission, RunView};
 
 /// Settings of a control-plane replica. Every default is written on its field.
 #[derive(Clone, Debug)]

@@ -13,7 +13,7 @@ use weir_core::{ActionEvent, ActionId, ActionStatus};
 use weir_store::{ActionKind, Payload, RunId, RunRecord, WriteOp};
 
 use super::api::ClusterApi;
-use super::runs::{RerunOf, RunSubmission};
+use super::views::{RerunOf, RunSubmission};
 use super::{RunMeta, system_failure};
 
 /// What a recovering run takes from its earlier run.
