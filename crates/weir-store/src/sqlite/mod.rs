@@ -167,6 +167,18 @@ impl SqliteStore {
             [SCHEMA_VERSION],
         )
         .map_err(&e)?;
+        // A first commit creates the WAL (a closed store leaves none) and syncs its header and
+        // the directory: a millisecond on this machine. Done here, it is part of opening, not of
+        // the first run's first commit. The value says when a writer last opened the state.
+        conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES('opened_at', ?1)",
+            [weir_core::clock::now_us()],
+        )
+        .map_err(&e)?;
+        // Its own commits (runs created or claimed) never checkpoint either: that fsyncs, on
+        // the caller's thread. The background committer checkpoints.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(&e)?;
         let writer_conn = Connection::open(&path).map_err(&e)?;
         configure(&writer_conn, options.fsync).map_err(&e)?;
         // Commits never checkpoint: the background committer does, on a connection of its own.
@@ -228,6 +240,13 @@ impl SqliteStore {
 
     /// The read connection; a read-only store's is opened again first when a writer started
     /// or the database file changed since it was opened.
+    /// Tells the writer that the reader connection committed (so that it gets checkpointed).
+    pub(super) fn note_commit(&self) {
+        if let Some(queue) = &self.queue {
+            queue.note_commit();
+        }
+    }
+
     pub(super) fn reader(&self) -> MappedMutexGuard<'_, Connection> {
         let mut guard = self.reader.lock();
         if let Reader::Read(conn) = &mut *guard
@@ -289,6 +308,13 @@ impl Drop for SqliteStore {
     }
 }
 
+/// Page size of a new database. A commit writes every page it changed to the WAL, and a typical
+/// commit (an action's row and its two index entries) changes a few rows on a few pages: with
+/// 1 KiB pages it writes a quarter of the bytes it writes with SQLite's default 4 KiB (measured,
+/// release: a sequential chain's hop 32 → 25 µs, a million-action run 13.2 → 10.8 s; 512 B gains
+/// nothing more). Databases created before keep their page size.
+const PAGE_SIZE: i64 = 1024;
+
 /// Creates the database at `path` with its schema under a temporary name and links it into
 /// place, so that a `state.db` always holds weir's schema: a process killed while creating it
 /// leaves no empty database behind, and an engine or reader starting at the same moment never
@@ -302,6 +328,8 @@ fn create_database(path: &Path, fsync: bool) -> Result<()> {
     ));
     let built = (|| {
         let conn = Connection::open(&tmp)?;
+        // Set before the first write (and before WAL mode), so it holds for the file's life.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
         configure(&conn, fsync)?;
         conn.execute_batch(SCHEMA)?;
         conn.execute(

@@ -273,6 +273,22 @@ mod tests {
     }
 
     #[test]
+    fn a_new_database_has_small_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap();
+        create(&store, "a");
+        store.close().unwrap();
+        drop(store);
+        let conn = rusqlite::Connection::open(SqliteStore::db_path(dir.path())).unwrap();
+        let size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(size, 1024);
+        let again = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(names(&again), ["a"]);
+    }
+
+    #[test]
     fn a_reader_creates_nothing_and_follows_writers_that_start_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let writer = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap();

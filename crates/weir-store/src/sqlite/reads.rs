@@ -20,43 +20,54 @@ impl SqliteStore {
         let (blob, reference) = split(&run.inputs);
         let now = now_us();
         let tx = conn.unchecked_transaction().map_err(&e)?;
-        let inserted = tx.execute(
-            "INSERT INTO runs(name, task, status, created_at, inputs, inputs_ref, context, owner, epoch, owner_seen_at)
-             VALUES(?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, 1, ?3) ON CONFLICT(name) DO NOTHING",
-            params![run.name, run.task, now, blob, reference, run.context.to_string(), run.owner],
-        );
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO runs(name, task, status, created_at, inputs, inputs_ref, context, owner, epoch, owner_seen_at)
+                 VALUES(?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, 1, ?3) ON CONFLICT(name) DO NOTHING",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    run.name,
+                    run.task,
+                    now,
+                    blob,
+                    reference,
+                    run.context.to_string(),
+                    run.owner
+                ])
+            });
         if inserted.map_err(&e)? == 0 {
             return Err(Error::RunExists(run.name.clone()));
         }
         let id = tx.last_insert_rowid();
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO actions(run, id, parent, task, kind, status, queued_at, inputs, inputs_ref) VALUES(?1, 0, 0, ?2, 0, ?3, ?4, ?5, ?6)",
-            params![id, run.task, ActionStatus::Queued.code(), now, blob, reference],
         )
+        .and_then(|mut st| {
+            st.execute(params![id, run.task, ActionStatus::Queued.code(), now, blob, reference])
+        })
         .map_err(&e)?;
         if let Some(queue) = &run.queue {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO queue(run, action, attempt, env, task, enqueued_at)
                  VALUES(?1, 0, 1, ?2, ?3, ?4)",
-                params![id, queue, run.task, now],
             )
+            .and_then(|mut st| st.execute(params![id, queue, run.task, now]))
             .map_err(&e)?;
         }
         tx.commit().map_err(&e)?;
         drop(conn);
+        self.note_commit();
         self.run_by_name_now(&run.name)
     }
 
     pub(super) fn run_now(&self, id: RunId) -> Result<RunRecord> {
         let conn = self.reader();
-        conn.query_row(
-            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
-            [id],
-            run_from_row,
-        )
-        .optional()
-        .map_err(sql_err(&self.path))?
-        .ok_or_else(|| Error::UnknownRun(format!("#{id}")))
+        conn.prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+            .and_then(|mut st| st.query_row([id], run_from_row))
+            .optional()
+            .map_err(sql_err(&self.path))?
+            .ok_or_else(|| Error::UnknownRun(format!("#{id}")))
     }
 
     pub(super) fn ended_among_now(&self, run: RunId, ids: &[ActionId]) -> Result<Vec<ActionId>> {
@@ -83,14 +94,11 @@ impl SqliteStore {
 
     pub(super) fn run_by_name_now(&self, name: &str) -> Result<RunRecord> {
         let conn = self.reader();
-        conn.query_row(
-            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE name = ?1"),
-            [name],
-            run_from_row,
-        )
-        .optional()
-        .map_err(sql_err(&self.path))?
-        .ok_or_else(|| Error::UnknownRun(name.to_string()))
+        conn.prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE name = ?1"))
+            .and_then(|mut st| st.query_row([name], run_from_row))
+            .optional()
+            .map_err(sql_err(&self.path))?
+            .ok_or_else(|| Error::UnknownRun(name.to_string()))
     }
 
     pub(super) fn list_runs_now(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
@@ -275,6 +283,9 @@ impl SqliteStore {
                 params![run, owner, seen_epoch as i64, crate::now_us()],
             )
             .map_err(&e)?;
+        if changed > 0 {
+            self.note_commit();
+        }
         let (name, now_owner, epoch): (String, String, i64) = conn
             .query_row(
                 "SELECT name, owner, epoch FROM runs WHERE id = ?1",

@@ -150,6 +150,13 @@ impl Writer {
         Ok(())
     }
 
+    /// Counts a commit made on another connection of this store (a run created or claimed),
+    /// so that the background committer checkpoints it.
+    pub(super) fn note_commit(&self) {
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Stops accepting commands; the background committer commits what is queued and exits.
     pub(super) fn close(&self) {
         self.queue.lock().closed = true;
