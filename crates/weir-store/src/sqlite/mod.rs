@@ -167,14 +167,6 @@ impl SqliteStore {
             [SCHEMA_VERSION],
         )
         .map_err(&e)?;
-        // A first commit creates the WAL (a closed store leaves none) and syncs its header and
-        // the directory: a millisecond on this machine. Done here, it is part of opening, not of
-        // the first run's first commit. The value says when a writer last opened the state.
-        conn.execute(
-            "INSERT OR REPLACE INTO meta(key, value) VALUES('opened_at', ?1)",
-            [weir_core::clock::now_us()],
-        )
-        .map_err(&e)?;
         // Its own commits (runs created or claimed) never checkpoint either: that fsyncs, on
         // the caller's thread. The background committer checkpoints.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
