@@ -232,10 +232,12 @@ impl SqliteStore {
 
     /// The read connection; a read-only store's is opened again first when a writer started
     /// or the database file changed since it was opened.
-    /// Tells the writer that the reader connection committed (so that it gets checkpointed).
-    pub(super) fn note_commit(&self) {
-        if let Some(queue) = &self.queue {
-            queue.note_commit();
+    /// The connection for a write that answers with what it wrote (a run created or claimed):
+    /// the writer's, or the reader's in a store opened read-only (which refuses it).
+    pub(super) fn write_conn(&self) -> ConnGuard<'_> {
+        match &self.queue {
+            Some(queue) => ConnGuard::Writer(queue.conn()),
+            None => ConnGuard::Reader(self.reader()),
         }
     }
 
@@ -347,6 +349,22 @@ fn create_database(path: &Path, fsync: bool) -> Result<()> {
         let _ = std::fs::remove_file(name);
     }
     linked
+}
+
+/// A locked connection: the writer's or the reader's.
+pub(super) enum ConnGuard<'a> {
+    Writer(parking_lot::MutexGuard<'a, Connection>),
+    Reader(MappedMutexGuard<'a, Connection>),
+}
+
+impl std::ops::Deref for ConnGuard<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            ConnGuard::Writer(c) => c,
+            ConnGuard::Reader(c) => c,
+        }
+    }
 }
 
 fn configure(conn: &Connection, fsync: bool) -> rusqlite::Result<()> {

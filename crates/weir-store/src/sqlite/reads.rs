@@ -15,7 +15,7 @@ use crate::{
 
 impl SqliteStore {
     pub(super) fn create_run_now(&self, run: &NewRun) -> Result<RunRecord> {
-        let conn = self.reader();
+        let conn = self.write_conn();
         let e = sql_err(&self.path);
         let (blob, reference) = split(&run.inputs);
         let now = now_us();
@@ -56,9 +56,9 @@ impl SqliteStore {
             .map_err(&e)?;
         }
         tx.commit().map_err(&e)?;
-        drop(conn);
-        self.note_commit();
-        self.run_by_name_now(&run.name)
+        conn.prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+            .and_then(|mut st| st.query_row([id], run_from_row))
+            .map_err(&e)
     }
 
     pub(super) fn run_now(&self, id: RunId) -> Result<RunRecord> {
@@ -273,7 +273,7 @@ impl SqliteStore {
     }
 
     pub(super) fn claim_now(&self, run: RunId, owner: &str, seen_epoch: u64) -> Result<u64> {
-        let conn = self.reader();
+        let conn = self.write_conn();
         let e = sql_err(&self.path);
         let changed = conn
             .execute(
@@ -283,9 +283,6 @@ impl SqliteStore {
                 params![run, owner, seen_epoch as i64, crate::now_us()],
             )
             .map_err(&e)?;
-        if changed > 0 {
-            self.note_commit();
-        }
         let (name, now_owner, epoch): (String, String, i64) = conn
             .query_row(
                 "SELECT name, owner, epoch FROM runs WHERE id = ?1",

@@ -150,11 +150,11 @@ impl Writer {
         Ok(())
     }
 
-    /// Counts a commit made on another connection of this store (a run created or claimed),
-    /// so that the background committer checkpoints it.
-    pub(super) fn note_commit(&self) {
-        self.commits
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    /// The write connection, for writes that answer with what they wrote (a run created or
+    /// claimed): made on the connection that makes every other write, they leave its page
+    /// cache valid (a commit from another connection makes the next one read its pages again).
+    pub(super) fn conn(&self) -> parking_lot::MutexGuard<'_, Connection> {
+        self.conn.lock()
     }
 
     /// Stops accepting commands; the background committer commits what is queued and exits.
