@@ -273,9 +273,14 @@ mod tests {
     }
 
     #[test]
-    fn a_new_database_has_small_pages() {
+    fn a_new_database_has_small_pages_and_its_wal_is_made_when_it_opens() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap();
+        let wal = std::fs::metadata(dir.path().join("state.db-wal")).unwrap();
+        assert!(
+            wal.len() > 32,
+            "the WAL holds a frame once the store is open"
+        );
         create(&store, "a");
         store.close().unwrap();
         drop(store);
