@@ -82,6 +82,7 @@ pub(crate) async fn run(
     max_batch: usize,
 ) {
     let mut statements = Statements::default();
+    let mut analyze = crate::analyze::Schedule::default();
     let (flushes, flush_rx) = mpsc::unbounded_channel();
     tokio::spawn(flusher(inner.clone(), flush_rx));
     while let Some(first) = rx.recv().await {
@@ -139,10 +140,13 @@ pub(crate) async fn run(
         )
         .await
         .map_err(|e| Arc::new(inner.err("committing writes")(e)));
-        if let Err(e) = &result {
-            tracing::error!(error = %e, ops = batch.len(), "state commit failed");
-            // A failed statement may have left a prepared one unknown to the server.
-            statements = Statements::default();
+        match &result {
+            Ok(()) => analyze.written(&inner, batch.len()),
+            Err(e) => {
+                tracing::error!(error = %e, ops = batch.len(), "state commit failed");
+                // A failed statement may have left a prepared one unknown to the server.
+                statements = Statements::default();
+            }
         }
         resolve(batch, &lost, result, on_disk, &flushes);
     }
