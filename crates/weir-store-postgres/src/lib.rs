@@ -59,7 +59,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{Client, Config, NoTls};
 use weir_core::ActionId;
 use weir_store::{
-    ActionRecord, AttemptRecord, CacheEntry, Claim, Error, Lease, NewRun, Page, QueuedAttempt,
+    ActionRecord, AttemptRecord, CacheEntry, Cap, Claim, Error, Lease, NewRun, Page, QueuedAttempt,
     Reaped, Result, RunFilter, RunId, RunRecord, RunSummary, Staged, Store, StoreFuture, Ticket,
     WorkerRecord, WriteOp,
 };
@@ -580,12 +580,13 @@ impl Store for PostgresStore {
         max: u32,
         (now, ttl_us): (i64, i64),
         received: Option<u64>,
+        cap: Option<&'a Cap>,
     ) -> StoreFuture<'a, Vec<(Lease, Option<ActionRecord>)>> {
         let inner = self.inner.clone();
-        let (worker, env) = (worker.to_string(), env.to_string());
+        let (worker, env, cap) = (worker.to_string(), env.to_string(), cap.cloned());
         self.spawn(async move {
             inner
-                .lease_with_actions(&worker, &env, max, (now, ttl_us), received)
+                .lease_with_actions(&worker, &env, max, (now, ttl_us), received, cap.as_ref())
                 .await
         })
     }

@@ -4,9 +4,10 @@
 
 use tokio_postgres::Row;
 use weir_core::ActionId;
-use weir_store::{Lease, QueuedAttempt, Reaped, Result, RunId, WorkerRecord};
+use weir_store::{Cap, Lease, QueuedAttempt, Reaped, Result, RunId, WorkerRecord};
 
 use crate::Inner;
+use crate::conn::Conn;
 
 fn attempt_from(r: &Row) -> QueuedAttempt {
     QueuedAttempt {
@@ -151,8 +152,62 @@ impl Inner {
         max: u32,
         (now, ttl_us): (i64, i64),
         received: Option<u64>,
+        cap: Option<&Cap>,
     ) -> Result<Vec<(Lease, Option<weir_store::ActionRecord>)>> {
         let client = self.relaxed().await?;
+        let Some(cap) = cap else {
+            return self
+                .lease_rows(&client, worker, env, max, (now, ttl_us), received)
+                .await;
+        };
+        // Leases of a capped group one at a time (an advisory lock until the commit), so the
+        // count, taken after the lock, sees every lease granted before.
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(self.err("leasing attempts"))?;
+        let capped = async {
+            client
+                .execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
+                    &[&cap.group],
+                )
+                .await?;
+            let leased: i64 = client
+                .query(
+                    "SELECT count(*) FROM queue WHERE starts_with(env, $1) AND lease IS NOT NULL",
+                    &[&cap.group],
+                )
+                .await?[0]
+                .get(0);
+            Ok::<_, tokio_postgres::Error>((cap.limit as i64 - leased).clamp(0, max as i64) as u32)
+        }
+        .await;
+        let result = match capped {
+            Ok(max) => {
+                self.lease_rows(&client, worker, env, max, (now, ttl_us), received)
+                    .await
+            }
+            Err(e) => Err(self.err("leasing attempts")(e)),
+        };
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        client
+            .batch_execute(end)
+            .await
+            .map_err(self.err("leasing attempts"))?;
+        result
+    }
+
+    /// The lease statement of [`Inner::lease_with_actions`].
+    async fn lease_rows(
+        &self,
+        client: &Conn,
+        worker: &str,
+        env: &str,
+        max: u32,
+        (now, ttl_us): (i64, i64),
+        received: Option<u64>,
+    ) -> Result<Vec<(Lease, Option<weir_store::ActionRecord>)>> {
         let expires_at = now + ttl_us;
         let cols: Vec<String> = crate::rows::ACTION_COLUMNS
             .split(", ")

@@ -291,6 +291,98 @@ async fn postgres_workers_on_replicas_never_hold_one_attempt_twice() {
     );
 }
 
+/// The same with an environment's concurrency limit (`Cap`) over two versions' queues: 4
+/// replicas × 4 workers leasing at once never have more than the limit leased together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_workers_on_replicas_never_pass_a_concurrency_limit_together() {
+    use std::collections::HashSet;
+    const N: u64 = 1_000;
+    const LIMIT: usize = 6;
+    let pg = Postgres::new();
+    let first = pg.connect();
+    let (run, _) = first
+        .create_run(suite::new_run("capped-stress", "o"))
+        .await
+        .unwrap();
+    for i in 0..N {
+        let queue = if i % 2 == 0 { "gpu@v1" } else { "gpu@v2" };
+        first
+            .enqueue(suite::queued(run.id, i + 1, queue), 0)
+            .await
+            .unwrap();
+    }
+    let cap = weir_store::Cap {
+        group: "gpu@".into(),
+        limit: LIMIT as u32,
+    };
+    let held: Arc<parking_lot::Mutex<HashSet<u64>>> = Arc::default();
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for r in 0..4 {
+        let store: Arc<dyn Store> = Arc::new(pg.connect());
+        for w in 0..4 {
+            let (store, held, most, done, cap) = (
+                store.clone(),
+                held.clone(),
+                most.clone(),
+                done.clone(),
+                cap.clone(),
+            );
+            let worker = format!("r{r}w{w}");
+            let queue = if w % 2 == 0 { "gpu@v1" } else { "gpu@v2" };
+            tasks.push(tokio::spawn(async move {
+                let mut idle = 0;
+                while idle < 40 {
+                    let now = weir_store::now_us();
+                    let leases = store
+                        .lease_with_actions(&worker, queue, 4, (now, 60_000_000), None, Some(&cap))
+                        .await
+                        .unwrap();
+                    if leases.is_empty() {
+                        idle += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                        continue;
+                    }
+                    idle = 0;
+                    {
+                        let mut h = held.lock();
+                        for (l, _) in &leases {
+                            assert!(h.insert(l.attempt.action.0), "held twice");
+                        }
+                        most.fetch_max(h.len(), std::sync::atomic::Ordering::Relaxed);
+                        assert!(
+                            h.len() <= LIMIT,
+                            "{} leased at once (limit {LIMIT})",
+                            h.len()
+                        );
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    for (l, _) in leases {
+                        held.lock().remove(&l.attempt.action.0);
+                        if store.complete(l.id, &worker).await.unwrap().is_some() {
+                            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        done.load(std::sync::atomic::Ordering::Relaxed),
+        N,
+        "every attempt completed"
+    );
+    let most = most.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        most >= 2,
+        "the workers did lease side by side (at most {most} at once)"
+    );
+}
+
 /// The writer sends a batch's statements without waiting for each answer: a statement that
 /// fails rolls back the whole batch (the statements sent before it included), its tickets get
 /// the error, and the next batch commits normally.

@@ -28,9 +28,9 @@ mod ticket;
 mod ui;
 
 pub use records::{
-    ActionKind, ActionRecord, AttemptRecord, CacheEntry, Lease, NewRun, Page, Payload, QueueDepth,
-    QueueEntry, QueuedAttempt, Reaped, RunFilter, RunId, RunRecord, RunStatus, RunSummary,
-    WorkerRecord, WriteOp, now_us,
+    ActionKind, ActionRecord, AttemptRecord, CacheEntry, Cap, Lease, NewRun, Page, Payload,
+    QueueDepth, QueueEntry, QueuedAttempt, Reaped, RunFilter, RunId, RunRecord, RunStatus,
+    RunSummary, WorkerRecord, WriteOp, now_us,
 };
 pub use sqlite::{SCHEMA_VERSION, SqliteStore, StoreOptions};
 pub use ticket::{Promise, Staged, Ticket};
@@ -261,8 +261,10 @@ pub trait Store: Send + Sync + 'static {
     /// come one request at a time, and lease ids only grow). Returns how many.
     fn release_unreceived<'a>(&'a self, worker: &'a str, received: u64) -> StoreFuture<'a, u64>;
     /// [`Store::lease`], each leased attempt with its action's row and inputs (`None` when the
-    /// row is missing); first, with `received`, [`Store::release_unreceived`]. The default
-    /// does it step by step; a backend may do it at once.
+    /// row is missing); first, with `received`, [`Store::release_unreceived`]. With `cap`, no
+    /// more than leaves the cap's queues at most its limit leased. The default does it step by
+    /// step (with a cap, two concurrent calls may together pass the limit); a backend may do
+    /// it at once.
     fn lease_with_actions<'a>(
         &'a self,
         worker: &'a str,
@@ -270,10 +272,25 @@ pub trait Store: Send + Sync + 'static {
         max: u32,
         (now, ttl_us): (i64, i64),
         received: Option<u64>,
+        cap: Option<&'a Cap>,
     ) -> StoreFuture<'a, Vec<(Lease, Option<ActionRecord>)>> {
         Box::pin(async move {
             if let Some(received) = received {
                 self.release_unreceived(worker, received).await?;
+            }
+            let mut max = max;
+            if let Some(cap) = cap {
+                let leased: u64 = self
+                    .queue_metrics()
+                    .await?
+                    .iter()
+                    .filter(|q| q.queue.starts_with(&cap.group))
+                    .map(|q| q.leased)
+                    .sum();
+                max = max.min((cap.limit as u64).saturating_sub(leased) as u32);
+                if max == 0 {
+                    return Ok(Vec::new());
+                }
             }
             let leases = self.lease(worker, env, max, now, ttl_us).await?;
             let mut out = Vec::with_capacity(leases.len());

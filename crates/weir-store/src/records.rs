@@ -460,6 +460,17 @@ pub struct QueueDepth {
     pub leased: u64,
 }
 
+/// A concurrency limit shared by several queues: at most `limit` attempts of the queues whose
+/// names start with `group` leased at once (an environment's `max_concurrency` over its
+/// queues `env@version`, one per code version, with `group` = `env@`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cap {
+    /// The queues' common name prefix.
+    pub group: String,
+    /// The most attempts of those queues leased at once.
+    pub limit: u32,
+}
+
 /// What the reaper did with expired leases.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reaped {

@@ -46,8 +46,14 @@ impl ClusterApi {
                 format!("worker {worker} is not registered with this control plane; it must register again"),
             )
         })?;
+        let specs = self
+            .inner
+            .specs(&w.version)
+            .await
+            .map_err(|e| refused(request, Refusal::Internal, e))?;
         let info = Arc::new(WorkerInfo {
             queue: spec::queue_name(&w.env, &w.version),
+            cap: spec::cap_of(&w.env, specs.values()),
         });
         self.inner
             .workers
@@ -186,6 +192,7 @@ impl WorkerApi for ClusterApi {
                 req.worker.clone(),
                 Arc::new(WorkerInfo {
                     queue: spec::queue_name(&me.env, &me.version),
+                    cap: spec::cap_of(&me.env, &me.tasks),
                 }),
             );
             let token = inner
@@ -220,6 +227,7 @@ impl WorkerApi for ClusterApi {
                         req.max.max(1),
                         (now_us(), ttl),
                         received.take(),
+                        me.cap.as_ref(),
                     )
                     .await
                     .map_err(|e| refused("lease", Refusal::Internal, e.to_string()))?;

@@ -25,9 +25,9 @@
 //!   queued again as a system retry, and after too many the action fails.
 //!
 //! # Not yet
-//! `max_queued`, `deadline` and `max_concurrency` are not enforced here: tasks that declare
-//! them are refused when submitted (see [`TaskSpec::unsupported`]; `max_runtime` is enforced
-//! by the worker that runs the attempt); an abort does not stop attempts that are
+//! `max_queued` and `deadline` are not enforced here: tasks that declare them are refused when
+//! submitted (see [`TaskSpec::unsupported`]; `max_runtime` is enforced by the worker that runs
+//! the attempt, an environment's `max_concurrency` by the lease over all its versions' queues); an abort does not stop attempts that are
 //! already running (their completions are ignored); a cancelled child call is not cancelled.
 
 mod admit;
@@ -91,6 +91,8 @@ impl Default for ClusterOptions {
 /// A registered worker, as the replica caches it.
 pub(crate) struct WorkerInfo {
     pub(crate) queue: String,
+    /// Its environment's concurrency limit, if it has one.
+    pub(crate) cap: Option<weir_store::Cap>,
 }
 
 /// What the replica keeps of a run.

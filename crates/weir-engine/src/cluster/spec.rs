@@ -107,12 +107,6 @@ impl TaskSpec {
                 self.name
             ));
         }
-        if let Some(n) = self.max_concurrency {
-            return Some(format!(
-                "the environment {} of task {} has max_concurrency {n}; cluster mode bounds concurrency by worker slots only, not yet by max_concurrency, so it refuses the task rather than ignore the bound",
-                self.env, self.name
-            ));
-        }
         None
     }
 }
@@ -152,6 +146,23 @@ pub fn version_of(path: &std::path::Path) -> Result<String, String> {
 }
 
 /// The queue of an environment's actions for one code version.
+/// The concurrency limit of environment `env` in cluster mode: its `max_concurrency` (the
+/// least any of its tasks declares), over the queues of all its code versions.
+pub(crate) fn cap_of<'a>(
+    env: &str,
+    specs: impl IntoIterator<Item = &'a TaskSpec>,
+) -> Option<weir_store::Cap> {
+    let limit = specs
+        .into_iter()
+        .filter(|s| s.env == env)
+        .filter_map(|s| s.max_concurrency)
+        .min()?;
+    Some(weir_store::Cap {
+        group: queue_name(env, ""),
+        limit: limit.min(u32::MAX as usize) as u32,
+    })
+}
+
 pub(crate) fn queue_name(env: &str, version: &str) -> String {
     format!("{env}@{version}")
 }
@@ -215,6 +226,29 @@ mod tests {
             max_concurrency: Some(3),
             ..spec()
         };
-        assert!(bounded.unsupported().unwrap().contains("max_concurrency 3"));
+        assert_eq!(
+            bounded.unsupported(),
+            None,
+            "enforced by the lease (cap_of)"
+        );
+    }
+
+    #[test]
+    fn an_environments_cap_is_the_least_max_concurrency_of_its_tasks() {
+        let with = |env: &str, n: Option<usize>| TaskSpec {
+            env: env.into(),
+            max_concurrency: n,
+            ..spec()
+        };
+        let specs = [
+            with("a", Some(5)),
+            with("a", Some(3)),
+            with("b", Some(1)),
+            with("a", None),
+        ];
+        let cap = cap_of("a", &specs).unwrap();
+        assert_eq!((cap.group.as_str(), cap.limit), ("a@", 3));
+        assert_eq!(cap_of("c", &specs), None);
+        assert_eq!(cap_of("b", &[with("b", None)]), None);
     }
 }

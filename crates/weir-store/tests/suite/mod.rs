@@ -69,6 +69,7 @@ macro_rules! all_conformance_tests {
             queue_entries_show_their_lease_and_later_attempts_wait_for_their_time,
             a_staged_write_is_seen_then_durable_and_keeps_its_order,
             a_run_created_with_a_queue_has_its_root_queued_and_a_refused_one_queues_nothing,
+            a_capped_group_of_queues_never_has_more_leased_than_its_limit,
         );
     };
 }
@@ -591,7 +592,7 @@ pub async fn queue_entries_show_their_lease_and_later_attempts_wait_for_their_ti
     store.enqueue(queued(run.id, 7, "io"), 0).await.unwrap();
     store.enqueue(queued(run.id, 8, "io"), 0).await.unwrap();
     let both = store
-        .lease_with_actions("a", "io", 10, (0, 100), None)
+        .lease_with_actions("a", "io", 10, (0, 100), None, None)
         .await
         .unwrap();
     assert_eq!(both.len(), 2, "{backend}");
@@ -620,7 +621,7 @@ pub async fn queue_entries_show_their_lease_and_later_attempts_wait_for_their_ti
     // A lease request saying the worker received only the first lease puts the second back
     // (it may be leased again at once, under a new lease id).
     let again = store
-        .lease_with_actions("a", "io", 10, (0, 100), Some(both[0].0.id))
+        .lease_with_actions("a", "io", 10, (0, 100), Some(both[0].0.id), None)
         .await
         .unwrap();
     let second = store
@@ -956,4 +957,89 @@ pub async fn a_run_created_with_a_queue_has_its_root_queued_and_a_refused_one_qu
         None,
         "{backend}"
     );
+}
+
+pub async fn a_capped_group_of_queues_never_has_more_leased_than_its_limit(fx: &dyn Fixture) {
+    let backend = fx.name();
+    let store = fx.open();
+    let (run, _) = store.create_run(new_run("capped", "o")).await.unwrap();
+    // Two versions' queues of environment `gpu`, and one of `gpux` (not in the group).
+    for id in 1..=6 {
+        store
+            .enqueue(queued(run.id, id, "gpu@v1"), 0)
+            .await
+            .unwrap();
+    }
+    for id in 7..=9 {
+        store
+            .enqueue(queued(run.id, id, "gpu@v2"), 0)
+            .await
+            .unwrap();
+    }
+    store
+        .enqueue(queued(run.id, 10, "gpux@v1"), 0)
+        .await
+        .unwrap();
+    let cap = weir_store::Cap {
+        group: "gpu@".into(),
+        limit: 4,
+    };
+    let lease = |worker: &'static str, env: &'static str, max: u32| {
+        let store = store.clone();
+        let cap = cap.clone();
+        async move {
+            store
+                .lease_with_actions(worker, env, max, (0, 1_000_000), None, Some(&cap))
+                .await
+                .unwrap()
+        }
+    };
+    let first = lease("a", "gpu@v1", 3).await;
+    assert_eq!(first.len(), 3, "{backend}");
+    // The other version's queue shares the limit: one more, not three.
+    let second = lease("b", "gpu@v2", 3).await;
+    assert_eq!(second.len(), 1, "{backend}");
+    assert!(
+        lease("a", "gpu@v1", 3).await.is_empty(),
+        "{backend}: at the limit"
+    );
+    // Outside the group, no limit.
+    let other = store
+        .lease_with_actions(
+            "c",
+            "gpux@v1",
+            3,
+            (0, 1_000_000),
+            None,
+            Some(&weir_store::Cap {
+                group: "gpux@".into(),
+                limit: 1,
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(other.len(), 1, "{backend}");
+    // A completed attempt frees its place.
+    store.complete(first[0].0.id, "a").await.unwrap();
+    assert_eq!(lease("a", "gpu@v1", 3).await.len(), 1, "{backend}");
+    // Leases asked for at the same time never pass the limit together.
+    for (l, _) in first.iter().skip(1).chain(&second) {
+        store
+            .complete(l.id, if l.attempt.env == "gpu@v1" { "a" } else { "b" })
+            .await
+            .unwrap();
+    }
+    let together = futures::future::join_all([
+        lease("p", "gpu@v1", 4),
+        lease("q", "gpu@v1", 4),
+        lease("r", "gpu@v2", 4),
+    ])
+    .await;
+    let held: usize = together.iter().map(Vec::len).sum();
+    let before = 1; // the one leased after the completion above
+    assert!(
+        held + before <= 4,
+        "{backend}: {held} leased beside {before}"
+    );
+    assert_eq!(held, 3, "{backend}: the free places are used");
 }
