@@ -37,5 +37,8 @@ fn max_concurrency_bounds_an_environment_across_cluster_workers() {
     }
     assert_eq!(events.len(), 24, "each of the 12 ran once");
     assert!(max <= 3, "{max} ran at once; max_concurrency is 3");
-    assert!(max >= 2, "the bound held, but nothing ran concurrently ({max})");
+    assert!(
+        max >= 2,
+        "the bound held, but nothing ran concurrently ({max})"
+    );
 }
