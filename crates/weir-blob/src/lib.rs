@@ -2,20 +2,25 @@
 //!
 //! Values too large to keep in a state-store row are written here under
 //! `<run>/<action>/<attempt>/{inputs,outputs,error}`. [`BlobStore::from_url`] accepts `file://`
-//! (the embedded default) and `memory://`; cloud schemes come with cluster mode.
+//! (the embedded default), `memory://` and `s3://BUCKET[/PREFIX]` (Amazon S3 or an
+//! S3-compatible server, configured by the standard `AWS_*` variables; see
+//! [`BlobStore::from_url_with_env`]).
 //!
 //! Writes are atomic: the local backend writes a temporary file and renames it into place, and
-//! object stores publish an object only when its upload completes, so a crash never leaves a
-//! partial value that reads as valid. Keys are validated so that none can escape the store's
-//! root (`..`, empty segments and absolute paths are refused).
+//! object stores publish an object only when its upload completes (values over
+//! [`MULTIPART_THRESHOLD`] go to S3 as a multipart upload, published when it completes), so a
+//! crash never leaves a partial value that reads as valid. Keys are validated so that none can
+//! escape the store's root or prefix (`..`, empty segments and absolute paths are refused).
 
 mod payloads;
+mod s3;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use object_store::path::Path;
 
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 pub use payloads::{BLOB_URL_SETTING, PayloadKey, Payloads};
 
 impl Error {
@@ -68,6 +73,24 @@ pub enum Error {
         /// What was read.
         found: String,
     },
+    /// The store cannot be used at all: its bucket does not exist, its server does not answer
+    /// or the credentials may not list it (found when it is opened).
+    #[error(
+        "object store {store}: bucket {bucket:?} at {endpoint} {problem}; check that the bucket exists and that the AWS_* settings (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) reach it"
+    )]
+    Unavailable {
+        /// The store URL.
+        store: String,
+        /// The bucket.
+        bucket: String,
+        /// The server it was looked for on.
+        endpoint: String,
+        /// What went wrong, in short (`does not exist`, `cannot be listed: AccessDenied ...`).
+        problem: String,
+        /// The underlying error.
+        #[source]
+        source: Box<object_store::Error>,
+    },
     /// The backend failed.
     #[error("object store {store}, key {key:?}: {source}")]
     Backend {
@@ -84,11 +107,24 @@ pub enum Error {
 /// Result of blob operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Values larger than this are written to S3 as a multipart upload, in parts of
+/// [`MULTIPART_PART_SIZE`] (S3 refuses a single upload over 5 GiB, and a part that fails is
+/// sent again alone). Other stores take them in one write.
+pub const MULTIPART_THRESHOLD: usize = 8 << 20;
+
+/// The size of each part of a multipart upload but the last (S3's minimum is 5 MiB).
+pub const MULTIPART_PART_SIZE: usize = 8 << 20;
+
+/// Parts of one multipart upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
 /// A handle on an object store, cheap to clone.
 #[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     url: String,
+    /// The bucket of an `s3://` store (checked when opened; large values go as multipart).
+    bucket: Option<Arc<s3::Bucket>>,
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -111,11 +147,46 @@ impl BlobStore {
         Ok(BlobStore {
             store: Arc::new(store),
             url: format!("file://{}", dir.display()),
+            bucket: None,
         })
     }
 
-    /// A store from a URL: `file:///abs/dir` or `memory://`.
+    /// A store from a URL: `file:///abs/dir`, `memory://` or `s3://BUCKET[/PREFIX]`, the
+    /// latter configured by the process's `AWS_*` variables (see
+    /// [`BlobStore::from_url_with_env`]). Nothing is contacted yet: a process that starts
+    /// calls [`BlobStore::check`] so that a missing bucket is an error then.
     pub fn from_url(url: &str) -> Result<BlobStore> {
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        BlobStore::from_url_with_env(url, env)
+    }
+
+    /// [`BlobStore::from_url`] with `env` in place of the process environment: for
+    /// `s3://BUCKET[/PREFIX]`, the `AWS_*` variables object_store's
+    /// `AmazonS3Builder::from_env` reads, among them `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` (default `us-east-1`) and
+    /// `AWS_ENDPOINT_URL` (an S3-compatible server; one given as `http://...` may be plain HTTP
+    /// unless `AWS_ALLOW_HTTP=false`). Without keys, credentials come from a web identity
+    /// token, the container's or the instance's metadata. Keys live under the prefix.
+    ///
+    /// ```
+    /// let env = [("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"), ("AWS_REGION", "eu-west-1")]
+    ///     .map(|(k, v)| (k.to_string(), v.to_string()));
+    /// let store = weir_blob::BlobStore::from_url_with_env("s3://payloads/team-a", env).unwrap();
+    /// assert_eq!(store.url(), "s3://payloads/team-a");
+    /// ```
+    pub fn from_url_with_env(
+        url: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<BlobStore> {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let bucket = s3::Bucket::parse(url, rest, env)?;
+            return Ok(BlobStore {
+                store: bucket.store(url)?,
+                url: url.to_string(),
+                bucket: Some(Arc::new(bucket)),
+            });
+        }
         let bad = |reason: &str| Error::BadUrl {
             url: url.to_string(),
             reason: reason.to_string(),
@@ -130,9 +201,40 @@ impl BlobStore {
             return Ok(BlobStore {
                 store: Arc::new(object_store::memory::InMemory::new()),
                 url: url.to_string(),
+                bucket: None,
             });
         }
-        Err(bad("supported schemes are file:// and memory://"))
+        Err(bad("supported schemes are file://, memory:// and s3://"))
+    }
+
+    /// Checks that the store can be used: for `s3://`, lists at most one key under the prefix
+    /// ([`Error::Unavailable`] names the bucket and the server when that fails). Local and
+    /// in-memory stores need no check.
+    pub async fn check(&self) -> Result<()> {
+        match &self.bucket {
+            Some(bucket) => bucket.check(&self.url).await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`BlobStore::check`] for a caller that is not async, or is on a runtime it may not
+    /// block: an `s3://` store is checked on a thread and runtime of its own.
+    pub fn check_blocking(&self) -> Result<()> {
+        let Some(bucket) = &self.bucket else {
+            return Ok(());
+        };
+        let check = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::BadUrl {
+                    url: self.url.clone(),
+                    reason: format!("cannot start a runtime to check it: {e}"),
+                })?
+                .block_on(bucket.check(&self.url))
+        };
+        std::thread::scope(|scope| scope.spawn(check).join())
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     /// The store's URL.
@@ -166,19 +268,40 @@ impl BlobStore {
         fail::fail_point!("blob.put.before", |_| Err(
             self.injected(key, "blob.put.before")
         ));
-        self.store
-            .put(&path, PutPayload::from(bytes))
-            .await
-            .map_err(|source| Error::Backend {
-                key: key.to_string(),
-                store: self.url.clone(),
-                source,
-            })?;
+        let written = if self.bucket.is_some() && bytes.len() > MULTIPART_THRESHOLD {
+            self.put_multipart(&path, Bytes::from(bytes)).await
+        } else {
+            self.store
+                .put(&path, PutPayload::from(bytes))
+                .await
+                .map(drop)
+        };
+        written.map_err(|source| Error::Backend {
+            key: key.to_string(),
+            store: self.url.clone(),
+            source,
+        })?;
         #[cfg(feature = "failpoints")]
         fail::fail_point!("blob.put.after", |_| Err(
             self.injected(key, "blob.put.after")
         ));
         Ok(())
+    }
+
+    /// Uploads `bytes` in parts of [`MULTIPART_PART_SIZE`], a few at a time; the object appears
+    /// only when the upload completes, and a failed upload is aborted (its parts deleted).
+    async fn put_multipart(&self, path: &Path, bytes: Bytes) -> object_store::Result<()> {
+        let upload = self.store.put_multipart(path).await?;
+        let mut write = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_SIZE);
+        for start in (0..bytes.len()).step_by(MULTIPART_PART_SIZE) {
+            if let Err(e) = write.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                // The upload's own error is the one to report.
+                let _ = write.abort().await;
+                return Err(e);
+            }
+            write.put(bytes.slice(start..bytes.len().min(start + MULTIPART_PART_SIZE)));
+        }
+        write.finish().await.map(drop)
     }
 
     /// The error an injected failure gives: a backend error naming the key and the failpoint.

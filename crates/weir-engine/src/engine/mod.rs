@@ -181,26 +181,25 @@ impl Engine {
         options: &EngineOptions,
     ) -> std::result::Result<BlobStore, error::Error> {
         let recorded = futures::executor::block_on(store.setting(BLOB_URL_SETTING))?;
-        let url = match (recorded, &options.blob_url) {
+        let (url, record) = match (recorded, &options.blob_url) {
             (Some(recorded), Some(given)) if recorded != *given => {
                 return Err(error::Error::Config(format!(
                     "the state in {} keeps its payloads in {recorded}, not {given}; use the same blob URL (or another state directory)",
                     options.state_dir.display()
                 )));
             }
-            (Some(recorded), _) => Some(recorded),
-            (None, Some(given)) => {
-                // Checked before it is recorded.
-                BlobStore::from_url(given)?;
-                futures::executor::block_on(store.set_setting(BLOB_URL_SETTING, given))?;
-                Some(given.clone())
-            }
-            (None, None) => None,
+            (Some(recorded), _) => (recorded, false),
+            (None, Some(given)) => (given.clone(), true),
+            (None, None) => return Ok(BlobStore::local(&options.state_dir.join("blobs"))?),
         };
-        Ok(match url {
-            Some(url) => BlobStore::from_url(&url)?,
-            None => BlobStore::local(&options.state_dir.join("blobs"))?,
-        })
+        let blobs = BlobStore::from_url(&url)?;
+        // An s3:// bucket is listed now, before it is recorded: a missing one is an error at
+        // start rather than at the first large payload.
+        blobs.check_blocking()?;
+        if record {
+            futures::executor::block_on(store.set_setting(BLOB_URL_SETTING, &url))?;
+        }
+        Ok(blobs)
     }
 
     /// The state store.
