@@ -26,6 +26,27 @@ pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Reads the fixture's `mwork` log (lines `mstart|mend I AT_US PID`): the number of lines
+/// and the most [start, end] intervals open at once (an end sorts before a start at the same
+/// microsecond).
+pub fn most_at_once(log: &str) -> (usize, i32) {
+    let mut events: Vec<(u128, i32)> = log
+        .lines()
+        .map(|line| {
+            let w: Vec<&str> = line.split(' ').collect();
+            let at: u128 = w[2].parse().expect("a time in µs");
+            (at, if w[0] == "mstart" { 1 } else { -1 })
+        })
+        .collect();
+    events.sort();
+    let (mut now, mut max) = (0, 0);
+    for (_, delta) in &events {
+        now += delta;
+        max = max.max(now);
+    }
+    (events.len(), max)
+}
+
 /// A snapshot of every file under a directory: (relative path, content hash). Used to prove
 /// that a rejected command changed nothing (SQLite's `-shm` index and an empty `-wal` are left out).
 pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u64)> {
