@@ -316,8 +316,9 @@ impl Drop for SqliteStore {
 /// Page size of a new database. A commit writes every page it changed to the WAL, and a typical
 /// commit (an action's row and its two index entries) changes a few rows on a few pages: with
 /// 1 KiB pages it writes a quarter of the bytes it writes with SQLite's default 4 KiB (measured,
-/// release: a sequential chain's hop 32 → 25 µs, a million-action run 13.2 → 10.8 s; 512 B gains
-/// nothing more). Databases created before keep their page size.
+/// release, side by side: a sequential chain's hop 26–34 → 20–27 µs; 512 B gains nothing more).
+/// The price: a run of a million actions, whose indexes then have four times the pages, takes
+/// 10–20% longer (9.9–11.4 s against 8.5–10.5 s). Databases created before keep their page size.
 const PAGE_SIZE: i64 = 1024;
 
 /// Creates the database at `path` with its schema under a temporary name and links it into
