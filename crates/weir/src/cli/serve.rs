@@ -112,32 +112,36 @@ async fn blob_store(
         .setting(BLOB_URL_SETTING)
         .await
         .map_err(Failure::other)?;
-    let url = match (recorded, given) {
+    let (url, record) = match (recorded, given) {
         (Some(r), Some(g)) if r != g => {
             return Err(Failure::input(format!(
                 "this database keeps its payloads in {r}, not {g}; every replica uses the same object store"
             )));
         }
-        (Some(r), _) => r,
-        (None, given) => {
-            let url = match given {
-                Some(g) => g.to_string(),
-                None => {
-                    let dir = state_dir.join("cluster-blobs");
-                    std::fs::create_dir_all(&dir).map_err(|e| {
-                        Failure::other(format!("cannot create {}: {e}", dir.display()))
-                    })?;
-                    let dir = dir.canonicalize().map_err(Failure::other)?;
-                    format!("file://{}", dir.display())
-                }
-            };
-            BlobStore::from_url(&url).map_err(Failure::input)?;
-            store
-                .set_setting(BLOB_URL_SETTING, &url)
-                .await
-                .map_err(Failure::other)?;
-            url
+        (Some(r), _) => (r, false),
+        (None, Some(g)) => (g.to_string(), true),
+        (None, None) => {
+            let dir = state_dir.join("cluster-blobs");
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Failure::other(format!("cannot create {}: {e}", dir.display())))?;
+            let dir = dir.canonicalize().map_err(Failure::other)?;
+            (format!("file://{}", dir.display()), true)
         }
     };
-    BlobStore::from_url(&url).map_err(Failure::other)
+    // A URL given now is the caller's input; a recorded one that fails is the environment's.
+    let failure = if record {
+        Failure::input
+    } else {
+        Failure::other
+    };
+    let blobs = BlobStore::from_url(&url).map_err(failure)?;
+    // An s3:// bucket is listed before it is recorded: a missing one stops serve now.
+    blobs.check().await.map_err(failure)?;
+    if record {
+        store
+            .set_setting(BLOB_URL_SETTING, &url)
+            .await
+            .map_err(Failure::other)?;
+    }
+    Ok(blobs)
 }
