@@ -159,3 +159,74 @@ fn serve_keeps_large_payloads_in_s3_and_get_io_reads_them_back() {
     let io: serde_json::Value = serde_json::from_str(io.trim()).unwrap();
     assert_eq!(io["output"], big.as_str());
 }
+
+#[test]
+fn an_embedded_run_keeps_large_payloads_in_s3_and_get_io_reads_them_back() {
+    let Some(moto) = moto::Moto::start() else {
+        return;
+    };
+    let state = tempfile::tempdir().unwrap();
+    // The state's object store, recorded as `EngineOptions::blob_url` records it on first use
+    // (the command line has no flag for it): every engine and reader of the state uses it.
+    let store = weir_store::open(state.path(), Default::default()).unwrap();
+    let url = "s3://weir-embedded/runs";
+    futures::executor::block_on(store.set_setting(weir_blob::BLOB_URL_SETTING, url)).unwrap();
+    store.close().unwrap();
+    drop(store);
+    let fixture = |args: &[&str]| {
+        let o = std::process::Command::new(BIN)
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(args)
+            .envs(moto.env())
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (o.status.success(), text(&o.stdout), text(&o.stderr))
+    };
+    let size = 300_000;
+    let input = format!(
+        r#"{{"i": 5, "size": {size}, "log": "{}"}}"#,
+        state.path().join("children.log").display()
+    );
+    let run = ["run", "fault_child", "--input", &input, "-o", "json"];
+
+    // No bucket yet: the engine does not start, and says which bucket on which server.
+    let (ok, _, err) = fixture(&run);
+    assert!(!ok);
+    assert!(
+        err.contains("\"weir-embedded\"")
+            && err.contains(&moto.endpoint())
+            && err.contains("does not exist"),
+        "{err}"
+    );
+
+    moto.create_bucket("weir-embedded");
+    let (ok, out, err) = fixture(&run);
+    assert!(ok, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let big = big_value(5, size);
+    assert_eq!(v["output"], big.as_str());
+    let name = v["run"].as_str().unwrap();
+    let keys = moto.keys("weir-embedded");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = &keys[0];
+    assert!(
+        key.starts_with(&format!("runs/{name}/a0/")) && key.ends_with("/outputs"),
+        "{key}"
+    );
+
+    // `get io` finds it through the state's recorded store.
+    let get_io = ["get", "io", name, "a0", "-o", "json"];
+    let (ok, io, err) = fixture(&get_io);
+    assert!(ok, "{err}");
+    let io: serde_json::Value = serde_json::from_str(io.trim()).unwrap();
+    assert_eq!(io["output"], big.as_str());
+    moto.delete_object("weir-embedded", key);
+    let (ok, _, err) = fixture(&get_io);
+    assert!(!ok);
+    assert!(
+        err.contains(key.strip_prefix("runs/").unwrap()) && err.contains("missing"),
+        "{err}"
+    );
+}
