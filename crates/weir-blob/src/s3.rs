@@ -13,7 +13,8 @@ use object_store::prefix::PrefixStore;
 
 use crate::{Error, Result};
 
-/// The variable that names an S3-compatible server instead of AWS (e.g. `http://127.0.0.1:9000`).
+/// The variable that names an S3-compatible server instead of AWS (e.g. `http://127.0.0.1:9000`;
+/// `AWS_ENDPOINT_URL_S3` too).
 const ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL";
 
 /// How long the check made when a store is opened keeps retrying an endpoint that does not
@@ -81,7 +82,10 @@ impl Bucket {
             }
         }
         builder = builder.with_bucket_name(name);
-        let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+        // `AWS_ENDPOINT_URL_S3` wins over `AWS_ENDPOINT_URL`, as in object_store.
+        let endpoint = builder
+            .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
+            .or_else(|| builder.get_config_value(&AmazonS3ConfigKey::Endpoint));
         if !allow_http_set
             && endpoint
                 .as_deref()
