@@ -42,6 +42,7 @@
 mod analyze;
 mod batched;
 mod conn;
+mod logs;
 mod pipe;
 mod queue;
 mod reads;
@@ -59,9 +60,9 @@ use tokio::sync::mpsc;
 use tokio_postgres::{Client, Config, NoTls};
 use weir_core::ActionId;
 use weir_store::{
-    ActionRecord, AttemptRecord, CacheEntry, Cap, Claim, Error, Lease, NewRun, Page, QueuedAttempt,
-    Reaped, Result, RunFilter, RunId, RunRecord, RunSummary, Staged, Store, StoreFuture, Ticket,
-    WorkerRecord, WriteOp,
+    ActionRecord, AttemptLog, AttemptRecord, CacheEntry, Cap, Claim, Error, Lease, NewRun, Page,
+    QueuedAttempt, Reaped, Result, RunFilter, RunId, RunRecord, RunSummary, Staged, Store,
+    StoreFuture, Ticket, WorkerRecord, WriteOp,
 };
 
 use conn::Conn;
@@ -489,6 +490,26 @@ impl Store for PostgresStore {
     fn action(&self, run: RunId, id: ActionId) -> StoreFuture<'_, Option<ActionRecord>> {
         let inner = self.inner.clone();
         self.spawn(async move { inner.action(run, id).await })
+    }
+
+    fn list_actions_with_payloads(
+        &self,
+        run: RunId,
+        page: Page,
+    ) -> StoreFuture<'_, Vec<ActionRecord>> {
+        let inner = self.inner.clone();
+        self.spawn(async move { inner.list_actions_with_payloads(run, page).await })
+    }
+
+    fn record_attempt_logs<'a>(&'a self, logs: &'a [AttemptLog]) -> StoreFuture<'a, ()> {
+        let inner = self.inner.clone();
+        let logs = logs.to_vec();
+        self.spawn(async move { inner.record_attempt_logs(&logs).await })
+    }
+
+    fn attempt_logs(&self, run: RunId, action: ActionId) -> StoreFuture<'_, Vec<AttemptLog>> {
+        let inner = self.inner.clone();
+        self.spawn(async move { inner.attempt_logs(run, action).await })
     }
 
     fn failed_attempts(&self, run: RunId, id: ActionId) -> StoreFuture<'_, Vec<AttemptRecord>> {

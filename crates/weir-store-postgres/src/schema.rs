@@ -5,8 +5,9 @@ use weir_store::{Error, Result};
 
 use crate::describe;
 
-/// Newest schema this build reads and writes (PostgreSQL's own numbering, apart from SQLite's).
-pub const SCHEMA_VERSION: i64 = 1;
+/// Newest schema this build reads and writes (PostgreSQL's own numbering, apart from SQLite's):
+/// 1 the first; 2 adds `attempt_logs` (what attempts printed).
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The tables, as SQLite's (`weir_store`'s `sqlite/mod.rs`) with PostgreSQL's types: ids and
 /// times are `bigint`, payloads `bytea` or a reference (see `weir_store::columns`).
@@ -51,6 +52,21 @@ CREATE TABLE IF NOT EXISTS workers(
   id text PRIMARY KEY, env text NOT NULL, version text NOT NULL, registered_at bigint NOT NULL,
   seen_at bigint NOT NULL);
 ";
+
+/// What each version adds to the one before it, in order: a schema found at version `v` gets
+/// every step above `v` (in the transaction that checks the version), then records the newest.
+/// [`SCHEMA`] is the schema of version 1.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    2,
+    "
+CREATE TABLE IF NOT EXISTS attempt_logs(
+  run bigint NOT NULL, action bigint NOT NULL, lease bigint NOT NULL, attempt bigint NOT NULL,
+  worker text NOT NULL, pid bigint NOT NULL, env text NOT NULL, task text NOT NULL,
+  started_at bigint NOT NULL, ended_at bigint NOT NULL, ok boolean NOT NULL,
+  text bytea NOT NULL, dropped bigint NOT NULL, overlapping bigint NOT NULL,
+  PRIMARY KEY(run, action, lease));
+",
+)];
 
 /// Creates the schema (and `schema`, the namespace, when given) or checks the version found;
 /// serialized across processes by an advisory lock.
@@ -99,12 +115,13 @@ pub(crate) async fn migrate(client: &mut Client, schema: Option<&str>, what: &st
         .await
         .map_err(err("reading the schema version"))?
         .get(0);
+    let mut found = None;
     if has_meta {
-        let found: Option<i64> = tx
+        found = tx
             .query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])
             .await
             .map_err(err("reading the schema version"))?
-            .map(|r| r.get(0));
+            .map(|r| r.get::<_, i64>(0));
         if let Some(found) = found
             && found > SCHEMA_VERSION
         {
@@ -118,8 +135,17 @@ pub(crate) async fn migrate(client: &mut Client, schema: Option<&str>, what: &st
     tx.batch_execute(SCHEMA)
         .await
         .map_err(err("creating the schema"))?;
+    // A new schema is at version 0 here: it gets every step.
+    let found = found.unwrap_or(0);
+    for (version, step) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        tx.batch_execute(step).await.map_err(|e| Error::Database {
+            what: format!("{what} (migrating the schema to version {version})"),
+            source: describe(&e).into(),
+        })?;
+    }
     tx.execute(
-        "INSERT INTO meta(key, value) VALUES('schema_version', $1) ON CONFLICT(key) DO NOTHING",
+        "INSERT INTO meta(key, value) VALUES('schema_version', $1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value WHERE meta.value < excluded.value",
         &[&SCHEMA_VERSION],
     )
     .await

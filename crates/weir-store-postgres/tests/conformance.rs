@@ -58,6 +58,63 @@ async fn postgres_refuses_a_newer_schema_and_keeps_its_state_across_connections(
     );
 }
 
+/// A schema of version 1 (before `attempt_logs`) is migrated when a store connects: the table
+/// is added, the version recorded, and what was there kept.
+#[tokio::test]
+async fn postgres_migrates_a_version_1_schema_and_keeps_its_state() {
+    let pg = Postgres::new();
+    let run = {
+        let store = pg.connect();
+        let (run, _) = store.create_run(suite::new_run("old", "o")).await.unwrap();
+        store.close().unwrap();
+        run
+    };
+    // Version 1 had every table but `attempt_logs`.
+    pg.sql(format!(
+        "DROP TABLE {0}.attempt_logs; UPDATE {0}.meta SET value = 1 WHERE key = 'schema_version'",
+        pg.schema
+    ));
+    let version = |pg: &Postgres| {
+        pg.value(format!(
+            "SELECT value::text FROM {}.meta WHERE key = 'schema_version'",
+            pg.schema
+        ))
+    };
+    assert_eq!(version(&pg), "1");
+    let store = pg.connect();
+    assert_eq!(version(&pg), SCHEMA_VERSION.to_string());
+    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(store.run_by_name("old").await.unwrap().id, run.id);
+    let log = weir_store::AttemptLog {
+        run: run.id,
+        action: ActionId::ROOT,
+        attempt: 1,
+        lease: 1,
+        worker: "w".into(),
+        pid: 1,
+        env: "env".into(),
+        task: "env.root".into(),
+        started_at: 1,
+        ended_at: 2,
+        ok: true,
+        text: b"hello\n".to_vec(),
+        dropped: 0,
+        overlapping: 0,
+    };
+    store
+        .record_attempt_logs(std::slice::from_ref(&log))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.attempt_logs(run.id, ActionId::ROOT).await.unwrap(),
+        vec![log]
+    );
+    drop(store);
+    // Connecting again changes nothing.
+    drop(pg.connect());
+    assert_eq!(version(&pg), SCHEMA_VERSION.to_string());
+}
+
 #[tokio::test]
 async fn postgres_writes_after_close_are_refused_and_an_unreachable_server_is_an_error() {
     let pg = Postgres::new();

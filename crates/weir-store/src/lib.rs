@@ -28,8 +28,8 @@ mod ticket;
 mod ui;
 
 pub use records::{
-    ActionKind, ActionRecord, AttemptRecord, CacheEntry, Cap, Lease, NewRun, Page, Payload,
-    QueueDepth, QueueEntry, QueuedAttempt, Reaped, RunFilter, RunId, RunRecord, RunStatus,
+    ActionKind, ActionRecord, AttemptLog, AttemptRecord, CacheEntry, Cap, Lease, NewRun, Page,
+    Payload, QueueDepth, QueueEntry, QueuedAttempt, Reaped, RunFilter, RunId, RunRecord, RunStatus,
     RunSummary, WorkerRecord, WriteOp, now_us,
 };
 pub use sqlite::{SCHEMA_VERSION, SqliteStore, StoreOptions};
@@ -113,6 +113,14 @@ pub enum Error {
         /// Its claim's epoch.
         epoch: u64,
     },
+    /// The backend does not keep this kind of state.
+    #[error("this state store does not keep {what}: {why}")]
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+        /// Why, and where to look instead.
+        why: &'static str,
+    },
 }
 
 /// How rows hold payloads and reuse, shared by the backends so that they store the same
@@ -145,6 +153,14 @@ pub fn open(
 /// [`Error::NoState`] when there is none (see [`SqliteStore::open_read_only`]).
 pub fn open_read_only(state_dir: &std::path::Path) -> Result<std::sync::Arc<dyn Store>> {
     Ok(std::sync::Arc::new(SqliteStore::open_read_only(state_dir)?))
+}
+
+/// The refusal of a backend that keeps no attempt logs.
+fn attempt_logs_unsupported() -> Error {
+    Error::Unsupported {
+        what: "attempt logs",
+        why: "only cluster mode (`weir serve`, on PostgreSQL) records what attempts printed; the embedded engine's workers keep theirs in <state-dir>/workers/ (see `get logs`)",
+    }
 }
 
 /// The future of a read.
@@ -207,6 +223,41 @@ pub trait Store: Send + Sync + 'static {
     fn list_actions(&self, run: RunId, page: Page) -> StoreFuture<'_, Vec<ActionRecord>>;
     /// One action with its payloads.
     fn action(&self, run: RunId, id: weir_core::ActionId) -> StoreFuture<'_, Option<ActionRecord>>;
+    /// [`Store::list_actions`] with each action's payloads (as [`Store::action`] has them).
+    /// The default reads the page, then each action; a backend may do it at once.
+    fn list_actions_with_payloads(
+        &self,
+        run: RunId,
+        page: Page,
+    ) -> StoreFuture<'_, Vec<ActionRecord>> {
+        Box::pin(async move {
+            let listed = self.list_actions(run, page).await?;
+            let mut out = Vec::with_capacity(listed.len());
+            for rec in listed {
+                out.push(self.action(run, rec.id).await?.unwrap_or(rec));
+            }
+            Ok(out)
+        })
+    }
+    /// Records what attempts printed (cluster workers send it with their completions). The log
+    /// of an attempt already recorded (same run, action and lease: a completion delivered
+    /// twice) is kept as it was. The default refuses with [`Error::Unsupported`]: the embedded
+    /// engine's workers write their output to files of the state directory (`get logs`), not
+    /// to the store.
+    fn record_attempt_logs<'a>(&'a self, logs: &'a [AttemptLog]) -> StoreFuture<'a, ()> {
+        let _ = logs;
+        Box::pin(async { Err(attempt_logs_unsupported()) })
+    }
+    /// The recorded logs of an action's attempts, by attempt number then lease. The default
+    /// refuses, as [`Store::record_attempt_logs`] does.
+    fn attempt_logs(
+        &self,
+        run: RunId,
+        action: weir_core::ActionId,
+    ) -> StoreFuture<'_, Vec<AttemptLog>> {
+        let _ = (run, action);
+        Box::pin(async { Err(attempt_logs_unsupported()) })
+    }
     /// Which of `ids` (actions of `run`) have ended (succeeded, failed or cancelled).
     fn ended_among<'a>(
         &'a self,

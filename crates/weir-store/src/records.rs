@@ -494,3 +494,40 @@ pub struct WorkerRecord {
     /// Last sign of life (µs).
     pub seen_at: i64,
 }
+
+/// What one attempt printed: the output of the worker process that ran it (stdout and stderr,
+/// as the worker captured them while the attempt ran), recorded by a control plane when the
+/// attempt's completion arrives. The worker keeps the last part only (see `dropped`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptLog {
+    /// The run.
+    pub run: RunId,
+    /// The action.
+    pub action: ActionId,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+    /// The lease it ran under (an attempt requeued after its worker was lost runs again under
+    /// another lease, with the same attempt number).
+    pub lease: u64,
+    /// The worker that ran it.
+    pub worker: String,
+    /// The worker's process id.
+    pub pid: u32,
+    /// The worker's environment.
+    pub env: String,
+    /// Full task name.
+    pub task: String,
+    /// When the attempt started in the worker (µs).
+    pub started_at: i64,
+    /// When it ended (µs).
+    pub ended_at: i64,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// The bytes printed (the last ones, when there were more than the worker keeps).
+    pub text: Vec<u8>,
+    /// How many bytes were printed before `text` and dropped.
+    pub dropped: u64,
+    /// How many other attempts ran in the same process while this one ran: their output is
+    /// interleaved with this one's in `text`.
+    pub overlapping: u32,
+}

@@ -29,6 +29,10 @@ impl suite::Fixture for Sqlite {
     fn open_reader(&self) -> Arc<dyn Store> {
         Arc::new(SqliteStore::open_read_only(self.0.path()).unwrap())
     }
+    /// The embedded engine's workers keep their output in files (`get logs`).
+    fn keeps_attempt_logs(&self) -> bool {
+        false
+    }
 }
 
 suite::all_conformance_tests!(Sqlite::new());

@@ -12,7 +12,7 @@
 //! live actions queued before it (within one batch too), a finished run and run filters,
 //! settings; the work queue: leases never given twice (four stores leasing at once), fenced
 //! completion, heartbeats extending leases, the reaper's system retries, environments kept
-//! apart, worker records.
+//! apart, worker records; pages of actions with their payloads, and attempt logs.
 
 #![allow(dead_code)]
 
@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use weir_core::{ActionId, ActionStatus, ErrorKind, Failure};
 use weir_store::{
-    ActionKind, AttemptRecord, CacheEntry, Error, NewRun, Page, Payload, QueuedAttempt, RunFilter,
-    RunId, RunStatus, Store, WorkerRecord, WriteOp,
+    ActionKind, AttemptLog, AttemptRecord, CacheEntry, Error, NewRun, Page, Payload, QueuedAttempt,
+    RunFilter, RunId, RunStatus, Store, WorkerRecord, WriteOp,
 };
 
 /// One fresh state of a backend (a temporary directory, a PostgreSQL schema), removed when
@@ -34,6 +34,10 @@ pub trait Fixture {
     /// A store on this state on other connections, to read what was committed.
     fn open_reader(&self) -> Arc<dyn Store> {
         self.open()
+    }
+    /// Whether the backend records attempt logs (else it refuses to).
+    fn keeps_attempt_logs(&self) -> bool {
+        true
     }
 }
 
@@ -70,6 +74,8 @@ macro_rules! all_conformance_tests {
             a_staged_write_is_seen_then_durable_and_keeps_its_order,
             a_run_created_with_a_queue_has_its_root_queued_and_a_refused_one_queues_nothing,
             a_capped_group_of_queues_never_has_more_leased_than_its_limit,
+            a_page_of_actions_with_payloads_has_what_each_action_read_has,
+            attempt_logs_round_trip_by_attempt_and_a_second_recording_changes_nothing,
         );
     };
 }
@@ -1042,4 +1048,158 @@ pub async fn a_capped_group_of_queues_never_has_more_leased_than_its_limit(fx: &
         "{backend}: {held} leased beside {before}"
     );
     assert_eq!(held, 3, "{backend}: the free places are used");
+}
+
+/// A page of actions with payloads: the same actions as [`Store::list_actions`]'s page, each
+/// with the payloads [`Store::action`] reads (offloaded references and inline bytes alike).
+pub async fn a_page_of_actions_with_payloads_has_what_each_action_read_has(fx: &dyn Fixture) {
+    let backend = fx.name();
+    let store = fx.open();
+    let (run, _) = store.create_run(new_run("paged-io", "me")).await.unwrap();
+    for id in 1..=4 {
+        store.write(insert(run.id, id));
+    }
+    store.write(finish(run.id, 2, ActionStatus::Succeeded, Some(7)));
+    store.write(finish(run.id, 3, ActionStatus::Failed, None));
+    store.sync().await.unwrap();
+    let reader = fx.open_reader();
+    let page = Page {
+        offset: 1,
+        limit: 3,
+    };
+    let listed = reader.list_actions(run.id, page).await.unwrap();
+    let with = reader
+        .list_actions_with_payloads(run.id, page)
+        .await
+        .unwrap();
+    assert_eq!(
+        with.iter().map(|a| a.id).collect::<Vec<_>>(),
+        listed.iter().map(|a| a.id).collect::<Vec<_>>(),
+        "{backend}"
+    );
+    assert_eq!(
+        with.iter().map(|a| a.id.0).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "{backend}"
+    );
+    for a in &with {
+        let one = reader.action(run.id, a.id).await.unwrap().unwrap();
+        assert_eq!(
+            (&a.inputs, &a.output),
+            (&one.inputs, &one.output),
+            "{backend}"
+        );
+        assert_eq!(
+            (a.status, a.attempts),
+            (one.status, one.attempts),
+            "{backend}"
+        );
+        assert!(
+            matches!(a.inputs, Some(Payload::Offloaded { .. })),
+            "{backend}"
+        );
+    }
+    assert_eq!(with[1].output, Some(Payload::Inline(vec![7])), "{backend}");
+    assert_eq!(with[0].output, None, "{backend}");
+    // The root's inline inputs, on the first page.
+    let first = reader
+        .list_actions_with_payloads(
+            run.id,
+            Page {
+                offset: 0,
+                limit: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first[0].inputs,
+        Some(Payload::Inline(vec![1, 2, 3])),
+        "{backend}"
+    );
+    let past = Page {
+        offset: 10,
+        limit: 5,
+    };
+    assert!(
+        reader
+            .list_actions_with_payloads(run.id, past)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn attempt_log(run: RunId, action: u64, attempt: u32, lease: u64, text: &str) -> AttemptLog {
+    AttemptLog {
+        run,
+        action: ActionId(action),
+        attempt,
+        lease,
+        worker: "w1".into(),
+        pid: 4242,
+        env: "env".into(),
+        task: "env.child".into(),
+        started_at: 100 * lease as i64,
+        ended_at: 100 * lease as i64 + 50,
+        ok: attempt > 1,
+        text: text.as_bytes().to_vec(),
+        dropped: if lease == 9 { 1 << 20 } else { 0 },
+        overlapping: attempt,
+    }
+}
+
+/// Attempt logs (what cluster workers captured): recorded in batches, read back per action by
+/// attempt then lease with every field, a log recorded again kept as first recorded, other
+/// actions' logs apart. A backend that keeps none (SQLite: the embedded engine's workers log
+/// to files) refuses both calls with `Error::Unsupported`.
+pub async fn attempt_logs_round_trip_by_attempt_and_a_second_recording_changes_nothing(
+    fx: &dyn Fixture,
+) {
+    let backend = fx.name();
+    let store = fx.open();
+    let (run, _) = store.create_run(new_run("logged", "me")).await.unwrap();
+    let logs = vec![
+        attempt_log(run.id, 1, 2, 9, "second\nattempt\n"),
+        attempt_log(run.id, 1, 1, 7, "first attempt\n\u{1b}[31mred\n"),
+        attempt_log(run.id, 1, 1, 3, "lost worker\n"),
+        attempt_log(run.id, 2, 1, 4, ""),
+    ];
+    if !fx.keeps_attempt_logs() {
+        let refused = store.record_attempt_logs(&logs).await.unwrap_err();
+        assert!(matches!(refused, Error::Unsupported { .. }), "{refused}");
+        assert!(refused.to_string().contains("get logs"), "{refused}");
+        let refused = store.attempt_logs(run.id, ActionId(1)).await.unwrap_err();
+        assert!(matches!(refused, Error::Unsupported { .. }), "{refused}");
+        return;
+    }
+    store.record_attempt_logs(&logs[..2]).await.unwrap();
+    store.record_attempt_logs(&[]).await.unwrap();
+    // Delivered again (with other bytes): the first recording stays.
+    let mut again = logs.clone();
+    again[0].text = b"changed".to_vec();
+    store.record_attempt_logs(&again).await.unwrap();
+    let reader = fx.open_reader();
+    let read = reader.attempt_logs(run.id, ActionId(1)).await.unwrap();
+    assert_eq!(
+        read,
+        vec![logs[2].clone(), logs[1].clone(), logs[0].clone()],
+        "{backend}"
+    );
+    let other = reader.attempt_logs(run.id, ActionId(2)).await.unwrap();
+    assert_eq!(other, vec![logs[3].clone()], "{backend}");
+    assert!(
+        reader
+            .attempt_logs(run.id, ActionId(3))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        reader
+            .attempt_logs(RunId(run.id.0 + 1), ActionId(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
