@@ -147,6 +147,7 @@ fn protocol() -> Vec<Vec<u8>> {
                         attempt: 1,
                         action: id,
                         outcome: AttemptOutcome::Output(vec![0x2a]),
+                        log: None,
                     },
                     Completion {
                         lease: 2,
@@ -154,6 +155,7 @@ fn protocol() -> Vec<Vec<u8>> {
                         attempt: 3,
                         action: ActionId::ROOT,
                         outcome: AttemptOutcome::Error(remote()),
+                        log: None,
                     },
                 ],
             }),

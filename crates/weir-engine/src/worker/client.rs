@@ -62,7 +62,8 @@ fn by_bytes<T>(items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
 }
 
 fn completion_bytes(c: &Completion) -> usize {
-    match &c.outcome {
+    let log = c.log.as_ref().map_or(0, |l| l.text.len());
+    log + match &c.outcome {
         AttemptOutcome::Output(b) => b.len(),
         AttemptOutcome::Error(e) => {
             e.message.len() + e.chain.iter().map(String::len).sum::<usize>()

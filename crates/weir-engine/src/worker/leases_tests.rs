@@ -40,6 +40,7 @@ fn done(a: &LeasedAction, bytes: Vec<u8>) -> Completion {
         attempt: a.attempt,
         action: a.action,
         outcome: AttemptOutcome::Output(bytes),
+        log: None,
     }
 }
 

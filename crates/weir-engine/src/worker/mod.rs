@@ -37,7 +37,8 @@
 //! - [`run_worker`]: the worker mode of the user's binary (`<binary> worker --env NAME
 //!   --engine URL`); `client`: its connection to the engine (batching loops over a
 //!   [`WorkerApi`]); `remote_run`: a task's child calls and checkpoints from a worker;
-//!   `worker_log`: its structured log ([`WorkerLogRecord`]), read by `get logs`.
+//!   `worker_log`: its structured log ([`WorkerLogRecord`]), read by `get logs`; `capture`:
+//!   a control plane's worker keeps what each attempt printed, sent with its completion.
 //!
 //! # Slots and nested calls
 //!
@@ -49,6 +50,7 @@
 
 mod api;
 mod auth;
+mod capture;
 pub(crate) mod client;
 pub(crate) mod executor;
 mod http;

@@ -189,6 +189,34 @@ pub struct Completion {
     pub action: ActionId,
     /// The outcome.
     pub outcome: AttemptOutcome,
+    /// What the worker's process printed while the attempt ran, when a control plane's worker
+    /// captured something (none otherwise: an engine's workers write theirs to files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<AttemptOutput>,
+}
+
+/// Most bytes of an attempt's output a worker keeps (the last ones) and a control plane
+/// records.
+pub const OUTPUT_CAP: usize = 1 << 20;
+
+/// What a worker's process printed (stdout and stderr) while one attempt ran.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptOutput {
+    /// The bytes, at most [`OUTPUT_CAP`] (the last ones: what came before is dropped, up to
+    /// the end of a line).
+    #[serde(with = "serde_bytes")]
+    pub text: Vec<u8>,
+    /// How many bytes came before `text` and were dropped.
+    pub dropped: u64,
+    /// How many other attempts ran in the process at some point while this one ran (their
+    /// output is interleaved with this one's).
+    pub overlapping: u32,
+    /// When the attempt started (µs).
+    pub started_at: i64,
+    /// When it ended (µs).
+    pub ended_at: i64,
+    /// The worker's process id.
+    pub pid: u32,
 }
 
 /// Completions, batched.

@@ -67,6 +67,9 @@ pub async fn run_worker(config: WorkerConfig) -> Result<(), Error> {
         }
         false => Arc::new(HttpClient::new(config.engine_url.clone())),
     };
+    // A control plane's worker runs anywhere: what its attempts print travels with their
+    // completions (an engine's workers write theirs to a file the engine reads).
+    let _captured = config.cluster.then(super::capture::install).flatten();
     run_worker_with(config, api).await
 }
 
@@ -345,6 +348,7 @@ async fn run_leased(
         },
     };
     client.log().begin(&a);
+    let capturing = super::capture::begin(a.lease);
     let outcome = match registry::find_task(&a.task) {
         Err(e) => AttemptOutcome::Error(system_error(format!("worker {}: {e}", client.worker()))),
         Ok(def) => {
@@ -396,6 +400,7 @@ async fn run_leased(
         AttemptOutcome::Output(_) => None,
         AttemptOutcome::Error(e) => Some(e.message.clone()),
     };
+    let log = capturing.and_then(super::capture::Capturing::end);
     client.log().end(&a, error);
     running.lock().remove(&a.lease);
     client.complete(Completion {
@@ -404,6 +409,7 @@ async fn run_leased(
         attempt: a.attempt,
         action: a.action,
         outcome,
+        log,
     });
 }
 
