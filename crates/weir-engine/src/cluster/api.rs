@@ -278,7 +278,7 @@ impl WorkerApi for ClusterApi {
         })
     }
 
-    fn complete(&self, req: CompleteBatch) -> ApiFuture<'_, CompleteReply> {
+    fn complete(&self, mut req: CompleteBatch) -> ApiFuture<'_, CompleteReply> {
         Box::pin(async move {
             self.worker("complete", &req.worker).await?;
             let worker = req.worker.as_str();
@@ -298,6 +298,16 @@ impl WorkerApi for ClusterApi {
                 .into_iter()
                 .map(|e| ((e.attempt.run, e.attempt.action), e))
                 .collect();
+            // What the attempts printed is recorded before their results: once a run has
+            // ended, the logs of its attempts are in.
+            let logs = super::inspect::logs_of(worker, &mut req.completions, &entries);
+            if !logs.is_empty() {
+                self.inner
+                    .store
+                    .record_attempt_logs(&logs)
+                    .await
+                    .map_err(|e| refused("complete", Refusal::Internal, e.to_string()))?;
+            }
             let results: Vec<(u64, Result<(), Rejected>)> =
                 futures::stream::iter(req.completions.into_iter().map(|c| {
                     let entry = c.run.and_then(|r| entries.remove(&(r, c.action)));

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use weir_store::ActionRecord;
 
-use super::views::{ActionView, CacheView, RunSubmission, RunView};
+use super::views::{ActionView, ActionsWithIo, AttemptLogView, CacheView, RunSubmission, RunView};
 
 /// A client of a control plane: what `run --server`, `get --server` and `abort --server` use.
 pub struct ClusterClient {
@@ -118,6 +118,27 @@ impl ClusterClient {
             "/v1/runs/{}/actions?offset={offset}&limit={limit}",
             encode(run)
         );
+        self.call("GET", &path, Vec::new()).await
+    }
+
+    /// Actions of a run in creation order with their payloads, paged; an answer may hold
+    /// fewer than `limit` (see [`ActionsWithIo::cut`]).
+    pub async fn actions_with_io(
+        &self,
+        run: &str,
+        offset: u64,
+        limit: u32,
+    ) -> Result<ActionsWithIo, String> {
+        let path = format!(
+            "/v1/runs/{}/actions?offset={offset}&limit={limit}&with_io=1",
+            encode(run)
+        );
+        self.call("GET", &path, Vec::new()).await
+    }
+
+    /// What the attempts of one action printed, by attempt.
+    pub async fn attempt_logs(&self, run: &str, id: &str) -> Result<Vec<AttemptLogView>, String> {
+        let path = format!("/v1/runs/{}/actions/{}/logs", encode(run), encode(id));
         self.call("GET", &path, Vec::new()).await
     }
 

@@ -35,6 +35,7 @@ mod api;
 mod client;
 mod complete;
 mod failover;
+mod inspect;
 mod rerun;
 mod runs;
 pub mod spec;
@@ -58,7 +59,9 @@ pub use client::ClusterClient;
 pub use failover::FailoverClient;
 pub use runs::client_router;
 pub use spec::{TaskSpec, binary_version, local_specs, version_of};
-pub use views::{ActionView, CacheView, RerunOf, RunSubmission, RunView};
+pub use views::{
+    ActionIo, ActionView, ActionsWithIo, AttemptLogView, CacheView, RerunOf, RunSubmission, RunView,
+};
 
 /// Settings of a control-plane replica. Every default is written on its field.
 #[derive(Clone, Debug)]

@@ -2,6 +2,12 @@
 //! Prometheus metrics. Bodies are MessagePack (named fields), like the worker protocol; every
 //! route needs the cluster token (`Authorization: Bearer TOKEN`), `/metrics` included.
 //!
+//! `with_io=1` gives each action of the page with its inputs and output (read from the object
+//! store when offloaded; the page is cut short past 32 MiB of them, see [`ActionsWithIo`]).
+//! `/logs` gives what each attempt of the action printed, as its worker captured it (the last
+//! 1 MiB of each; see `inspect.rs`): an unknown run or action is 404, an action whose attempts
+//! printed nothing (or that ran on no worker) has none.
+//!
 //! | route                          | request           | response         |
 //! |--------------------------------|-------------------|------------------|
 //! | `POST /v1/runs`                | [`RunSubmission`] | [`RunView`]      |
@@ -9,7 +15,9 @@
 //! | `GET /v1/runs/NAME?wait_ms=N`  |                   | [`RunView`]      |
 //! | `POST /v1/runs/NAME/abort`     |                   | [`RunView`]      |
 //! | `GET /v1/runs/NAME/actions?offset=N&limit=N` |     | `Vec<ActionRecord>` |
+//! | `GET /v1/runs/NAME/actions?offset=N&limit=N&with_io=1` | | [`ActionsWithIo`] |
 //! | `GET /v1/runs/NAME/actions/ID` |                   | [`ActionView`]   |
+//! | `GET /v1/runs/NAME/actions/ID/logs` |              | `Vec<AttemptLogView>` |
 //! | `GET /v1/cache?task=T&limit=N` |                   | `Vec<CacheView>` |
 //! | `POST /v1/cache/clear?task=T`  |                   | `u64` (removed)  |
 //! | `GET /metrics`                 |                   | text             |
@@ -30,9 +38,11 @@ use weir_core::{ActionId, Failure};
 use weir_store::{NewRun, Page, QueuedAttempt, RunFilter, RunRecord, RunStatus, WriteOp};
 
 use super::views::{ActionView, CacheView, RunSubmission, RunView};
+#[cfg(doc)]
+use super::views::{ActionsWithIo, AttemptLogView};
 use super::{ControlPlane, spec};
 
-type Refusal = (StatusCode, String);
+pub(super) type Refusal = (StatusCode, String);
 
 fn refuse((status, message): Refusal) -> Response {
     let body = rmp_serde::to_vec_named(&crate::worker::protocol::ErrorReply { message })
@@ -49,7 +59,7 @@ fn reply<T: Serialize>(r: Result<T, Refusal>) -> Response {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> Refusal {
+pub(super) fn internal(e: impl std::fmt::Display) -> Refusal {
     (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
@@ -65,6 +75,7 @@ pub fn client_router(plane: ControlPlane) -> Router {
         .route("/v1/runs/{name}/abort", post(abort))
         .route("/v1/runs/{name}/actions", get(actions))
         .route("/v1/runs/{name}/actions/{id}", get(action))
+        .route("/v1/runs/{name}/actions/{id}/logs", get(logs))
         .route("/v1/cache", get(cache_list))
         .route("/v1/cache/clear", post(cache_clear))
         .route("/metrics", get(metrics))
@@ -133,6 +144,8 @@ async fn list(State(plane): State<ControlPlane>, Query(q): Query<ListQuery>) -> 
 struct PageQuery {
     offset: Option<u64>,
     limit: Option<u32>,
+    /// `1`: each action with its payloads.
+    with_io: Option<u8>,
 }
 
 async fn actions(
@@ -145,6 +158,9 @@ async fn actions(
         offset: q.offset.unwrap_or(0).min(i64::MAX as u64),
         limit: q.limit.unwrap_or(200).min(10_000),
     };
+    if q.with_io.is_some_and(|w| w != 0) {
+        return reply(super::inspect::actions_with_io(&plane.inner, &name, page).await);
+    }
     let list = async {
         let run = store.run_by_name(&name).await.map_err(unknown_run)?;
         store.list_actions(run.id, page).await.map_err(internal)
@@ -207,6 +223,13 @@ async fn action(
     reply(view.await)
 }
 
+async fn logs(
+    State(plane): State<ControlPlane>,
+    Path((name, id)): Path<(String, String)>,
+) -> Response {
+    reply(super::inspect::attempt_logs(&plane.inner, &name, &id).await)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CacheQuery {
@@ -254,7 +277,7 @@ async fn metrics(State(plane): State<ControlPlane>) -> Response {
     }
 }
 
-fn unknown_run(e: weir_store::Error) -> Refusal {
+pub(super) fn unknown_run(e: weir_store::Error) -> Refusal {
     match e {
         weir_store::Error::UnknownRun(_) => (StatusCode::NOT_FOUND, e.to_string()),
         e => internal(e),

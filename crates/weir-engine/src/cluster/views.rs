@@ -116,3 +116,74 @@ impl RunView {
         self.status != RunStatus::Running.as_str()
     }
 }
+
+/// One action of a page with its payloads (`get actions --with-io`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ActionIo {
+    /// The action (payloads left out).
+    pub action: ActionRecord,
+    /// Its inputs (canonical bytes).
+    pub inputs: Option<serde_bytes::ByteBuf>,
+    /// Its output, when it succeeded.
+    pub output: Option<serde_bytes::ByteBuf>,
+}
+
+/// A page of actions with their payloads. The control plane holds at most a bounded amount of
+/// payload bytes in one answer: past it the page is `cut` short, and the rest of the page
+/// starts at the page's offset plus `actions.len()`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ActionsWithIo {
+    /// The actions, in creation order.
+    pub actions: Vec<ActionIo>,
+    /// The page ended before its limit for the payloads' size, not for the run's end.
+    pub cut: bool,
+}
+
+/// What one attempt printed, as its worker captured it (`get logs --server`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttemptLogView {
+    /// Attempt number.
+    pub attempt: u32,
+    /// The lease it ran under.
+    pub lease: u64,
+    /// The worker that ran it.
+    pub worker: String,
+    /// The worker's process id.
+    pub pid: u32,
+    /// The worker's environment.
+    pub env: String,
+    /// Full task name.
+    pub task: String,
+    /// When it started in the worker (µs).
+    pub started_at: i64,
+    /// When it ended there (µs).
+    pub ended_at: i64,
+    /// Whether the attempt succeeded.
+    pub ok: bool,
+    /// The bytes printed (the last ones when `dropped` is not 0).
+    pub text: serde_bytes::ByteBuf,
+    /// Bytes printed before `text`, not kept.
+    pub dropped: u64,
+    /// Other attempts that ran in the worker's process meanwhile (their output is
+    /// interleaved with this one's).
+    pub overlapping: u32,
+}
+
+impl From<weir_store::AttemptLog> for AttemptLogView {
+    fn from(l: weir_store::AttemptLog) -> AttemptLogView {
+        AttemptLogView {
+            attempt: l.attempt,
+            lease: l.lease,
+            worker: l.worker,
+            pid: l.pid,
+            env: l.env,
+            task: l.task,
+            started_at: l.started_at,
+            ended_at: l.ended_at,
+            ok: l.ok,
+            text: serde_bytes::ByteBuf::from(l.text),
+            dropped: l.dropped,
+            overlapping: l.overlapping,
+        }
+    }
+}

@@ -119,6 +119,40 @@ async fn call_cached(a: i64, b: i64, log: String) -> Result<i64> {
     cached_add(a, b, log).await
 }
 
+/// Prints known lines to stdout and stderr (and `lines` numbered ones to stdout). While
+/// `marker` names a file that does not exist, creates it and fails (retryable) after printing:
+/// its retry prints again and succeeds.
+#[weir::task(env = FX, retries = 1)]
+async fn chatty(tag: String, lines: u64, marker: String) -> Result<String> {
+    println!("chatty {tag} on stdout");
+    eprintln!("chatty {tag} on stderr");
+    for i in 0..lines {
+        println!("chatty {tag} line {i:06} ..........");
+    }
+    if !marker.is_empty() && !std::path::Path::new(&marker).exists() {
+        std::fs::write(&marker, "failed once").expect("marker written");
+        println!("chatty {tag} fails its first attempt");
+        return Err(Error::msg(format!("chatty {tag}: first attempt fails")));
+    }
+    Ok(format!("{tag} done"))
+}
+
+/// `chatty` for each tag in turn; the first one's `marker` makes it fail once.
+#[weir::task(env = FX)]
+async fn chatter(tags: Vec<String>, marker: String) -> Result<Vec<String>> {
+    println!("chatter starts");
+    let mut out = Vec::new();
+    for (i, tag) in tags.into_iter().enumerate() {
+        let marker = if i == 0 {
+            marker.clone()
+        } else {
+            String::new()
+        };
+        out.push(chatty(tag, 0, marker).await?);
+    }
+    Ok(out)
+}
+
 // ---- Worker processes (SPEC §7): environments run by `run --workers process`. ----
 
 /// Reused workers: 1 to 3 replicas of 2 slots each.

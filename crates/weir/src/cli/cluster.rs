@@ -356,6 +356,37 @@ pub(crate) async fn actions(
     first_reachable!(clients, c => c.actions(run, offset, limit)).map_err(failure)
 }
 
+/// `get actions --with-io --server`: a page of actions with their payloads (asked for again
+/// from where the control plane cut an answer short).
+pub(crate) async fn actions_with_io(
+    clients: &[ClusterClient],
+    run: &str,
+    offset: u64,
+    limit: u32,
+) -> Result<Vec<weir_engine::cluster::ActionIo>, Failure> {
+    let mut actions = Vec::new();
+    loop {
+        let at = offset.saturating_add(actions.len() as u64);
+        let want = limit.saturating_sub(actions.len() as u32);
+        let page =
+            first_reachable!(clients, c => c.actions_with_io(run, at, want)).map_err(failure)?;
+        let got = page.actions.len();
+        actions.extend(page.actions);
+        if !page.cut || got == 0 || actions.len() as u32 >= limit {
+            return Ok(actions);
+        }
+    }
+}
+
+/// `get logs --server`.
+pub(crate) async fn attempt_logs(
+    clients: &[ClusterClient],
+    run: &str,
+    id: &str,
+) -> Result<Vec<weir_engine::cluster::AttemptLogView>, Failure> {
+    first_reachable!(clients, c => c.attempt_logs(run, id)).map_err(failure)
+}
+
 /// `get io --server`.
 pub(crate) async fn action(
     clients: &[ClusterClient],

@@ -23,7 +23,8 @@ pub(crate) enum GetCommand {
     Io(IoArgs),
     /// Worker processes per environment and the executor's decisions.
     Workers(super::workers::WorkersArgs),
-    /// What the worker processes that ran an action printed.
+    /// What the worker processes that ran an action printed (with --server: what the
+    /// control plane's workers sent of each attempt).
     Logs(super::workers::LogsArgs),
 }
 
@@ -80,6 +81,9 @@ pub(crate) async fn get(state_dir: &Path, out: OutputFormat, cmd: GetCommand) ->
         GetCommand::Actions(a) => actions(state_dir, out, a).await,
         GetCommand::Io(a) => io(state_dir, out, a).await,
         GetCommand::Workers(a) => super::workers::workers(state_dir, out, a),
+        GetCommand::Logs(a) if a.server.server.is_some() => {
+            super::workers::server_logs(state_dir, out, a).await
+        }
         GetCommand::Logs(a) => super::workers::logs(state_dir, out, a),
     }
 }
@@ -140,12 +144,22 @@ async fn runs(state_dir: &Path, out: OutputFormat, a: RunsArgs) -> CliResult {
 
 async fn actions(state_dir: &Path, out: OutputFormat, a: ActionsArgs) -> CliResult {
     if a.server.server.is_some() {
-        if a.with_io {
-            return Err(Failure::input(
-                "--with-io is not available with --server yet; use `get io RUN ACTION --server`",
-            ));
-        }
         let clients = super::cluster::clients(state_dir, &a.server)?;
+        if a.with_io {
+            let page = super::cluster::actions_with_io(&clients, &a.run, a.offset, a.limit).await?;
+            let json = |b: Option<Vec<u8>>| match b {
+                None => Ok(serde_json::Value::Null),
+                Some(b) => weir_core::codec::to_json(&b).map_err(Failure::other),
+            };
+            let mut list = Vec::with_capacity(page.len());
+            let mut io = Vec::with_capacity(page.len());
+            for item in page {
+                let inputs = json(item.inputs.map(|b| b.into_vec()))?;
+                io.push((inputs, json(item.output.map(|b| b.into_vec()))?));
+                list.push(item.action);
+            }
+            return print_actions(out, &a, &list, &io);
+        }
         let list = super::cluster::actions(&clients, &a.run, a.offset, a.limit).await?;
         return print_actions(out, &a, &list, &[]);
     }

@@ -1,5 +1,6 @@
 //! `get workers` and `get logs`: what the process executor decided and what workers printed
-//! (found with each worker's structured log, `<state_dir>/workers/*.jsonl`).
+//! (found with each worker's structured log, `<state_dir>/workers/*.jsonl`; with `--server`,
+//! what the control plane's workers sent of each attempt).
 
 use std::path::Path;
 
@@ -26,6 +27,19 @@ pub(crate) struct LogsArgs {
     run: String,
     /// Action id (`a0` for the root).
     action: String,
+    #[command(flatten)]
+    pub(crate) server: super::cluster::ServerArgs,
+}
+
+/// What `get logs` says of attempts run by a worker that may run others at once.
+const INTERLEAVED: &str =
+    " — lines of other actions running at the same time on this worker may be interleaved";
+
+/// The action id as workers record it (`a0`, or 16 lower-case hex digits).
+fn action_id(given: &str) -> String {
+    ActionId::parse(&given.to_ascii_lowercase())
+        .map(|id| id.to_string())
+        .unwrap_or_else(|| given.to_string())
 }
 
 /// `get workers`: the replicas of each environment and the executor's decisions.
@@ -157,10 +171,7 @@ fn sections<'a>(replica: &'a ReplicaRecord, run: &str, action: &str) -> Vec<Sect
 /// with the workers' structured logs.
 pub(crate) fn logs(state_dir: &Path, out: OutputFormat, a: LogsArgs) -> CliResult {
     let snap = read_snapshot(state_dir);
-    // The action as workers record it (`a0`, or 16 lower-case hex digits).
-    let action = ActionId::parse(&a.action.to_ascii_lowercase())
-        .map(|id| id.to_string())
-        .unwrap_or_else(|| a.action.clone());
+    let action = action_id(&a.action);
     let sections: Vec<Section> = snap
         .replicas
         .iter()
@@ -212,15 +223,70 @@ pub(crate) fn logs(state_dir: &Path, out: OutputFormat, a: LogsArgs) -> CliResul
             r.pid,
             esc(&r.env),
             esc(&r.log.display().to_string()),
-            if r.once {
-                ""
-            } else {
-                " — lines of other actions running at the same time on this worker may be interleaved"
-            }
+            if r.once { "" } else { INTERLEAVED }
         );
         println!("{}", esc(&head));
         for l in s.lines {
             println!("{}", escape_message(&l));
+        }
+        println!("{}", esc(&tail));
+    }
+    Ok(())
+}
+
+/// `get logs RUN ACTION --server`: what each attempt printed, as the worker that ran it sent
+/// it to the control plane, in the format of the embedded `get logs`.
+pub(crate) async fn server_logs(state_dir: &Path, out: OutputFormat, a: LogsArgs) -> CliResult {
+    let clients = super::cluster::clients(state_dir, &a.server)?;
+    let action = action_id(&a.action);
+    let logs = super::cluster::attempt_logs(&clients, &a.run, &action).await?;
+    if logs.is_empty() {
+        return Err(Failure::input(format!(
+            "no log of action {} in run {} on the control plane: its attempts printed nothing, or it has not run on a worker yet (cache hits, recovered actions and traces run on none)",
+            a.action, a.run
+        )));
+    }
+    for l in logs {
+        let head = format!(
+            "[weir] begin run={} action={action} attempt={} task={} lease={}",
+            a.run, l.attempt, l.task, l.lease
+        );
+        let tail = format!(
+            "[weir] end run={} action={action} attempt={} ok={}",
+            a.run, l.attempt, l.ok
+        );
+        let text = String::from_utf8_lossy(&l.text);
+        let lines: Vec<&str> = text.lines().collect();
+        if out == OutputFormat::Json {
+            println!(
+                "{}",
+                json!({
+                    "worker": l.worker, "pid": l.pid, "env": l.env, "log": null,
+                    "attempt": l.attempt, "lease": l.lease, "ok": l.ok, "cancelled": false,
+                    "started_at_us": l.started_at, "ended_at_us": l.ended_at,
+                    "dropped_bytes": l.dropped, "overlapping": l.overlapping,
+                    "begin": head, "lines": lines, "end": tail
+                })
+            );
+            continue;
+        }
+        println!(
+            "== worker {} (pid {}, env {}){}",
+            esc(&l.worker),
+            l.pid,
+            esc(&l.env),
+            if l.overlapping > 0 { INTERLEAVED } else { "" }
+        );
+        println!("{}", esc(&head));
+        if l.dropped > 0 {
+            println!(
+                "[weir] ({} bytes printed before these were not kept: the last {} KiB of each attempt are)",
+                l.dropped,
+                weir_engine::worker::protocol::OUTPUT_CAP >> 10
+            );
+        }
+        for line in lines {
+            println!("{}", escape_message(line));
         }
         println!("{}", esc(&tail));
     }
