@@ -254,6 +254,7 @@ fn get_actions_with_io_server_gives_what_the_embedded_one_gives() {
     let mut cl = Cluster::new();
     let url = cl.serve(&[]);
     cl.worker(&url, "fx", "4");
+    cl.worker(&url, "fxf", "1");
     let marker = cl.state().join("marker");
     let input = format!(
         r#"{{"tags": ["x", "y", "z"], "marker": "{}"}}"#,
@@ -339,6 +340,38 @@ fn get_actions_with_io_server_gives_what_the_embedded_one_gives() {
         "{table}"
     );
     assert!(table.contains("\"y done\""), "{table}");
+    // An output over the inline limit, offloaded to the object store: read by the server.
+    let log = cl.state().join("fault.log");
+    let big = format!(r#"{{"i": 3, "size": 100000, "log": "{}"}}"#, log.display());
+    let (code, _, err) = cl.output(&[
+        "run",
+        "fault_child",
+        "--input",
+        &big,
+        "--name",
+        "big",
+        "--server",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cl.output(&["run", "fault_child", "--input", &big, "--name", "big-local"]);
+    assert_eq!(code, 0, "{err}");
+    let remote = get(&[
+        "get",
+        "actions",
+        "big",
+        "--with-io",
+        "--server",
+        &url,
+        "-o",
+        "json",
+    ]);
+    let local = get(&["get", "actions", "big-local", "--with-io", "-o", "json"]);
+    let (remote, local) = (without_times(&remote), without_times(&local));
+    assert_eq!(remote, local);
+    let output = remote[0]["output"].as_str().unwrap();
+    assert_eq!(output.len(), 100_000);
+    assert!(output.starts_with("0000000000000003."), "{}", &output[..40]);
     // An unknown run: exit 2.
     let (code, _, err) = cl.output(&["get", "actions", "nosuch", "--with-io", "--server", &url]);
     assert_eq!(code, 2, "{err}");
