@@ -48,6 +48,7 @@ mod queue;
 mod reads;
 mod rows;
 mod schema;
+mod tokens;
 mod ui;
 mod writer;
 
@@ -62,7 +63,7 @@ use weir_core::ActionId;
 use weir_store::{
     ActionRecord, AttemptLog, AttemptRecord, CacheEntry, Cap, Claim, Error, Lease, NewRun, Page,
     QueuedAttempt, Reaped, Result, RunFilter, RunId, RunRecord, RunSummary, Staged, Store,
-    StoreFuture, Ticket, WorkerRecord, WriteOp,
+    StoreFuture, Ticket, TokenRecord, WorkerRecord, WriteOp,
 };
 
 use conn::Conn;
@@ -512,6 +513,29 @@ impl Store for PostgresStore {
         self.spawn(async move { inner.attempt_logs(run, action).await })
     }
 
+    fn create_token<'a>(&'a self, token: &'a TokenRecord) -> StoreFuture<'a, ()> {
+        let inner = self.inner.clone();
+        let token = token.clone();
+        self.spawn(async move { inner.create_token(&token).await })
+    }
+
+    fn token<'a>(&'a self, hash: &'a str) -> StoreFuture<'a, Option<TokenRecord>> {
+        let inner = self.inner.clone();
+        let hash = hash.to_string();
+        self.spawn(async move { inner.token(&hash).await })
+    }
+
+    fn list_tokens(&self) -> StoreFuture<'_, Vec<TokenRecord>> {
+        let inner = self.inner.clone();
+        self.spawn(async move { inner.list_tokens().await })
+    }
+
+    fn revoke_tokens<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
+        let inner = self.inner.clone();
+        let prefix = prefix.to_string();
+        self.spawn(async move { inner.revoke_tokens(&prefix).await })
+    }
+
     fn failed_attempts(&self, run: RunId, id: ActionId) -> StoreFuture<'_, Vec<AttemptRecord>> {
         let inner = self.inner.clone();
         self.spawn(async move { inner.failed_attempts(run, id).await })
@@ -531,11 +555,13 @@ impl Store for PostgresStore {
     fn list_cache<'a>(
         &'a self,
         task: Option<&'a str>,
+        project: Option<&'a str>,
         limit: u32,
     ) -> StoreFuture<'a, Vec<CacheEntry>> {
         let inner = self.inner.clone();
         let task = task.map(str::to_string);
-        self.spawn(async move { inner.list_cache(task, limit).await })
+        let project = project.map(str::to_string);
+        self.spawn(async move { inner.list_cache(task, project, limit).await })
     }
 
     fn clear_cache<'a>(&'a self, task: Option<&'a str>) -> StoreFuture<'a, u64> {

@@ -115,11 +115,17 @@ impl Inner {
             .query(
                 "SELECT id, name, task, status, created_at, ended_at FROM runs
                  WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR strpos(name, $2) > 0)
+                   AND ($4::text IS NULL OR coalesce(context::jsonb ->> 'project', $5) = $4)
+                   AND ($6::text IS NULL OR coalesce(context::jsonb ->> 'domain', $7) = $6)
                  ORDER BY id DESC LIMIT $3",
                 &[
                     &filter.status.map(RunStatus::as_str),
                     &filter.name_contains,
                     &(filter.limit.unwrap_or(100) as i64),
+                    &filter.project,
+                    &weir_store::DEFAULT_PROJECT,
+                    &filter.domain,
+                    &weir_store::DEFAULT_DOMAIN,
                 ],
             )
             .await
@@ -245,16 +251,18 @@ impl Inner {
     pub(crate) async fn list_cache(
         &self,
         task: Option<String>,
+        project: Option<String>,
         limit: u32,
     ) -> Result<Vec<CacheEntry>> {
         let client = self.client().await?;
         let rows = client
             .query(
                 &format!(
-                    "SELECT {CACHE_COLUMNS} FROM cache WHERE $1::text IS NULL OR task = $1
+                    "SELECT {CACHE_COLUMNS} FROM cache
+                     WHERE ($1::text IS NULL OR task = $1) AND ($3::text IS NULL OR project = $3)
                      ORDER BY created_at DESC LIMIT $2"
                 ),
-                &[&task, &(limit as i64)],
+                &[&task, &(limit as i64), &project],
             )
             .await
             .map_err(self.err("listing the cache"))?;

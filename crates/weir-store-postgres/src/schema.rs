@@ -6,8 +6,9 @@ use weir_store::{Error, Result};
 use crate::describe;
 
 /// Newest schema this build reads and writes (PostgreSQL's own numbering, apart from SQLite's):
-/// 1 the first; 2 adds `attempt_logs` (what attempts printed).
-pub const SCHEMA_VERSION: i64 = 2;
+/// 1 the first; 2 adds `attempt_logs` (what attempts printed); 3 adds `tokens` (access tokens,
+/// by hash).
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The tables, as SQLite's (`weir_store`'s `sqlite/mod.rs`) with PostgreSQL's types: ids and
 /// times are `bigint`, payloads `bytea` or a reference (see `weir_store::columns`).
@@ -56,9 +57,10 @@ CREATE TABLE IF NOT EXISTS workers(
 /// What each version adds to the one before it, in order: a schema found at version `v` gets
 /// every step above `v` (in the transaction that checks the version), then records the newest.
 /// [`SCHEMA`] is the schema of version 1.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    2,
-    "
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        2,
+        "
 CREATE TABLE IF NOT EXISTS attempt_logs(
   run bigint NOT NULL, action bigint NOT NULL, lease bigint NOT NULL, attempt bigint NOT NULL,
   worker text NOT NULL, pid bigint NOT NULL, env text NOT NULL, task text NOT NULL,
@@ -66,7 +68,16 @@ CREATE TABLE IF NOT EXISTS attempt_logs(
   text bytea NOT NULL, dropped bigint NOT NULL, overlapping bigint NOT NULL,
   PRIMARY KEY(run, action, lease));
 ",
-)];
+    ),
+    (
+        3,
+        "
+CREATE TABLE IF NOT EXISTS tokens(
+  hash text PRIMARY KEY, project text NOT NULL, domain text, role text NOT NULL,
+  created_at bigint NOT NULL);
+",
+    ),
+];
 
 /// Creates the schema (and `schema`, the namespace, when given) or checks the version found;
 /// serialized across processes by an advisory lock.

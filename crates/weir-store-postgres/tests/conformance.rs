@@ -58,8 +58,8 @@ async fn postgres_refuses_a_newer_schema_and_keeps_its_state_across_connections(
     );
 }
 
-/// A schema of version 1 (before `attempt_logs`) is migrated when a store connects: the table
-/// is added, the version recorded, and what was there kept.
+/// A schema of version 1 (before `attempt_logs` and `tokens`) is migrated when a store
+/// connects: the tables are added, the version recorded, and what was there kept.
 #[tokio::test]
 async fn postgres_migrates_a_version_1_schema_and_keeps_its_state() {
     let pg = Postgres::new();
@@ -69,9 +69,10 @@ async fn postgres_migrates_a_version_1_schema_and_keeps_its_state() {
         store.close().unwrap();
         run
     };
-    // Version 1 had every table but `attempt_logs`.
+    // Version 1 had every table but `attempt_logs` (version 2) and `tokens` (version 3).
     pg.sql(format!(
-        "DROP TABLE {0}.attempt_logs; UPDATE {0}.meta SET value = 1 WHERE key = 'schema_version'",
+        "DROP TABLE {0}.attempt_logs; DROP TABLE {0}.tokens;
+         UPDATE {0}.meta SET value = 1 WHERE key = 'schema_version'",
         pg.schema
     ));
     let version = |pg: &Postgres| {
@@ -83,7 +84,8 @@ async fn postgres_migrates_a_version_1_schema_and_keeps_its_state() {
     assert_eq!(version(&pg), "1");
     let store = pg.connect();
     assert_eq!(version(&pg), SCHEMA_VERSION.to_string());
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(SCHEMA_VERSION, 3);
+    assert!(store.list_tokens().await.unwrap().is_empty());
     assert_eq!(store.run_by_name("old").await.unwrap().id, run.id);
     let log = weir_store::AttemptLog {
         run: run.id,

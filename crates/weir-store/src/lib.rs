@@ -28,9 +28,9 @@ mod ticket;
 mod ui;
 
 pub use records::{
-    ActionKind, ActionRecord, AttemptLog, AttemptRecord, CacheEntry, Cap, Lease, NewRun, Page,
-    Payload, QueueDepth, QueueEntry, QueuedAttempt, Reaped, RunFilter, RunId, RunRecord, RunStatus,
-    RunSummary, WorkerRecord, WriteOp, now_us,
+    ActionKind, ActionRecord, AttemptLog, AttemptRecord, CacheEntry, Cap, DEFAULT_DOMAIN,
+    DEFAULT_PROJECT, Lease, NewRun, Page, Payload, QueueDepth, QueueEntry, QueuedAttempt, Reaped,
+    RunFilter, RunId, RunRecord, RunStatus, RunSummary, TokenRecord, WorkerRecord, WriteOp, now_us,
 };
 pub use sqlite::{SCHEMA_VERSION, SqliteStore, StoreOptions};
 pub use ticket::{Promise, Staged, Ticket};
@@ -163,6 +163,14 @@ fn attempt_logs_unsupported() -> Error {
     }
 }
 
+/// The refusal of a backend that keeps no access tokens.
+fn tokens_unsupported() -> Error {
+    Error::Unsupported {
+        what: "access tokens",
+        why: "only cluster mode (`weir serve`, on PostgreSQL) has access tokens; the embedded engine is reached by no one but its own processes",
+    }
+}
+
 /// The future of a read.
 pub type StoreFuture<'a, T> = futures::future::BoxFuture<'a, Result<T>>;
 
@@ -258,6 +266,26 @@ pub trait Store: Send + Sync + 'static {
         let _ = (run, action);
         Box::pin(async { Err(attempt_logs_unsupported()) })
     }
+    /// Records a new access token. The default refuses with [`Error::Unsupported`], as
+    /// every token method does: only a control plane's store keeps tokens.
+    fn create_token<'a>(&'a self, token: &'a TokenRecord) -> StoreFuture<'a, ()> {
+        let _ = token;
+        Box::pin(async { Err(tokens_unsupported()) })
+    }
+    /// The token whose hash is `hash`, if it exists (was made and not revoked).
+    fn token<'a>(&'a self, hash: &'a str) -> StoreFuture<'a, Option<TokenRecord>> {
+        let _ = hash;
+        Box::pin(async { Err(tokens_unsupported()) })
+    }
+    /// Every token, oldest first.
+    fn list_tokens(&self) -> StoreFuture<'_, Vec<TokenRecord>> {
+        Box::pin(async { Err(tokens_unsupported()) })
+    }
+    /// Deletes the tokens whose hash starts with `prefix`; returns how many.
+    fn revoke_tokens<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
+        let _ = prefix;
+        Box::pin(async { Err(tokens_unsupported()) })
+    }
     /// Which of `ids` (actions of `run`) have ended (succeeded, failed or cancelled).
     fn ended_among<'a>(
         &'a self,
@@ -277,10 +305,11 @@ pub trait Store: Send + Sync + 'static {
         key: &'a str,
         scope: Option<(&'a str, &'a str)>,
     ) -> StoreFuture<'a, Option<CacheEntry>>;
-    /// Cache entries, newest first, optionally of one task.
+    /// Cache entries, newest first, optionally of one task, optionally of one project.
     fn list_cache<'a>(
         &'a self,
         task: Option<&'a str>,
+        project: Option<&'a str>,
         limit: u32,
     ) -> StoreFuture<'a, Vec<CacheEntry>>;
     /// Deletes cache entries (of one task, or all); returns how many.

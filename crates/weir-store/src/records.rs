@@ -151,6 +151,31 @@ pub struct RunFilter {
     pub name_contains: Option<String>,
     /// At most this many (default 100).
     pub limit: Option<u32>,
+    /// Only runs of this project (a run whose context names none is in [`DEFAULT_PROJECT`]).
+    pub project: Option<String>,
+    /// Only runs of this domain (a run whose context names none is in [`DEFAULT_DOMAIN`]).
+    pub domain: Option<String>,
+}
+
+/// The project of a run whose context names none.
+pub const DEFAULT_PROJECT: &str = "default";
+/// The domain of a run whose context names none.
+pub const DEFAULT_DOMAIN: &str = "development";
+
+/// An access token of a control plane (`weir token create`). Only a hash of the token is
+/// kept: the token itself is shown once, when it is made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TokenRecord {
+    /// blake3 of the token, lower-case hex.
+    pub hash: String,
+    /// The project it gives access to.
+    pub project: String,
+    /// The domain it is limited to, if any.
+    pub domain: Option<String>,
+    /// `client`, `worker` or `admin`.
+    pub role: String,
+    /// When it was made (µs).
+    pub created_at: i64,
 }
 
 /// A page of rows: `offset` rows skipped, at most `limit` returned.

@@ -33,6 +33,10 @@ impl suite::Fixture for Sqlite {
     fn keeps_attempt_logs(&self) -> bool {
         false
     }
+    /// Only a control plane (on PostgreSQL) has access tokens.
+    fn keeps_tokens(&self) -> bool {
+        false
+    }
 }
 
 suite::all_conformance_tests!(Sqlite::new());

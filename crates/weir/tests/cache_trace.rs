@@ -247,7 +247,7 @@ async fn large_outputs_are_cached_by_reference() {
     let entries = runner
         .engine()
         .store()
-        .list_cache(Some("c.big_output"), 10)
+        .list_cache(Some("c.big_output"), None, 10)
         .await
         .unwrap();
     assert_eq!(entries.len(), 1);

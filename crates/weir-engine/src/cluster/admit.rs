@@ -82,6 +82,7 @@ impl ClusterApi {
         let start = |base_attempt| NewAction {
             run: call.run,
             run_name: meta.name.clone(),
+            project: &meta.scope.0,
             version: &meta.version,
             id: call.id,
             parent: call.parent,
@@ -136,7 +137,10 @@ impl ClusterApi {
                         run: call.run,
                         action: call.id,
                         attempt: r.attempts + 1,
-                        env: spec::queue_name(&spec.env, &meta.version),
+                        env: spec::queue_name(
+                            &spec::qualified(&meta.scope.0, &spec.env),
+                            &meta.version,
+                        ),
                         task: spec.name.clone(),
                     };
                     inner.enqueue(attempt, now_us()).await?;

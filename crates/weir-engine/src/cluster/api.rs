@@ -51,9 +51,11 @@ impl ClusterApi {
             .specs(&w.version)
             .await
             .map_err(|e| refused(request, Refusal::Internal, e))?;
+        // A worker of a project other than the default is recorded under `PROJECT/ENV`.
+        let (project, env) = spec::unqualified(&w.env, |e| specs.values().any(|t| t.env == e));
         let info = Arc::new(WorkerInfo {
             queue: spec::queue_name(&w.env, &w.version),
-            cap: spec::cap_of(&w.env, specs.values()),
+            cap: spec::cap_of(project, env, specs.values()),
         });
         self.inner
             .workers
@@ -148,13 +150,21 @@ impl WorkerApi for ClusterApi {
     fn register<'a>(&'a self, req: Register, secret: &'a str) -> ApiFuture<'a, Registered> {
         Box::pin(async move {
             let inner = &self.inner;
-            if !inner.credentials.admits(secret) {
-                return Err(refused(
-                    "register",
-                    Refusal::Unauthorized,
-                    "wrong cluster token: workers register with the token `weir serve` was started with",
-                ));
+            let who = match inner.access.principal(secret).await {
+                Ok(Some(who)) => who,
+                Ok(None) => {
+                    return Err(refused(
+                        "register",
+                        Refusal::Unauthorized,
+                        "wrong token: workers register with the cluster token or a worker token of their project (`weir token create --role worker`)",
+                    ));
+                }
+                Err(e) => return Err(refused("register", Refusal::Internal, e)),
+            };
+            if let Err((_, message)) = who.as_worker() {
+                return Err(refused("register", Refusal::Forbidden, message));
             }
+            let project = who.worker_project();
             let Some(me) = req.cluster else {
                 return Err(refused(
                     "register",
@@ -181,7 +191,7 @@ impl WorkerApi for ClusterApi {
                 .store
                 .register_worker(WorkerRecord {
                     id: req.worker.clone(),
-                    env: me.env.clone(),
+                    env: spec::qualified(project, &me.env),
                     version: me.version.clone(),
                     registered_at: now,
                     seen_at: now,
@@ -191,8 +201,8 @@ impl WorkerApi for ClusterApi {
             inner.workers.lock().insert(
                 req.worker.clone(),
                 Arc::new(WorkerInfo {
-                    queue: spec::queue_name(&me.env, &me.version),
-                    cap: spec::cap_of(&me.env, &me.tasks),
+                    queue: spec::queue_name(&spec::qualified(project, &me.env), &me.version),
+                    cap: spec::cap_of(project, &me.env, &me.tasks),
                 }),
             );
             let token = inner

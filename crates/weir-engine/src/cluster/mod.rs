@@ -30,6 +30,7 @@
 //! the attempt, an environment's `max_concurrency` by the lease over all its versions' queues); an abort does not stop attempts that are
 //! already running (their completions are ignored); a cancelled child call is not cancelled.
 
+pub mod access;
 mod admit;
 mod api;
 mod client;
@@ -152,6 +153,8 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) payloads: Payloads,
     pub(crate) credentials: Arc<crate::worker::Credentials>,
+    /// Who each bearer token is (the cluster token, access tokens).
+    pub(crate) access: access::Access,
     pub(crate) options: ClusterOptions,
     specs: Mutex<HashMap<String, Arc<spec::Specs>>>,
     pub(crate) workers: Mutex<HashMap<String, Arc<WorkerInfo>>>,
@@ -183,6 +186,7 @@ impl ControlPlane {
     ) -> ControlPlane {
         let plane = ControlPlane {
             inner: Arc::new(Inner {
+                access: access::Access::new(token, store.clone()),
                 store,
                 payloads,
                 credentials: Arc::new(crate::worker::Credentials::cluster(token)),
@@ -584,7 +588,7 @@ impl Inner {
             run: new.run,
             action: new.id,
             attempt: new.base_attempt + 1,
-            env: spec::queue_name(&new.spec.env, new.version),
+            env: spec::queue_name(&spec::qualified(new.project, &new.spec.env), new.version),
             task: new.spec.name.clone(),
         };
         let queue = attempt.env.clone();
@@ -624,6 +628,7 @@ impl Inner {
 pub(crate) struct NewAction<'a> {
     pub(crate) run: RunId,
     pub(crate) run_name: String,
+    pub(crate) project: &'a str,
     pub(crate) version: &'a str,
     pub(crate) id: ActionId,
     pub(crate) parent: ActionId,

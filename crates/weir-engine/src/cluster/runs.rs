@@ -24,6 +24,7 @@
 
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -37,6 +38,7 @@ use weir_core::clock::now_us;
 use weir_core::{ActionId, Failure};
 use weir_store::{NewRun, Page, QueuedAttempt, RunFilter, RunRecord, RunStatus, WriteOp};
 
+use super::access::Principal;
 use super::views::{ActionView, CacheView, RunSubmission, RunView};
 #[cfg(doc)]
 use super::views::{ActionsWithIo, AttemptLogView};
@@ -67,7 +69,8 @@ fn bad(message: impl Into<String>) -> Refusal {
     (StatusCode::BAD_REQUEST, message.into())
 }
 
-/// The routes clients use, each checking the cluster token before anything else.
+/// The routes clients use, each checking the bearer token before anything else (see
+/// `access.rs` for who may do what).
 pub fn client_router(plane: ControlPlane) -> Router {
     Router::new()
         .route("/v1/runs", post(submit).get(list))
@@ -96,21 +99,62 @@ async fn authenticate(
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match token {
-        Some(t) if plane.inner.credentials.admits(t) => next.run(req).await,
-        _ => refuse((
+    let principal = match token {
+        Some(t) => plane.inner.access.principal(t).await,
+        None => Ok(None),
+    };
+    match principal {
+        Ok(Some(who)) => {
+            let mut req = req;
+            req.extensions_mut().insert(who);
+            next.run(req).await
+        }
+        Ok(None) => refuse((
             StatusCode::UNAUTHORIZED,
-            "this control plane needs its cluster token (Authorization: Bearer TOKEN)".into(),
+            "this control plane needs a token (Authorization: Bearer TOKEN): the cluster token, or one made by `weir token create`".into(),
         )),
+        Err(e) => refuse(internal(format!("checking the token: {e}"))),
     }
 }
 
-async fn submit(State(plane): State<ControlPlane>, body: Bytes) -> Response {
+/// The run `name` when `who` may read it as a client: 404 for an unknown run, 403 for a run
+/// of another project or domain. The cluster token reads every run without a store read.
+pub(super) async fn check_run(
+    plane: &ControlPlane,
+    who: &Principal,
+    name: &str,
+    doing: &str,
+) -> Result<(), Refusal> {
+    who.as_client(doing)?;
+    if who.project.is_some() {
+        let run = plane
+            .inner
+            .store
+            .run_by_name(name)
+            .await
+            .map_err(unknown_run)?;
+        who.check_run(&run)?;
+    }
+    Ok(())
+}
+
+async fn submit(
+    State(plane): State<ControlPlane>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Response {
     let sub = match rmp_serde::from_slice::<RunSubmission>(&body) {
         Ok(s) => s,
         Err(e) => return refuse(bad(format!("bad run submission: {e}"))),
     };
-    reply(plane.submit(sub).await)
+    let checked = async {
+        who.as_client("starting a run")?;
+        if let Some(of) = &sub.rerun {
+            check_run(&plane, &who, &of.run, "rerunning a run").await?;
+        }
+        plane.submit(sub, &who).await
+    };
+    reply(checked.await)
 }
 
 #[derive(Deserialize)]
@@ -120,11 +164,16 @@ struct ShowQuery {
 
 async fn show(
     State(plane): State<ControlPlane>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     Query(q): Query<ShowQuery>,
 ) -> Response {
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(30_000));
-    reply(plane.show(&name, wait).await)
+    let shown = async {
+        check_run(&plane, &who, &name, "reading a run").await?;
+        plane.show(&name, wait).await
+    };
+    reply(shown.await)
 }
 
 #[derive(Deserialize)]
@@ -135,8 +184,16 @@ struct ListQuery {
     name: Option<String>,
 }
 
-async fn list(State(plane): State<ControlPlane>, Query(q): Query<ListQuery>) -> Response {
-    reply(plane.list(q).await)
+async fn list(
+    State(plane): State<ControlPlane>,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let listed = async {
+        who.as_client("listing runs")?;
+        plane.list(q, &who).await
+    };
+    reply(listed.await)
 }
 
 #[derive(Deserialize)]
@@ -150,9 +207,13 @@ struct PageQuery {
 
 async fn actions(
     State(plane): State<ControlPlane>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Response {
+    if let Err(r) = check_run(&plane, &who, &name, "reading a run's actions").await {
+        return refuse(r);
+    }
     let store = &plane.inner.store;
     let page = Page {
         offset: q.offset.unwrap_or(0).min(i64::MAX as u64),
@@ -170,10 +231,12 @@ async fn actions(
 
 async fn action(
     State(plane): State<ControlPlane>,
+    Extension(who): Extension<Principal>,
     Path((name, id)): Path<(String, String)>,
 ) -> Response {
     let inner = &plane.inner;
     let view = async {
+        check_run(&plane, &who, &name, "reading an action").await?;
         let run = inner.store.run_by_name(&name).await.map_err(unknown_run)?;
         let unknown = || {
             (
@@ -225,9 +288,14 @@ async fn action(
 
 async fn logs(
     State(plane): State<ControlPlane>,
+    Extension(who): Extension<Principal>,
     Path((name, id)): Path<(String, String)>,
 ) -> Response {
-    reply(super::inspect::attempt_logs(&plane.inner, &name, &id).await)
+    let logs = async {
+        check_run(&plane, &who, &name, "reading an action's logs").await?;
+        super::inspect::attempt_logs(&plane.inner, &name, &id).await
+    };
+    reply(logs.await)
 }
 
 #[derive(Deserialize)]
@@ -237,9 +305,20 @@ struct CacheQuery {
     limit: Option<u32>,
 }
 
-async fn cache_list(State(plane): State<ControlPlane>, Query(q): Query<CacheQuery>) -> Response {
+async fn cache_list(
+    State(plane): State<ControlPlane>,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<CacheQuery>,
+) -> Response {
+    if let Err(r) = who.as_client("listing the cache") {
+        return refuse(r);
+    }
     let limit = q.limit.unwrap_or(100).min(10_000);
-    let entries = plane.inner.store.list_cache(q.task.as_deref(), limit).await;
+    let entries = plane
+        .inner
+        .store
+        .list_cache(q.task.as_deref(), who.project.as_deref(), limit)
+        .await;
     reply(
         entries
             .map_err(internal)
@@ -247,7 +326,14 @@ async fn cache_list(State(plane): State<ControlPlane>, Query(q): Query<CacheQuer
     )
 }
 
-async fn cache_clear(State(plane): State<ControlPlane>, Query(q): Query<CacheQuery>) -> Response {
+async fn cache_clear(
+    State(plane): State<ControlPlane>,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<CacheQuery>,
+) -> Response {
+    if let Err(r) = who.as_cluster("clearing the cache") {
+        return refuse(r);
+    }
     if q.limit.is_some() {
         return refuse(bad("cache clear takes no limit"));
     }
@@ -261,11 +347,25 @@ async fn cache_clear(State(plane): State<ControlPlane>, Query(q): Query<CacheQue
     )
 }
 
-async fn abort(State(plane): State<ControlPlane>, Path(name): Path<String>) -> Response {
-    reply(plane.abort(&name).await)
+async fn abort(
+    State(plane): State<ControlPlane>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Response {
+    let aborted = async {
+        check_run(&plane, &who, &name, "aborting a run").await?;
+        plane.abort(&name).await
+    };
+    reply(aborted.await)
 }
 
-async fn metrics(State(plane): State<ControlPlane>) -> Response {
+async fn metrics(
+    State(plane): State<ControlPlane>,
+    Extension(who): Extension<Principal>,
+) -> Response {
+    if let Err(r) = who.as_cluster("reading the metrics") {
+        return refuse(r);
+    }
     match plane.metrics().await {
         Ok(text) => (
             StatusCode::OK,
@@ -286,7 +386,7 @@ pub(super) fn unknown_run(e: weir_store::Error) -> Refusal {
 
 impl ControlPlane {
     /// Runs, newest first, each with why it waits (if it does).
-    async fn list(&self, q: ListQuery) -> Result<Vec<RunView>, Refusal> {
+    async fn list(&self, q: ListQuery, who: &Principal) -> Result<Vec<RunView>, Refusal> {
         let status = match q.status.as_deref() {
             Some(s) => {
                 Some(RunStatus::parse(s).ok_or_else(|| bad(format!("unknown status {s:?}")))?)
@@ -297,6 +397,8 @@ impl ControlPlane {
             status,
             name_contains: q.name,
             limit: Some(q.limit.unwrap_or(100).min(10_000)),
+            project: who.project.clone(),
+            domain: who.domain.clone(),
         };
         let runs = self
             .inner
@@ -331,7 +433,7 @@ impl ControlPlane {
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
-                view.waiting = self.waiting_for(&view.task, &view.version, &workers).await;
+                view.waiting = self.waiting_for(&record, &view.version, &workers).await;
             }
             views.push(view);
         }
@@ -339,7 +441,7 @@ impl ControlPlane {
     }
 
     /// Starts a run.
-    async fn submit(&self, mut sub: RunSubmission) -> Result<RunView, Refusal> {
+    async fn submit(&self, mut sub: RunSubmission, who: &Principal) -> Result<RunView, Refusal> {
         let inner = &self.inner;
         let rerun = match sub.rerun.take() {
             Some(of) => Some(self.rerun_of(&of, &mut sub).await?),
@@ -366,8 +468,9 @@ impl ControlPlane {
                 root.inline_limit
             )));
         }
-        let context: crate::RunContext =
+        let mut context: crate::RunContext =
             serde_json::from_str(&sub.context).map_err(|e| bad(format!("bad run context: {e}")))?;
+        who.place_run(&mut context)?;
         if let Some(n) = context.max_action_concurrency {
             return Err(bad(format!(
                 "max_action_concurrency {n}: cluster mode does not bound a run's concurrency yet, so it refuses the setting rather than ignore it"
@@ -398,7 +501,11 @@ impl ControlPlane {
             Some(r) => (r.inputs.clone(), true),
             None => (inner.payloads.prepare(key, &sub.inputs), false),
         };
-        let queue = spec::queue_name(&root.env, &sub.version);
+        let project = context
+            .project
+            .as_deref()
+            .unwrap_or(weir_store::DEFAULT_PROJECT);
+        let queue = spec::queue_name(&spec::qualified(project, &root.env), &sub.version);
         // Inputs inside the row: the root is queued by the transaction that creates the run.
         // Offloaded ones are written once the name is the run's (a replica dying before the
         // root is queued leaves a run that never starts: not yet repaired).
@@ -489,7 +596,7 @@ impl ControlPlane {
         let waiting = match record.status {
             RunStatus::Running => {
                 let workers = inner.store.workers().await.map_err(internal)?;
-                self.waiting_for(&record.task, &version, &workers).await
+                self.waiting_for(&record, &version, &workers).await
             }
             _ => None,
         };
@@ -511,17 +618,19 @@ impl ControlPlane {
     /// was seen within three lease times.
     async fn waiting_for(
         &self,
-        task: &str,
+        run: &RunRecord,
         version: &str,
         workers: &[weir_store::WorkerRecord],
     ) -> Option<String> {
         let inner = &self.inner;
         let specs = inner.specs(version).await.ok()?;
-        let env = &specs.get(task)?.env;
+        let env = &specs.get(&run.task)?.env;
+        let (project, _) = super::access::project_domain(&run.context);
+        let queue_env = spec::qualified(project, env);
         let fresh = now_us() - 3 * inner.options.lease_ttl.as_micros() as i64;
         let live = workers
             .iter()
-            .any(|w| w.version == version && w.env == *env && w.seen_at >= fresh);
+            .any(|w| w.version == version && w.env == queue_env && w.seen_at >= fresh);
         (!live).then(|| format!("waiting for workers of version {version} for environment {env}"))
     }
 
@@ -591,11 +700,10 @@ impl ControlPlane {
             let (env, version) = q.queue.split_once('@').unwrap_or((&q.queue, ""));
             // The rule of the process executor: enough workers for what is queued and
             // leased at the policy's slots each, within its replica range (1 slot without one).
-            let reuse = inner
-                .specs(version)
-                .await
-                .ok()
-                .and_then(|s| s.values().find(|t| t.env == env).and_then(|t| t.reuse));
+            let reuse = inner.specs(version).await.ok().and_then(|s| {
+                let (_, env) = spec::unqualified(env, |e| s.values().any(|t| t.env == e));
+                s.values().find(|t| t.env == env).and_then(|t| t.reuse)
+            });
             let (lo, hi, slots) = reuse.unwrap_or((0, usize::MAX, 1));
             let want = (q.waiting + q.leased)
                 .div_ceil(slots as u64)

@@ -149,6 +149,7 @@ pub fn version_of(path: &std::path::Path) -> Result<String, String> {
 /// The concurrency limit of environment `env` in cluster mode: its `max_concurrency` (the
 /// least any of its tasks declares), over the queues of all its code versions.
 pub(crate) fn cap_of<'a>(
+    project: &str,
     env: &str,
     specs: impl IntoIterator<Item = &'a TaskSpec>,
 ) -> Option<weir_store::Cap> {
@@ -158,13 +159,34 @@ pub(crate) fn cap_of<'a>(
         .filter_map(|s| s.max_concurrency)
         .min()?;
     Some(weir_store::Cap {
-        group: queue_name(env, ""),
+        group: queue_name(&qualified(project, env), ""),
         limit: limit.min(u32::MAX as usize) as u32,
     })
 }
 
 pub(crate) fn queue_name(env: &str, version: &str) -> String {
     format!("{env}@{version}")
+}
+
+/// The name an environment's queues and workers go by in `project`: the environment's own in
+/// the default project (as before projects had tokens), `PROJECT/ENV` in any other, so a
+/// worker of one project never leases another's actions.
+pub(crate) fn qualified(project: &str, env: &str) -> String {
+    if project == weir_store::DEFAULT_PROJECT {
+        env.to_string()
+    } else {
+        format!("{project}/{env}")
+    }
+}
+
+/// The project and environment of a [`qualified`] name; `is_env` says whether a name is an
+/// environment of the code version (so an environment whose own name holds a `/` is read as
+/// the default project's).
+pub(crate) fn unqualified(name: &str, is_env: impl Fn(&str) -> bool) -> (&str, &str) {
+    match name.split_once('/') {
+        Some((project, env)) if !is_env(name) => (project, env),
+        _ => (weir_store::DEFAULT_PROJECT, name),
+    }
 }
 
 /// The store setting that holds a version's specs.
@@ -246,9 +268,23 @@ mod tests {
             with("b", Some(1)),
             with("a", None),
         ];
-        let cap = cap_of("a", &specs).unwrap();
+        let cap = cap_of("default", "a", &specs).unwrap();
         assert_eq!((cap.group.as_str(), cap.limit), ("a@", 3));
-        assert_eq!(cap_of("c", &specs), None);
-        assert_eq!(cap_of("b", &[with("b", None)]), None);
+        let cap = cap_of("p1", "a", &specs).unwrap();
+        assert_eq!((cap.group.as_str(), cap.limit), ("p1/a@", 3));
+        assert_eq!(cap_of("default", "c", &specs), None);
+        assert_eq!(cap_of("default", "b", &[with("b", None)]), None);
+    }
+
+    #[test]
+    fn projects_other_than_the_default_have_queues_of_their_own() {
+        assert_eq!(qualified("default", "gpu"), "gpu");
+        assert_eq!(qualified("p1", "gpu"), "p1/gpu");
+        let envs = ["gpu", "a/b"];
+        let is_env = |e: &str| envs.contains(&e);
+        assert_eq!(unqualified("gpu", is_env), ("default", "gpu"));
+        assert_eq!(unqualified("p1/gpu", is_env), ("p1", "gpu"));
+        assert_eq!(unqualified("a/b", is_env), ("default", "a/b"));
+        assert_eq!(unqualified("p1/a/b", is_env), ("p1", "a/b"));
     }
 }

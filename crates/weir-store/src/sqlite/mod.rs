@@ -517,9 +517,12 @@ impl Store for SqliteStore {
     fn list_cache<'a>(
         &'a self,
         task: Option<&'a str>,
+        project: Option<&'a str>,
         limit: u32,
     ) -> StoreFuture<'a, Vec<CacheEntry>> {
-        Box::pin(std::future::ready(self.list_cache_now(task, limit)))
+        Box::pin(std::future::ready(
+            self.list_cache_now(task, project, limit),
+        ))
     }
 
     fn clear_cache<'a>(&'a self, task: Option<&'a str>) -> StoreFuture<'a, u64> {

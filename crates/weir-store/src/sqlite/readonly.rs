@@ -258,11 +258,7 @@ mod tests {
     }
 
     fn names(store: &SqliteStore) -> Vec<String> {
-        let filter = RunFilter {
-            status: None,
-            name_contains: None,
-            limit: None,
-        };
+        let filter = RunFilter::default();
         let mut names: Vec<String> = futures::executor::block_on(store.list_runs(&filter))
             .unwrap()
             .into_iter()

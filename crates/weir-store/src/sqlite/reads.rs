@@ -108,6 +108,8 @@ impl SqliteStore {
             .prepare(
                 "SELECT id, name, task, status, created_at, ended_at FROM runs
                  WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR instr(name, ?2) > 0)
+                   AND (?4 IS NULL OR ifnull(json_extract(context, '$.project'), ?5) = ?4)
+                   AND (?6 IS NULL OR ifnull(json_extract(context, '$.domain'), ?7) = ?6)
                  ORDER BY id DESC LIMIT ?3",
             )
             .map_err(&e)?;
@@ -116,7 +118,11 @@ impl SqliteStore {
                 params![
                     filter.status.map(|s| s.as_str()),
                     filter.name_contains,
-                    filter.limit.unwrap_or(100)
+                    filter.limit.unwrap_or(100),
+                    filter.project,
+                    crate::DEFAULT_PROJECT,
+                    filter.domain,
+                    crate::DEFAULT_DOMAIN,
                 ],
                 |r| {
                     Ok((
@@ -243,16 +249,22 @@ impl SqliteStore {
         .map_err(&e)
     }
 
-    pub(super) fn list_cache_now(&self, task: Option<&str>, limit: u32) -> Result<Vec<CacheEntry>> {
+    pub(super) fn list_cache_now(
+        &self,
+        task: Option<&str>,
+        project: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<CacheEntry>> {
         let conn = self.reader();
         let e = sql_err(&self.path);
         let mut st = conn
             .prepare_cached(
                 "SELECT key, project, domain, task, version, output, output_ref, created_at FROM cache
-                 WHERE ?1 IS NULL OR task = ?1 ORDER BY created_at DESC LIMIT ?2",
+                 WHERE (?1 IS NULL OR task = ?1) AND (?3 IS NULL OR project = ?3)
+                 ORDER BY created_at DESC LIMIT ?2",
             )
             .map_err(&e)?;
-        st.query_map(params![task, limit], cache_from_row)
+        st.query_map(params![task, limit, project], cache_from_row)
             .map_err(&e)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(&e)

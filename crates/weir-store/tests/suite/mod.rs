@@ -39,6 +39,10 @@ pub trait Fixture {
     fn keeps_attempt_logs(&self) -> bool {
         true
     }
+    /// Whether the backend keeps access tokens (else it refuses to).
+    fn keeps_tokens(&self) -> bool {
+        true
+    }
 }
 
 /// Declares a `#[tokio::test]` per named check, each on a fresh fixture from `$fixture`.
@@ -76,6 +80,8 @@ macro_rules! all_conformance_tests {
             a_capped_group_of_queues_never_has_more_leased_than_its_limit,
             a_page_of_actions_with_payloads_has_what_each_action_read_has,
             attempt_logs_round_trip_by_attempt_and_a_second_recording_changes_nothing,
+            runs_are_listed_by_project_and_domain,
+            tokens_are_kept_by_hash_and_revoked_by_prefix,
         );
     };
 }
@@ -398,9 +404,26 @@ pub async fn cache_lookups_respect_scope_and_clearing(fx: &dyn Fixture) {
         // Replacing an entry keeps one per key, project and domain.
         store.write(WriteOp::PutCache(entry("k", "alpha", "env.a", 7)));
         store.sync().await.unwrap();
-        let all = store.list_cache(None, 10).await.unwrap();
+        let all = store.list_cache(None, None, 10).await.unwrap();
         assert_eq!(all.len(), 2);
-        assert_eq!(store.list_cache(Some("env.a"), 10).await.unwrap().len(), 1);
+        assert_eq!(
+            store
+                .list_cache(Some("env.a"), None, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let beta = store.list_cache(None, Some("beta"), 10).await.unwrap();
+        assert_eq!(beta.len(), 1, "{backend}");
+        assert_eq!(beta[0].key, "k2", "{backend}");
+        assert!(
+            store
+                .list_cache(Some("env.a"), Some("beta"), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(store.clear_cache(Some("env.a")).await.unwrap(), 1);
         assert!(store.cache_lookup("k", None).await.unwrap().is_none());
         assert_eq!(store.clear_cache(None).await.unwrap(), 1);
@@ -879,7 +902,7 @@ pub async fn an_abort_cancels_the_live_actions_queued_before_it_and_a_run_finish
         .list_runs(&RunFilter {
             status: Some(RunStatus::Aborted),
             name_contains: Some("bor".into()),
-            limit: None,
+            ..RunFilter::default()
         })
         .await
         .unwrap();
@@ -1202,4 +1225,117 @@ pub async fn attempt_logs_round_trip_by_attempt_and_a_second_recording_changes_n
             .unwrap()
             .is_empty()
     );
+}
+
+/// Runs filtered by the project and domain of their context; a context naming none is in
+/// the default project and domain.
+pub async fn runs_are_listed_by_project_and_domain(fx: &dyn Fixture) {
+    let backend = fx.name();
+    let store = fx.open();
+    let with = |name: &str, context: serde_json::Value| NewRun {
+        context,
+        ..new_run(name, "me")
+    };
+    store
+        .create_run(with(
+            "a1",
+            serde_json::json!({"project": "a", "domain": "prod"}),
+        ))
+        .await
+        .unwrap();
+    store
+        .create_run(with(
+            "a2",
+            serde_json::json!({"project": "a", "domain": null}),
+        ))
+        .await
+        .unwrap();
+    store
+        .create_run(with("b1", serde_json::json!({"project": "b"})))
+        .await
+        .unwrap();
+    store
+        .create_run(with("d1", serde_json::json!({"labels": {}})))
+        .await
+        .unwrap();
+    let names = |project: Option<&str>, domain: Option<&str>| {
+        let store = &store;
+        let filter = RunFilter {
+            project: project.map(Into::into),
+            domain: domain.map(Into::into),
+            ..RunFilter::default()
+        };
+        async move {
+            let mut names: Vec<String> = store
+                .list_runs(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(names(Some("a"), None).await, ["a1", "a2"], "{backend}");
+    assert_eq!(names(Some("a"), Some("prod")).await, ["a1"], "{backend}");
+    assert_eq!(
+        names(Some("a"), Some("development")).await,
+        ["a2"],
+        "{backend}"
+    );
+    assert_eq!(names(Some("default"), None).await, ["d1"], "{backend}");
+    assert_eq!(
+        names(None, Some("development")).await,
+        ["a2", "b1", "d1"],
+        "{backend}"
+    );
+    assert!(names(Some("c"), None).await.is_empty(), "{backend}");
+    assert_eq!(names(None, None).await.len(), 4, "{backend}");
+}
+
+/// Access tokens by hash: made, read, listed, revoked by a prefix of the hash. A backend that
+/// keeps none (SQLite: only a control plane has tokens) refuses every call.
+pub async fn tokens_are_kept_by_hash_and_revoked_by_prefix(fx: &dyn Fixture) {
+    let backend = fx.name();
+    let store = fx.open();
+    let token = |hash: &str, project: &str, domain: Option<&str>, role: &str, at: i64| {
+        weir_store::TokenRecord {
+            hash: hash.into(),
+            project: project.into(),
+            domain: domain.map(Into::into),
+            role: role.into(),
+            created_at: at,
+        }
+    };
+    let a = token("aaaa1111", "p1", None, "client", 1);
+    let b = token("aaaa2222", "p2", Some("prod"), "worker", 2);
+    let c = token("bbbb3333", "p1", None, "admin", 3);
+    if !fx.keeps_tokens() {
+        for refused in [
+            store.create_token(&a).await.unwrap_err(),
+            store.token("aaaa1111").await.unwrap_err(),
+            store.list_tokens().await.unwrap_err(),
+            store.revoke_tokens("aaaa").await.unwrap_err(),
+        ] {
+            assert!(matches!(refused, Error::Unsupported { .. }), "{refused}");
+            assert!(refused.to_string().contains("access tokens"), "{refused}");
+        }
+        return;
+    }
+    for t in [&a, &b, &c] {
+        store.create_token(t).await.unwrap();
+    }
+    // A hash is made once.
+    assert!(store.create_token(&a).await.is_err(), "{backend}");
+    assert_eq!(store.token("aaaa2222").await.unwrap(), Some(b.clone()));
+    assert_eq!(store.token("aaaa").await.unwrap(), None, "{backend}");
+    assert_eq!(
+        store.list_tokens().await.unwrap(),
+        vec![a.clone(), b.clone(), c.clone()]
+    );
+    assert_eq!(store.revoke_tokens("aaaa1").await.unwrap(), 1, "{backend}");
+    assert_eq!(store.token("aaaa1111").await.unwrap(), None, "{backend}");
+    assert_eq!(store.revoke_tokens("zz").await.unwrap(), 0, "{backend}");
+    assert_eq!(store.list_tokens().await.unwrap(), vec![b, c], "{backend}");
 }

@@ -43,7 +43,7 @@ pub(crate) async fn cache(state_dir: &Path, out: OutputFormat, cmd: CacheCommand
             } else {
                 let store = weir_store::open_read_only(state_dir)?;
                 store
-                    .list_cache(task.as_deref(), limit)
+                    .list_cache(task.as_deref(), None, limit)
                     .await
                     .map_err(Failure::other)?
                     .into_iter()

@@ -107,6 +107,7 @@ async fn runs(state_dir: &Path, out: OutputFormat, a: RunsArgs) -> CliResult {
             status,
             name_contains: a.name,
             limit: Some(a.limit),
+            ..RunFilter::default()
         })
         .await
         .map_err(Failure::other)?;

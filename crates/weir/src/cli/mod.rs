@@ -19,6 +19,7 @@ mod output;
 mod rerun;
 mod run;
 mod serve;
+mod token;
 mod ui;
 mod worker;
 mod workers;
@@ -82,6 +83,9 @@ enum Command {
     /// Worker processes of a control plane on this machine (`workers up`).
     #[command(subcommand)]
     Workers(autoscale::WorkersCommand),
+    /// Access tokens of a control plane (`token create --project P --role client|worker|admin`).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// A CLI failure: message and exit code.
@@ -186,7 +190,11 @@ async fn dispatch(cli: Cli) -> CliResult {
     let out = cli.output;
     if !matches!(
         cli.command,
-        Command::Tasks | Command::Worker(_) | Command::Serve(_) | Command::Workers(_)
+        Command::Tasks
+            | Command::Worker(_)
+            | Command::Serve(_)
+            | Command::Workers(_)
+            | Command::Token(_)
     ) {
         check_state_dir(&cli.state_dir)?;
     }
@@ -203,6 +211,7 @@ async fn dispatch(cli: Cli) -> CliResult {
             autoscale::up(&cli.state_dir, args).await
         }
         Command::Ui(args) => ui::ui(&cli.state_dir, args).await,
+        Command::Token(cmd) => token::token(out, cmd).await,
         Command::Tasks => {
             get::tasks(out);
             Ok(())

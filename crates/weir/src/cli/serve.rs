@@ -53,15 +53,7 @@ pub(crate) async fn serve(state_dir: &Path, args: ServeArgs) -> CliResult {
         .clone()
         .unwrap_or_else(|| token_path(state_dir));
     let token = read_token(&token_file, true)?;
-    let options = PostgresOptions {
-        schema: args.schema.clone(),
-        ..PostgresOptions::default()
-    };
-    let database = args.database.clone();
-    let store = tokio::task::spawn_blocking(move || PostgresStore::connect(&database, options))
-        .await
-        .map_err(Failure::other)?
-        .map_err(Failure::other)?;
+    let store = connect(&args.database, args.schema.clone()).await?;
     // The UI reads on connections of its own (at most 2, opened when first browsed).
     let reads: Arc<dyn weir_store::ReadModel> = Arc::new(store.read_model(UI_CONNECTIONS));
     let store: Arc<dyn weir_store::Store> = Arc::new(store);
@@ -144,4 +136,20 @@ async fn blob_store(
             .map_err(Failure::other)?;
     }
     Ok(blobs)
+}
+
+/// Connects to the control plane's database (creating or migrating weir's tables).
+pub(crate) async fn connect(
+    database: &str,
+    schema: Option<String>,
+) -> Result<PostgresStore, Failure> {
+    let options = PostgresOptions {
+        schema,
+        ..PostgresOptions::default()
+    };
+    let database = database.to_string();
+    tokio::task::spawn_blocking(move || PostgresStore::connect(&database, options))
+        .await
+        .map_err(Failure::other)?
+        .map_err(Failure::other)
 }
