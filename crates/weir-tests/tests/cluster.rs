@@ -299,7 +299,10 @@ fn clients_and_workers_without_the_cluster_token_are_refused() {
         &other,
     ]);
     assert_ne!(code, 0, "{err}");
-    assert!(err.contains("wrong cluster token"), "{err}");
+    assert!(
+        err.contains("wrong token: workers register with the cluster token"),
+        "{err}"
+    );
     // Flags of an engine's workers are refused with --server, not ignored.
     for flag in ["--once", "--credential-stdin"] {
         let (code, _, err) = cl.output(&["worker", "--server", &url, "--env", "fx", flag]);
