@@ -26,6 +26,7 @@ mod error;
 mod limits;
 pub mod registry;
 mod run;
+pub mod tls;
 mod trace;
 pub mod worker;
 

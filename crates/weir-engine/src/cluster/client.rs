@@ -7,8 +7,6 @@ use axum::body::Bytes;
 use axum::http::header::AUTHORIZATION;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use weir_store::ActionRecord;
 
@@ -16,16 +14,18 @@ use super::views::{ActionView, ActionsWithIo, AttemptLogView, CacheView, RunSubm
 
 /// A client of a control plane: what `run --server`, `get --server` and `abort --server` use.
 pub struct ClusterClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    /// The pool, or why there is none (an unreadable `WEIR_TLS_CA`): every request says so.
+    http: Result<Client<crate::tls::Connector, Full<Bytes>>, String>,
     base: String,
     token: String,
 }
 
 impl ClusterClient {
-    /// A client of the control plane at `base` (`http://HOST:PORT`) with the cluster token.
+    /// A client of the control plane at `base` (`http://HOST:PORT`, or `https://` when it
+    /// serves TLS: see `tls.rs` for the certificates it trusts) with a token.
     pub fn new(base: &str, token: &str) -> ClusterClient {
         ClusterClient {
-            http: Client::builder(TokioExecutor::new()).build_http(),
+            http: crate::tls::client(base, 32),
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
         }
@@ -57,11 +57,16 @@ impl ClusterClient {
             .header("content-type", "application/msgpack")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| format!("{url}: {e}"))?;
-        let resp = self
+        let http = self
             .http
-            .request(req)
-            .await
+            .as_ref()
             .map_err(|e| format!("cannot reach the control plane at {url}: {e}"))?;
+        let resp = http.request(req).await.map_err(|e| {
+            format!(
+                "cannot reach the control plane at {url}: {}",
+                crate::tls::describe(&e)
+            )
+        })?;
         let status = resp.status();
         let body = resp
             .into_body()

@@ -15,8 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::api::{ApiFuture, WorkerApi};
@@ -207,7 +205,8 @@ fn reason_of(status: StatusCode) -> Refusal {
 
 /// The worker protocol over HTTP/1 on loopback (keep-alive pool).
 pub(crate) struct HttpClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    /// The pool, or why there is none (an unreadable `WEIR_TLS_CA`): every request says so.
+    http: Result<Client<crate::tls::Connector, Full<Bytes>>, String>,
     base: String,
     /// The worker's token, once registered.
     token: parking_lot::RwLock<Option<String>>,
@@ -216,9 +215,7 @@ pub(crate) struct HttpClient {
 impl HttpClient {
     /// A client of the engine at `base` (`http://127.0.0.1:PORT`); connects lazily.
     pub(crate) fn new(base: String) -> HttpClient {
-        let http = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(64)
-            .build_http();
+        let http = crate::tls::client(&base, 64);
         HttpClient {
             http,
             base,
@@ -258,11 +255,11 @@ impl HttpClient {
             url: url.clone(),
             message: e,
         };
-        let resp = self
-            .http
+        let http = self.http.as_ref().map_err(|e| unreachable(e.clone()))?;
+        let resp = http
             .request(req)
             .await
-            .map_err(|e| unreachable(format!("{e:?}")))?;
+            .map_err(|e| unreachable(crate::tls::describe(&e)))?;
         let status = resp.status();
         let body = resp
             .into_body()

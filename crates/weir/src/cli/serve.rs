@@ -29,9 +29,18 @@ pub(crate) struct ServeArgs {
     /// The schema weir's tables live in (created if missing). Default: the connection's.
     #[arg(long)]
     schema: Option<String>,
-    /// Address to listen on.
+    /// Address to listen on. Loopback by default; listening on another address without
+    /// `--tls-cert` is allowed with a warning (tokens would cross the network in clear).
     #[arg(long, default_value = "127.0.0.1:8700")]
     listen: String,
+    /// Serve HTTPS with this certificate chain (PEM); needs `--tls-key`. Clients and workers
+    /// then use `https://` URLs and trust the certificate through the system's roots or
+    /// `WEIR_TLS_CA=PEM-FILE`.
+    #[arg(long, requires = "tls_key", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, requires = "tls_cert", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
     /// Object store URL for payloads (`file:///path`, `s3://bucket/prefix`): recorded in the
     /// database on first use, and the same for every replica. Default
     /// `file://<state-dir>/cluster-blobs` (one machine only).
@@ -63,6 +72,21 @@ pub(crate) async fn serve(state_dir: &Path, args: ServeArgs) -> CliResult {
         .await
         .map_err(|e| Failure::input(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr().map_err(Failure::other)?;
+    let (plain, tls) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => (
+            None,
+            Some(weir_engine::tls::TlsListener::new(listener, cert, key).map_err(Failure::input)?),
+        ),
+        _ => {
+            if !addr.ip().is_loopback() {
+                eprintln!(
+                    "weir serve: warning: listening on {addr}, which is not a loopback address, without TLS: tokens and payloads cross the network in clear (give --tls-cert and --tls-key)"
+                );
+            }
+            (Some(listener), None)
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let options = ClusterOptions {
         lease_ttl: args.lease_ttl,
         replica: format!("serve:{addr}:{}", std::process::id()),
@@ -72,8 +96,8 @@ pub(crate) async fn serve(state_dir: &Path, args: ServeArgs) -> CliResult {
     // The token itself is not printed (logs are read by more people than should hold it).
     // Each line in one write: whoever waits for the address may read the log meanwhile.
     let lines = format!(
-        "weir serve: listening on http://{addr} (state on PostgreSQL); cluster token in {}\n\
-         weir serve: web UI at http://{addr}{UI_BASE}/ (log in once at http://{addr}{UI_BASE}/login with the cluster token)\n",
+        "weir serve: listening on {scheme}://{addr} (state on PostgreSQL); cluster token in {}\n\
+         weir serve: web UI at {scheme}://{addr}{UI_BASE}/ (log in once at {scheme}://{addr}{UI_BASE}/login with the cluster token)\n",
         token_file.display()
     );
     let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), lines.as_bytes());
@@ -86,9 +110,19 @@ pub(crate) async fn serve(state_dir: &Path, args: ServeArgs) -> CliResult {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = match (plain, tls) {
+        (_, Some(tls)) => {
+            axum::serve(tls, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        (Some(listener), None) => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        (None, None) => unreachable!("one listener or the other"),
+    };
     store.close().map_err(Failure::other)?;
     served.map_err(|e| Failure::other(format!("serving on {addr}: {e}")))
 }
