@@ -14,7 +14,9 @@
 mod autoscale;
 mod cache;
 mod cluster;
+mod deploy;
 mod get;
+mod health;
 mod output;
 mod rerun;
 mod run;
@@ -82,6 +84,11 @@ enum Command {
     /// Worker processes of a control plane on this machine (`workers up`).
     #[command(subcommand)]
     Workers(autoscale::WorkersCommand),
+    /// Render manifests that run this binary's workers elsewhere (`deploy kubernetes`).
+    #[command(subcommand)]
+    Deploy(deploy::DeployCommand),
+    /// Check that a control plane replica answers and reaches its database (for probes).
+    Health(health::HealthArgs),
 }
 
 /// A CLI failure: message and exit code.
@@ -186,7 +193,12 @@ async fn dispatch(cli: Cli) -> CliResult {
     let out = cli.output;
     if !matches!(
         cli.command,
-        Command::Tasks | Command::Worker(_) | Command::Serve(_) | Command::Workers(_)
+        Command::Tasks
+            | Command::Worker(_)
+            | Command::Serve(_)
+            | Command::Workers(_)
+            | Command::Deploy(_)
+            | Command::Health(_)
     ) {
         check_state_dir(&cli.state_dir)?;
     }
@@ -203,6 +215,8 @@ async fn dispatch(cli: Cli) -> CliResult {
             autoscale::up(&cli.state_dir, args).await
         }
         Command::Ui(args) => ui::ui(&cli.state_dir, args).await,
+        Command::Deploy(cmd) => deploy::deploy(out, cmd),
+        Command::Health(args) => health::health(&cli.state_dir, args).await,
         Command::Tasks => {
             get::tasks(out);
             Ok(())
