@@ -103,8 +103,15 @@ fn a_worker_deployment_per_environment_follows_its_settings() {
         all.keys().collect::<Vec<_>>(),
         ["burst", "etl", "gpu_infer", "plain"]
     );
-    // (replicas, cpu request, memory request and limit, GPU limit)
-    let expected: [(&str, i64, Option<&str>, Option<&str>, Option<&str>); 4] = [
+    // (environment, replicas, cpu request, memory request and limit, GPU limit)
+    type Expected<'a> = (
+        &'a str,
+        i64,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let expected: [Expected; 4] = [
         ("gpu_infer", 2, Some("4"), Some("16Gi"), Some("1")),
         ("etl", 1, Some("500m"), Some("512Mi"), None),
         ("plain", 1, None, None, None),
@@ -656,4 +663,6 @@ fn the_static_manifests_run_as_written_and_rendered_workers_serve_them() {
     });
     assert!(last.contains("ok: the database answered"), "{last}");
     drop(procs);
+    // serve kept nothing in its state directory (the pod's root file system is read-only).
+    assert!(!dir.path().join("state").exists());
 }

@@ -126,24 +126,31 @@ pub(crate) fn deploy(out: OutputFormat, cmd: DeployCommand) -> CliResult {
     Ok(())
 }
 
-/// The environments of the registered tasks, by name; two different definitions under one
-/// name are refused (which one would the workers have?).
+/// The environments of the registered tasks, by name.
 fn environments() -> Result<Vec<&'static TaskEnvironment>, Failure> {
-    let mut by_name: BTreeMap<&str, (&'static TaskEnvironment, String)> = BTreeMap::new();
-    for def in weir_engine::registry::tasks() {
-        let env = def.environment();
+    distinct_environments(
+        weir_engine::registry::tasks().map(|def| (def.environment(), def.full_name().to_string())),
+    )
+}
+
+/// Each environment of `(environment, task)` pairs once, by name; two different definitions
+/// under one name are refused (which one would the workers have?).
+fn distinct_environments<'a>(
+    tasks: impl Iterator<Item = (&'a TaskEnvironment, String)>,
+) -> Result<Vec<&'a TaskEnvironment>, Failure> {
+    let mut by_name: BTreeMap<&str, (&TaskEnvironment, String)> = BTreeMap::new();
+    for (env, task) in tasks {
         match by_name.get(env.name()) {
             None => {
-                by_name.insert(env.name(), (env, def.full_name().to_string()));
+                by_name.insert(env.name(), (env, task));
             }
-            Some((seen, task)) => {
+            Some((seen, first)) => {
                 let same = seen.resources_spec() == env.resources_spec()
                     && seen.reuse_policy() == env.reuse_policy();
                 if !same {
                     return Err(Failure::input(format!(
-                        "environment {:?} is defined twice with different resources or reuse policies (tasks {task} and {}); define it once and share it",
-                        env.name(),
-                        def.full_name()
+                        "environment {:?} is defined twice with different resources or reuse policies (tasks {first} and {task}); define it once and share it",
+                        env.name()
                     )));
                 }
             }
@@ -494,7 +501,7 @@ fn cpu_quantity(env: &str, cpu: f64) -> Result<String, Failure> {
         )));
     }
     let milli = milli.round() as u64;
-    Ok(if milli % 1000 == 0 {
+    Ok(if milli.is_multiple_of(1000) {
         (milli / 1000).to_string()
     } else {
         format!("{milli}m")
@@ -816,8 +823,92 @@ mod tests {
             assert!(gpu_request("e", bad).is_err(), "{bad}");
         }
         assert_eq!(slug("ETL_v2").unwrap(), "etl-v2");
+        assert!(is_label_key("nvidia.com/gpu.product") && !is_label_key("a b"));
         assert_eq!(slug("__a..b__").unwrap(), "a-b");
         assert!(slug("__").is_err());
         assert_eq!(slug(&"x".repeat(80)).unwrap().len(), 40);
+    }
+
+    fn options() -> Options {
+        Options {
+            image: "img".into(),
+            server: "http://weir:8700".into(),
+            namespace: None,
+            command: None,
+            token_secret: "weir".into(),
+            token_key: "token".into(),
+            set_env: Vec::new(),
+            env_secrets: Vec::new(),
+            gpu_node_label: None,
+        }
+    }
+
+    #[test]
+    #[allow(clippy::reversed_empty_ranges)] // an inverted range is what is refused
+    fn settings_a_deployment_cannot_hold_are_refused_naming_the_environment() {
+        use weir_core::spec::{Resources, ReusePolicy};
+        let refused = [
+            (
+                TaskEnvironment::new("perrun").reuse(ReusePolicy::new().scope(ReuseScope::Run)),
+                "ReuseScope::Run",
+            ),
+            (
+                TaskEnvironment::new("upside").reuse(ReusePolicy::new().replicas(3..=1)),
+                "3..=1 replicas",
+            ),
+            (
+                TaskEnvironment::new("mem").resources(Resources::new().memory("16GB")),
+                "not a Kubernetes quantity",
+            ),
+            (
+                TaskEnvironment::new("gpu").resources(Resources::new().gpu("A10G:0")),
+                "write KIND:COUNT",
+            ),
+            (
+                TaskEnvironment::new("cpu").resources(Resources::new().cpu(0.0001)),
+                "millicores",
+            ),
+            (TaskEnvironment::new("__"), "no letter or digit"),
+        ];
+        for (env, says) in refused {
+            let e = worker_deployment(&env, &options(), "v1").err().unwrap();
+            assert_eq!(e.code, 2);
+            assert!(e.message.contains(says), "{}", e.message);
+            if env.name() != "__" {
+                assert!(
+                    e.message.contains(&format!("{:?}", env.name())),
+                    "{}",
+                    e.message
+                );
+            }
+        }
+        // A GPU kind that cannot be a label value, with a node label to put it in.
+        let mut with_label = options();
+        with_label.gpu_node_label = Some("nvidia.com/gpu.product".into());
+        let env = TaskEnvironment::new("g").resources(Resources::new().gpu("A10G 24GB:1"));
+        let e = worker_deployment(&env, &with_label, "v1").err().unwrap();
+        assert!(
+            e.message.contains("cannot be the value of the node label"),
+            "{}",
+            e.message
+        );
+
+        // One name, two definitions: refused; the same definition twice is one environment.
+        let a = TaskEnvironment::new("etl").resources(Resources::new().cpu(1));
+        let b = TaskEnvironment::new("etl").resources(Resources::new().cpu(2));
+        let same = a.clone();
+        let e = distinct_environments([(&a, "etl.x".into()), (&b, "etl.y".into())].into_iter())
+            .err()
+            .unwrap();
+        assert!(
+            e.message.contains("\"etl\" is defined twice") && e.message.contains("etl.y"),
+            "{}",
+            e.message
+        );
+        let one =
+            distinct_environments([(&a, "etl.x".into()), (&same, "etl.y".into())].into_iter())
+                .unwrap();
+        assert_eq!(one.len(), 1);
+        assert!(distinct_environments(std::iter::empty()).is_err());
     }
 }
