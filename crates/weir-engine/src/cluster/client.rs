@@ -48,6 +48,18 @@ impl ClusterClient {
         String::from_utf8(body.to_vec()).map_err(|e| format!("/metrics: {e}"))
     }
 
+    /// Whether the replica serves (`live`) or can reach its database too (`/v1/health`): its
+    /// answer text, or why not.
+    pub async fn health(&self, live: bool) -> Result<String, String> {
+        let path = if live {
+            "/v1/health?live=1"
+        } else {
+            "/v1/health"
+        };
+        let body = self.call_raw("GET", path, Vec::new()).await?;
+        Ok(String::from_utf8_lossy(&body).trim_end().to_string())
+    }
+
     async fn call_raw(&self, method: &str, path: &str, body: Vec<u8>) -> Result<Bytes, String> {
         let url = format!("{}{path}", self.base);
         let req = hyper::Request::builder()

@@ -21,6 +21,8 @@
 //! | `GET /v1/cache?task=T&limit=N` |                   | `Vec<CacheView>` |
 //! | `POST /v1/cache/clear?task=T`  |                   | `u64` (removed)  |
 //! | `GET /metrics`                 |                   | text             |
+//! | `GET /v1/health`               |                   | text (503: the database did not answer) |
+//! | `GET /v1/health?live=1`        |                   | text (this replica serves; no database query) |
 
 use std::time::{Duration, Instant};
 
@@ -82,6 +84,7 @@ pub fn client_router(plane: ControlPlane) -> Router {
         .route("/v1/cache", get(cache_list))
         .route("/v1/cache/clear", post(cache_clear))
         .route("/metrics", get(metrics))
+        .route("/v1/health", get(health))
         .route_layer(axum::middleware::from_fn_with_state(
             plane.clone(),
             authenticate,
@@ -374,6 +377,49 @@ async fn metrics(
         )
             .into_response(),
         Err(r) => refuse(r),
+    }
+}
+
+/// How long `/v1/health` waits for the database before it answers 503.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthQuery {
+    /// `1`: only that this replica answers authenticated requests (a liveness check, which a
+    /// database outage must not fail: restarting the replica would not mend it).
+    live: Option<u8>,
+}
+
+/// Whether this replica can serve: it reads a row of the store (a PostgreSQL round trip),
+/// answering 503 when that fails or takes longer than [`HEALTH_TIMEOUT`]. Behind the cluster
+/// token like every route; what it says names no data.
+async fn health(State(plane): State<ControlPlane>, Query(q): Query<HealthQuery>) -> Response {
+    if q.live.is_some_and(|l| l != 0) {
+        return (StatusCode::OK, "ok: serving\n").into_response();
+    }
+    let started = Instant::now();
+    let read = plane.inner.store.setting(weir_blob::BLOB_URL_SETTING);
+    match tokio::time::timeout(HEALTH_TIMEOUT, read).await {
+        Ok(Ok(_)) => (
+            StatusCode::OK,
+            format!(
+                "ok: the database answered in {} ms\n",
+                started.elapsed().as_millis()
+            ),
+        )
+            .into_response(),
+        Ok(Err(e)) => refuse((
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the database did not answer: {e}"),
+        )),
+        Err(_) => refuse((
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the database did not answer within {} s",
+                HEALTH_TIMEOUT.as_secs()
+            ),
+        )),
     }
 }
 

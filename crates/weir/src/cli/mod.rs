@@ -14,7 +14,9 @@
 mod autoscale;
 mod cache;
 mod cluster;
+mod deploy;
 mod get;
+mod health;
 mod output;
 mod rerun;
 mod run;
@@ -86,6 +88,11 @@ enum Command {
     /// Access tokens of a control plane (`token create --project P --role client|worker|admin`).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Render manifests that run this binary's workers elsewhere (`deploy kubernetes`).
+    #[command(subcommand)]
+    Deploy(deploy::DeployCommand),
+    /// Check that a control plane replica answers and reaches its database (for probes).
+    Health(health::HealthArgs),
 }
 
 /// A CLI failure: message and exit code.
@@ -195,6 +202,8 @@ async fn dispatch(cli: Cli) -> CliResult {
             | Command::Serve(_)
             | Command::Workers(_)
             | Command::Token(_)
+            | Command::Deploy(_)
+            | Command::Health(_)
     ) {
         check_state_dir(&cli.state_dir)?;
     }
@@ -212,6 +221,8 @@ async fn dispatch(cli: Cli) -> CliResult {
         }
         Command::Ui(args) => ui::ui(&cli.state_dir, args).await,
         Command::Token(cmd) => token::token(out, cmd).await,
+        Command::Deploy(cmd) => deploy::deploy(out, cmd),
+        Command::Health(args) => health::health(&cli.state_dir, args).await,
         Command::Tasks => {
             get::tasks(out);
             Ok(())
