@@ -27,9 +27,20 @@ use serde_json::json;
 /// Name of the session cookie.
 const COOKIE: &str = "weir_ui_session";
 
+/// Whether a token that is not the cluster token is known to the server (a project's token:
+/// valid, but not for this UI, which shows every project's runs).
+pub type OtherToken = Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// What the UI's routes accept: the cluster token, or the session cookie derived from it.
 #[derive(Clone)]
-pub(crate) struct TokenAuth(Arc<Keys>);
+pub(crate) struct TokenAuth(Arc<Keys>, Option<OtherToken>);
+
+/// Why a token known to the server is refused here.
+const ONLY_CLUSTER: &str = "this token is valid but is not the cluster token: the web UI shows every project's runs, so it needs the cluster token (a UI per project is not yet)";
 
 struct Keys {
     /// blake3 of the token (compared in constant time, as `blake3::Hash` does).
@@ -41,15 +52,47 @@ struct Keys {
 }
 
 impl TokenAuth {
-    pub(crate) fn new(token: &str, base: &str) -> TokenAuth {
-        TokenAuth(Arc::new(Keys {
-            token: blake3::hash(token.as_bytes()),
-            session: blake3::Hash::from(blake3::derive_key(
-                "weir ui session cookie v1",
-                token.as_bytes(),
-            )),
-            base: base.to_string(),
-        }))
+    pub(crate) fn new(token: &str, base: &str, other: Option<OtherToken>) -> TokenAuth {
+        TokenAuth(
+            Arc::new(Keys {
+                token: blake3::hash(token.as_bytes()),
+                session: blake3::Hash::from(blake3::derive_key(
+                    "weir ui session cookie v1",
+                    token.as_bytes(),
+                )),
+                base: base.to_string(),
+            }),
+            other,
+        )
+    }
+
+    /// Whether `token` is another valid token of the server (then 403, not 401).
+    async fn other_known(&self, token: &str) -> bool {
+        match &self.1 {
+            Some(known) => known(token.to_string()).await,
+            None => false,
+        }
+    }
+
+    fn bearer(headers: &HeaderMap) -> Option<String> {
+        headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string)
+    }
+
+    /// 403 for a valid token of another kind: JSON for the API, a page otherwise.
+    fn forbid(&self, path: &str) -> Response {
+        if path.starts_with(&format!("{}/api", self.0.base)) {
+            return (
+                StatusCode::FORBIDDEN,
+                axum::Json(json!({ "error": ONLY_CLUSTER })),
+            )
+                .into_response();
+        }
+        (StatusCode::FORBIDDEN, self.login_page(ONLY_CLUSTER)).into_response()
     }
 
     fn admits_token(&self, presented: &str) -> bool {
@@ -117,7 +160,10 @@ derived from it, not the token.</p>
     }
 
     /// Sets the session cookie and sends the browser to the UI, or refuses a wrong token.
-    fn log_in(&self, token: &str) -> Response {
+    async fn log_in(&self, token: &str) -> Response {
+        if !self.admits_token(token) && self.other_known(token).await {
+            return (StatusCode::FORBIDDEN, self.login_page(ONLY_CLUSTER)).into_response();
+        }
         if !self.admits_token(token) {
             return (
                 StatusCode::UNAUTHORIZED,
@@ -148,6 +194,11 @@ pub(crate) async fn check(State(auth): State<TokenAuth>, req: Request, next: Nex
     if auth.admits(req.headers()) {
         return next.run(req).await;
     }
+    if let Some(token) = TokenAuth::bearer(req.headers())
+        && auth.other_known(&token).await
+    {
+        return auth.forbid(req.uri().path());
+    }
     auth.refuse(req.uri().path())
 }
 
@@ -159,7 +210,7 @@ pub(crate) struct Login {
 /// `GET BASE/login`: the form, or with `?token=` (a link) logs in.
 pub(crate) async fn login_get(State(auth): State<TokenAuth>, Query(q): Query<Login>) -> Response {
     match q.token {
-        Some(t) => auth.log_in(&t),
+        Some(t) => auth.log_in(&t).await,
         None => auth
             .login_page("Log in with the cluster token.")
             .into_response(),
@@ -168,5 +219,5 @@ pub(crate) async fn login_get(State(auth): State<TokenAuth>, Query(q): Query<Log
 
 /// `POST BASE/login` (form field `token`): logs in.
 pub(crate) async fn login_post(State(auth): State<TokenAuth>, Form(f): Form<Login>) -> Response {
-    auth.log_in(f.token.as_deref().unwrap_or(""))
+    auth.log_in(f.token.as_deref().unwrap_or("")).await
 }

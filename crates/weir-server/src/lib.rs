@@ -44,6 +44,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
+pub use auth::OtherToken;
 #[doc(hidden)]
 pub use payload::PayloadProbe;
 
@@ -120,10 +121,23 @@ pub fn token_router(
     base: &str,
     options: Options,
 ) -> axum::Router {
+    token_router_with(reads, token, base, options, None)
+}
+
+/// [`token_router`], where `other` tells tokens the server knows besides `token` (a project's
+/// tokens on `weir serve`): those are refused with 403 (valid, but not for this UI, which
+/// shows every project's runs) rather than 401.
+pub fn token_router_with(
+    reads: Arc<dyn weir_store::ReadModel>,
+    token: &str,
+    base: &str,
+    options: Options,
+    other: Option<OtherToken>,
+) -> axum::Router {
     let base = base.trim_matches('/');
     assert!(!base.is_empty(), "mount the UI under a path, e.g. /ui");
     let base = format!("/{base}");
-    let auth = auth::TokenAuth::new(token, &base);
+    let auth = auth::TokenAuth::new(token, &base, other);
     let login = axum::Router::new()
         .route(
             &format!("{base}/login"),

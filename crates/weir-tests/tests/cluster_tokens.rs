@@ -282,6 +282,18 @@ fn project_tokens_keep_projects_apart_on_every_route() {
     assert!(err.contains("needs the cluster token"), "{err}");
     assert_eq!(entries(&a_client), ["a"], "nothing was cleared");
 
+    // The web UI shows every project: a project's token is refused (403), none is 401.
+    let (status, body) = http_get(&url, "/ui/api/runs", Some(&a_client));
+    assert!(status.contains("403"), "{status}");
+    assert!(body.contains("needs the cluster token"), "{body}");
+    assert!(!body.contains(a_run), "{body}");
+    let (status, _) = http_get(&url, &format!("/ui/login?token={a_client}"), None);
+    assert!(status.contains("403"), "{status}");
+    let (status, _) = http_get(&url, "/ui/api/runs", Some("weir_0000"));
+    assert!(status.contains("401"), "{status}");
+    let (status, body) = http_get(&url, "/ui/api/runs", Some(&cl.token()));
+    assert!(status.contains("200") && body.contains(a_run), "{status}");
+
     // Roles: a worker token is no client, a client token registers no worker.
     let (status, body) = http(&url, "GET", "/v1/runs", &a_worker);
     assert!(status.contains("403"), "{status}");

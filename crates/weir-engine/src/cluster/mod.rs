@@ -224,6 +224,11 @@ impl ControlPlane {
         plane
     }
 
+    /// Who `token` is: the cluster token, an access token (`weir token create`), or no one.
+    pub async fn principal(&self, token: &str) -> Result<Option<access::Principal>, String> {
+        self.inner.access.principal(token).await
+    }
+
     /// The HTTP routes of the worker protocol and of clients (`/v1/...`), authenticated.
     pub fn router(&self) -> axum::Router {
         let api: Arc<dyn crate::worker::WorkerApi> = Arc::new(api::ClusterApi {

@@ -101,11 +101,18 @@ pub(crate) async fn serve(state_dir: &Path, args: ServeArgs) -> CliResult {
         token_file.display()
     );
     let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), lines.as_bytes());
-    let router = plane.router().merge(weir_server::token_router(
+    // A project's token is valid but not for the UI (every project's runs): 403, not 401.
+    let known = plane.clone();
+    let other: weir_server::OtherToken = Arc::new(move |t: String| {
+        let plane = known.clone();
+        Box::pin(async move { matches!(plane.principal(&t).await, Ok(Some(_))) })
+    });
+    let router = plane.router().merge(weir_server::token_router_with(
         reads,
         &token,
         UI_BASE,
         weir_server::Options::default(),
+        Some(other),
     ));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
