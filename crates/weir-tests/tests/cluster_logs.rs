@@ -377,3 +377,89 @@ fn get_actions_with_io_server_gives_what_the_embedded_one_gives() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("unknown run"), "{err}");
 }
+
+/// What a task logs through `tracing` carries its run, action and attempt: in a cluster
+/// worker's output and in an embedded run's.
+#[test]
+fn tracing_events_of_a_task_name_its_run_and_action() {
+    let mut cl = Cluster::new();
+    let url = cl.serve(&[]);
+    let log = cl.log("worker");
+    let args = [
+        "worker",
+        "--server",
+        &url,
+        "--env",
+        "fx",
+        "--concurrency",
+        "2",
+    ];
+    let child = cl
+        .command(&args, &log)
+        .env("WEIR_LOG", "info")
+        .spawn()
+        .unwrap();
+    cl.others.push(child);
+    let (code, out, err) = cl.output(&[
+        "run",
+        "traced",
+        "--input",
+        r#"{"n": 7}"#,
+        "--server",
+        &url,
+        "--name",
+        "traced-1",
+    ]);
+    assert_eq!((code, out.trim()), (0, "7"), "{err}");
+    let mut line = String::new();
+    wait_for("the worker's traced line", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        match text.lines().find(|l| l.contains("traced task says hello")) {
+            Some(l) => {
+                line = l.to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    for part in [
+        "attempt{",
+        "run=traced-1",
+        "action=a0",
+        "attempt=1",
+        "task=fx.traced",
+        "n=7",
+    ] {
+        assert!(line.contains(part), "{part} missing: {line}");
+    }
+    // Embedded: the action's span.
+    let out = std::process::Command::new(BIN)
+        .arg("--state-dir")
+        .arg(cl.state().join("embedded"))
+        .args([
+            "run",
+            "traced",
+            "--input",
+            r#"{"n": 8}"#,
+            "--name",
+            "traced-2",
+        ])
+        .env("WEIR_LOG", "info")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("traced task says hello"))
+        .unwrap_or_else(|| panic!("no traced line: {err}"));
+    for part in [
+        "action{",
+        "run=traced-2",
+        "action=a0",
+        "task=fx.traced",
+        "n=8",
+    ] {
+        assert!(line.contains(part), "{part} missing: {line}");
+    }
+}

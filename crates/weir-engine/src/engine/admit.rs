@@ -219,7 +219,7 @@ impl Engine {
         }
         run.counters.created.fetch_add(1, Ordering::Relaxed);
         let run = call.run.clone();
-        let task = tokio::spawn(self.clone().run_action(NewAction {
+        let task = self.spawn_action(NewAction {
             run: call.run,
             id,
             parent: call.parent,
@@ -228,7 +228,7 @@ impl Engine {
             group: call.group,
             base_attempt,
             insert: true,
-        }));
+        });
         if let Some(a) = run.live.lock().get_mut(&id) {
             a.abort = Some(task.abort_handle());
         }

@@ -34,6 +34,21 @@ pub(crate) struct NewAction {
 }
 
 impl Engine {
+    /// Starts an action on its own task, inside a span naming its run, action and task (what
+    /// the task logs through `tracing` carries them).
+    pub(super) fn spawn_action(&self, action: NewAction) -> tokio::task::JoinHandle<()> {
+        let span = tracing::info_span!(
+            "action",
+            run = %action.run.name,
+            action = %action.id,
+            task = %action.def.full_name(),
+        );
+        tokio::spawn(tracing::Instrument::instrument(
+            self.clone().run_action(action),
+            span,
+        ))
+    }
+
     pub(super) async fn run_action(self, action: NewAction) {
         let NewAction {
             run,

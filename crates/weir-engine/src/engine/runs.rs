@@ -315,7 +315,7 @@ impl Engine {
         run.live
             .lock()
             .insert(ActionId::ROOT, LiveAction::queued(Vec::new(), None));
-        let task = tokio::spawn(self.clone().run_action(NewAction {
+        let task = self.spawn_action(NewAction {
             run: run.clone(),
             id: ActionId::ROOT,
             parent: ActionId::ROOT,
@@ -324,7 +324,7 @@ impl Engine {
             group: None,
             base_attempt,
             insert: false,
-        }));
+        });
         if let Some(a) = run.live.lock().get_mut(&ActionId::ROOT) {
             a.abort = Some(task.abort_handle());
         }

@@ -254,13 +254,24 @@ async fn lease_and_run(
             // just finished can have taken it meanwhile; then this action waits for one.)
             let permit = slots.clone().try_acquire_owned().ok();
             let mut running_now = running.lock();
-            let handle = tasks.spawn(run_leased(
-                client.clone(),
-                slots.clone(),
-                permit,
-                action,
-                running.clone(),
-                config.cluster,
+            // What the task logs through `tracing` names its run, action and attempt.
+            let span = tracing::info_span!(
+                "attempt",
+                run = %action.run_name,
+                action = %action.action,
+                attempt = action.attempt,
+                task = %action.task,
+            );
+            let handle = tasks.spawn(tracing::Instrument::instrument(
+                run_leased(
+                    client.clone(),
+                    slots.clone(),
+                    permit,
+                    action,
+                    running.clone(),
+                    config.cluster,
+                ),
+                span,
             ));
             running_now.insert(lease, (handle, summary));
         }

@@ -42,6 +42,13 @@ async fn fanout(n: u64, width: usize, sleep_ms: u64, log: String) -> Result<u64>
     Ok(results.into_iter().sum())
 }
 
+/// Logs through `tracing`: the span its attempt runs in names the run and the action.
+#[weir::task(env = FX)]
+async fn traced(n: u64) -> Result<u64> {
+    tracing::info!(n, "traced task says hello");
+    Ok(n)
+}
+
 /// Adds two numbers.
 #[weir::task(env = FX)]
 async fn add(a: i64, b: i64) -> Result<i64> {
