@@ -258,8 +258,21 @@ async fn action_detail(
         "start_us": null,
         "note": "queue wait and run time are recorded; input/output transfer and start times are not recorded yet",
     });
-    doc["logs"] = Value::Null;
-    doc["logs_note"] = json!("no logs captured");
+    let logs = app.read(move |r| r.attempt_logs(run_id, id)).await?;
+    match logs {
+        None => {
+            doc["logs"] = Value::Null;
+            doc["logs_note"] = json!("no logs captured");
+        }
+        Some(logs) => {
+            doc["logs_note"] = json!(if logs.is_empty() {
+                "no attempt of this action printed anything"
+            } else {
+                ""
+            });
+            doc["logs"] = Value::Array(logs.iter().map(log_json).collect());
+        }
+    }
     Ok(Json(doc))
 }
 
@@ -350,4 +363,30 @@ async fn utilization(State(app): State<App>, path: PathArgs<String>, q: QueryMap
         "buckets": buckets,
         "envs": envs,
     })))
+}
+
+/// Most bytes of one attempt's log a page shows (its last ones; `get logs --server` has all).
+const LOG_PREVIEW: usize = 256 << 10;
+
+/// One attempt's log for the action page: its last [`LOG_PREVIEW`] bytes, from a whole line.
+fn log_json(l: &weir_store::AttemptLog) -> Value {
+    let (text, cut) = if l.text.len() > LOG_PREVIEW {
+        let tail = &l.text[l.text.len() - LOG_PREVIEW..];
+        let start = tail.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
+        (&tail[start..], l.text.len() - tail.len() + start)
+    } else {
+        (&l.text[..], 0)
+    };
+    json!({
+        "attempt": l.attempt,
+        "worker": l.worker,
+        "pid": l.pid,
+        "env": l.env,
+        "ok": l.ok,
+        "started_at": l.started_at,
+        "ended_at": l.ended_at,
+        "dropped_bytes": l.dropped + cut as u64,
+        "overlapping": l.overlapping,
+        "text": String::from_utf8_lossy(text),
+    })
 }

@@ -9,7 +9,7 @@ use weir_store::{ActionRecord, AttemptLog, Page, Result, RunId};
 use crate::Inner;
 use crate::rows::{ACTION_COLUMNS, action_from_row};
 
-const LOG_COLUMNS: &str = "run, action, attempt, lease, worker, pid, env, task, started_at, ended_at, ok, text, dropped, overlapping";
+pub(crate) const LOG_COLUMNS: &str = "run, action, attempt, lease, worker, pid, env, task, started_at, ended_at, ok, text, dropped, overlapping";
 
 impl Inner {
     pub(crate) async fn list_actions_with_payloads(
@@ -97,24 +97,25 @@ impl Inner {
             )
             .await
             .map_err(self.err("reading attempt logs"))?;
-        Ok(rows
-            .iter()
-            .map(|r| AttemptLog {
-                run: RunId(r.get(0)),
-                action: ActionId(r.get::<_, i64>(1) as u64),
-                attempt: r.get::<_, i64>(2) as u32,
-                lease: r.get::<_, i64>(3) as u64,
-                worker: r.get(4),
-                pid: r.get::<_, i64>(5) as u32,
-                env: r.get(6),
-                task: r.get(7),
-                started_at: r.get(8),
-                ended_at: r.get(9),
-                ok: r.get(10),
-                text: r.get(11),
-                dropped: r.get::<_, i64>(12) as u64,
-                overlapping: r.get::<_, i64>(13) as u32,
-            })
-            .collect())
+        Ok(rows.iter().map(log_from_row).collect())
+    }
+}
+
+pub(crate) fn log_from_row(r: &tokio_postgres::Row) -> AttemptLog {
+    AttemptLog {
+        run: RunId(r.get(0)),
+        action: ActionId(r.get::<_, i64>(1) as u64),
+        attempt: r.get::<_, i64>(2) as u32,
+        lease: r.get::<_, i64>(3) as u64,
+        worker: r.get(4),
+        pid: r.get::<_, i64>(5) as u32,
+        env: r.get(6),
+        task: r.get(7),
+        started_at: r.get(8),
+        ended_at: r.get(9),
+        ok: r.get(10),
+        text: r.get(11),
+        dropped: r.get::<_, i64>(12) as u64,
+        overlapping: r.get::<_, i64>(13) as u32,
     }
 }

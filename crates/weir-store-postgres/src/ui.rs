@@ -346,6 +346,24 @@ impl ReadModel for PostgresReadModel {
         })
     }
 
+    fn attempt_logs(&self, run: i64, id: ActionId) -> Result<Option<Vec<weir_store::AttemptLog>>> {
+        self.block(move |db| async move {
+            let client = db.client().await?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {} FROM attempt_logs WHERE run = $1 AND action = $2
+                         ORDER BY attempt, lease",
+                        crate::logs::LOG_COLUMNS
+                    ),
+                    &[&run, &id.as_i64()],
+                )
+                .await
+                .map_err(db.err("reading attempt logs"))?;
+            Ok(Some(rows.iter().map(crate::logs::log_from_row).collect()))
+        })
+    }
+
     fn failed_attempts(&self, run: i64, id: ActionId, limit: u32) -> Result<Vec<AttemptRecord>> {
         self.block(move |db| async move {
             let client = db.client().await?;

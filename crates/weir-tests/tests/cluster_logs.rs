@@ -86,6 +86,31 @@ fn get_logs_server_prints_each_attempt_of_an_action_as_its_worker_captured_it() 
         text.find(&begin(1)) < text.find(&begin(2)),
         "attempts in order: {text}"
     );
+    // The web UI's action page has the same logs, per attempt.
+    let (status, page) = http_get(
+        &url,
+        &format!("/ui/api/runs/talk/actions/{a_id}"),
+        Some(&cl.token()),
+    );
+    assert!(status.contains("200"), "{status}");
+    let page = json_of(&page);
+    let logs = page["logs"].as_array().unwrap_or_else(|| panic!("{page}"));
+    assert_eq!(logs.len(), 2, "{page}");
+    assert_eq!(
+        (&logs[0]["attempt"], &logs[0]["ok"]),
+        (&1.into(), &false.into())
+    );
+    assert_eq!(
+        (&logs[1]["attempt"], &logs[1]["ok"]),
+        (&2.into(), &true.into())
+    );
+    let ui_first = logs[0]["text"].as_str().unwrap();
+    assert!(
+        ui_first
+            .contains("chatty a on stdout\nchatty a on stderr\nchatty a fails its first attempt"),
+        "{ui_first}"
+    );
+    assert_eq!(page["logs_note"], "");
     // Its parent ran in the same worker meanwhile (waiting for it): the header says lines of
     // other actions may be interleaved, as the embedded one does for a reused worker.
     let headers: Vec<&str> = text

@@ -39,6 +39,15 @@ function h(tag, attrs, ...kids) {
 }
 const enc = encodeURIComponent;
 const fmtN = (n) => (n ?? 0).toLocaleString('en-US');
+// What each attempt printed (cluster workers capture it); a note where nothing was captured.
+function logs(d) {
+  if (!Array.isArray(d.logs) || !d.logs.length) return h('div', { class: 'muted', id: 'logs' }, d.logs_note || 'no logs captured');
+  return h('div', { id: 'logs' }, d.logs.map((l) => [
+    h('div', { class: 'muted' }, `attempt #${l.attempt} on worker ${l.worker} (pid ${l.pid}, ${l.env}) ${l.ok ? 'succeeded' : 'failed'}`
+      + (l.dropped_bytes ? ` — ${fmtN(l.dropped_bytes)} earlier bytes not shown (get logs --server has what was kept)` : '')
+      + (l.overlapping ? ` — ${l.overlapping} other attempts ran on the worker meanwhile; their lines may be mixed in` : '')),
+    h('pre', { class: 'log' }, l.text)]));
+}
 function fmtDur(us) {
   if (us == null || us < 0) return '';
   if (us < 1000) return `${Math.round(us)}µs`;
@@ -490,7 +499,7 @@ class RunPage {
       d.failed_attempts.length ? h('table', { class: 'runs' }, h('tbody', {}, d.failed_attempts.map((a) => h('tr', {},
         h('td', {}, `#${a.attempt}`), h('td', {}, fmtDur(a.ended_at - a.started_at)), h('td', { style: 'white-space:normal;color:var(--failed)' }, `[${a.error.kind}] ${a.error.message}`)))))
         : h('div', { class: 'muted' }, 'none'),
-      h('h3', {}, 'Logs'), h('div', { class: 'muted', id: 'logs' }, d.logs_note || 'no logs captured'));
+      h('h3', {}, 'Logs'), logs(d));
   }
   listen() {
     if (this.info.status !== 'running' && this.info.ended_at && Date.now() * 1000 - this.info.ended_at > 5e6) return;

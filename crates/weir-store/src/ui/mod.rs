@@ -209,6 +209,12 @@ pub trait ReadModel: Send + Sync + 'static {
     fn action(&self, run: i64, id: ActionId) -> Result<Option<UiActionDetail>>;
     /// Failed attempts of one action, oldest first, at most `limit`.
     fn failed_attempts(&self, run: i64, id: ActionId, limit: u32) -> Result<Vec<AttemptRecord>>;
+    /// What each attempt of an action printed, as a control plane's workers captured it
+    /// (`None`: this model keeps no logs; the embedded engine's workers write files).
+    fn attempt_logs(&self, run: i64, id: ActionId) -> Result<Option<Vec<crate::AttemptLog>>> {
+        let _ = (run, id);
+        Ok(None)
+    }
     /// The whole-run aggregates (lanes, per-environment busy time) in `buckets` time buckets.
     fn run_activity(&self, run: &UiRun, buckets: usize, now: i64) -> Result<UiActivity>;
     /// The task of each of `ids` in `run`, in order; `None` for unknown ids.
