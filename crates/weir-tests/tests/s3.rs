@@ -346,6 +346,27 @@ struct CompleteBatch<'a> {
     completions: Vec<Completion>,
 }
 
+/// A child call as a worker submits it, its inputs in an object it wrote.
+#[derive(serde::Serialize)]
+struct ChildCall {
+    call: u64,
+    run: i64,
+    parent: u64,
+    id: u64,
+    task: String,
+    #[serde(with = "serde_bytes")]
+    inputs: Vec<u8>,
+    group: Option<String>,
+    check_store: bool,
+    inputs_ref: Option<PayloadRef>,
+}
+
+#[derive(serde::Serialize)]
+struct SubmitBatch<'a> {
+    worker: &'a str,
+    calls: Vec<ChildCall>,
+}
+
 #[derive(serde::Deserialize)]
 struct CompleteReply {
     rejected: Vec<(u64, String)>,
@@ -550,4 +571,76 @@ fn workers_read_and_write_large_payloads_in_s3_directly_and_keys_stay_in_their_p
         io["output"] == output.as_str(),
         "the recorded output changed"
     );
+
+    // Child calls of an attempt the worker holds, with inputs outside the child's key: refused
+    // before anything is admitted.
+    let gate = cl.state().join("gate");
+    let input = format!(r#"{{"gate": "{}"}}"#, gate.display());
+    let (mut holding, log) = cl.client(&[
+        "run",
+        "payload_hold",
+        "--input",
+        &input,
+        "--server",
+        &url,
+        "--name",
+        "holding",
+    ]);
+    let mut held = String::new();
+    wait_for("payload_hold to be leased", || {
+        held = query(
+            &cl,
+            "SELECT coalesce((SELECT q.run::text FROM SCHEMA.queue q JOIN SCHEMA.runs r ON r.id = q.run WHERE r.name = 'holding' AND q.lease IS NOT NULL), '')",
+        );
+        !held.is_empty()
+    });
+    let held: i64 = held.parse().unwrap();
+    let actions = query(&cl, "SELECT count(*) FROM SCHEMA.actions");
+    let child = 0x1234_5678_u64;
+    let submit = |key: String| {
+        let batch = SubmitBatch {
+            worker: &worker,
+            calls: vec![ChildCall {
+                call: 1,
+                run: held,
+                parent: 0,
+                id: child,
+                task: "fxf.payload_digest".into(),
+                inputs: vec![],
+                group: None,
+                check_store: false,
+                inputs_ref: Some(PayloadRef {
+                    key,
+                    size: n,
+                    hash: hash.clone(),
+                }),
+            }],
+        };
+        post(
+            &url,
+            "/v1/submit",
+            &worker_token,
+            &rmp_serde::to_vec_named(&batch).unwrap(),
+        )
+    };
+    let child_key = format!("holding/{}/inputs", weir::ActionId(child));
+    for (key, status, says) in [
+        (
+            format!("{run}/{}/inputs", weir::ActionId(child)),
+            403,
+            "outside its prefix",
+        ),
+        ("holding/a0/inputs".to_string(), 403, "outside its prefix"),
+        (format!("holding/../{run}/a0/inputs"), 400, "'..'"),
+        (child_key, 400, "missing"),
+    ] {
+        let (got, body) = submit(key.clone());
+        let m = message(&body);
+        assert_eq!(got, status, "{key}: {m}");
+        assert!(m.contains(says), "{key}: {m}");
+    }
+    assert_eq!(query(&cl, "SELECT count(*) FROM SCHEMA.actions"), actions);
+    std::fs::write(&gate, "").unwrap();
+    let (code, text) = finish(&mut holding, &log);
+    assert_eq!(code, 0, "{text}");
 }

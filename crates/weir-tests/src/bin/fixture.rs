@@ -388,6 +388,15 @@ async fn payload_job(seed: u64, size: usize) -> Result<String> {
     Ok(format!("{digest}|{}", big_value(seed, size)))
 }
 
+/// Holds its lease until `gate` exists (tests/s3.rs sends child calls in its name meanwhile).
+#[weir::task(env = FXF)]
+async fn payload_hold(gate: String) -> Result<String> {
+    while !std::path::Path::new(&gate).exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok("released".into())
+}
+
 /// The length and FNV-1a of its (large) input; cached, so that a second call is answered by
 /// the control plane from its cache key.
 #[weir::task(env = FXF, cache = "v1")]
