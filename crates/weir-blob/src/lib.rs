@@ -318,6 +318,38 @@ impl BlobStore {
         }
     }
 
+    /// The size of the object under `key` ([`Error::Missing`] when there is none): how a
+    /// control plane checks a reference a worker made before it records it.
+    pub async fn size(&self, key: &str) -> Result<u64> {
+        let path = Self::path(key)?;
+        match self.store.head(&path).await {
+            Ok(meta) => Ok(meta.size),
+            Err(object_store::Error::NotFound { .. }) => Err(Error::Missing {
+                key: key.to_string(),
+                store: self.url.clone(),
+            }),
+            Err(source) => Err(Error::Backend {
+                key: key.to_string(),
+                store: self.url.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Whether `key` is a key this store accepts (relative, no empty, `.` or `..` segment):
+    /// [`Error::BadKey`] says why not.
+    pub fn check_key(key: &str) -> Result<()> {
+        Self::path(key).map(drop)
+    }
+
+    /// Whether workers on other machines can reach this store with a URL and credentials of
+    /// their own: an `s3://` store. A `file://` directory is on the machine that opened it
+    /// (another machine may have another directory under the same path), and `memory://` is
+    /// in its process.
+    pub fn is_shared(&self) -> bool {
+        self.bucket.is_some()
+    }
+
     /// Reads the value under `key`.
     pub async fn get(&self, key: &str) -> Result<Vec<u8>> {
         let path = Self::path(key)?;
@@ -368,5 +400,17 @@ mod tests {
                 .contains("supported schemes")
         );
         assert!(BlobStore::from_url("file://rel").is_err());
+        assert_eq!(store.size("run/abc/1/outputs").await.unwrap(), 3);
+        assert!(matches!(
+            store.size("run/abc/9/outputs").await,
+            Err(Error::Missing { .. })
+        ));
+        assert!(matches!(
+            store.size("run/../x").await,
+            Err(Error::BadKey { .. })
+        ));
+        assert!(BlobStore::check_key("r/a/inputs").is_ok());
+        assert!(BlobStore::check_key("r/../a/inputs").is_err());
+        assert!(!store.is_shared() && !mem.is_shared());
     }
 }

@@ -32,6 +32,21 @@ pub enum PayloadKey<'a> {
         /// Attempt number.
         attempt: u32,
     },
+    /// An attempt's output as the worker holding lease `lease` writes it itself (a control
+    /// plane's worker with direct access to the object store): under the attempt's prefix,
+    /// one key per lease, so that a fenced-off worker of the same attempt number (its lease
+    /// expired and the attempt was leased again) never replaces the object a current worker's
+    /// accepted completion refers to.
+    LeaseOutputs {
+        /// Run name.
+        run: &'a str,
+        /// Action id (display form).
+        action: &'a (dyn std::fmt::Display + Sync),
+        /// Attempt number.
+        attempt: u32,
+        /// Lease id (the fencing token's other half).
+        lease: u64,
+    },
 }
 
 impl std::fmt::Debug for PayloadKey<'_> {
@@ -50,6 +65,12 @@ impl PayloadKey<'_> {
                 action,
                 attempt,
             } => format!("{run}/{action}/{attempt}/outputs"),
+            PayloadKey::LeaseOutputs {
+                run,
+                action,
+                attempt,
+                lease,
+            } => format!("{run}/{action}/{attempt}/{lease}/outputs"),
         }
     }
 }
@@ -84,6 +105,11 @@ impl Payloads {
             blobs,
             inline_threshold: 0,
         })
+    }
+
+    /// Values over this many bytes go to the object store.
+    pub fn inline_threshold(&self) -> usize {
+        self.inline_threshold
     }
 
     /// The object store.

@@ -11,8 +11,8 @@ use weir_core::{ActionId, ErrorKind, Failure};
 use weir_engine::worker::protocol::{
     AttemptOutcome, CancelCalls, Checkpoint, ChildCall, ChildResult, CompleteBatch, CompleteReply,
     Completion, ErrorReply, Heartbeat, HeartbeatReply, LeaseRequest, LeaseResponse, LeasedAction,
-    Register, Registered, RemoteError, ResultsReply, ResultsRequest, SubmitBatch, TraceLookup,
-    TraceRecord,
+    ObjectStoreOffer, PayloadRef, Register, Registered, RemoteError, ResultsReply, ResultsRequest,
+    SubmitBatch, TraceLookup, TraceRecord,
 };
 use weir_store::RunId;
 
@@ -133,6 +133,7 @@ fn protocol() -> Vec<Vec<u8>> {
                 worker: w(),
                 max: 8,
                 received: Some(3),
+                direct: true,
             }),
         ),
         (2, enc(&Heartbeat { worker: w() })),
@@ -147,6 +148,18 @@ fn protocol() -> Vec<Vec<u8>> {
                         attempt: 1,
                         action: id,
                         outcome: AttemptOutcome::Output(vec![0x2a]),
+                        log: None,
+                    },
+                    Completion {
+                        lease: 4,
+                        run: Some(RunId(7)),
+                        attempt: 2,
+                        action: id,
+                        outcome: AttemptOutcome::Stored(PayloadRef {
+                            key: "demo/0123456789abcdef/2/4/outputs".into(),
+                            size: 70_000,
+                            hash: "00".repeat(32),
+                        }),
                         log: None,
                     },
                     Completion {
@@ -173,6 +186,7 @@ fn protocol() -> Vec<Vec<u8>> {
                     inputs: vec![0x81, 0xa1, b'x', 0x01],
                     group: Some("g".into()),
                     check_store: true,
+                    inputs_ref: None,
                 }],
             }),
         ),
@@ -223,6 +237,10 @@ fn protocol() -> Vec<Vec<u8>> {
             9,
             enc(&Registered {
                 token: "t0k3n".into(),
+                object_store: Some(ObjectStoreOffer {
+                    url: "s3://bucket/prefix".into(),
+                    inline_threshold: 65_536,
+                }),
             }),
         ),
         (
@@ -237,6 +255,7 @@ fn protocol() -> Vec<Vec<u8>> {
                     task: "env.task".into(),
                     inputs: vec![0x80],
                     check_store: false,
+                    inputs_ref: None,
                 }],
                 shutdown: false,
             }),

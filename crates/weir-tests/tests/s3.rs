@@ -230,3 +230,417 @@ fn an_embedded_run_keeps_large_payloads_in_s3_and_get_io_reads_them_back() {
         "{err}"
     );
 }
+
+/// Counter `name` of serve's `/metrics`.
+fn metric(url: &str, token: &str, name: &str) -> u64 {
+    let (status, body) = http_get(url, "/metrics", Some(token));
+    assert!(status.contains("200"), "{status}: {body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+/// Runs the fixture's `payload_job` on the control plane; its run name and output.
+fn payload_job(cl: &Cluster, url: &str, seed: u64, size: usize) -> (String, String) {
+    let input = format!(r#"{{"seed": {seed}, "size": {size}}}"#);
+    let args = [
+        "run",
+        "payload_job",
+        "--input",
+        &input,
+        "--server",
+        url,
+        "-o",
+        "json",
+    ];
+    let (code, out, err) = cl.output(&args);
+    assert_eq!(code, 0, "{}\n{err}", &out[..out.len().min(2000)]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["status"], "succeeded");
+    let output = v["output"].as_str().unwrap().to_string();
+    (v["run"].as_str().unwrap().to_string(), output)
+}
+
+/// What `payload_job(seed, size)` returns (see the fixture).
+fn payload_output(seed: u64, size: usize) -> String {
+    let input = big_value(seed + 1, size);
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in input.bytes().chain([0]) {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    format!("{} {h:016x}|{}", input.len(), big_value(seed, size))
+}
+
+/// One value of a query on the cluster's schema.
+fn query(cl: &Cluster, sql: &str) -> String {
+    let (url, sql) = (cl.database.clone(), sql.replace("SCHEMA", &cl.schema));
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let row = client
+                .query_one(&format!("SELECT ({sql})::text"), &[])
+                .await;
+            row.unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get::<_, String>(0)
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// A POST of MessagePack with a bearer token: (status, body).
+fn post(url: &str, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/msgpack\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    let end = reply.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let status = String::from_utf8_lossy(&reply[..end])
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    (status, reply[end + 4..].to_vec())
+}
+
+/// A completion as a worker sends it, referring to an object it wrote.
+#[derive(serde::Serialize)]
+struct Completion {
+    lease: u64,
+    run: Option<i64>,
+    attempt: u32,
+    action: u64,
+    outcome: Outcome,
+}
+
+#[derive(serde::Serialize)]
+enum Outcome {
+    Stored(PayloadRef),
+}
+
+#[derive(serde::Serialize)]
+struct PayloadRef {
+    key: String,
+    size: u64,
+    hash: String,
+}
+
+#[derive(serde::Serialize)]
+struct CompleteBatch<'a> {
+    worker: &'a str,
+    completions: Vec<Completion>,
+}
+
+/// A child call as a worker submits it, its inputs in an object it wrote.
+#[derive(serde::Serialize)]
+struct ChildCall {
+    call: u64,
+    run: i64,
+    parent: u64,
+    id: u64,
+    task: String,
+    #[serde(with = "serde_bytes")]
+    inputs: Vec<u8>,
+    group: Option<String>,
+    check_store: bool,
+    inputs_ref: Option<PayloadRef>,
+}
+
+#[derive(serde::Serialize)]
+struct SubmitBatch<'a> {
+    worker: &'a str,
+    calls: Vec<ChildCall>,
+}
+
+#[derive(serde::Deserialize)]
+struct CompleteReply {
+    rejected: Vec<(u64, String)>,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorReply {
+    message: String,
+}
+
+#[test]
+fn workers_read_and_write_large_payloads_in_s3_directly_and_keys_stay_in_their_prefix() {
+    let Some(moto) = moto::Moto::start() else {
+        return;
+    };
+    moto.create_bucket("weir-direct");
+    let mut cl = Cluster::new();
+    let url = serve_on(&mut cl, &moto, "s3://weir-direct/pfx");
+    let token = cl.token();
+    let size = 3 << 20;
+    let proxied = |cl: &Cluster| metric(&url, &cl.token(), "weir_payload_bytes_proxied_total");
+    let direct = |cl: &Cluster| metric(&url, &cl.token(), "weir_payload_bytes_direct_total");
+    let worker_args = ["worker", "--server", &url, "--env", "fxf"];
+
+    // Before: a worker whose AWS_* settings reach no S3 server says so once and has every
+    // payload go through the control plane: a 3 MiB child input (in the call and in the
+    // child's lease) and a 3 MiB output.
+    let unreachable = cl.log("worker-unreachable");
+    let mut env = moto.env();
+    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL".into(), "http://127.0.0.1:9".into()));
+    let child = cl
+        .command(&worker_args, &unreachable)
+        .envs(env)
+        .spawn()
+        .unwrap();
+    cl.others.push(child);
+    let (_, output) = payload_job(&cl, &url, 1, size);
+    assert!(output == payload_output(1, size), "wrong output");
+    let before = proxied(&cl);
+    assert!(before >= 3 * size as u64, "proxied {before}");
+    assert_eq!(direct(&cl), 0);
+    let text = std::fs::read_to_string(&unreachable).unwrap();
+    let said = "cannot use the control plane's object store s3://weir-direct/pfx directly";
+    assert_eq!(text.matches(said).count(), 1, "{text}");
+    eprintln!("{}", text.lines().find(|l| l.contains(said)).unwrap());
+    let mut gone = cl.others.pop().unwrap();
+    gone.kill().unwrap();
+    gone.wait().unwrap();
+
+    // A worker that reaches the bucket writes and reads them there itself: the control plane
+    // carries references (a few hundred bytes of small payloads), not the bytes.
+    let reaching = cl.log("worker-direct");
+    let child = cl
+        .command(&worker_args, &reaching)
+        .envs(moto.env())
+        .spawn()
+        .unwrap();
+    cl.others.push(child);
+    let (run, output) = payload_job(&cl, &url, 2, size);
+    assert!(output == payload_output(2, size), "wrong output");
+    let carried = proxied(&cl) - before;
+    let referenced = direct(&cl);
+    eprintln!(
+        "payload bytes proxied: {before} through the control plane, {carried} with direct access ({referenced} direct)"
+    );
+    assert!(carried < 4096, "proxied {carried} bytes");
+    assert!(referenced >= 3 * size as u64, "direct {referenced}");
+    assert!(!std::fs::read_to_string(&reaching).unwrap().contains(said));
+    // The objects, under the run's prefix: the child's inputs and the output under its lease.
+    let keys: Vec<String> = moto
+        .keys("weir-direct")
+        .into_iter()
+        .filter(|k| k.starts_with(&format!("pfx/{run}/")))
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let output_key = keys
+        .iter()
+        .find(|k| k.starts_with(&format!("pfx/{run}/a0/1/")) && k.ends_with("/outputs"))
+        .unwrap_or_else(|| panic!("{keys:?}"));
+    assert_eq!(output_key.split('/').count(), 6, "{output_key}");
+    assert!(keys.iter().any(|k| k.ends_with("/inputs")), "{keys:?}");
+    // `get io` reads the output the worker wrote, through the control plane.
+    let get_io = ["get", "io", &run, "a0", "--server", &url, "-o", "json"];
+    let (code, io, err) = cl.output(&get_io);
+    assert_eq!(code, 0, "{err}");
+    let io: serde_json::Value = serde_json::from_str(io.trim()).unwrap();
+    assert!(io["output"] == output.as_str(), "get io differs");
+
+    // The cached child, called again with the same 3 MiB inputs in another run: the control
+    // plane reads them from the bucket for the cache key and answers from the cache.
+    let (_, again) = payload_job(&cl, &url, 2, size);
+    assert!(again == output, "wrong output");
+    assert!(proxied(&cl) - before < 8192);
+
+    // Hand-made completions of the worker (its token derives from the cluster token) naming
+    // objects outside their prefix, or objects not as said: refused, nothing recorded.
+    let worker = query(
+        &cl,
+        "SELECT id FROM SCHEMA.workers ORDER BY registered_at DESC LIMIT 1",
+    );
+    let key = blake3::derive_key("weir cluster worker token v1", token.as_bytes());
+    let worker_token = format!(
+        "{worker}.{}",
+        blake3::keyed_hash(&key, worker.as_bytes()).to_hex()
+    );
+    let run_id: i64 = query(
+        &cl,
+        &format!("SELECT id FROM SCHEMA.runs WHERE name = '{run}'"),
+    )
+    .parse()
+    .unwrap();
+    let forged = rmp_serde::to_vec("forged").unwrap();
+    let hash = blake3::hash(&forged).to_hex().to_string();
+    let lease = 999_999;
+    let complete = |key: String, size: u64| {
+        let batch = CompleteBatch {
+            worker: &worker,
+            completions: vec![Completion {
+                lease,
+                run: Some(run_id),
+                attempt: 1,
+                action: 0,
+                outcome: Outcome::Stored(PayloadRef {
+                    key,
+                    size,
+                    hash: hash.clone(),
+                }),
+            }],
+        };
+        post(
+            &url,
+            "/v1/complete",
+            &worker_token,
+            &rmp_serde::to_vec_named(&batch).unwrap(),
+        )
+    };
+    let message = |body: &[u8]| rmp_serde::from_slice::<ErrorReply>(body).unwrap().message;
+    let n = forged.len() as u64;
+    let other = output_key.strip_prefix("pfx/").unwrap().to_string();
+    let first_run = query(&cl, "SELECT name FROM SCHEMA.runs ORDER BY id LIMIT 1");
+    let completed = metric(&url, &token, "weir_completed_total");
+    let rejected = metric(&url, &token, "weir_rejected_completions_total");
+    for (key, status, says) in [
+        // The current output of the action: another lease's key.
+        (other, 403, "outside its prefix"),
+        // Another run's, another action's.
+        (
+            format!("{first_run}/a0/1/{lease}/outputs"),
+            403,
+            "outside its prefix",
+        ),
+        (
+            format!("{run}/a1/1/{lease}/outputs"),
+            403,
+            "outside its prefix",
+        ),
+        // Out of the prefix with `..`, or with an empty segment.
+        (
+            format!("{run}/a0/1/{lease}/../../../../{first_run}/a0/1/outputs"),
+            400,
+            "'..'",
+        ),
+        (format!("{run}/a0/1//{lease}/outputs"), 400, "'..'"),
+        // Its own key, with no object under it.
+        (format!("{run}/a0/1/{lease}/outputs"), 400, "missing"),
+    ] {
+        let (got, body) = complete(key.clone(), n);
+        let m = message(&body);
+        assert_eq!(got, status, "{key}: {m}");
+        assert!(m.contains(says), "{key}: {m}");
+    }
+    // An object of another size than its reference says.
+    let own = format!("{run}/a0/1/{lease}/outputs");
+    moto.put_object("weir-direct", &format!("pfx/{own}"), &forged);
+    let (got, body) = complete(own.clone(), n + 1);
+    assert_eq!(got, 400);
+    assert!(
+        message(&body).contains(&format!("is {n} bytes")),
+        "{}",
+        message(&body)
+    );
+    // All in order, but the lease is not current: fenced off, the object left unrecorded.
+    let (got, body) = complete(own, n);
+    assert_eq!(got, 200, "{}", String::from_utf8_lossy(&body));
+    let reply: CompleteReply = rmp_serde::from_slice(&body).unwrap();
+    assert_eq!(reply.rejected.len(), 1);
+    assert!(
+        reply.rejected[0].1.contains("not current"),
+        "{:?}",
+        reply.rejected
+    );
+    assert_eq!(metric(&url, &token, "weir_completed_total"), completed);
+    assert_eq!(
+        metric(&url, &token, "weir_rejected_completions_total"),
+        rejected + 1
+    );
+    let (code, io, err) = cl.output(&get_io);
+    assert_eq!(code, 0, "{err}");
+    let io: serde_json::Value = serde_json::from_str(io.trim()).unwrap();
+    assert!(
+        io["output"] == output.as_str(),
+        "the recorded output changed"
+    );
+
+    // Child calls of an attempt the worker holds, with inputs outside the child's key: refused
+    // before anything is admitted.
+    let gate = cl.state().join("gate");
+    let input = format!(r#"{{"gate": "{}"}}"#, gate.display());
+    let (mut holding, log) = cl.client(&[
+        "run",
+        "payload_hold",
+        "--input",
+        &input,
+        "--server",
+        &url,
+        "--name",
+        "holding",
+    ]);
+    let mut held = String::new();
+    wait_for("payload_hold to be leased", || {
+        held = query(
+            &cl,
+            "SELECT coalesce((SELECT q.run::text FROM SCHEMA.queue q JOIN SCHEMA.runs r ON r.id = q.run WHERE r.name = 'holding' AND q.lease IS NOT NULL), '')",
+        );
+        !held.is_empty()
+    });
+    let held: i64 = held.parse().unwrap();
+    let actions = query(&cl, "SELECT count(*) FROM SCHEMA.actions");
+    let child = 0x1234_5678_u64;
+    let submit = |key: String| {
+        let batch = SubmitBatch {
+            worker: &worker,
+            calls: vec![ChildCall {
+                call: 1,
+                run: held,
+                parent: 0,
+                id: child,
+                task: "fxf.payload_digest".into(),
+                inputs: vec![],
+                group: None,
+                check_store: false,
+                inputs_ref: Some(PayloadRef {
+                    key,
+                    size: n,
+                    hash: hash.clone(),
+                }),
+            }],
+        };
+        post(
+            &url,
+            "/v1/submit",
+            &worker_token,
+            &rmp_serde::to_vec_named(&batch).unwrap(),
+        )
+    };
+    let child_key = format!("holding/{}/inputs", weir::ActionId(child));
+    for (key, status, says) in [
+        (
+            format!("{run}/{}/inputs", weir::ActionId(child)),
+            403,
+            "outside its prefix",
+        ),
+        ("holding/a0/inputs".to_string(), 403, "outside its prefix"),
+        (format!("holding/../{run}/a0/inputs"), 400, "'..'"),
+        (child_key, 400, "missing"),
+    ] {
+        let (got, body) = submit(key.clone());
+        let m = message(&body);
+        assert_eq!(got, status, "{key}: {m}");
+        assert!(m.contains(says), "{key}: {m}");
+    }
+    assert_eq!(query(&cl, "SELECT count(*) FROM SCHEMA.actions"), actions);
+    std::fs::write(&gate, "").unwrap();
+    let (code, text) = finish(&mut holding, &log);
+    assert_eq!(code, 0, "{text}");
+}

@@ -3,13 +3,12 @@
 
 use std::sync::Arc;
 
-use weir_blob::PayloadKey;
 use weir_core::clock::now_us;
 use weir_core::{ActionEvent, ActionStatus, ErrorKind, Failure};
 use weir_store::{ActionKind, WriteOp};
 
 use super::api::ClusterApi;
-use super::{NewAction, Outcome, child_failed, spec, system_failure};
+use super::{CallInputs, NewAction, Outcome, child_failed, spec, system_failure};
 use crate::decide::{self, Admission, Stored};
 use crate::worker::protocol::*;
 
@@ -42,11 +41,11 @@ impl ClusterApi {
         if let Some(why) = spec.unsupported() {
             return refuse(ErrorKind::NonRecoverable, why);
         }
-        if call.inputs.len() as u64 > spec.inline_limit {
+        if call.inputs_size() > spec.inline_limit {
             let message = format!(
                 "the inputs of task {} are {} bytes, over its inline limit of {} bytes",
                 call.task,
-                call.inputs.len(),
+                call.inputs_size(),
                 spec.inline_limit
             );
             return refuse(ErrorKind::TooLarge, message);
@@ -87,7 +86,7 @@ impl ClusterApi {
             id: call.id,
             parent: call.parent,
             spec,
-            inputs: &call.inputs,
+            inputs: inputs_of(&call),
             group: call.group.clone(),
             base_attempt,
         };
@@ -156,7 +155,7 @@ impl ClusterApi {
                     return Ok(());
                 }
                 if let (false, Some((cache_key, _))) =
-                    (meta.cache_disabled, spec.cache_key(&call.inputs)?)
+                    (meta.cache_disabled, self.cache_key_of(&call, spec).await?)
                     && !meta.cache_overwrite
                 {
                     let scope = meta
@@ -183,6 +182,27 @@ impl ClusterApi {
         Ok(())
     }
 
+    /// The cache key of a call of a cached task. Inputs the worker wrote to the object store
+    /// are read from there (the key derives from their decoded value), not from the worker.
+    async fn cache_key_of(
+        &self,
+        call: &ChildCall,
+        spec: &super::TaskSpec,
+    ) -> Result<Option<(String, String)>, String> {
+        match (&call.inputs_ref, &spec.cache) {
+            (Some(r), Some(_)) => {
+                let bytes = self
+                    .inner
+                    .payloads
+                    .load(&r.to_payload())
+                    .await
+                    .map_err(system_failure)?;
+                spec.cache_key(&bytes)
+            }
+            _ => spec.cache_key(&call.inputs),
+        }
+    }
+
     async fn record_cache_hit(
         &self,
         call: &ChildCall,
@@ -191,13 +211,7 @@ impl ClusterApi {
     ) -> Result<(), String> {
         let inner = &self.inner;
         let inputs = inner
-            .store_payload(
-                PayloadKey::Inputs {
-                    run: run_name,
-                    action: &call.id,
-                },
-                &call.inputs,
-            )
+            .call_inputs(run_name, call.id, inputs_of(call))
             .await?;
         let status = ActionStatus::Queued
             .take(ActionEvent::CacheHit)
@@ -226,5 +240,13 @@ impl ClusterApi {
                 },
             ])
             .await
+    }
+}
+
+/// A call's inputs: its bytes, or the reference to the object its worker wrote.
+fn inputs_of(call: &ChildCall) -> CallInputs<'_> {
+    match &call.inputs_ref {
+        Some(r) => CallInputs::Stored(r),
+        None => CallInputs::Bytes(&call.inputs),
     }
 }

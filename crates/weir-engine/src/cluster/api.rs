@@ -95,6 +95,7 @@ impl ClusterApi {
         worker: &str,
         l: weir_store::Lease,
         rec: Option<weir_store::ActionRecord>,
+        direct: bool,
     ) -> Result<Option<LeasedAction>, String> {
         let inner = &self.inner;
         let a = &l.attempt;
@@ -106,14 +107,27 @@ impl ClusterApi {
                 .map_err(system_failure)?;
             return Ok(None);
         };
-        let inputs = match &rec.inputs {
-            Some(p) => inner
-                .payloads
-                .load(p)
-                .await
-                .map_err(system_failure)?
-                .to_vec(),
-            None => {
+        // A worker that reads the object store itself gets the reference of offloaded inputs.
+        let inputs_ref = match (&rec.inputs, direct && inner.offer.is_some()) {
+            (Some(p), true) => PayloadRef::of(p),
+            _ => None,
+        };
+        let inputs = match (&rec.inputs, &inputs_ref) {
+            (_, Some(r)) => {
+                inner.counters.direct(r.size);
+                Vec::new()
+            }
+            (Some(p), None) => {
+                let bytes = inner
+                    .payloads
+                    .load(p)
+                    .await
+                    .map_err(system_failure)?
+                    .to_vec();
+                inner.counters.proxied(bytes.len());
+                bytes
+            }
+            (None, None) => {
                 return Err(format!(
                     "action {} of run {} has no inputs",
                     a.action, a.run
@@ -142,7 +156,46 @@ impl ClusterApi {
             inputs,
             // A retry, or an attempt of a recovering run, looks up its traces' checkpoints.
             check_store: a.attempt > 1 || l.system_retries > 0 || meta.recover.is_some(),
+            inputs_ref,
         }))
+    }
+}
+
+impl ClusterApi {
+    /// Checks the references of the completions that name objects the worker wrote: each may
+    /// only be `RUN/ACTION/ATTEMPT/LEASE/outputs` of its own run, action, attempt and lease.
+    /// Counts what the batch carries.
+    async fn check_output_refs(&self, completions: &[Completion]) -> Result<(), Error> {
+        let inner = &self.inner;
+        for c in completions {
+            let r = match &c.outcome {
+                AttemptOutcome::Stored(r) => r,
+                AttemptOutcome::Output(bytes) => {
+                    inner.counters.proxied(bytes.len());
+                    continue;
+                }
+                AttemptOutcome::Error(_) => continue,
+            };
+            let what = format!(
+                "the output of action {} attempt {} (lease {})",
+                c.action, c.attempt, c.lease
+            );
+            let Some(run) = c.run else {
+                let message = format!("{what} names no run");
+                return Err(refused("complete", Refusal::BadRequest, message));
+            };
+            let meta = inner.run_meta(run).await.map_err(internal("complete"))?;
+            let expected = PayloadKey::LeaseOutputs {
+                run: &meta.name,
+                action: &c.action,
+                attempt: c.attempt,
+                lease: c.lease,
+            }
+            .key();
+            inner.check_ref("complete", &what, &expected, r).await?;
+            inner.counters.direct(r.size);
+        }
+        Ok(())
     }
 }
 
@@ -209,7 +262,10 @@ impl WorkerApi for ClusterApi {
                 .credentials
                 .issue(&req.worker)
                 .map_err(|e| refused("register", Refusal::Internal, e.to_string()))?;
-            Ok(Registered { token })
+            Ok(Registered {
+                token,
+                object_store: inner.offer.clone(),
+            })
         })
     }
 
@@ -245,7 +301,7 @@ impl WorkerApi for ClusterApi {
                     let read = futures::future::join_all(
                         leases
                             .into_iter()
-                            .map(|(l, rec)| self.leased(&req.worker, l, rec)),
+                            .map(|(l, rec)| self.leased(&req.worker, l, rec, req.direct)),
                     )
                     .await;
                     let mut actions = Vec::with_capacity(read.len());
@@ -291,6 +347,9 @@ impl WorkerApi for ClusterApi {
     fn complete(&self, mut req: CompleteBatch) -> ApiFuture<'_, CompleteReply> {
         Box::pin(async move {
             self.worker("complete", &req.worker).await?;
+            // References to objects the worker wrote are checked before anything of the
+            // batch is recorded.
+            self.check_output_refs(&req.completions).await?;
             let worker = req.worker.as_str();
             // The queue entries of the batch: one round trip.
             let keys: Vec<(RunId, ActionId)> = req
@@ -362,6 +421,26 @@ impl WorkerApi for ClusterApi {
                         .await?;
                 }
             }
+            // Inputs the worker wrote to the object store: each only under its child's key.
+            for c in &req.calls {
+                let Some(r) = &c.inputs_ref else {
+                    self.inner.counters.proxied(c.inputs.len());
+                    continue;
+                };
+                let meta = self
+                    .inner
+                    .run_meta(c.run)
+                    .await
+                    .map_err(internal("submit"))?;
+                let expected = PayloadKey::Inputs {
+                    run: &meta.name,
+                    action: &c.id,
+                }
+                .key();
+                let what = format!("the inputs of child call {} of run {}", c.id, c.run);
+                self.inner.check_ref("submit", &what, &expected, r).await?;
+                self.inner.counters.direct(r.size);
+            }
             // Admitted in the background: outcomes come back through `results`. A replica
             // that dies first loses nothing: the worker submits its open calls again elsewhere.
             let api = ClusterApi {
@@ -407,6 +486,11 @@ impl WorkerApi for ClusterApi {
             self.worker("results", &req.worker).await?;
             let until = Instant::now() + self.inner.options.long_poll;
             let results = self.inner.take_results(&req.worker, until).await;
+            for r in &results {
+                if let Ok(bytes) = &r.outcome {
+                    self.inner.counters.proxied(bytes.len());
+                }
+            }
             Ok(ResultsReply {
                 results,
                 shutdown: false,
@@ -451,7 +535,10 @@ impl WorkerApi for ClusterApi {
             Ok(match rec.map(|r| (r.status, r.output, r.error)) {
                 Some((ActionStatus::Succeeded, Some(out), _)) => {
                     match inner.payloads.load(&out).await {
-                        Ok(bytes) => Checkpoint::Output(bytes.to_vec()),
+                        Ok(bytes) => {
+                            inner.counters.proxied(bytes.len());
+                            Checkpoint::Output(bytes.to_vec())
+                        }
                         Err(_) => Checkpoint::Nothing,
                     }
                 }
@@ -483,6 +570,8 @@ impl WorkerApi for ClusterApi {
                 return Err(refused(r, Refusal::Forbidden, message));
             }
             let meta = inner.run_meta(req.run).await.map_err(internal(r))?;
+            let carried = req.inputs.len() + req.outcome.as_ref().map_or(0, |b| b.len());
+            inner.counters.proxied(carried);
             let key = PayloadKey::Inputs {
                 run: &meta.name,
                 action: &req.id,

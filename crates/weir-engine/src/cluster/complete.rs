@@ -66,30 +66,40 @@ impl ClusterApi {
         let spec = specs
             .get(task)
             .ok_or_else(|| format!("task {task} is not a task of version {}", meta.version))?;
+        let too_large = |size: u64| RemoteError {
+            kind: ErrorKind::TooLarge,
+            message: format!(
+                "the output of task {task} is {size} bytes, over its inline limit of {} bytes",
+                spec.inline_limit
+            ),
+            chain: vec![],
+            child: None,
+        };
+        // The bytes, or the reference to the object the worker wrote (checked with the batch,
+        // see `check_output_refs`; an object refused here, or of a completion fenced off
+        // above, stays in the store unrecorded).
         let outcome = match c.outcome {
             AttemptOutcome::Output(bytes) if bytes.len() as u64 > spec.inline_limit => {
-                Err(RemoteError {
-                    kind: ErrorKind::TooLarge,
-                    message: format!(
-                        "the output of task {task} is {} bytes, over its inline limit of {} bytes",
-                        bytes.len(),
-                        spec.inline_limit
-                    ),
-                    chain: vec![],
-                    child: None,
-                })
+                Err(too_large(bytes.len() as u64))
             }
-            AttemptOutcome::Output(bytes) => Ok(bytes),
+            AttemptOutcome::Stored(r) if r.size > spec.inline_limit => Err(too_large(r.size)),
+            AttemptOutcome::Output(bytes) => Ok(Ok(bytes)),
+            AttemptOutcome::Stored(r) => Ok(Err(r)),
             AttemptOutcome::Error(e) => Err(e),
         };
         match outcome {
-            Ok(bytes) => {
-                let key = PayloadKey::Outputs {
-                    run: &meta.name,
-                    action: &c.action,
-                    attempt: c.attempt,
+            Ok(output) => {
+                let (payload, bytes) = match output {
+                    Ok(bytes) => {
+                        let key = PayloadKey::Outputs {
+                            run: &meta.name,
+                            action: &c.action,
+                            attempt: c.attempt,
+                        };
+                        (inner.store_payload(key, &bytes).await?, Some(bytes))
+                    }
+                    Err(r) => (r.to_payload(), None),
                 };
-                let payload = inner.store_payload(key, &bytes).await?;
                 let cache = match (&spec.cache, meta.cache_disabled) {
                     (Some(_), false) => {
                         let rec = inner

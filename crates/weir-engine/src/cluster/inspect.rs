@@ -56,10 +56,7 @@ pub(super) fn logs_of(
             task: entry.attempt.task.clone(),
             started_at: out.started_at,
             ended_at: out.ended_at,
-            ok: matches!(
-                c.outcome,
-                crate::worker::protocol::AttemptOutcome::Output(_)
-            ),
+            ok: !matches!(c.outcome, crate::worker::protocol::AttemptOutcome::Error(_)),
             text,
             dropped: out.dropped.saturating_add(over as u64),
             overlapping: out.overlapping,

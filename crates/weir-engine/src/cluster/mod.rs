@@ -35,6 +35,7 @@ mod admit;
 mod api;
 mod client;
 mod complete;
+mod direct;
 mod failover;
 mod inspect;
 mod rerun;
@@ -54,7 +55,7 @@ use weir_core::clock::now_us;
 use weir_core::{ActionId, ActionStatus, ErrorKind, Failure};
 use weir_store::{ActionKind, QueuedAttempt, RunId, Store, WriteOp};
 
-use crate::worker::protocol::{ChildResult, RemoteError};
+use crate::worker::protocol::{ChildResult, ObjectStoreOffer, RemoteError};
 
 pub use client::ClusterClient;
 pub use failover::FailoverClient;
@@ -141,6 +142,26 @@ pub(crate) struct Counters {
     pub(crate) rejected: AtomicU64,
     /// Sum of queue waits of leased attempts (µs), for the mean dispatch latency.
     pub(crate) dispatch_us: AtomicU64,
+    /// Payload bytes the worker API carried in its messages: inputs in leases, outputs in
+    /// completions, child inputs, child results, trace checkpoints.
+    pub(crate) payload_proxied: AtomicU64,
+    /// Payload bytes workers read or wrote in the object store themselves (the sizes of the
+    /// references exchanged instead).
+    pub(crate) payload_direct: AtomicU64,
+}
+
+impl Counters {
+    /// Counts `n` payload bytes carried through the worker API.
+    pub(crate) fn proxied(&self, n: usize) {
+        self.payload_proxied
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts `n` payload bytes that went between a worker and the object store directly.
+    pub(crate) fn direct(&self, n: u64) {
+        self.payload_direct
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// One replica of the control plane: a cheap cloneable handle.
@@ -152,6 +173,9 @@ pub struct ControlPlane {
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) payloads: Payloads,
+    /// The object store as offered to workers at registration: only one they can reach
+    /// themselves (`s3://`), see [`ObjectStoreOffer`].
+    pub(crate) offer: Option<ObjectStoreOffer>,
     pub(crate) credentials: Arc<crate::worker::Credentials>,
     /// Who each bearer token is (the cluster token, access tokens).
     pub(crate) access: access::Access,
@@ -184,11 +208,22 @@ impl ControlPlane {
         token: &str,
         options: ClusterOptions,
     ) -> ControlPlane {
+        // A `file://` store is a directory of this machine: workers elsewhere would write to
+        // a directory of theirs under the same path, so only `s3://` is offered.
+        let offer = payloads
+            .blobs()
+            .ok()
+            .filter(|b| b.is_shared())
+            .map(|b| ObjectStoreOffer {
+                url: b.url().to_string(),
+                inline_threshold: payloads.inline_threshold() as u64,
+            });
         let plane = ControlPlane {
             inner: Arc::new(Inner {
                 access: access::Access::new(token, store.clone()),
                 store,
                 payloads,
+                offer,
                 credentials: Arc::new(crate::worker::Credentials::cluster(token)),
                 options,
                 specs: Mutex::default(),
@@ -339,6 +374,26 @@ impl Inner {
             .store(key, bytes)
             .await
             .map_err(system_failure)
+    }
+
+    /// The payload of a call's inputs: the bytes it carried, stored (inline or in the object
+    /// store), or the reference the worker made (its key and size checked when it came).
+    pub(crate) async fn call_inputs(
+        &self,
+        run_name: &str,
+        id: ActionId,
+        inputs: CallInputs<'_>,
+    ) -> Result<weir_store::Payload, String> {
+        match inputs {
+            CallInputs::Bytes(bytes) => {
+                let key = PayloadKey::Inputs {
+                    run: run_name,
+                    action: &id,
+                };
+                self.store_payload(key, bytes).await
+            }
+            CallInputs::Stored(r) => Ok(r.to_payload()),
+        }
     }
 
     /// Registers interest of `worker`'s call `call` in action `key`'s outcome.
@@ -536,19 +591,32 @@ impl Inner {
 
     /// Ends an action: its writes (cache entry, action, run, and `dequeue`: its lease's
     /// removal from the queue) commit together, then the calls waiting on it get the outcome.
-    /// `output` is the stored payload and bytes of a success.
+    /// `output` is the stored payload of a success, with its bytes when the worker sent them
+    /// (none when it wrote them to the object store itself: then they are read from there
+    /// only if a caller waits here).
     pub(crate) async fn finish(
         &self,
         run: RunId,
         id: ActionId,
         task: &str,
-        outcome: Result<(weir_store::Payload, Vec<u8>), Failure>,
+        outcome: Result<(weir_store::Payload, Option<Vec<u8>>), Failure>,
         cache: Option<(String, String)>,
         dequeue: Option<u64>,
     ) -> Result<(), String> {
         let meta = self.run_meta(run).await?;
         let (stored, delivered) = match outcome {
-            Ok((payload, bytes)) => (Ok(payload), Ok(serde_bytes::ByteBuf::from(bytes))),
+            Ok((payload, Some(bytes))) => (Ok(payload), Ok(serde_bytes::ByteBuf::from(bytes))),
+            Ok((payload, None)) => {
+                let waited = self.waiting.lock().by_action.contains_key(&(run, id));
+                let delivered = match waited {
+                    true => match self.payloads.load(&payload).await {
+                        Ok(bytes) => Ok(serde_bytes::ByteBuf::from(bytes.to_vec())),
+                        Err(e) => Err(remote(ErrorKind::System, e.to_string())),
+                    },
+                    false => Ok(serde_bytes::ByteBuf::new()),
+                };
+                (Ok(payload), delivered)
+            }
             Err(f) => (Err(f.clone()), Err(child_failed(f))),
         };
         let mut writes = crate::decide::finish_writes(crate::decide::Finish {
@@ -580,15 +648,7 @@ impl Inner {
 
     /// Writes an action row for a new call and queues its first attempt.
     pub(crate) async fn start_action(&self, new: NewAction<'_>) -> Result<(), String> {
-        let inputs = self
-            .store_payload(
-                PayloadKey::Inputs {
-                    run: &new.run_name,
-                    action: &new.id,
-                },
-                new.inputs,
-            )
-            .await?;
+        let inputs = self.call_inputs(&new.run_name, new.id, new.inputs).await?;
         let attempt = QueuedAttempt {
             run: new.run,
             action: new.id,
@@ -638,9 +698,18 @@ pub(crate) struct NewAction<'a> {
     pub(crate) id: ActionId,
     pub(crate) parent: ActionId,
     pub(crate) spec: &'a TaskSpec,
-    pub(crate) inputs: &'a [u8],
+    pub(crate) inputs: CallInputs<'a>,
     pub(crate) group: Option<String>,
     pub(crate) base_attempt: u32,
+}
+
+/// A call's inputs as its message brought them.
+#[derive(Clone, Copy)]
+pub(crate) enum CallInputs<'a> {
+    /// The bytes.
+    Bytes(&'a [u8]),
+    /// A reference to the object the worker wrote (checked when the message came).
+    Stored(&'a crate::worker::protocol::PayloadRef),
 }
 
 /// A child's outcome as the worker protocol carries it.

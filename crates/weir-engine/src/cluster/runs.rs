@@ -770,6 +770,18 @@ impl ControlPlane {
             "weir_rejected_completions_total {}",
             ld(&c.rejected)
         ));
+        line("# HELP weir_payload_bytes_proxied_total Payload bytes carried in worker API messages (inputs, outputs, child inputs and results, trace checkpoints).".into());
+        line("# TYPE weir_payload_bytes_proxied_total counter".into());
+        line(format!(
+            "weir_payload_bytes_proxied_total {}",
+            ld(&c.payload_proxied)
+        ));
+        line("# HELP weir_payload_bytes_direct_total Payload bytes workers read or wrote in the object store themselves (sizes of the references exchanged).".into());
+        line("# TYPE weir_payload_bytes_direct_total counter".into());
+        line(format!(
+            "weir_payload_bytes_direct_total {}",
+            ld(&c.payload_direct)
+        ));
         line("# TYPE weir_dispatch_latency_seconds_mean gauge".into());
         let mean = ld(&c.dispatch_us) as f64 / ld(&c.leased).max(1) as f64 / 1e6;
         line(format!("weir_dispatch_latency_seconds_mean {mean:.6}"));

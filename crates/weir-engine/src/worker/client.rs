@@ -33,6 +33,9 @@ struct ClientInner {
     complete_tx: mpsc::UnboundedSender<Completion>,
     /// Completions queued but not yet acknowledged by the engine.
     unsent: AtomicUsize,
+    /// The control plane's object store, when this worker reads and writes payloads over its
+    /// threshold there itself.
+    direct: Option<weir_blob::Payloads>,
     /// The loops, stopped by [`WorkerClient::close`].
     loops: Mutex<Vec<AbortHandle>>,
 }
@@ -65,6 +68,7 @@ fn completion_bytes(c: &Completion) -> usize {
     let log = c.log.as_ref().map_or(0, |l| l.text.len());
     log + match &c.outcome {
         AttemptOutcome::Output(b) => b.len(),
+        AttemptOutcome::Stored(r) => r.key.len() + r.hash.len(),
         AttemptOutcome::Error(e) => {
             e.message.len() + e.chain.iter().map(String::len).sum::<usize>()
         }
@@ -77,6 +81,7 @@ impl WorkerClient {
         api: Arc<dyn WorkerApi>,
         worker: String,
         log: Arc<WorkerLog>,
+        direct: Option<weir_blob::Payloads>,
     ) -> WorkerClient {
         let (submit_tx, submit_rx) = mpsc::unbounded_channel();
         let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();
@@ -92,6 +97,7 @@ impl WorkerClient {
                 cancel_tx,
                 complete_tx,
                 unsent: AtomicUsize::new(0),
+                direct,
                 loops: Mutex::new(Vec::new()),
             }),
         };
@@ -119,6 +125,12 @@ impl WorkerClient {
     /// The engine.
     pub(crate) fn api(&self) -> &dyn WorkerApi {
         &*self.inner.api
+    }
+
+    /// The control plane's object store, when the worker reads and writes payloads over its
+    /// threshold there itself (see [`Registered::object_store`]).
+    pub(crate) fn direct(&self) -> Option<&weir_blob::Payloads> {
+        self.inner.direct.as_ref()
     }
 
     /// The worker's structured log.

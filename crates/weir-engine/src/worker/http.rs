@@ -342,6 +342,7 @@ mod tests {
                 }
                 Ok(Registered {
                     token: String::new(),
+                    object_store: None,
                 })
             })
         }
@@ -394,6 +395,7 @@ mod tests {
             worker: worker.into(),
             max: 1,
             received: None,
+            direct: false,
         }
     }
 

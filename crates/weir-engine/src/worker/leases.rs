@@ -271,6 +271,7 @@ impl Leases {
                 task: spec.task.to_string(),
                 inputs: spec.inputs.to_vec(),
                 check_store: spec.recovering || spec.attempt > 1 || slot.system_retries > 0,
+                inputs_ref: None,
             });
         }
         if let Some(w) = self.workers.get_mut(&worker) {
@@ -356,6 +357,13 @@ impl Leases {
             }
             let outcome = match c.outcome {
                 AttemptOutcome::Output(bytes) => Ok(bytes),
+                // An engine offers its workers no object store: its outputs come as bytes.
+                AttemptOutcome::Stored(r) => {
+                    Err(from_remote(super::protocol::system_error(format!(
+                        "the worker completed action {} with a reference to object {:?}, but an engine takes outputs as bytes (it offers its workers no object store)",
+                        c.action, r.key
+                    ))))
+                }
                 AttemptOutcome::Error(e) => Err(from_remote(e)),
             };
             done.deliveries.push(Delivery {

@@ -15,6 +15,12 @@
 //! | `/v1/trace/lookup`| [`TraceLookup`]    | [`Checkpoint`]      |
 //! | `/v1/trace/record`| [`TraceRecord`]    | `()`                |
 //!
+//! Payloads travel as bytes, except between a control plane whose object store is `s3://` and
+//! a worker that can open it: [`Registered::object_store`] names the store, the worker asks for
+//! references ([`LeaseRequest::direct`]) and sends them ([`AttemptOutcome::Stored`],
+//! [`ChildCall::inputs_ref`]) for payloads over the threshold, reading and writing the objects
+//! itself. Small payloads, child results and trace checkpoints are always bytes.
+//!
 //! Every request but `register` carries the worker's token (`Authorization: Bearer TOKEN`);
 //! `register` carries the engine's admission secret instead (see `auth.rs`).
 //!
@@ -87,6 +93,65 @@ pub struct ClusterWorker {
 pub struct Registered {
     /// The token.
     pub token: String,
+    /// A control plane whose object store workers can reach themselves (`s3://`) names it
+    /// here: a worker that can open it with its own credentials reads and writes payloads
+    /// over the threshold there directly ([`LeaseRequest::direct`]). `None` from an engine,
+    /// from a control plane on a `file://` store, and from an older peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_store: Option<ObjectStoreOffer>,
+}
+
+/// The control plane's object store as offered to its workers at registration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectStoreOffer {
+    /// Its URL (`s3://BUCKET[/PREFIX]`); the worker opens it with the `AWS_*` settings of its
+    /// own environment.
+    pub url: String,
+    /// Payloads over this many bytes go to the store; smaller ones stay inline in messages.
+    pub inline_threshold: u64,
+}
+
+/// A payload in the control plane's object store, as a worker with direct access names it:
+/// the object's key (relative to the store's URL), its size and its content hash (blake3,
+/// lower-case hex, as [`weir_core::payload::content_hash`] makes it). The control plane takes
+/// only the key it expects for the message (the attempt's output, the child's inputs), checks
+/// that the object is there with that size, and records the reference; the hash is checked on
+/// every read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadRef {
+    /// Object key, e.g. `RUN/ACTION/ATTEMPT/LEASE/outputs`.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// blake3 of the bytes, lower-case hex.
+    pub hash: String,
+}
+
+impl PayloadRef {
+    /// The reference of an offloaded payload; `None` for an inline one or one without hash.
+    pub fn of(payload: &weir_core::Payload) -> Option<PayloadRef> {
+        match payload {
+            weir_core::Payload::Offloaded {
+                path,
+                size,
+                hash: Some(hash),
+            } => Some(PayloadRef {
+                key: path.clone(),
+                size: *size,
+                hash: hash.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The payload as recorded.
+    pub fn to_payload(&self) -> weir_core::Payload {
+        weir_core::Payload::Offloaded {
+            path: self.key.clone(),
+            size: self.size,
+            hash: Some(self.hash.clone()),
+        }
+    }
 }
 
 /// Leases up to `max` queued actions of the worker's environment; waits up to the engine's
@@ -103,6 +168,11 @@ pub struct LeaseRequest {
     /// tracked, nothing is put back.
     #[serde(default)]
     pub received: Option<u64>,
+    /// The worker reads the control plane's object store itself: inputs over the threshold
+    /// come as [`LeasedAction::inputs_ref`] instead of bytes. `false` (an older worker, or one
+    /// that could not open the store): bytes.
+    #[serde(default)]
+    pub direct: bool,
 }
 
 /// Leased actions, or the order to stop.
@@ -130,11 +200,15 @@ pub struct LeasedAction {
     pub attempt: u32,
     /// Full task name (`env.task`).
     pub task: String,
-    /// Canonical inputs.
+    /// Canonical inputs (empty when they come as `inputs_ref`).
     #[serde(with = "serde_bytes")]
     pub inputs: Vec<u8>,
     /// Children and traces may already be recorded (resumed run, retry, system retry).
     pub check_store: bool,
+    /// The inputs, in the object store, for a worker that asked for references
+    /// ([`LeaseRequest::direct`]): it reads them there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs_ref: Option<PayloadRef>,
 }
 
 /// One heartbeat per worker (not per action).
@@ -158,6 +232,9 @@ pub struct HeartbeatReply {
 pub enum AttemptOutcome {
     /// Canonical output bytes.
     Output(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The output, written by the worker to the control plane's object store under
+    /// `RUN/ACTION/ATTEMPT/LEASE/outputs` (see [`Registered::object_store`]).
+    Stored(PayloadRef),
     /// The task's error, with everything needed to rebuild it (retryability included).
     Error(RemoteError),
 }
@@ -249,13 +326,27 @@ pub struct ChildCall {
     pub id: ActionId,
     /// Full task name.
     pub task: String,
-    /// Canonical inputs.
+    /// Canonical inputs (empty when they come as `inputs_ref`).
     #[serde(with = "serde_bytes")]
     pub inputs: Vec<u8>,
     /// Group name.
     pub group: Option<String>,
     /// Look for a recorded outcome first.
     pub check_store: bool,
+    /// The inputs, written by the worker to the control plane's object store under the
+    /// child's key `RUN/CHILD/inputs` (see [`Registered::object_store`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs_ref: Option<PayloadRef>,
+}
+
+impl ChildCall {
+    /// Size of the inputs, whether carried or referenced.
+    pub fn inputs_size(&self) -> u64 {
+        match &self.inputs_ref {
+            Some(r) => r.size,
+            None => self.inputs.len() as u64,
+        }
+    }
 }
 
 /// Child calls, batched. Answered at once; outcomes come back through `/v1/results`.

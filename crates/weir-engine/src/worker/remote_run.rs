@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use weir_core::{ActionId, ErrorKind, Failure};
 
-use super::protocol::{ChildCall, TraceLookup, TraceRecord, from_remote};
+use super::protocol::{ChildCall, PayloadRef, TraceLookup, TraceRecord, from_remote};
 use crate::call::{RemoteRun, TaskCtx};
 use crate::registry::TaskDef;
 use crate::trace::Checkpoint;
@@ -25,6 +25,7 @@ impl RemoteRun {
         inputs: Vec<u8>,
         group: Option<Arc<str>>,
     ) -> Result<Arc<[u8]>> {
+        let (inputs, inputs_ref) = self.write_inputs(id, inputs).await;
         let call = ChildCall {
             call: 0, // assigned by the connection
             run: self.run_id,
@@ -34,6 +35,7 @@ impl RemoteRun {
             inputs,
             group: group.map(|g| g.to_string()),
             check_store: ctx.check_store,
+            inputs_ref,
         };
         match self.client.call_child(call).await {
             Some(Ok(bytes)) => Ok(Arc::from(bytes.into_vec())),
@@ -42,6 +44,36 @@ impl RemoteRun {
                 ErrorKind::Cancelled,
                 format!("action {id} ({}) was cancelled", def.full_name()),
             )),
+        }
+    }
+
+    /// A child's inputs as its call carries them: with direct access to the object store and
+    /// over its threshold, written there under the child's key `RUN/CHILD/inputs` and sent as
+    /// a reference (the same id means the same inputs, so a call sent again writes the same
+    /// bytes); else the bytes (also when the write fails: the control plane stores them then).
+    async fn write_inputs(&self, id: ActionId, inputs: Vec<u8>) -> (Vec<u8>, Option<PayloadRef>) {
+        let Some(payloads) = self
+            .client
+            .direct()
+            .filter(|p| inputs.len() > p.inline_threshold())
+        else {
+            return (inputs, None);
+        };
+        let key = weir_blob::PayloadKey::Inputs {
+            run: &self.run_name,
+            action: &id,
+        };
+        match payloads
+            .store(key, &inputs)
+            .await
+            .map(|p| PayloadRef::of(&p))
+        {
+            Ok(Some(r)) => (Vec::new(), Some(r)),
+            Ok(None) => (inputs, None),
+            Err(e) => {
+                tracing::warn!(action = %id, error = %e, "child inputs not written to the object store; sending them to the control plane");
+                (inputs, None)
+            }
         }
     }
 

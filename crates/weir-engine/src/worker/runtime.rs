@@ -123,9 +123,13 @@ pub async fn run_worker_with(config: WorkerConfig, api: Arc<dyn WorkerApi>) -> R
         worker: config.id.clone(),
         cluster,
     };
-    api.register(register, &config.credential).await?;
+    let registered = api.register(register, &config.credential).await?;
+    let direct = match config.cluster {
+        true => open_direct(registered.object_store).await,
+        false => None,
+    };
     let log = Arc::new(WorkerLog::open(&config.id, config.log.as_deref()));
-    let client = WorkerClient::start(api, config.id.clone(), log);
+    let client = WorkerClient::start(api, config.id.clone(), log, direct);
     let running: Running = Arc::default();
     let stop = Arc::new(Stop::default());
     let mut heartbeat = tokio::spawn(heartbeat_loop(
@@ -148,6 +152,39 @@ pub async fn run_worker_with(config: WorkerConfig, api: Arc<dyn WorkerApi>) -> R
     heartbeat.abort();
     client.close();
     result
+}
+
+/// How long a worker waits for the object store a control plane offers to answer before it
+/// lets its payloads go through the control plane instead.
+const OPEN_STORE_WITHIN: Duration = Duration::from_secs(15);
+
+/// The control plane's object store, when it offered one and this worker can open and list
+/// it with the `AWS_*` settings of its own environment. Otherwise its payloads go through the
+/// control plane, and stderr says so once, with the reason.
+async fn open_direct(offer: Option<ObjectStoreOffer>) -> Option<weir_blob::Payloads> {
+    let offer = offer?;
+    let opened = match weir_blob::BlobStore::from_url(&offer.url) {
+        Ok(store) => match tokio::time::timeout(OPEN_STORE_WITHIN, store.check()).await {
+            Ok(Ok(())) => Ok(store),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {OPEN_STORE_WITHIN:?}")),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    match opened {
+        Ok(store) => {
+            tracing::info!(store = %offer.url, threshold = offer.inline_threshold, "payloads over the threshold go to the object store directly");
+            let threshold = usize::try_from(offer.inline_threshold).unwrap_or(usize::MAX);
+            Some(weir_blob::Payloads::new(store, threshold))
+        }
+        Err(why) => {
+            eprintln!(
+                "weir worker: cannot use the control plane's object store {} directly ({why}); payloads over {} bytes go through the control plane instead (give this worker AWS_* settings that reach the store to avoid that)",
+                offer.url, offer.inline_threshold
+            );
+            None
+        }
+    }
 }
 
 /// The heartbeat loop's error; never returns while the loop runs or ended without one.
@@ -208,6 +245,7 @@ async fn lease_and_run(
             worker: config.id.clone(),
             max: free.min(256) as u32,
             received: Some(received),
+            direct: client.direct().is_some(),
         };
         let reply = match client.api().lease(req).await {
             Ok(r) => {
@@ -247,6 +285,7 @@ async fn lease_and_run(
                 task: action.task.clone(),
                 inputs: Vec::new(),
                 check_store: action.check_store,
+                inputs_ref: None,
             };
             // Under the lock: the attempt cannot end (and remove itself) before it is added.
             // The slot is taken here, before the next lease request counts the free ones: a
@@ -360,9 +399,16 @@ async fn run_leased(
     };
     client.log().begin(&a);
     let capturing = super::capture::begin(a.lease);
-    let outcome = match registry::find_task(&a.task) {
-        Err(e) => AttemptOutcome::Error(system_error(format!("worker {}: {e}", client.worker()))),
-        Ok(def) => {
+    let inputs = match a.inputs_ref.take() {
+        Some(r) => read_inputs(&client, &a, &r).await,
+        None => Ok(std::mem::take(&mut a.inputs)),
+    };
+    let outcome = match (registry::find_task(&a.task), inputs) {
+        (Err(e), _) => {
+            AttemptOutcome::Error(system_error(format!("worker {}: {e}", client.worker())))
+        }
+        (_, Err(e)) => AttemptOutcome::Error(e),
+        (Ok(def), Ok(inputs)) => {
             let remote = Arc::new(RemoteRun {
                 client: client.clone(),
                 run_id: a.run,
@@ -376,7 +422,7 @@ async fn run_leased(
                 a.check_store,
                 Some(permit),
             ));
-            let inputs: Arc<[u8]> = Arc::from(std::mem::take(&mut a.inputs));
+            let inputs: Arc<[u8]> = Arc::from(inputs);
             let body = std::panic::AssertUnwindSafe(ctx.clone().scope((def.invoke)(inputs)))
                 .catch_unwind();
             // A control plane runs no user code, so a worker of one enforces the task's
@@ -391,7 +437,7 @@ async fn run_leased(
                 None => Some(body.await),
             };
             match body.map(crate::call::flatten_panic) {
-                Some(Ok(out)) => AttemptOutcome::Output(out),
+                Some(Ok(out)) => write_output(&client, &a, out).await,
                 Some(Err(e)) => AttemptOutcome::Error(to_remote(&e)),
                 None => AttemptOutcome::Error(RemoteError {
                     kind: weir_core::ErrorKind::Timeout,
@@ -408,7 +454,7 @@ async fn run_leased(
         }
     };
     let error = match &outcome {
-        AttemptOutcome::Output(_) => None,
+        AttemptOutcome::Output(_) | AttemptOutcome::Stored(_) => None,
         AttemptOutcome::Error(e) => Some(e.message.clone()),
     };
     let log = capturing.and_then(super::capture::Capturing::end);
@@ -422,6 +468,58 @@ async fn run_leased(
         outcome,
         log,
     });
+}
+
+/// Reads leased inputs the control plane handed over by reference: from the object store,
+/// checked against the reference's size and hash.
+async fn read_inputs(
+    client: &WorkerClient,
+    a: &LeasedAction,
+    r: &PayloadRef,
+) -> Result<Vec<u8>, RemoteError> {
+    let fail = |why: String| {
+        system_error(format!(
+            "worker {}: the inputs of action {} attempt {}: {why}",
+            client.worker(),
+            a.action,
+            a.attempt
+        ))
+    };
+    let Some(payloads) = client.direct() else {
+        return Err(fail(format!(
+            "they came as a reference to object {:?}, but this worker has no object store",
+            r.key
+        )));
+    };
+    match payloads.load(&r.to_payload()).await {
+        Ok(bytes) => Ok(bytes.to_vec()),
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+/// The outcome of an attempt that returned `out`: with direct access to the object store and
+/// over its threshold, written there under the attempt's lease and sent as a reference; else
+/// the bytes (also when the write fails: the control plane stores them then).
+async fn write_output(client: &WorkerClient, a: &LeasedAction, out: Vec<u8>) -> AttemptOutcome {
+    let Some(payloads) = client.direct().filter(|p| out.len() > p.inline_threshold()) else {
+        return AttemptOutcome::Output(out);
+    };
+    let key = weir_blob::PayloadKey::LeaseOutputs {
+        run: &a.run_name,
+        action: &a.action,
+        attempt: a.attempt,
+        lease: a.lease,
+    };
+    match payloads.store(key, &out).await {
+        Ok(stored) => match PayloadRef::of(&stored) {
+            Some(r) => AttemptOutcome::Stored(r),
+            None => AttemptOutcome::Output(out),
+        },
+        Err(e) => {
+            tracing::warn!(action = %a.action, error = %e, "output not written to the object store; sending it to the control plane");
+            AttemptOutcome::Output(out)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -489,6 +587,7 @@ mod tests {
             task: "inproc.echo".into(),
             inputs: vec![inputs],
             check_store: false,
+            inputs_ref: None,
         }
     }
 
@@ -518,7 +617,10 @@ mod tests {
         fn register<'a>(&'a self, req: Register, secret: &'a str) -> ApiFuture<'a, Registered> {
             Box::pin(async move {
                 assert_eq!((req.worker.as_str(), secret), ("w1", "secret"));
-                Ok(Registered { token: "t".into() })
+                Ok(Registered {
+                    token: "t".into(),
+                    object_store: None,
+                })
             })
         }
         fn lease(&self, _: LeaseRequest) -> ApiFuture<'_, LeaseResponse> {

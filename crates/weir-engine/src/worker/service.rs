@@ -165,7 +165,11 @@ impl WorkerApi for EngineApi {
                 .credentials
                 .issue(&req.worker)
                 .map_err(|e| refused("register", Refusal::Internal, e.to_string()))?;
-            Ok(Registered { token })
+            // An engine's workers are on its machine: payloads go through it.
+            Ok(Registered {
+                token,
+                object_store: None,
+            })
         })
     }
 
@@ -625,6 +629,7 @@ mod tests {
             inputs: vec![],
             group: None,
             check_store: false,
+            inputs_ref: None,
         };
         let submit = SubmitBatch {
             worker: "w1".into(),

@@ -387,6 +387,30 @@ async fn fault_child(i: u64, size: usize, log: String) -> Result<String> {
     Ok(big_value(i, size))
 }
 
+/// Large payloads both ways (tests/s3.rs): a child call with `size` characters of inputs, and
+/// `size` characters of output after the child's digest of what it received.
+#[weir::task(env = FXF)]
+async fn payload_job(seed: u64, size: usize) -> Result<String> {
+    let digest = payload_digest(big_value(seed + 1, size)).await?;
+    Ok(format!("{digest}|{}", big_value(seed, size)))
+}
+
+/// Holds its lease until `gate` exists (tests/s3.rs sends child calls in its name meanwhile).
+#[weir::task(env = FXF)]
+async fn payload_hold(gate: String) -> Result<String> {
+    while !std::path::Path::new(&gate).exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok("released".into())
+}
+
+/// The length and FNV-1a of its (large) input; cached, so that a second call is answered by
+/// the control plane from its cache key.
+#[weir::task(env = FXF, cache = "v1")]
+async fn payload_digest(text: String) -> Result<String> {
+    Ok(format!("{} {:016x}", text.len(), fnv(&[&text])))
+}
+
 /// A checkpointed step of the fault workload: logs its execution, returns a large value.
 #[weir::trace]
 async fn fault_step(k: u64, size: usize, log: String) -> Result<String> {
