@@ -12,6 +12,10 @@ use weir_store::ActionRecord;
 
 use super::views::{ActionView, ActionsWithIo, AttemptLogView, CacheView, RunSubmission, RunView};
 
+/// How long a replica may take to answer beyond what a request waits on it (pages of payloads
+/// are up to 32 MiB).
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
 /// A client of a control plane: what `run --server`, `get --server` and `abort --server` use.
 pub struct ClusterClient {
     /// The pool, or why there is none (an unreadable `WEIR_TLS_CA`): every request says so.
@@ -31,20 +35,24 @@ impl ClusterClient {
         }
     }
 
+    /// One request, which waits up to `wait` on the replica.
     async fn call<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
         body: Vec<u8>,
+        wait: Duration,
     ) -> Result<T, String> {
-        let body = self.call_raw(method, path, body).await?;
+        let body = self.call_raw(method, path, body, wait).await?;
         let url = format!("{}{path}", self.base);
         rmp_serde::from_slice(&body).map_err(|e| format!("{url}: bad answer: {e}"))
     }
 
     /// The metrics text (`/metrics`).
     pub async fn metrics(&self) -> Result<String, String> {
-        let body = self.call_raw("GET", "/metrics", Vec::new()).await?;
+        let body = self
+            .call_raw("GET", "/metrics", Vec::new(), Duration::ZERO)
+            .await?;
         String::from_utf8(body.to_vec()).map_err(|e| format!("/metrics: {e}"))
     }
 
@@ -56,15 +64,37 @@ impl ClusterClient {
         } else {
             "/v1/health"
         };
-        let body = self.call_raw("GET", path, Vec::new()).await?;
+        let body = self
+            .call_raw("GET", path, Vec::new(), Duration::ZERO)
+            .await?;
         Ok(String::from_utf8_lossy(&body).trim_end().to_string())
     }
 
-    async fn call_raw(&self, method: &str, path: &str, body: Vec<u8>) -> Result<Bytes, String> {
+    /// One request; a replica that has not answered [`ANSWER_WITHIN`] after the `wait` the
+    /// request asked for (cut off from its database, say) is reported as not reachable, so
+    /// that a client of several replicas asks another.
+    async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        wait: Duration,
+    ) -> Result<Bytes, String> {
         let url = format!("{}{path}", self.base);
+        let limit = wait + ANSWER_WITHIN;
+        tokio::time::timeout(limit, self.request(method, &url, body))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "cannot reach the control plane at {url}: no answer within {limit:?}"
+                ))
+            })
+    }
+
+    async fn request(&self, method: &str, url: &str, body: Vec<u8>) -> Result<Bytes, String> {
         let req = hyper::Request::builder()
             .method(method)
-            .uri(&url)
+            .uri(url)
             .header(AUTHORIZATION, format!("Bearer {}", self.token))
             .header("content-type", "application/msgpack")
             .body(Full::new(Bytes::from(body)))
@@ -98,13 +128,23 @@ impl ClusterClient {
     /// Submits a run.
     pub async fn submit(&self, sub: &RunSubmission) -> Result<RunView, String> {
         let body = rmp_serde::to_vec_named(sub).map_err(|e| e.to_string())?;
-        self.call("POST", "/v1/runs", body).await
+        // Not sent to another replica when this one does not answer: it may have created the
+        // run.
+        let url = format!("{}/v1/runs", self.base);
+        let body = tokio::time::timeout(ANSWER_WITHIN, self.request("POST", &url, body))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the control plane at {url} did not answer within {ANSWER_WITHIN:?}; the run may have been created (see `get runs --server`)"
+                ))
+            })?;
+        rmp_serde::from_slice(&body).map_err(|e| format!("{url}: bad answer: {e}"))
     }
 
     /// A run, waiting up to `wait` for it to end.
     pub async fn run(&self, name: &str, wait: Duration) -> Result<RunView, String> {
         let path = format!("/v1/runs/{}?wait_ms={}", encode(name), wait.as_millis());
-        self.call("GET", &path, Vec::new()).await
+        self.call("GET", &path, Vec::new(), wait).await
     }
 
     /// Runs, newest first: of one status, whose names contain a text, at most `limit`.
@@ -121,7 +161,7 @@ impl ClusterClient {
         if let Some(n) = name {
             path.push_str(&format!("&name={}", encode(n)));
         }
-        self.call("GET", &path, Vec::new()).await
+        self.call("GET", &path, Vec::new(), Duration::ZERO).await
     }
 
     /// Actions of a run in creation order, paged.
@@ -135,7 +175,7 @@ impl ClusterClient {
             "/v1/runs/{}/actions?offset={offset}&limit={limit}",
             encode(run)
         );
-        self.call("GET", &path, Vec::new()).await
+        self.call("GET", &path, Vec::new(), Duration::ZERO).await
     }
 
     /// Actions of a run in creation order with their payloads, paged; an answer may hold
@@ -150,19 +190,19 @@ impl ClusterClient {
             "/v1/runs/{}/actions?offset={offset}&limit={limit}&with_io=1",
             encode(run)
         );
-        self.call("GET", &path, Vec::new()).await
+        self.call("GET", &path, Vec::new(), Duration::ZERO).await
     }
 
     /// What the attempts of one action printed, by attempt.
     pub async fn attempt_logs(&self, run: &str, id: &str) -> Result<Vec<AttemptLogView>, String> {
         let path = format!("/v1/runs/{}/actions/{}/logs", encode(run), encode(id));
-        self.call("GET", &path, Vec::new()).await
+        self.call("GET", &path, Vec::new(), Duration::ZERO).await
     }
 
     /// One action with its payloads.
     pub async fn action(&self, run: &str, id: &str) -> Result<ActionView, String> {
         let path = format!("/v1/runs/{}/actions/{}", encode(run), encode(id));
-        self.call("GET", &path, Vec::new()).await
+        self.call("GET", &path, Vec::new(), Duration::ZERO).await
     }
 
     /// Cache entries, newest first, optionally of one task.
@@ -171,7 +211,7 @@ impl ClusterClient {
         if let Some(t) = task {
             path.push_str(&format!("&task={}", encode(t)));
         }
-        self.call("GET", &path, Vec::new()).await
+        self.call("GET", &path, Vec::new(), Duration::ZERO).await
     }
 
     /// Deletes cache entries (of one task, or all); how many.
@@ -180,13 +220,13 @@ impl ClusterClient {
             Some(t) => format!("/v1/cache/clear?task={}", encode(t)),
             None => "/v1/cache/clear".to_string(),
         };
-        self.call("POST", &path, Vec::new()).await
+        self.call("POST", &path, Vec::new(), Duration::ZERO).await
     }
 
     /// Aborts a run.
     pub async fn abort(&self, name: &str) -> Result<RunView, String> {
         let path = format!("/v1/runs/{}/abort", encode(name));
-        self.call("POST", &path, Vec::new()).await
+        self.call("POST", &path, Vec::new(), Duration::ZERO).await
     }
 }
 

@@ -2,10 +2,13 @@
 //! replica at a time, moving to the next when the current one cannot be reached. On a move the
 //! worker registers again and submits its open child calls again (admission is idempotent by
 //! action id, and answers what already ended from the store), so a replica's death loses no
-//! outcome a task waits for.
+//! outcome a task waits for. A replica that holds a request without answering (cut off from
+//! its database, its TCP connection dead) counts as unreachable after a while, and one that
+//! fails requests with internal errors is left for another, when there is one: the worker
+//! must not stay with it while another replica works.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -16,10 +19,25 @@ use crate::worker::{ApiFuture, Error, HttpClient, Refusal, WorkerApi};
 /// How long a worker keeps trying the replicas before it gives up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 
+/// How long a replica may take to answer, beyond what the request waits on it, before the
+/// worker counts it unreachable. Below the default lease (5 s): a worker moves before its
+/// leases expire.
+const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+
+/// What a request carrying payloads (completions, child calls, checkpoints: up to the body
+/// limit) may take to travel, beyond [`ANSWER_WITHIN`].
+const BULK: Duration = Duration::from_secs(60);
+
+/// What a lease or results request may wait on the replica for work (`ClusterOptions::long_poll`,
+/// 5 s by default).
+const LONG_POLL: Duration = Duration::from_secs(5);
+
 /// The worker protocol over HTTP to the first reachable of several replicas.
 pub struct FailoverClient {
     clients: Vec<HttpClient>,
-    current: AtomicUsize,
+    urls: Vec<String>,
+    /// The replica requests go to; a request waiting on another one is sent again here.
+    current: tokio::sync::watch::Sender<usize>,
     credential: Mutex<Option<(Register, String)>>,
     /// Submitted child calls not yet answered, by call id.
     open: Mutex<HashMap<u64, ChildCall>>,
@@ -31,7 +49,8 @@ impl FailoverClient {
     pub fn new(urls: &[String]) -> FailoverClient {
         FailoverClient {
             clients: urls.iter().map(|u| HttpClient::new(u.clone())).collect(),
-            current: AtomicUsize::new(0),
+            urls: urls.to_vec(),
+            current: tokio::sync::watch::Sender::new(0),
             credential: Mutex::new(None),
             open: Mutex::new(HashMap::new()),
             switching: tokio::sync::Mutex::new(()),
@@ -42,7 +61,7 @@ impl FailoverClient {
     /// submits the open calls there. Fails after [`GIVE_UP_AFTER`] without any.
     async fn switch_from(&self, from: usize, error: Error) -> Result<(), Error> {
         let _one = self.switching.lock().await;
-        if self.current.load(Ordering::Acquire) != from {
+        if *self.current.borrow() != from {
             return Ok(()); // another call moved already
         }
         let Some((register, secret)) = self.credential.lock().clone() else {
@@ -54,7 +73,10 @@ impl FailoverClient {
             for k in 1..=n {
                 let i = (from + k) % n;
                 let client = &self.clients[i];
-                if client.register(register.clone(), &secret).await.is_err() {
+                let registered =
+                    tokio::time::timeout(ANSWER_WITHIN, client.register(register.clone(), &secret))
+                        .await;
+                if !matches!(registered, Ok(Ok(_))) {
                     continue;
                 }
                 // Resubmitted: the other replica may have recorded them already.
@@ -77,7 +99,7 @@ impl FailoverClient {
                     }
                 }
                 tracing::warn!(replica = i, "moved to another control-plane replica");
-                self.current.store(i, Ordering::Release);
+                self.current.send_replace(i);
                 return Ok(());
             }
             if start.elapsed() > GIVE_UP_AFTER {
@@ -86,18 +108,38 @@ impl FailoverClient {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+
+    /// The error of replica `i` not answering within `limit`.
+    fn silent(&self, i: usize, limit: Duration) -> Error {
+        Error::Unreachable {
+            url: self.urls[i].clone(),
+            message: format!("no answer within {limit:?}"),
+        }
+    }
 }
 
 /// Calls `$call` on the current replica's client `$c`, moving to another replica while the
-/// current one is unreachable, and trying again (for up to [`GIVE_UP_AFTER`]) while the
-/// replica answers with an internal error (its database is restarting, say).
+/// current one is unreachable or does not answer within `$wait` (what the request waits on the
+/// replica) and [`ANSWER_WITHIN`], and trying again (for up to [`GIVE_UP_AFTER`]) while the
+/// replica answers with an internal error (its database is restarting, or cut off: then on
+/// another replica, when there is one). A call waiting on a replica the worker has moved off
+/// is sent again to the one it moved to.
 macro_rules! failover {
-    ($self:ident, $c:ident => $call:expr) => {{
+    ($self:ident, $wait:expr, $c:ident => $call:expr) => {{
         let mut failing_since: Option<Instant> = None;
         loop {
-            let i = $self.current.load(Ordering::Acquire);
+            let mut replica = $self.current.subscribe();
+            let i = *replica.borrow_and_update();
             let $c = &$self.clients[i];
-            match $call.await {
+            let limit = $wait + ANSWER_WITHIN;
+            let answer = tokio::select! {
+                r = tokio::time::timeout(limit, $call) => {
+                    Some(r.unwrap_or_else(|_| Err($self.silent(i, limit))))
+                }
+                _ = replica.wait_for(|&now| now != i) => None,
+            };
+            let Some(answer) = answer else { continue };
+            match answer {
                 Err(e @ Error::Unreachable { .. }) => $self.switch_from(i, e).await?,
                 Err(
                     e @ Error::Refused {
@@ -111,6 +153,9 @@ macro_rules! failover {
                     }
                     tracing::warn!(error = %e, "the control plane failed a request; trying again");
                     tokio::time::sleep(Duration::from_millis(250)).await;
+                    if $self.clients.len() > 1 {
+                        $self.switch_from(i, e).await?;
+                    }
                 }
                 r => break r,
             }
@@ -122,17 +167,17 @@ impl WorkerApi for FailoverClient {
     fn register<'a>(&'a self, req: Register, secret: &'a str) -> ApiFuture<'a, Registered> {
         Box::pin(async move {
             *self.credential.lock() = Some((req.clone(), secret.to_string()));
-            failover!(self, c => c.register(req.clone(), secret))
+            failover!(self, Duration::ZERO, c => c.register(req.clone(), secret))
         })
     }
     fn lease(&self, req: LeaseRequest) -> ApiFuture<'_, LeaseResponse> {
-        Box::pin(async move { failover!(self, c => c.lease(req.clone())) })
+        Box::pin(async move { failover!(self, LONG_POLL, c => c.lease(req.clone())) })
     }
     fn heartbeat(&self, req: Heartbeat) -> ApiFuture<'_, HeartbeatReply> {
-        Box::pin(async move { failover!(self, c => c.heartbeat(req.clone())) })
+        Box::pin(async move { failover!(self, Duration::ZERO, c => c.heartbeat(req.clone())) })
     }
     fn complete(&self, req: CompleteBatch) -> ApiFuture<'_, CompleteReply> {
-        Box::pin(async move { failover!(self, c => c.complete(req.clone())) })
+        Box::pin(async move { failover!(self, BULK, c => c.complete(req.clone())) })
     }
     fn submit(&self, req: SubmitBatch) -> ApiFuture<'_, ()> {
         Box::pin(async move {
@@ -141,7 +186,7 @@ impl WorkerApi for FailoverClient {
                 .extend(req.calls.iter().map(|c| (c.call, c.clone())));
             // Once this worker has moved to another replica, the calls may have been admitted
             // by the one it left: sent again, they are checked against the store first.
-            let moved = std::sync::atomic::AtomicBool::new(false);
+            let moved = AtomicBool::new(false);
             let checked = |req: &SubmitBatch| {
                 let mut req = req.clone();
                 if moved.load(Ordering::Relaxed) {
@@ -151,9 +196,9 @@ impl WorkerApi for FailoverClient {
                 }
                 req
             };
-            let first = self.current.load(Ordering::Acquire);
-            failover!(self, c => {
-                if self.current.load(Ordering::Acquire) != first {
+            let first = *self.current.borrow();
+            failover!(self, BULK, c => {
+                if *self.current.borrow() != first {
                     moved.store(true, Ordering::Relaxed);
                 }
                 c.submit(checked(&req))
@@ -162,7 +207,7 @@ impl WorkerApi for FailoverClient {
     }
     fn results(&self, req: ResultsRequest) -> ApiFuture<'_, ResultsReply> {
         Box::pin(async move {
-            let reply: ResultsReply = failover!(self, c => c.results(req.clone()))?;
+            let reply: ResultsReply = failover!(self, LONG_POLL, c => c.results(req.clone()))?;
             let mut open = self.open.lock();
             for r in &reply.results {
                 open.remove(&r.call);
@@ -178,13 +223,13 @@ impl WorkerApi for FailoverClient {
                     open.remove(c);
                 }
             }
-            failover!(self, c => c.cancel(req.clone()))
+            failover!(self, Duration::ZERO, c => c.cancel(req.clone()))
         })
     }
     fn trace_lookup(&self, req: TraceLookup) -> ApiFuture<'_, Checkpoint> {
-        Box::pin(async move { failover!(self, c => c.trace_lookup(req.clone())) })
+        Box::pin(async move { failover!(self, Duration::ZERO, c => c.trace_lookup(req.clone())) })
     }
     fn trace_record(&self, req: TraceRecord) -> ApiFuture<'_, ()> {
-        Box::pin(async move { failover!(self, c => c.trace_record(req.clone())) })
+        Box::pin(async move { failover!(self, BULK, c => c.trace_record(req.clone())) })
     }
 }

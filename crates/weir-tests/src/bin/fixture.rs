@@ -238,6 +238,30 @@ async fn wnest_parent(n: u64) -> Result<u64> {
     Ok(sum + a? + b?)
 }
 
+/// A child that says which process runs it: `nstart I PID` and `nend I PID` lines in `log`,
+/// and a line on stdout (so the attempt's recorded log names the worker whose completion was
+/// accepted; tests/cluster_netns.rs). Returns `i * 3`.
+#[weir::task(env = FX)]
+async fn nchild(i: u64, sleep_ms: u64, log: String) -> Result<u64> {
+    let pid = std::process::id();
+    log_line(&log, format!("nstart {i} {pid}"));
+    println!("nchild {i} runs in pid {pid}");
+    tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+    log_line(&log, format!("nend {i} {pid}"));
+    Ok(i * 3)
+}
+
+/// Fans `nchild` out over `0..n`, `width` at a time, from the parent environment `fxd` (so
+/// the parent runs on workers of its own), and sums the results.
+#[weir::task(env = FXD)]
+async fn nfan(n: u64, width: usize, sleep_ms: u64, log: String) -> Result<u64> {
+    let results = weir::map(move |i| nchild(i, sleep_ms, log.clone()), 0..n)
+        .concurrency(width)
+        .fail_fast()
+        .await?;
+    Ok(results.into_iter().sum())
+}
+
 /// Sleeps in the one-slot environment.
 #[weir::task(env = FXS)]
 async fn sslow(i: u64, sleep_ms: u64) -> Result<u64> {

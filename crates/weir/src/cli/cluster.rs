@@ -210,8 +210,24 @@ async fn follow(clients: Vec<ClusterClient>, out: OutputFormat, sub: RunSubmissi
     // The run goes on without this client: a control plane that cannot answer for a while
     // (every replica down, its database restarting) is asked again for a minute.
     let mut failing_since = None;
+    // The replica that answered last is asked first; one that does not answer or fails (its
+    // database restarting, or cut off from it) is skipped for the next: reading a run changes
+    // nothing.
+    let mut at = 0;
     let view = loop {
-        let view = match first_reachable!(clients, c => c.run(&name, Duration::from_secs(1))) {
+        let mut answer = Err(String::new());
+        for k in 0..clients.len() {
+            let i = (at + k) % clients.len();
+            match clients[i].run(&name, Duration::from_secs(1)).await {
+                Err(e) if e.starts_with("cannot reach") || e.contains("(HTTP 5") => answer = Err(e),
+                r => {
+                    at = i;
+                    answer = r;
+                    break;
+                }
+            }
+        }
+        let view = match answer {
             Ok(v) => {
                 failing_since = None;
                 v
