@@ -104,7 +104,8 @@ fn workers_and_clients_reach_a_tls_control_plane_that_trusts_its_certificate() {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .unwrap();
-    write!(s, "GET /v1/runs HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    // The server may drop the connection before the request is all written (a broken pipe).
+    let _ = write!(s, "GET /v1/runs HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     let mut bytes = Vec::new();
     let _ = s.read_to_end(&mut bytes);
     assert!(

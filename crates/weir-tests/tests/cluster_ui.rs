@@ -83,7 +83,11 @@ fn comparable(doc: &Value) -> Value {
     match doc {
         Value::Object(m) => Value::Object(
             m.iter()
-                .filter(|(k, _)| !["executor", "cluster_version"].contains(&k.as_str()))
+                // Where attempts' logs are kept differs (cluster workers send theirs; the embedded
+                // engine's workers write files): the log fields are compared in cluster_logs.rs.
+                .filter(|(k, _)| {
+                    !["executor", "cluster_version", "logs", "logs_note"].contains(&k.as_str())
+                })
                 .map(|(k, v)| match (VOLATILE.contains(&k.as_str()), v) {
                     (true, v) => (k.clone(), Value::from(v.is_null())),
                     (false, Value::Array(rows)) if k == "actions" => {
