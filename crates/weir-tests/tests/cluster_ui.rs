@@ -196,7 +196,12 @@ fn serve_shows_cluster_runs_in_the_ui_as_the_embedded_ui_does_and_only_with_the_
     let mut ui_url = String::new();
     wait_for("weir ui listening", || {
         let text = std::fs::read_to_string(&ui_log).unwrap_or_default();
-        match text.split("weir ui: ").nth(1) {
+        // Only a whole line: the line may be read while it is being written.
+        match text
+            .split("weir ui: ")
+            .nth(1)
+            .filter(|rest| rest.contains('\n'))
+        {
             Some(rest) => {
                 ui_url = rest.split('/').take(3).collect::<Vec<_>>().join("/");
                 true
