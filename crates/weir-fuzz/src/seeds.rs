@@ -190,7 +190,13 @@ fn protocol() -> Vec<Vec<u8>> {
                 }],
             }),
         ),
-        (5, enc(&ResultsRequest { worker: w() })),
+        (
+            5,
+            enc(&ResultsRequest {
+                worker: w(),
+                direct: true,
+            }),
+        ),
         (
             6,
             enc(&CancelCalls {
@@ -280,10 +286,21 @@ fn protocol() -> Vec<Vec<u8>> {
                     ChildResult {
                         call: 1,
                         outcome: Ok(ByteBuf::from(vec![1, 2])),
+                        output_ref: None,
                     },
                     ChildResult {
                         call: 2,
                         outcome: Err(remote()),
+                        output_ref: None,
+                    },
+                    ChildResult {
+                        call: 3,
+                        outcome: Ok(ByteBuf::new()),
+                        output_ref: Some(PayloadRef {
+                            key: "r/a1/1/7/outputs".into(),
+                            size: 70_000,
+                            hash: "0".repeat(64),
+                        }),
                     },
                 ],
                 shutdown: false,

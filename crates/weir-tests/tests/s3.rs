@@ -393,7 +393,8 @@ fn workers_read_and_write_large_payloads_in_s3_directly_and_keys_stay_in_their_p
 
     // Before: a worker whose AWS_* settings reach no S3 server says so once and has every
     // payload go through the control plane: a 3 MiB child input (in the call and in the
-    // child's lease) and a 3 MiB output.
+    // child's lease), a 3 MiB child output (in its completion and in the parent's results)
+    // and a 3 MiB output.
     let unreachable = cl.log("worker-unreachable");
     let mut env = moto.env();
     env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
@@ -407,7 +408,7 @@ fn workers_read_and_write_large_payloads_in_s3_directly_and_keys_stay_in_their_p
     let (_, output) = payload_job(&cl, &url, 1, size);
     assert!(output == payload_output(1, size), "wrong output");
     let before = proxied(&cl);
-    assert!(before >= 3 * size as u64, "proxied {before}");
+    assert!(before >= 5 * size as u64, "proxied {before}");
     assert_eq!(direct(&cl), 0);
     let text = std::fs::read_to_string(&unreachable).unwrap();
     let said = "cannot use the control plane's object store s3://weir-direct/pfx directly";
@@ -418,7 +419,8 @@ fn workers_read_and_write_large_payloads_in_s3_directly_and_keys_stay_in_their_p
     gone.wait().unwrap();
 
     // A worker that reaches the bucket writes and reads them there itself: the control plane
-    // carries references (a few hundred bytes of small payloads), not the bytes.
+    // carries references (a few hundred bytes of small payloads), not the bytes; the parent
+    // gets its child's output as a reference too.
     let reaching = cl.log("worker-direct");
     let child = cl
         .command(&worker_args, &reaching)
@@ -434,15 +436,21 @@ fn workers_read_and_write_large_payloads_in_s3_directly_and_keys_stay_in_their_p
         "payload bytes proxied: {before} through the control plane, {carried} with direct access ({referenced} direct)"
     );
     assert!(carried < 4096, "proxied {carried} bytes");
-    assert!(referenced >= 3 * size as u64, "direct {referenced}");
+    assert!(referenced >= 5 * size as u64, "direct {referenced}");
     assert!(!std::fs::read_to_string(&reaching).unwrap().contains(said));
-    // The objects, under the run's prefix: the child's inputs and the output under its lease.
+    // The objects, under the run's prefix: the child's inputs, and the outputs of the root
+    // and of the other child under their leases.
     let keys: Vec<String> = moto
         .keys("weir-direct")
         .into_iter()
         .filter(|k| k.starts_with(&format!("pfx/{run}/")))
         .collect();
-    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert_eq!(
+        keys.iter().filter(|k| k.ends_with("/outputs")).count(),
+        2,
+        "{keys:?}"
+    );
     let output_key = keys
         .iter()
         .find(|k| k.starts_with(&format!("pfx/{run}/a0/1/")) && k.ends_with("/outputs"))

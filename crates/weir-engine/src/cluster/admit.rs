@@ -8,7 +8,7 @@ use weir_core::{ActionEvent, ActionStatus, ErrorKind, Failure};
 use weir_store::{ActionKind, WriteOp};
 
 use super::api::ClusterApi;
-use super::{CallInputs, NewAction, Outcome, child_failed, spec, system_failure};
+use super::{CallInputs, NewAction, Output, child_failed, spec, system_failure};
 use crate::decide::{self, Admission, Stored};
 use crate::worker::protocol::*;
 
@@ -99,10 +99,9 @@ impl ClusterApi {
                     error: r.error.as_ref(),
                 };
                 let admission = match decide::admit(Some(stored)) {
-                    Admission::Replay(out) => match inner.payloads.load(out).await {
-                        Ok(bytes) => {
-                            let ok: Outcome = Ok(serde_bytes::ByteBuf::from(bytes.to_vec()));
-                            inner.resolve(key, &ok);
+                    Admission::Replay(out) => match inner.output_of(out).await {
+                        Ok(output) => {
+                            inner.resolve(key, &Ok(output));
                             return Ok(());
                         }
                         Err(_) => decide::output_lost(stored),
@@ -151,7 +150,7 @@ impl ClusterApi {
                     .recovered(meta, call.run, (call.id, call.parent), ActionKind::Task)
                     .await?
                 {
-                    inner.resolve(key, &Ok(serde_bytes::ByteBuf::from(bytes)));
+                    inner.resolve(key, &Ok(Output::Bytes(serde_bytes::ByteBuf::from(bytes))));
                     return Ok(());
                 }
                 if let (false, Some((cache_key, _))) =
@@ -168,11 +167,11 @@ impl ClusterApi {
                         .await
                         .map_err(system_failure)?;
                     if let Some(entry) = hit
-                        && let Ok(bytes) = inner.payloads.load(&entry.output).await
+                        && let Ok(output) = inner.output_of(&entry.output).await
                     {
                         self.record_cache_hit(&call, &meta.name, entry.output)
                             .await?;
-                        inner.resolve(key, &Ok(serde_bytes::ByteBuf::from(bytes.to_vec())));
+                        inner.resolve(key, &Ok(output));
                         return Ok(());
                     }
                 }

@@ -485,12 +485,10 @@ impl WorkerApi for ClusterApi {
         Box::pin(async move {
             self.worker("results", &req.worker).await?;
             let until = Instant::now() + self.inner.options.long_poll;
-            let results = self.inner.take_results(&req.worker, until).await;
-            for r in &results {
-                if let Ok(bytes) = &r.outcome {
-                    self.inner.counters.proxied(bytes.len());
-                }
-            }
+            let results = self
+                .inner
+                .take_results(&req.worker, until, req.direct)
+                .await;
             Ok(ResultsReply {
                 results,
                 shutdown: false,

@@ -38,9 +38,12 @@ mod complete;
 mod direct;
 mod failover;
 mod inspect;
+mod metrics;
+mod outbox;
 mod rerun;
 mod runs;
 pub mod spec;
+mod submit;
 mod views;
 
 use std::collections::HashMap;
@@ -55,7 +58,7 @@ use weir_core::clock::now_us;
 use weir_core::{ActionId, ActionStatus, ErrorKind, Failure};
 use weir_store::{ActionKind, QueuedAttempt, RunId, Store, WriteOp};
 
-use crate::worker::protocol::{ChildResult, ObjectStoreOffer, RemoteError};
+use crate::worker::protocol::{ObjectStoreOffer, RemoteError};
 
 pub use client::ClusterClient;
 pub use failover::FailoverClient;
@@ -112,28 +115,6 @@ pub(crate) struct RunMeta {
     pub(crate) recover: Option<rerun::Recover>,
 }
 
-/// A child call waiting for its outcome.
-struct Pending {
-    key: (RunId, ActionId),
-    since: Instant,
-    next_check: Instant,
-}
-
-/// A worker's open calls and the outcomes not yet fetched.
-#[derive(Default)]
-struct Outbox {
-    results: Vec<ChildResult>,
-    pending: HashMap<u64, Pending>,
-    notify: Arc<Notify>,
-}
-
-/// Waiting child calls: by action (who to tell) and by worker.
-#[derive(Default)]
-struct Waiting {
-    by_action: HashMap<(RunId, ActionId), Vec<(String, u64)>>,
-    by_worker: HashMap<String, Outbox>,
-}
-
 /// Counters for `/metrics`.
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -184,7 +165,7 @@ pub(crate) struct Inner {
     pub(crate) workers: Mutex<HashMap<String, Arc<WorkerInfo>>>,
     queues: Mutex<HashMap<String, Arc<Notify>>>,
     runs: Mutex<HashMap<RunId, Arc<RunMeta>>>,
-    waiting: Mutex<Waiting>,
+    waiting: Mutex<outbox::Waiting>,
     /// Child calls being admitted here: a second admission of the same action (a call sent
     /// again while the first is admitted) only waits for the outcome.
     pub(crate) admitting: Mutex<std::collections::HashSet<(RunId, ActionId)>>,
@@ -396,157 +377,13 @@ impl Inner {
         }
     }
 
-    /// Registers interest of `worker`'s call `call` in action `key`'s outcome.
-    pub(crate) fn subscribe(&self, worker: &str, call: u64, key: (RunId, ActionId)) {
-        let mut w = self.waiting.lock();
-        w.by_action
-            .entry(key)
-            .or_default()
-            .push((worker.to_string(), call));
-        let now = Instant::now();
-        w.by_worker
-            .entry(worker.to_string())
-            .or_default()
-            .pending
-            .insert(
-                call,
-                Pending {
-                    key,
-                    since: now,
-                    next_check: now + Duration::from_secs(1),
-                },
-            );
-    }
-
-    /// Hands an outcome to one call of a worker (and forgets the call).
-    pub(crate) fn deliver(&self, worker: &str, call: u64, outcome: &Outcome) {
-        let mut w = self.waiting.lock();
-        let Some(out) = w.by_worker.get_mut(worker) else {
-            return;
-        };
-        if let Some(p) = out.pending.remove(&call)
-            && let Some(list) = w.by_action.get_mut(&p.key)
-        {
-            list.retain(|(wk, c)| !(wk == worker && *c == call));
-            if list.is_empty() {
-                w.by_action.remove(&p.key);
-            }
-        }
-        let out = w.by_worker.get_mut(worker).expect("present above");
-        out.results.push(ChildResult {
-            call,
-            outcome: outcome.clone(),
-        });
-        out.notify.notify_waiters();
-    }
-
-    /// Hands an action's outcome to every call waiting on it here.
-    pub(crate) fn resolve(&self, key: (RunId, ActionId), outcome: &Outcome) {
-        let waiters = self.waiting.lock().by_action.remove(&key);
-        for (worker, call) in waiters.into_iter().flatten() {
-            self.deliver(&worker, call, outcome);
-        }
-    }
-
-    /// Forgets calls their caller stopped waiting for.
-    pub(crate) fn forget(&self, worker: &str, calls: &[u64]) {
-        let mut w = self.waiting.lock();
-        let mut keys = Vec::new();
-        if let Some(out) = w.by_worker.get_mut(worker) {
-            for c in calls {
-                if let Some(p) = out.pending.remove(c) {
-                    keys.push((p.key, *c));
-                }
-            }
-        }
-        for (key, call) in keys {
-            if let Some(list) = w.by_action.get_mut(&key) {
-                list.retain(|(wk, c)| !(wk == worker && *c == call));
-                if list.is_empty() {
-                    w.by_action.remove(&key);
-                }
-            }
-        }
-    }
-
-    /// Takes the outcomes waiting for `worker`, waiting up to `until` for one.
-    pub(crate) async fn take_results(&self, worker: &str, until: Instant) -> Vec<ChildResult> {
-        loop {
-            let notify = {
-                let mut w = self.waiting.lock();
-                let out = w.by_worker.entry(worker.to_string()).or_default();
-                if !out.results.is_empty() {
-                    return std::mem::take(&mut out.results);
-                }
-                out.notify.clone()
-            };
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Vec::new();
-            }
-            let wait = notify.notified();
-            tokio::pin!(wait);
-            wait.as_mut().enable();
-            // Re-check after arming: an outcome delivered between the check and the wait.
-            if !self
-                .waiting
-                .lock()
-                .by_worker
-                .get(worker)
-                .is_some_and(|o| o.results.is_empty())
-            {
-                continue;
-            }
-            let _ = tokio::time::timeout(left.min(Duration::from_millis(250)), wait).await;
-        }
-    }
-
-    /// Looks up, in the store, the calls waiting longest whose action may have ended on
-    /// another replica: one query per run for every due call.
-    async fn sweep(&self) {
-        let now = Instant::now();
-        let mut due: Vec<(RunId, ActionId)> = {
-            let mut w = self.waiting.lock();
-            let mut due = Vec::new();
-            for out in w.by_worker.values_mut() {
-                for p in out.pending.values_mut() {
-                    if p.next_check <= now {
-                        // A tenth of the time waited, 250 ms to 5 s apart.
-                        let waited = now - p.since;
-                        let gap =
-                            (waited / 10).clamp(Duration::from_millis(250), Duration::from_secs(5));
-                        p.next_check = now + gap;
-                        due.push(p.key);
-                    }
-                }
-            }
-            due
-        };
-        due.sort();
-        due.dedup();
-        // One query per run for all its due calls.
-        for chunk in due.chunk_by(|a, b| a.0 == b.0) {
-            let run = chunk[0].0;
-            let ids: Vec<ActionId> = chunk.iter().map(|(_, id)| *id).collect();
-            let Ok(ended) = self.store.ended_among(run, &ids).await else {
-                continue;
-            };
-            for id in ended {
-                if let Ok(Some(rec)) = self.store.action(run, id).await {
-                    let outcome = self.outcome_of(&rec).await;
-                    self.resolve((run, id), &outcome);
-                }
-            }
-        }
-    }
-
     /// The outcome of an ended action as a caller receives it.
     pub(crate) async fn outcome_of(&self, rec: &weir_store::ActionRecord) -> Outcome {
         match (rec.status, &rec.output, &rec.error) {
-            (ActionStatus::Succeeded, Some(out), _) => match self.payloads.load(out).await {
-                Ok(bytes) => Ok(serde_bytes::ByteBuf::from(bytes.to_vec())),
-                Err(e) => Err(remote(ErrorKind::System, e.to_string())),
-            },
+            (ActionStatus::Succeeded, Some(out), _) => self
+                .output_of(out)
+                .await
+                .map_err(|e| remote(ErrorKind::System, e)),
             (_, _, Some(f)) => Err(child_failed(f.clone())),
             _ => Err(remote(
                 ErrorKind::System,
@@ -556,6 +393,26 @@ impl Inner {
                     rec.status.as_str()
                 ),
             )),
+        }
+    }
+
+    /// A recorded output as a caller receives it: inline bytes, or the offloaded payload once
+    /// its object is there with its size (its hash is checked by whoever reads it).
+    pub(crate) async fn output_of(&self, out: &weir_core::Payload) -> Result<Output, String> {
+        match out {
+            weir_core::Payload::Inline(bytes) => {
+                Ok(Output::Bytes(serde_bytes::ByteBuf::from(bytes.to_vec())))
+            }
+            weir_core::Payload::Offloaded { path, size, .. } => {
+                let blobs = self.payloads.blobs().map_err(|e| e.to_string())?;
+                match blobs.size(path).await {
+                    Ok(n) if n == *size => Ok(Output::Stored(out.clone())),
+                    Ok(n) => Err(format!(
+                        "object {path:?} holds {n} bytes, its reference says {size}"
+                    )),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
         }
     }
 
@@ -592,8 +449,7 @@ impl Inner {
     /// Ends an action: its writes (cache entry, action, run, and `dequeue`: its lease's
     /// removal from the queue) commit together, then the calls waiting on it get the outcome.
     /// `output` is the stored payload of a success, with its bytes when the worker sent them
-    /// (none when it wrote them to the object store itself: then they are read from there
-    /// only if a caller waits here).
+    /// (none when it wrote them to the object store itself).
     pub(crate) async fn finish(
         &self,
         run: RunId,
@@ -605,18 +461,13 @@ impl Inner {
     ) -> Result<(), String> {
         let meta = self.run_meta(run).await?;
         let (stored, delivered) = match outcome {
-            Ok((payload, Some(bytes))) => (Ok(payload), Ok(serde_bytes::ByteBuf::from(bytes))),
-            Ok((payload, None)) => {
-                let waited = self.waiting.lock().by_action.contains_key(&(run, id));
-                let delivered = match waited {
-                    true => match self.payloads.load(&payload).await {
-                        Ok(bytes) => Ok(serde_bytes::ByteBuf::from(bytes.to_vec())),
-                        Err(e) => Err(remote(ErrorKind::System, e.to_string())),
-                    },
-                    false => Ok(serde_bytes::ByteBuf::new()),
-                };
-                (Ok(payload), delivered)
-            }
+            Ok((payload, Some(bytes))) => (
+                Ok(payload),
+                Ok(Output::Bytes(serde_bytes::ByteBuf::from(bytes))),
+            ),
+            // Written by the worker to the object store: handed on as a reference (read there
+            // by a waiting worker that can, by `take_results` for one that cannot).
+            Ok((payload, None)) => (Ok(payload.clone()), Ok(Output::Stored(payload))),
             Err(f) => (Err(f.clone()), Err(child_failed(f))),
         };
         let mut writes = crate::decide::finish_writes(crate::decide::Finish {
@@ -713,7 +564,15 @@ pub(crate) enum CallInputs<'a> {
 }
 
 /// A child's outcome as the worker protocol carries it.
-pub(crate) type Outcome = Result<serde_bytes::ByteBuf, RemoteError>;
+/// A child's output as a replica hands it on: its bytes, or the offloaded payload, which a
+/// worker with access to the object store reads itself (see `outbox.rs`).
+#[derive(Clone, Debug)]
+pub(crate) enum Output {
+    Bytes(serde_bytes::ByteBuf),
+    Stored(weir_core::Payload),
+}
+
+pub(crate) type Outcome = Result<Output, RemoteError>;
 
 pub(crate) fn remote(kind: ErrorKind, message: String) -> RemoteError {
     RemoteError {

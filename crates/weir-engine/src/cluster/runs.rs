@@ -35,10 +35,9 @@ use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use weir_blob::PayloadKey;
 use weir_core::clock::now_us;
 use weir_core::{ActionId, Failure};
-use weir_store::{NewRun, Page, QueuedAttempt, RunFilter, RunRecord, RunStatus, WriteOp};
+use weir_store::{Page, RunFilter, RunRecord, RunStatus, WriteOp};
 
 use super::access::Principal;
 use super::views::{ActionView, CacheView, RunSubmission, RunView};
@@ -67,7 +66,7 @@ pub(super) fn internal(e: impl std::fmt::Display) -> Refusal {
     (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-fn bad(message: impl Into<String>) -> Refusal {
+pub(super) fn bad(message: impl Into<String>) -> Refusal {
     (StatusCode::BAD_REQUEST, message.into())
 }
 
@@ -486,111 +485,6 @@ impl ControlPlane {
         Ok(views)
     }
 
-    /// Starts a run.
-    async fn submit(&self, mut sub: RunSubmission, who: &Principal) -> Result<RunView, Refusal> {
-        let inner = &self.inner;
-        let rerun = match sub.rerun.take() {
-            Some(of) => Some(self.rerun_of(&of, &mut sub).await?),
-            None => None,
-        };
-        let root = sub
-            .tasks
-            .iter()
-            .find(|t| t.name == sub.task)
-            .ok_or_else(|| {
-                bad(format!(
-                    "unknown task {:?} in the submitted version",
-                    sub.task
-                ))
-            })?;
-        if let Some(why) = root.unsupported() {
-            return Err(bad(why));
-        }
-        if sub.inputs.len() as u64 > root.inline_limit {
-            return Err(bad(format!(
-                "the inputs of task {} are {} bytes, over its inline limit of {} bytes",
-                root.name,
-                sub.inputs.len(),
-                root.inline_limit
-            )));
-        }
-        let mut context: crate::RunContext =
-            serde_json::from_str(&sub.context).map_err(|e| bad(format!("bad run context: {e}")))?;
-        who.place_run(&mut context)?;
-        if let Some(n) = context.max_action_concurrency {
-            return Err(bad(format!(
-                "max_action_concurrency {n}: cluster mode does not bound a run's concurrency yet, so it refuses the setting rather than ignore it"
-            )));
-        }
-        inner
-            .record_specs(&sub.version, &sub.tasks)
-            .await
-            .map_err(internal)?;
-        let name = context
-            .name
-            .clone()
-            .unwrap_or_else(crate::engine::generate_run_name);
-        let mut recorded = serde_json::to_value(&context).map_err(internal)?;
-        if let Some(map) = recorded.as_object_mut() {
-            map.insert("executor".into(), "cluster".into());
-            map.insert("cluster_version".into(), sub.version.clone().into());
-            if let Some(r) = &rerun {
-                r.record(map);
-            }
-        }
-        let key = PayloadKey::Inputs {
-            run: &name,
-            action: &ActionId::ROOT,
-        };
-        // A rerun's inputs are the earlier run's, by reference (the same object, not a copy).
-        let (payload, written) = match &rerun {
-            Some(r) => (r.inputs.clone(), true),
-            None => (inner.payloads.prepare(key, &sub.inputs), false),
-        };
-        let project = context
-            .project
-            .as_deref()
-            .unwrap_or(weir_store::DEFAULT_PROJECT);
-        let queue = spec::queue_name(&spec::qualified(project, &root.env), &sub.version);
-        // Inputs inside the row: the root is queued by the transaction that creates the run.
-        // Offloaded ones are written once the name is the run's (a replica dying before the
-        // root is queued leaves a run that never starts: not yet repaired).
-        let inline = written || matches!(payload, weir_store::Payload::Inline(_));
-        let (record, _) = inner
-            .store
-            .create_run(NewRun {
-                name: name.clone(),
-                task: root.name.clone(),
-                inputs: payload.clone(),
-                context: recorded,
-                owner: inner.options.replica.clone(),
-                queue: inline.then(|| queue.clone()),
-            })
-            .await
-            .map_err(|e| match e {
-                weir_store::Error::RunExists(_) => (StatusCode::CONFLICT, e.to_string()),
-                e => internal(e),
-            })?;
-        if inline {
-            inner.queue_notify(&queue).notify_waiters();
-        } else {
-            inner
-                .payloads
-                .write(&payload, &sub.inputs)
-                .await
-                .map_err(internal)?;
-            let attempt = QueuedAttempt {
-                run: record.id,
-                action: ActionId::ROOT,
-                attempt: 1,
-                env: queue,
-                task: root.name.clone(),
-            };
-            inner.enqueue(attempt, now_us()).await.map_err(internal)?;
-        }
-        self.view(record, false).await
-    }
-
     /// A run, waiting up to `wait` for it to end.
     async fn show(&self, name: &str, wait: Duration) -> Result<RunView, Refusal> {
         let until = Instant::now() + wait;
@@ -613,7 +507,11 @@ impl ControlPlane {
         }
     }
 
-    async fn view(&self, record: RunRecord, with_output: bool) -> Result<RunView, Refusal> {
+    pub(super) async fn view(
+        &self,
+        record: RunRecord,
+        with_output: bool,
+    ) -> Result<RunView, Refusal> {
         let inner = &self.inner;
         let filter = RunFilter {
             name_contains: Some(record.name.clone()),
@@ -718,73 +616,5 @@ impl ControlPlane {
         inner.run_ended.notify_waiters();
         let record = inner.store.run_by_name(name).await.map_err(unknown_run)?;
         self.view(record, false).await
-    }
-
-    /// `/metrics` in Prometheus' text format: queue depth, actions by status, leases,
-    /// completions, mean dispatch latency, and the desired workers per environment.
-    async fn metrics(&self) -> Result<String, Refusal> {
-        let inner = &self.inner;
-        let m = inner.store.queue_metrics().await.map_err(internal)?;
-        let mut out = String::new();
-        let mut line = |s: String| {
-            out.push_str(&s);
-            out.push('\n');
-        };
-        line("# TYPE weir_queue_depth gauge".into());
-        for q in &m {
-            line(format!(
-                "weir_queue_depth{{queue=\"{}\",state=\"waiting\"}} {}",
-                q.queue, q.waiting
-            ));
-            line(format!(
-                "weir_queue_depth{{queue=\"{}\",state=\"leased\"}} {}",
-                q.queue, q.leased
-            ));
-        }
-        line("# TYPE weir_desired_workers gauge".into());
-        for q in &m {
-            let (env, version) = q.queue.split_once('@').unwrap_or((&q.queue, ""));
-            // The rule of the process executor: enough workers for what is queued and
-            // leased at the policy's slots each, within its replica range (1 slot without one).
-            let reuse = inner.specs(version).await.ok().and_then(|s| {
-                let (_, env) = spec::unqualified(env, |e| s.values().any(|t| t.env == e));
-                s.values().find(|t| t.env == env).and_then(|t| t.reuse)
-            });
-            let (lo, hi, slots) = reuse.unwrap_or((0, usize::MAX, 1));
-            let want = (q.waiting + q.leased)
-                .div_ceil(slots as u64)
-                .clamp(lo as u64, hi as u64);
-            line(format!(
-                "weir_desired_workers{{queue=\"{}\"}} {want}",
-                q.queue
-            ));
-        }
-        let c = &inner.counters;
-        let ld = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        line("# TYPE weir_leased_total counter".into());
-        line(format!("weir_leased_total {}", ld(&c.leased)));
-        line("# TYPE weir_completed_total counter".into());
-        line(format!("weir_completed_total {}", ld(&c.completed)));
-        line("# TYPE weir_rejected_completions_total counter".into());
-        line(format!(
-            "weir_rejected_completions_total {}",
-            ld(&c.rejected)
-        ));
-        line("# HELP weir_payload_bytes_proxied_total Payload bytes carried in worker API messages (inputs, outputs, child inputs and results, trace checkpoints).".into());
-        line("# TYPE weir_payload_bytes_proxied_total counter".into());
-        line(format!(
-            "weir_payload_bytes_proxied_total {}",
-            ld(&c.payload_proxied)
-        ));
-        line("# HELP weir_payload_bytes_direct_total Payload bytes workers read or wrote in the object store themselves (sizes of the references exchanged).".into());
-        line("# TYPE weir_payload_bytes_direct_total counter".into());
-        line(format!(
-            "weir_payload_bytes_direct_total {}",
-            ld(&c.payload_direct)
-        ));
-        line("# TYPE weir_dispatch_latency_seconds_mean gauge".into());
-        let mean = ld(&c.dispatch_us) as f64 / ld(&c.leased).max(1) as f64 / 1e6;
-        line(format!("weir_dispatch_latency_seconds_mean {mean:.6}"));
-        Ok(out)
     }
 }

@@ -253,14 +253,28 @@ impl WorkerClient {
     async fn results_loop(self) {
         let req = ResultsRequest {
             worker: self.inner.worker.clone(),
+            direct: self.inner.direct.is_some(),
         };
         loop {
             match self.api().results(req.clone()).await {
                 Ok(reply) => {
                     let mut pending = self.inner.pending.lock();
                     for r in reply.results {
-                        if let Some(tx) = pending.remove(&r.call) {
-                            let _ = tx.send(r.outcome);
+                        let Some(tx) = pending.remove(&r.call) else {
+                            continue;
+                        };
+                        match r.output_ref {
+                            None => {
+                                let _ = tx.send(r.outcome);
+                            }
+                            // Read from the object store on a task of its own: a large output
+                            // does not hold up the results of other calls.
+                            Some(output) => {
+                                let client = self.clone();
+                                tokio::spawn(async move {
+                                    let _ = tx.send(client.read_child_output(&output).await);
+                                });
+                            }
                         }
                     }
                     if reply.shutdown {
@@ -273,6 +287,27 @@ impl WorkerClient {
                 }
             }
         }
+    }
+}
+
+impl WorkerClient {
+    /// A child's output the control plane handed over by reference: from the object store,
+    /// checked against the reference's size and hash.
+    async fn read_child_output(
+        &self,
+        output: &PayloadRef,
+    ) -> Result<serde_bytes::ByteBuf, RemoteError> {
+        let why = match self.direct() {
+            Some(payloads) => match payloads.load(&output.to_payload()).await {
+                Ok(bytes) => return Ok(serde_bytes::ByteBuf::from(bytes.to_vec())),
+                Err(e) => e.to_string(),
+            },
+            None => "this worker has no object store".to_string(),
+        };
+        Err(system_error(format!(
+            "worker {}: a child's output at object {:?}: {why}",
+            self.inner.worker, output.key
+        )))
     }
 }
 

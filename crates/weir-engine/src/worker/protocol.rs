@@ -19,7 +19,9 @@
 //! a worker that can open it: [`Registered::object_store`] names the store, the worker asks for
 //! references ([`LeaseRequest::direct`]) and sends them ([`AttemptOutcome::Stored`],
 //! [`ChildCall::inputs_ref`]) for payloads over the threshold, reading and writing the objects
-//! itself. Small payloads, child results and trace checkpoints are always bytes.
+//! itself; it gets its children's offloaded outputs as references too
+//! ([`ResultsRequest::direct`], [`ChildResult::output_ref`]). Small payloads and trace
+//! checkpoints are always bytes.
 //!
 //! Every request but `register` carries the worker's token (`Authorization: Bearer TOKEN`);
 //! `register` carries the engine's admission secret instead (see `auth.rs`).
@@ -363,6 +365,10 @@ pub struct SubmitBatch {
 pub struct ResultsRequest {
     /// Worker id.
     pub worker: String,
+    /// The worker reads the control plane's object store itself: a child's offloaded output
+    /// comes as [`ChildResult::output_ref`] instead of bytes. `false`: bytes.
+    #[serde(default)]
+    pub direct: bool,
 }
 
 /// The outcome of one child call.
@@ -370,8 +376,13 @@ pub struct ResultsRequest {
 pub struct ChildResult {
     /// The worker-local call id.
     pub call: u64,
-    /// Output bytes or the child's failure (or why the call itself failed).
+    /// Output bytes or the child's failure (or why the call itself failed). The bytes are
+    /// empty when the output comes as `output_ref`.
     pub outcome: Result<serde_bytes::ByteBuf, RemoteError>,
+    /// The child's output in the object store, for a worker that asked for references
+    /// ([`ResultsRequest::direct`]): it reads it there, checking size and hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_ref: Option<PayloadRef>,
 }
 
 /// Finished child calls.

@@ -364,6 +364,7 @@ impl WorkerApi for EngineApi {
                             outcome: outcome
                                 .map(|b| serde_bytes::ByteBuf::from(b.to_vec()))
                                 .map_err(|e| to_remote(&e)),
+                            output_ref: None,
                         });
                         o.notify.notify_waiters();
                     }

@@ -411,12 +411,20 @@ async fn fault_child(i: u64, size: usize, log: String) -> Result<String> {
     Ok(big_value(i, size))
 }
 
-/// Large payloads both ways (tests/s3.rs): a child call with `size` characters of inputs, and
-/// `size` characters of output after the child's digest of what it received.
+/// Large payloads both ways (tests/s3.rs): a child call with `size` characters of inputs, a
+/// child returning `size` characters, and `size` characters of output after the first child's
+/// digest of what it received.
 #[weir::task(env = FXF)]
 async fn payload_job(seed: u64, size: usize) -> Result<String> {
     let digest = payload_digest(big_value(seed + 1, size)).await?;
-    Ok(format!("{digest}|{}", big_value(seed, size)))
+    let echoed = payload_make(seed, size).await?;
+    Ok(format!("{digest}|{echoed}"))
+}
+
+/// `size` characters made from `seed`: a large output handed back to the calling parent.
+#[weir::task(env = FXF)]
+async fn payload_make(seed: u64, size: usize) -> Result<String> {
+    Ok(big_value(seed, size))
 }
 
 /// Holds its lease until `gate` exists (tests/s3.rs sends child calls in its name meanwhile).
