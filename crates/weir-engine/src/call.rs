@@ -56,6 +56,8 @@ pub(crate) struct RemoteRun {
     pub client: crate::worker::client::WorkerClient,
     pub run_id: weir_store::RunId,
     pub run_name: String,
+    /// The lease of the attempt (its trace outputs written to the object store name it).
+    pub lease: u64,
     /// The worker's slots: released while the attempt waits on a child.
     pub slots: Arc<Semaphore>,
 }

@@ -23,6 +23,11 @@ pub enum Checkpoint {
     Output(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Recorded non-recoverable failure.
     Failure(Failure),
+    /// Recorded output in the object store, for a worker that asked for references
+    /// ([`TraceLookup::direct`](crate::worker::protocol::TraceLookup::direct)): the worker
+    /// reads it and hands on [`Checkpoint::Output`] (or [`Checkpoint::Nothing`] when the
+    /// object cannot be read, as when a control plane cannot read it). Never reaches a trace.
+    Stored(crate::worker::protocol::PayloadRef),
 }
 
 use Checkpoint as Recorded;
@@ -132,7 +137,7 @@ where
     match recorded {
         Recorded::Output(bytes) => return codec::decode(&bytes).map_err(|e| encode_error(name, e)),
         Recorded::Failure(f) => return Err(rebuild(f)),
-        Recorded::Nothing => {}
+        Recorded::Nothing | Recorded::Stored(_) => {}
     }
     let started = now_us();
     let result = crate::call::IN_TRACE.scope(name, body).await;

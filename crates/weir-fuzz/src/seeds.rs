@@ -211,6 +211,7 @@ fn protocol() -> Vec<Vec<u8>> {
                 run: RunId(-1),
                 id,
                 parent: ActionId::ROOT,
+                direct: true,
             }),
         ),
         (
@@ -224,6 +225,8 @@ fn protocol() -> Vec<Vec<u8>> {
                 inputs: vec![0x90],
                 started_at: -5,
                 outcome: Err(failure()),
+                inputs_ref: None,
+                output_ref: None,
             }),
         ),
         (
@@ -236,7 +239,17 @@ fn protocol() -> Vec<Vec<u8>> {
                 name: "fetch".into(),
                 inputs: vec![],
                 started_at: i64::MAX,
-                outcome: Ok(ByteBuf::from(vec![0xc0])),
+                outcome: Ok(ByteBuf::new()),
+                inputs_ref: Some(PayloadRef {
+                    key: "r/a1/inputs".into(),
+                    size: 65_537,
+                    hash: "f".repeat(64),
+                }),
+                output_ref: Some(PayloadRef {
+                    key: "r/a1/1/9/outputs".into(),
+                    size: 70_000,
+                    hash: "0".repeat(64),
+                }),
             }),
         ),
         (
@@ -309,6 +322,14 @@ fn protocol() -> Vec<Vec<u8>> {
         (14, enc(&Checkpoint::Nothing)),
         (14, enc(&Checkpoint::Output(vec![0xc3]))),
         (14, enc(&Checkpoint::Failure(failure()))),
+        (
+            14,
+            enc(&Checkpoint::Stored(PayloadRef {
+                key: "r/a1/1/9/outputs".into(),
+                size: 70_000,
+                hash: "0".repeat(64),
+            })),
+        ),
         (
             15,
             enc(&ErrorReply {

@@ -361,6 +361,21 @@ struct ChildCall {
     inputs_ref: Option<PayloadRef>,
 }
 
+/// A trace checkpoint as a worker records it, its output in an object it wrote.
+#[derive(serde::Serialize)]
+struct TraceRecord<'a> {
+    worker: &'a str,
+    run: i64,
+    id: u64,
+    parent: u64,
+    name: String,
+    #[serde(with = "serde_bytes")]
+    inputs: Vec<u8>,
+    started_at: i64,
+    outcome: Result<serde_bytes::ByteBuf, ()>,
+    output_ref: Option<PayloadRef>,
+}
+
 #[derive(serde::Serialize)]
 struct SubmitBatch<'a> {
     worker: &'a str,
@@ -463,6 +478,51 @@ fn workers_read_and_write_large_payloads_in_s3_directly_and_keys_stay_in_their_p
     assert_eq!(code, 0, "{err}");
     let io: serde_json::Value = serde_json::from_str(io.trim()).unwrap();
     assert!(io["output"] == output.as_str(), "get io differs");
+
+    // A trace's 3 MiB output is recorded by reference and read back by reference by the
+    // retry of the task that made it (the trace runs once).
+    let carried_before = proxied(&cl);
+    let trace_log = cl.dir.path().join("trace.log");
+    let input = format!(
+        r#"{{"seed": 5, "size": {size}, "log": "{}", "marker": "{}"}}"#,
+        trace_log.display(),
+        cl.dir.path().join("trace.marker").display()
+    );
+    let args = [
+        "run",
+        "payload_retried",
+        "--input",
+        &input,
+        "--server",
+        &url,
+        "-o",
+        "json",
+    ];
+    let (code, out, err) = cl.output(&args);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let made = big_value(5, size);
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in made.bytes().chain([0]) {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    assert_eq!(v["output"], format!("{} {h:016x}", made.len()));
+    let ran = std::fs::read_to_string(&trace_log).unwrap();
+    assert_eq!(
+        ran.lines().filter(|l| *l == "payload_trace 5").count(),
+        1,
+        "{ran}"
+    );
+    let carried = proxied(&cl) - carried_before;
+    eprintln!("a 3 MiB trace recorded and read back: {carried} bytes through the control plane");
+    assert!(carried < 4096, "proxied {carried} bytes");
+    let trace_run = v["run"].as_str().unwrap();
+    let trace_keys: Vec<String> = moto
+        .keys("weir-direct")
+        .into_iter()
+        .filter(|k| k.starts_with(&format!("pfx/{trace_run}/")) && k.ends_with("/outputs"))
+        .collect();
+    assert_eq!(trace_keys.len(), 1, "{trace_keys:?}");
 
     // The cached child, called again with the same 3 MiB inputs in another run: the control
     // plane reads them from the bucket for the cache key and answers from the cache.
@@ -643,6 +703,68 @@ fn workers_read_and_write_large_payloads_in_s3_directly_and_keys_stay_in_their_p
         (child_key, 400, "missing"),
     ] {
         let (got, body) = submit(key.clone());
+        let m = message(&body);
+        assert_eq!(got, status, "{key}: {m}");
+        assert!(m.contains(says), "{key}: {m}");
+    }
+    assert_eq!(query(&cl, "SELECT count(*) FROM SCHEMA.actions"), actions);
+
+    // Trace checkpoints of that attempt, their output under another key than the trace's own
+    // under the attempt's lease: refused, nothing recorded.
+    let holding_lease: u64 = query(
+        &cl,
+        &format!("SELECT lease FROM SCHEMA.queue WHERE run = {held} AND action = 0"),
+    )
+    .parse()
+    .unwrap();
+    let trace = 0x2345_6789_u64;
+    let t = weir::ActionId(trace);
+    let record = |key: String| {
+        let msg = TraceRecord {
+            worker: &worker,
+            run: held,
+            id: trace,
+            parent: 0,
+            name: "payload_trace".into(),
+            inputs: rmp_serde::to_vec(&(1u64,)).unwrap(),
+            started_at: 0,
+            outcome: Ok(serde_bytes::ByteBuf::new()),
+            output_ref: Some(PayloadRef {
+                key,
+                size: n,
+                hash: hash.clone(),
+            }),
+        };
+        post(
+            &url,
+            "/v1/trace/record",
+            &worker_token,
+            &rmp_serde::to_vec_named(&msg).unwrap(),
+        )
+    };
+    for (key, status, says) in [
+        (
+            format!("holding/{t}/1/{}/outputs", holding_lease + 1),
+            403,
+            "outside its prefix",
+        ),
+        (
+            format!("{run}/{t}/1/{holding_lease}/outputs"),
+            403,
+            "outside its prefix",
+        ),
+        (
+            format!("holding/{t}/1/{holding_lease}/../../../a0/1/outputs"),
+            400,
+            "'..'",
+        ),
+        (
+            format!("holding/{t}/1/{holding_lease}/outputs"),
+            400,
+            "missing",
+        ),
+    ] {
+        let (got, body) = record(key.clone());
         let m = message(&body);
         assert_eq!(got, status, "{key}: {m}");
         assert!(m.contains(says), "{key}: {m}");

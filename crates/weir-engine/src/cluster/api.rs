@@ -13,7 +13,7 @@ use weir_core::{ActionEvent, ActionId, ActionStatus, ErrorKind};
 use weir_store::{ActionKind, RunId, WorkerRecord, WriteOp};
 
 use super::complete::Rejected;
-use super::{Inner, WorkerInfo, remote, spec, system_failure};
+use super::{Inner, Output, WorkerInfo, remote, spec, system_failure};
 use crate::worker::protocol::*;
 use crate::worker::{ApiFuture, Error, Refusal, WorkerApi};
 
@@ -532,10 +532,21 @@ impl WorkerApi for ClusterApi {
             }
             Ok(match rec.map(|r| (r.status, r.output, r.error)) {
                 Some((ActionStatus::Succeeded, Some(out), _)) => {
-                    match inner.payloads.load(&out).await {
-                        Ok(bytes) => {
+                    match inner.output_of(&out).await {
+                        // A worker that reads the store itself gets the reference.
+                        Ok(Output::Stored(p)) if req.direct && inner.offer.is_some() => {
+                            match PayloadRef::of(&p) {
+                                Some(r) => {
+                                    inner.counters.direct(r.size);
+                                    Checkpoint::Stored(r)
+                                }
+                                None => inner.checkpoint_bytes(&p).await,
+                            }
+                        }
+                        Ok(Output::Stored(p)) => inner.checkpoint_bytes(&p).await,
+                        Ok(Output::Bytes(bytes)) => {
                             inner.counters.proxied(bytes.len());
-                            Checkpoint::Output(bytes.to_vec())
+                            Checkpoint::Output(bytes.into_vec())
                         }
                         Err(_) => Checkpoint::Nothing,
                     }
@@ -553,7 +564,8 @@ impl WorkerApi for ClusterApi {
             let inner = &self.inner;
             let r = "trace record";
             self.worker(r, &req.worker).await?;
-            self.check_holds(r, &req.worker, req.run, req.parent)
+            let holder = self
+                .check_holds(r, &req.worker, req.run, req.parent)
                 .await?;
             let existing = inner
                 .store
@@ -574,14 +586,53 @@ impl WorkerApi for ClusterApi {
                 run: &meta.name,
                 action: &req.id,
             };
-            let inputs = inner
-                .store_payload(key, &req.inputs)
-                .await
-                .map_err(internal(r))?;
+            // References the worker sends may only name the trace's own inputs and its output
+            // under the lease of the parent's attempt that records it.
+            let inputs = match &req.inputs_ref {
+                Some(x) => {
+                    let what = format!("the inputs of trace {} of run {}", req.id, req.run);
+                    inner.check_ref(r, &what, &key.key(), x).await?;
+                    inner.counters.direct(x.size);
+                    x.to_payload()
+                }
+                None => inner
+                    .store_payload(key, &req.inputs)
+                    .await
+                    .map_err(internal(r))?,
+            };
+            let refs_and_bytes = (req.inputs_ref.is_some() && !req.inputs.is_empty())
+                || (req.output_ref.is_some() && !req.outcome.as_ref().is_ok_and(|b| b.is_empty()));
+            if refs_and_bytes {
+                let message = format!(
+                    "trace {} of run {}: a payload comes both as a reference and as bytes (or a failure comes with an output reference)",
+                    req.id, req.run
+                );
+                return Err(refused(r, Refusal::BadRequest, message));
+            }
+            let output_ref = match (&req.output_ref, &holder.lease) {
+                (None, _) => None,
+                (Some(_), None) => {
+                    let message = format!("the lease on action {} is gone", req.parent);
+                    return Err(refused(r, Refusal::Conflict, message));
+                }
+                (Some(x), Some((lease, _))) => {
+                    let expected = PayloadKey::LeaseOutputs {
+                        run: &meta.name,
+                        action: &req.id,
+                        attempt: 1,
+                        lease: *lease,
+                    };
+                    let what = format!("the output of trace {} of run {}", req.id, req.run);
+                    inner.check_ref(r, &what, &expected.key(), x).await?;
+                    inner.counters.direct(x.size);
+                    Some(x.to_payload())
+                }
+            };
             let running = ActionStatus::Queued
                 .take(ActionEvent::Start)
                 .map_err(|e| refused(r, Refusal::Internal, e.to_string()))?;
             let (event, output, error) = match req.outcome {
+                Ok(_) if output_ref.is_some() => (ActionEvent::Succeed, output_ref, None),
                 Ok(bytes) => {
                     let key = PayloadKey::Outputs {
                         run: &meta.name,

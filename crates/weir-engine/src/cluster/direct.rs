@@ -70,4 +70,19 @@ impl Inner {
             Err(e) => Err(refused(request, Refusal::Internal, system_failure(e))),
         }
     }
+
+    /// A recorded trace output read here for a worker that gets bytes (counted as carried);
+    /// none when it cannot be read (the trace runs again).
+    pub(crate) async fn checkpoint_bytes(
+        &self,
+        out: &weir_core::Payload,
+    ) -> crate::trace::Checkpoint {
+        match self.payloads.load(out).await {
+            Ok(bytes) => {
+                self.counters.proxied(bytes.len());
+                crate::trace::Checkpoint::Output(bytes.to_vec())
+            }
+            Err(_) => crate::trace::Checkpoint::Nothing,
+        }
+    }
 }

@@ -468,6 +468,8 @@ mod tests {
             inputs: vec![0; 65 << 10],
             started_at: 0,
             outcome: Ok(serde_bytes::ByteBuf::new()),
+            inputs_ref: None,
+            output_ref: None,
         };
         let r: Result<(), _> = c.post_as(TRACE_RECORD, &big, &token).await;
         assert_eq!(reason(r), Refusal::TooLarge);

@@ -20,8 +20,9 @@
 //! references ([`LeaseRequest::direct`]) and sends them ([`AttemptOutcome::Stored`],
 //! [`ChildCall::inputs_ref`]) for payloads over the threshold, reading and writing the objects
 //! itself; it gets its children's offloaded outputs as references too
-//! ([`ResultsRequest::direct`], [`ChildResult::output_ref`]). Small payloads and trace
-//! checkpoints are always bytes.
+//! ([`ResultsRequest::direct`], [`ChildResult::output_ref`]) and records and reads trace
+//! checkpoints by reference ([`TraceRecord::output_ref`], [`TraceLookup::direct`]). Small
+//! payloads are always bytes.
 //!
 //! Every request but `register` carries the worker's token (`Authorization: Bearer TOKEN`);
 //! `register` carries the engine's admission secret instead (see `auth.rs`).
@@ -414,6 +415,10 @@ pub struct TraceLookup {
     pub id: ActionId,
     /// The attempt's action making the lookup (the worker must hold it).
     pub parent: ActionId,
+    /// The worker reads the control plane's object store itself: an offloaded output comes
+    /// as [`Checkpoint::Stored`] instead of bytes. `false`: bytes.
+    #[serde(default)]
+    pub direct: bool,
 }
 
 pub use crate::trace::Checkpoint;
@@ -431,13 +436,22 @@ pub struct TraceRecord {
     pub parent: ActionId,
     /// Trace name.
     pub name: String,
-    /// Canonical inputs.
+    /// Canonical inputs (empty when they come as `inputs_ref`).
     #[serde(with = "serde_bytes")]
     pub inputs: Vec<u8>,
     /// Start time (µs).
     pub started_at: i64,
-    /// Output bytes or failure.
+    /// Output bytes or failure (empty bytes when the output comes as `output_ref`).
     pub outcome: Result<serde_bytes::ByteBuf, Failure>,
+    /// The inputs, written by the worker to the control plane's object store under the
+    /// trace's key `RUN/TRACE/inputs` (see [`Registered::object_store`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs_ref: Option<PayloadRef>,
+    /// The output, written by the worker under `RUN/TRACE/1/LEASE/outputs`, LEASE being the
+    /// lease of the attempt that records it (a fenced-off attempt never replaces the object of
+    /// the record that was accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_ref: Option<PayloadRef>,
 }
 
 macro_rules! requests {

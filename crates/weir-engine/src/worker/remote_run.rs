@@ -52,27 +52,39 @@ impl RemoteRun {
     /// a reference (the same id means the same inputs, so a call sent again writes the same
     /// bytes); else the bytes (also when the write fails: the control plane stores them then).
     async fn write_inputs(&self, id: ActionId, inputs: Vec<u8>) -> (Vec<u8>, Option<PayloadRef>) {
-        let Some(payloads) = self
-            .client
-            .direct()
-            .filter(|p| inputs.len() > p.inline_threshold())
-        else {
-            return (inputs, None);
-        };
         let key = weir_blob::PayloadKey::Inputs {
             run: &self.run_name,
             action: &id,
         };
+        self.write_direct(key, inputs, "inputs").await
+    }
+
+    /// `bytes` as a message carries them: written to the object store under `key` and sent as
+    /// a reference when this worker has direct access and they are over its threshold, else
+    /// (also when the write fails) the bytes themselves.
+    async fn write_direct(
+        &self,
+        key: weir_blob::PayloadKey<'_>,
+        bytes: Vec<u8>,
+        what: &str,
+    ) -> (Vec<u8>, Option<PayloadRef>) {
+        let Some(payloads) = self
+            .client
+            .direct()
+            .filter(|p| bytes.len() > p.inline_threshold())
+        else {
+            return (bytes, None);
+        };
         match payloads
-            .store(key, &inputs)
+            .store(key, &bytes)
             .await
             .map(|p| PayloadRef::of(&p))
         {
             Ok(Some(r)) => (Vec::new(), Some(r)),
-            Ok(None) => (inputs, None),
+            Ok(None) => (bytes, None),
             Err(e) => {
-                tracing::warn!(action = %id, error = %e, "child inputs not written to the object store; sending them to the control plane");
-                (inputs, None)
+                tracing::warn!(what, error = %e, "not written to the object store; sending the bytes to the control plane");
+                (bytes, None)
             }
         }
     }
@@ -88,12 +100,33 @@ impl RemoteRun {
             run: self.run_id,
             id,
             parent,
+            direct: self.client.direct().is_some(),
         };
-        self.client
+        let found = self
+            .client
             .api()
             .trace_lookup(msg)
             .await
-            .map_err(|e| Error::with_kind(ErrorKind::System, e))
+            .map_err(|e| Error::with_kind(ErrorKind::System, e))?;
+        let Checkpoint::Stored(r) = found else {
+            return Ok(found);
+        };
+        // Read here, hash-checked; an object that cannot be read is as good as none recorded:
+        // the trace runs again (as when a control plane cannot read it).
+        let read = match self.client.direct() {
+            Some(payloads) => payloads
+                .load(&r.to_payload())
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err("this worker has no object store".to_string()),
+        };
+        Ok(match read {
+            Ok(bytes) => Checkpoint::Output(bytes.to_vec()),
+            Err(why) => {
+                tracing::warn!(trace = %id, object = %r.key, error = %why, "recorded trace output unreadable; running the trace again");
+                Checkpoint::Nothing
+            }
+        })
     }
 
     /// Records a trace checkpoint through the engine (answered after the commit).
@@ -106,6 +139,24 @@ impl RemoteRun {
         started_at: i64,
         outcome: std::result::Result<Vec<u8>, Failure>,
     ) -> Result<()> {
+        let key = weir_blob::PayloadKey::Inputs {
+            run: &self.run_name,
+            action: &id,
+        };
+        let (inputs, inputs_ref) = self.write_direct(key, inputs, "trace inputs").await;
+        let (outcome, output_ref) = match outcome {
+            Ok(bytes) => {
+                let key = weir_blob::PayloadKey::LeaseOutputs {
+                    run: &self.run_name,
+                    action: &id,
+                    attempt: 1,
+                    lease: self.lease,
+                };
+                let (bytes, r) = self.write_direct(key, bytes, "trace output").await;
+                (Ok(serde_bytes::ByteBuf::from(bytes)), r)
+            }
+            Err(f) => (Err(f), None),
+        };
         let msg = TraceRecord {
             worker: self.client.worker().to_string(),
             run: self.run_id,
@@ -114,7 +165,9 @@ impl RemoteRun {
             name: name.to_string(),
             inputs,
             started_at,
-            outcome: outcome.map(serde_bytes::ByteBuf::from),
+            outcome,
+            inputs_ref,
+            output_ref,
         };
         self.client
             .api()

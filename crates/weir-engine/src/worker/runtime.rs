@@ -413,6 +413,7 @@ async fn run_leased(
                 client: client.clone(),
                 run_id: a.run,
                 run_name: a.run_name.clone(),
+                lease: a.lease,
                 slots,
             });
             let ctx = Arc::new(TaskCtx::remote(

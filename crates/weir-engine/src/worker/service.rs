@@ -306,6 +306,9 @@ impl WorkerApi for EngineApi {
                     return Err(not_held("submit", &req.worker, c.run, c.parent));
                 }
             }
+            if let Some(c) = req.calls.iter().find(|c| c.inputs_ref.is_some()) {
+                return Err(no_references("submit", &format!("child call {}", c.id)));
+            }
             for call in req.calls {
                 let id = call.call;
                 let parent = exec
@@ -445,6 +448,9 @@ impl WorkerApi for EngineApi {
         Box::pin(async move {
             let (_, engine) = self.engine("trace record")?;
             self.check_holds("trace record", &req.worker, req.run, req.parent)?;
+            if req.inputs_ref.is_some() || req.output_ref.is_some() {
+                return Err(no_references("trace record", &format!("trace {}", req.id)));
+            }
             let other = engine
                 .recorded_as_other(req.run, req.id, req.parent)
                 .await
@@ -474,6 +480,18 @@ impl WorkerApi for EngineApi {
                 .map_err(|e| refused("trace record", Refusal::Internal, e.to_string()))
         })
     }
+}
+
+/// A message with a payload reference to an engine, which offers its workers no object store
+/// (only a control plane on `s3://` does): refused, not read as empty bytes.
+fn no_references(request: &str, what: &str) -> Error {
+    refused(
+        request,
+        Refusal::BadRequest,
+        format!(
+            "{what} comes with a reference to an object, but an engine takes payloads as bytes (it offers its workers no object store)"
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -593,6 +611,7 @@ mod tests {
             run: RUN,
             id: action(3),
             parent,
+            direct: false,
         };
         let e = api.trace_lookup(lookup(other)).await.unwrap_err();
         assert_eq!(reason(e), Refusal::Forbidden);
@@ -608,18 +627,34 @@ mod tests {
             Checkpoint::Nothing
         ));
 
-        let record = TraceRecord {
+        let record = |parent| TraceRecord {
             worker: "w1".into(),
             run: RUN,
             id: action(3),
-            parent: other,
+            parent,
             name: "tr".into(),
             inputs: vec![],
             started_at: 0,
             outcome: Ok(serde_bytes::ByteBuf::from(vec![1])),
+            inputs_ref: None,
+            output_ref: None,
         };
-        let e = api.trace_record(record).await.unwrap_err();
+        let e = api.trace_record(record(other)).await.unwrap_err();
         assert_eq!(reason(e), Refusal::Forbidden);
+        // A reference to an object, from the attempt it holds: refused (an engine offers its
+        // workers no object store), not recorded as empty bytes.
+        let stored = PayloadRef {
+            key: "r/a3/1/1/outputs".into(),
+            size: 70_000,
+            hash: "0".repeat(64),
+        };
+        let with_ref = TraceRecord {
+            outcome: Ok(serde_bytes::ByteBuf::new()),
+            output_ref: Some(stored.clone()),
+            ..record(held)
+        };
+        let e = api.trace_record(with_ref).await.unwrap_err();
+        assert_eq!(reason(e), Refusal::BadRequest);
 
         let call = |parent| ChildCall {
             call: 1,
@@ -638,6 +673,15 @@ mod tests {
         };
         let e = api.submit(submit).await.unwrap_err();
         assert_eq!(reason(e), Refusal::Forbidden);
+        let by_ref = SubmitBatch {
+            worker: "w1".into(),
+            calls: vec![ChildCall {
+                inputs_ref: Some(stored),
+                ..call(held)
+            }],
+        };
+        let e = api.submit(by_ref).await.unwrap_err();
+        assert_eq!(reason(e), Refusal::BadRequest);
         assert!(
             exec.state.lock().calls.running.is_empty(),
             "nothing of a refused batch started"

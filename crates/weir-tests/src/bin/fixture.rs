@@ -427,6 +427,25 @@ async fn payload_make(seed: u64, size: usize) -> Result<String> {
     Ok(big_value(seed, size))
 }
 
+/// A trace with a large output (tests/s3.rs); logs each execution.
+#[weir::trace]
+async fn payload_trace(seed: u64, size: usize, log: String) -> Result<String> {
+    log_line(&log, format!("payload_trace {seed}"));
+    Ok(big_value(seed, size))
+}
+
+/// Records `payload_trace`, then fails its first attempt (creating `marker`): the retry reads
+/// the trace's output back instead of running it. The length and FNV-1a of that output.
+#[weir::task(env = FXF, retries = 1)]
+async fn payload_retried(seed: u64, size: usize, log: String, marker: String) -> Result<String> {
+    let v = payload_trace(seed, size, log).await?;
+    if !std::path::Path::new(&marker).exists() {
+        std::fs::write(&marker, "failed once").expect("marker written");
+        return Err(Error::msg("payload_retried: the first attempt fails"));
+    }
+    Ok(format!("{} {:016x}", v.len(), fnv(&[&v])))
+}
+
 /// Holds its lease until `gate` exists (tests/s3.rs sends child calls in its name meanwhile).
 #[weir::task(env = FXF)]
 async fn payload_hold(gate: String) -> Result<String> {
