@@ -11,6 +11,7 @@
 mod cluster;
 mod w5;
 mod w7;
+mod w8;
 
 use std::sync::LazyLock;
 use std::time::Instant;
@@ -110,7 +111,7 @@ async fn measure_cache(repeat: usize, n: u64) -> anyhow::Result<(f64, f64, f64)>
 #[derive(Parser, Debug)]
 #[command(about = "weir benchmark harness")]
 struct Args {
-    /// w1, w1map, w1m, w2, w3, w5a, w5b, w7 (w7reuse, w7fresh), or all.
+    /// w1, w1map, w1m, w2, w3, w5a, w5b, w7 (w7reuse, w7fresh), w8, w8p, or all.
     workload: String,
     /// Size (default: the workload's default sizes).
     #[arg(long)]
@@ -259,6 +260,24 @@ async fn run_workload(name: &str, n: Option<u64>, repeat: usize) -> anyhow::Resu
                 }));
             }
         }
+        "w8" | "w8p" => {
+            let n = n.unwrap_or(100_000);
+            let processes = name == "w8p";
+            let r = &median_run(
+                repeat,
+                || async { w8::w8(n, processes).await },
+                |r| r.as_ref().map_or(f64::MAX, |r| r.batched_seconds),
+            )
+            .await;
+            let r = r.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+            rows.push(json!({
+                "workload": name, "n": n, "seconds": r.batched_seconds,
+                "unbatched_seconds": r.unbatched_seconds, "batched_seconds": r.batched_seconds,
+                "speedup": r.unbatched_seconds / r.batched_seconds, "batch_size": r.batch_size,
+                "batched_actions": r.batched_actions, "peak_rss_mb": peak_rss_mb(),
+                "mode": if processes { "embedded-processes (replicas 2, concurrency 8)" } else { "embedded-inproc" },
+            }));
+        }
         "w5a" => {
             let n = n.unwrap_or(200_000) as usize;
             let r = &median_run(repeat, || w5::w5a(n), |r| r.seconds).await;
@@ -300,7 +319,7 @@ async fn run_workload(name: &str, n: Option<u64>, repeat: usize) -> anyhow::Resu
         }
         other => {
             anyhow::bail!(
-                "unknown workload {other:?}; use w1, w1map, w1m, w2, w3, w5a, w5b, w7 (w7reuse, w7fresh), w1c, w2c, failover or all"
+                "unknown workload {other:?}; use w1, w1map, w1m, w2, w3, w5a, w5b, w7 (w7reuse, w7fresh), w8, w8p, w1c, w2c, failover or all"
             )
         }
     }
@@ -320,6 +339,13 @@ fn print_table(rows: &[Value]) {
     for r in rows {
         let extra = match r["workload"].as_str().unwrap_or("") {
             "w2" => format!("{} µs/hop", cell(r, "per_hop_us", 1)),
+            "w8" | "w8p" => format!(
+                "unbatched {} s, batched {} s, speedup {}×, k {}",
+                cell(r, "unbatched_seconds", 3),
+                cell(r, "batched_seconds", 3),
+                cell(r, "speedup", 1),
+                r["batch_size"]
+            ),
             "w3" => format!(
                 "cold {} s, warm {} s",
                 cell(r, "cold_seconds", 4),

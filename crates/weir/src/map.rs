@@ -7,6 +7,7 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use weir_engine::{CapturedContext, TaskCall, capture_context, with_context};
 
+use crate::batch_map::{BatchMap, Size};
 use crate::{Error, Result};
 
 /// Calls `task` once per input, concurrently, and returns the results in input order.
@@ -16,10 +17,12 @@ use crate::{Error, Result};
 /// children still running. Bind extra arguments with a closure:
 /// `weir::map(|x| scale(x, 10), inputs)`. Children form one group, named `"<task>_map"` unless
 /// [`Map::group`] says otherwise; [`Map::concurrency`] bounds how many run at once.
-pub fn map<I, O, F, It>(task: F, inputs: It) -> Map<F, It::IntoIter>
+///
+/// For items too small to be worth an action each, [`Map::batch`] and [`Map::auto_batch`] run
+/// a task that takes a `Vec` of items, k items per action.
+pub fn map<F, It>(task: F, inputs: It) -> Map<F, It::IntoIter>
 where
-    F: FnMut(I) -> TaskCall<O>,
-    It: IntoIterator<Item = I>,
+    It: IntoIterator,
 {
     Map {
         task,
@@ -49,13 +52,7 @@ impl<F, It> std::fmt::Debug for Map<F, It> {
     }
 }
 
-impl<I, O, F, It> Map<F, It>
-where
-    F: FnMut(I) -> TaskCall<O> + Send + 'static,
-    It: Iterator<Item = I> + Send + 'static,
-    I: Send + 'static,
-    O: DeserializeOwned + Send + 'static,
-{
+impl<F, It> Map<F, It> {
     /// At most `n` children run at once (default: all).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = Some(n.max(1));
@@ -68,6 +65,61 @@ where
         self
     }
 
+    /// Runs `k` items per action: the task takes a `Vec` of items and returns a `Vec` with one
+    /// result per item, in order (`weir::map(process_batch, items).batch(100)`); the map
+    /// returns per-item results in input order, flattened. A batch that fails fails each of
+    /// its items; one that returns another number of results than it had items fails with a
+    /// non-recoverable error. The last batch may be smaller.
+    ///
+    /// # Panics
+    /// When `k` is 0 (as `slice::chunks` does).
+    pub fn batch(self, k: usize) -> BatchMap<F, It> {
+        assert!(k > 0, "weir::map(..).batch(k): k must be at least 1");
+        BatchMap {
+            map: self,
+            size: Size::Fixed(k),
+        }
+    }
+
+    /// As [`Map::batch`], with k chosen from the task's measured overhead and work per item
+    /// (two probe batches first) so that a batch's work is about ten times its overhead; the
+    /// choice is recorded, so a resumed run makes the same batches. See
+    /// [`auto_batch_size`](crate::auto_batch_size) for the rule and its bounds.
+    pub fn auto_batch(self) -> BatchMap<F, It> {
+        BatchMap {
+            map: self,
+            size: Size::Auto,
+        }
+    }
+
+    /// The parts, for the batched map.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        F,
+        It,
+        Option<usize>,
+        Option<String>,
+        Option<CapturedContext>,
+    ) {
+        (
+            self.task,
+            self.inputs,
+            self.concurrency,
+            self.group,
+            self.ctx,
+        )
+    }
+}
+
+impl<I, O, F, It> Map<F, It>
+where
+    F: FnMut(I) -> TaskCall<O> + Send + 'static,
+    It: Iterator<Item = I> + Send + 'static,
+    I: Send + 'static,
+    O: DeserializeOwned + Send + 'static,
+{
     /// Returns the first failure and cancels the rest.
     pub fn fail_fast(self) -> MapFailFast<F, It> {
         MapFailFast(self)
