@@ -30,6 +30,37 @@ async fn c_fan_out(n: u64) -> Result<u64> {
     results.into_iter().sum()
 }
 
+/// w8c: one ~20 µs item per action.
+#[weir::task(env = CLUSTER)]
+async fn c_w8_item(x: u64) -> Result<u64> {
+    Ok(crate::w8::work(x))
+}
+
+/// w8c: a batch of ~20 µs items.
+#[weir::task(env = CLUSTER)]
+async fn c_w8_items(xs: Vec<u64>) -> Result<Vec<u64>> {
+    Ok(xs.into_iter().map(crate::w8::work).collect())
+}
+
+#[weir::task(env = CLUSTER)]
+async fn c_w8_unbatched(n: u64) -> Result<u64> {
+    Ok(weir::map(c_w8_item, 0..n)
+        .fail_fast()
+        .await?
+        .into_iter()
+        .sum())
+}
+
+#[weir::task(env = CLUSTER)]
+async fn c_w8_batched(n: u64) -> Result<u64> {
+    Ok(weir::map(c_w8_items, 0..n)
+        .auto_batch()
+        .fail_fast()
+        .await?
+        .into_iter()
+        .sum())
+}
+
 #[weir::task(env = CLUSTER)]
 async fn c_inc(x: u64) -> Result<u64> {
     Ok(x + 1)
@@ -239,6 +270,51 @@ pub async fn w1c(n: u64, repeat: usize) -> anyhow::Result<f64> {
         times.push(secs);
     }
     Ok(crate::median(times))
+}
+
+/// w8c: `n` ~20 µs items one per action, then with `.auto_batch()`, through one replica and
+/// 2 workers × 8 slots: (unbatched seconds, batched seconds, the k chosen).
+pub async fn w8c(n: u64) -> anyhow::Result<(f64, f64, u64)> {
+    let mut b = Bench::new();
+    let (_, url) = b.serve(18_703).await?;
+    b.workers(&url, 2, 8);
+    let client = ClusterClient::new(&url, TOKEN);
+    let warm = submission(
+        "cbench.c_w8_unbatched",
+        serde_json::json!({"n": 100}),
+        "warm",
+    )?;
+    run(&client, &warm).await?;
+    let expected = n * (n + 1) / 2;
+    let sub = submission(
+        "cbench.c_w8_unbatched",
+        serde_json::json!({"n": n}),
+        "w8c-one",
+    )?;
+    let (unbatched, out) = run(&client, &sub).await?;
+    anyhow::ensure!(out == expected, "wrong result {out}");
+    let sub = submission(
+        "cbench.c_w8_batched",
+        serde_json::json!({"n": n}),
+        "w8c-auto",
+    )?;
+    let (batched, out) = run(&client, &sub).await?;
+    anyhow::ensure!(out == expected, "wrong result {out}");
+    // The k recorded by the weir.auto_batch trace.
+    let actions = client
+        .actions("w8c-auto", 0, 10)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let trace = actions
+        .iter()
+        .find(|a| a.task == "weir.auto_batch")
+        .ok_or_else(|| anyhow::anyhow!("no weir.auto_batch trace in the first actions"))?;
+    let view = client
+        .action("w8c-auto", &trace.id.to_string())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let k: u64 = weir_core::codec::decode(view.output.as_ref().map_or(&[][..], |b| b.as_slice()))?;
+    Ok((unbatched, batched, k))
 }
 
 /// w2c: a chain of `hops` through one replica and one worker; median seconds.

@@ -111,7 +111,7 @@ async fn measure_cache(repeat: usize, n: u64) -> anyhow::Result<(f64, f64, f64)>
 #[derive(Parser, Debug)]
 #[command(about = "weir benchmark harness")]
 struct Args {
-    /// w1, w1map, w1m, w2, w3, w5a, w5b, w7 (w7reuse, w7fresh), w8, w8p, or all.
+    /// w1, w1map, w1m, w2, w3, w5a, w5b, w7 (w7reuse, w7fresh), w8, w8p, w8c, or all.
     workload: String,
     /// Size (default: the workload's default sizes).
     #[arg(long)]
@@ -278,6 +278,16 @@ async fn run_workload(name: &str, n: Option<u64>, repeat: usize) -> anyhow::Resu
                 "mode": if processes { "embedded-processes (replicas 2, concurrency 8)" } else { "embedded-inproc" },
             }));
         }
+        "w8c" => {
+            let n = n.unwrap_or(100_000);
+            let (unbatched, batched, k) = cluster::w8c(n).await?;
+            rows.push(json!({
+                "workload": "w8c", "n": n, "seconds": batched,
+                "unbatched_seconds": unbatched, "batched_seconds": batched,
+                "speedup": unbatched / batched, "batch_size": k, "peak_rss_mb": peak_rss_mb(),
+                "mode": "cluster: 1 serve + PostgreSQL, 2 workers x 8 slots",
+            }));
+        }
         "w5a" => {
             let n = n.unwrap_or(200_000) as usize;
             let r = &median_run(repeat, || w5::w5a(n), |r| r.seconds).await;
@@ -319,7 +329,7 @@ async fn run_workload(name: &str, n: Option<u64>, repeat: usize) -> anyhow::Resu
         }
         other => {
             anyhow::bail!(
-                "unknown workload {other:?}; use w1, w1map, w1m, w2, w3, w5a, w5b, w7 (w7reuse, w7fresh), w8, w8p, w1c, w2c, failover or all"
+                "unknown workload {other:?}; use w1, w1map, w1m, w2, w3, w5a, w5b, w7 (w7reuse, w7fresh), w8, w8p, w8c, w1c, w2c, failover or all"
             )
         }
     }
@@ -339,7 +349,7 @@ fn print_table(rows: &[Value]) {
     for r in rows {
         let extra = match r["workload"].as_str().unwrap_or("") {
             "w2" => format!("{} µs/hop", cell(r, "per_hop_us", 1)),
-            "w8" | "w8p" => format!(
+            "w8" | "w8p" | "w8c" => format!(
                 "unbatched {} s, batched {} s, speedup {}×, k {}",
                 cell(r, "unbatched_seconds", 3),
                 cell(r, "batched_seconds", 3),

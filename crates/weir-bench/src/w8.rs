@@ -16,7 +16,7 @@ static W8_POOL: LazyLock<TaskEnvironment> = LazyLock::new(|| {
 });
 
 /// About 20 µs of CPU.
-fn work(x: u64) -> u64 {
+pub(crate) fn work(x: u64) -> u64 {
     let end = Instant::now() + Duration::from_micros(20);
     let mut acc = x;
     while Instant::now() < end {
