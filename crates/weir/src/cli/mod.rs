@@ -21,6 +21,7 @@ mod output;
 mod rerun;
 mod run;
 mod serve;
+mod telemetry;
 mod token;
 mod ui;
 mod worker;
@@ -149,7 +150,7 @@ pub(crate) type CliResult = std::result::Result<(), Failure>;
 /// Parses the process arguments, runs the command and exits. Call it from a plain `fn main()`
 /// (it starts its own tokio runtime).
 pub fn main() -> ExitCode {
-    init_tracing();
+    let _telemetry = telemetry::init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -172,17 +173,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: a worker's log file or a pipe gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
 
 /// Refuses a `--state-dir` that exists and is not a directory, before anything opens it.
