@@ -90,8 +90,8 @@ mod exported {
     fn a_run_exports_its_actions_spans_with_run_and_action_ids() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let kept = bodies.clone();
+        let received = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+        let kept = received.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let kept = kept.clone();
@@ -119,7 +119,7 @@ mod exported {
         assert!(o.status.success(), "{err}");
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "7");
         // Flushed before the process exited: the bodies are all here.
-        let bodies = bodies.lock().unwrap().clone();
+        let bodies = received.lock().unwrap().clone();
         assert!(!bodies.is_empty(), "nothing exported; stderr: {err}");
         let mut spans = Vec::new();
         let mut services = Vec::new();
@@ -154,5 +154,48 @@ mod exported {
             "{:?}",
             spans.iter().map(|s| &s["name"]).collect::<Vec<_>>()
         );
+
+        // The default protocol, protobuf: the run's and task's names are in what is posted.
+        let before = bodies.len();
+        let run = |name: &str, protocol: Option<&str>| {
+            let mut c = Command::new(BIN);
+            c.arg("--state-dir")
+                .arg(dir.path().join("state"))
+                .args(["run", "traced", "--input", r#"{"n": 8}"#, "--name", name])
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
+            if let Some(p) = protocol {
+                c.env("OTEL_EXPORTER_OTLP_PROTOCOL", p);
+            }
+            c.output().unwrap()
+        };
+        let o = run("otel-2", None);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let posted = received.lock().unwrap().clone();
+        let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+        assert!(
+            posted[before..]
+                .iter()
+                .any(|b| contains(b, b"otel-2") && contains(b, b"fx.traced")),
+            "{} bodies posted",
+            posted.len() - before
+        );
+        assert!(
+            posted[before..]
+                .iter()
+                .all(|b| serde_json::from_slice::<serde_json::Value>(b).is_err()),
+            "the default protocol is protobuf, not JSON"
+        );
+        // gRPC is not built in: refused with a warning, the run goes on, nothing is sent.
+        let o = run("otel-3", Some("grpc"));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(
+            err.contains(
+                "spans are not exported: OTEL_EXPORTER_OTLP_PROTOCOL=\"grpc\" is not supported"
+            ),
+            "{err}"
+        );
+        let posted = received.lock().unwrap().clone();
+        assert!(!posted.iter().any(|b| contains(b, b"otel-3")));
     }
 }
