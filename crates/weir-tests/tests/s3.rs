@@ -138,6 +138,16 @@ fn serve_keeps_large_payloads_in_s3_and_get_io_reads_them_back() {
     assert_eq!(code, 0, "{err}");
     let io: serde_json::Value = serde_json::from_str(io.trim()).unwrap();
     assert_eq!(io["output"], big.as_str());
+    // So does the web UI that serve serves (its action page's API: a bounded preview).
+    let page = format!("/ui/api/runs/{run}/actions/a0");
+    let (status, body) = exchange(&url, "GET", &page, &cl.token(), b"");
+    let body = String::from_utf8_lossy(&body).to_string();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&big[..200]),
+        "{}",
+        &body[..body.len().min(2000)]
+    );
 
     // Damaged (same size, other bytes), then deleted: errors naming the object.
     let (_, _, original) = moto.request("GET", &format!("/weir-cluster/{key}"), b"");
@@ -148,6 +158,13 @@ fn serve_keeps_large_payloads_in_s3_and_get_io_reads_them_back() {
     let (code, _, err) = cl.output(&get_io);
     assert_ne!(code, 0);
     assert!(err.contains(reference) && err.contains("corrupt"), "{err}");
+    let (_, body) = exchange(&url, "GET", &page, &cl.token(), b"");
+    let body = String::from_utf8_lossy(&body).to_string();
+    assert!(
+        body.contains(reference) && body.contains("corrupt") && !body.contains(&big[..200]),
+        "{}",
+        &body[..body.len().min(2000)]
+    );
     moto.delete_object("weir-cluster", key);
     let (code, _, err) = cl.output(&get_io);
     assert_ne!(code, 0);
@@ -297,11 +314,16 @@ fn query(cl: &Cluster, sql: &str) -> String {
 
 /// A POST of MessagePack with a bearer token: (status, body).
 fn post(url: &str, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    exchange(url, "POST", path, token, body)
+}
+
+/// A request with a bearer token: (status, body).
+fn exchange(url: &str, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
     use std::io::{Read, Write};
     let addr = url.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let head = format!(
-        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/msgpack\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/msgpack\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
