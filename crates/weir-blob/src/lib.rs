@@ -13,6 +13,7 @@
 //! escape the store's root or prefix (`..`, empty segments and absolute paths are refused).
 
 mod payloads;
+mod refs;
 mod s3;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use object_store::path::Path;
 
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 pub use payloads::{BLOB_URL_SETTING, PayloadKey, Payloads};
+pub use refs::{RAW_PREFIX, RawObject, raw_key};
 
 impl Error {
     /// The object is gone or damaged: what it held is lost (a recovering engine runs what
@@ -240,6 +242,11 @@ impl BlobStore {
     /// The store's URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The `object_store` behind it (keys relative to the store's root or prefix).
+    pub(crate) fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
     }
 
     fn path(key: &str) -> Result<Path> {

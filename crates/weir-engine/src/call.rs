@@ -209,6 +209,25 @@ pub fn capture_context() -> Option<CapturedContext> {
     current().map(CapturedContext)
 }
 
+/// The object store the current task reads and writes reference data in (`weir::File`): the
+/// engine's in process; on a cluster worker, the control plane's store when the worker can
+/// reach it itself. An error saying why there is none otherwise.
+pub fn object_store() -> std::result::Result<weir_blob::BlobStore, String> {
+    let ctx = current().ok_or_else(|| {
+        "reference data (weir::File) is written and read inside a task of a run: there is no object store here".to_string()
+    })?;
+    match &ctx.backend {
+        Backend::Local { engine, .. } => Ok(engine.blobs().clone()),
+        Backend::Remote(remote) => match remote.client.direct() {
+            Some(payloads) => payloads.blobs().cloned().map_err(|e| e.to_string()),
+            None => Err(format!(
+                "worker {} cannot reach the object store itself, and reference data (weir::File) never goes through the engine or control plane: on a cluster, give the worker AWS_* settings that reach the control plane's s3:// store; worker processes of an embedded engine do not support it yet",
+                remote.client.worker()
+            )),
+        },
+    }
+}
+
 /// Whether the caller runs inside a task of a run.
 pub fn in_task() -> bool {
     current().is_some()

@@ -246,6 +246,41 @@ fn an_embedded_run_keeps_large_payloads_in_s3_and_get_io_reads_them_back() {
         err.contains(key.strip_prefix("runs/").unwrap()) && err.contains("missing"),
         "{err}"
     );
+
+    // A weir::File (9 MiB: uploaded in parts) lives in the bucket under raw/<hash>, read back
+    // by a child; what the run records is its small reference.
+    let size = (9 << 20) + 7;
+    let input = format!(r#"{{"seed": 11, "size": {size}}}"#);
+    let (ok, out, err) = fixture(&["run", "file_job", "--input", &input, "-o", "json"]);
+    assert!(ok, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let made = big_value(11, size);
+    let hash = blake3::hash(made.as_bytes()).to_hex().to_string();
+    let want = format!("{hash} {}", fnv_line(&made));
+    assert_eq!(v["output"], want.as_str());
+    let raw = format!("runs/raw/{hash}");
+    assert!(
+        moto.keys("weir-embedded").contains(&raw),
+        "{:?}",
+        moto.keys("weir-embedded")
+    );
+    let name = v["run"].as_str().unwrap();
+    assert!(
+        !moto
+            .keys("weir-embedded")
+            .iter()
+            .any(|k| k.starts_with(&format!("runs/{name}/"))),
+        "the File went by reference, no payload of the run is offloaded"
+    );
+}
+
+/// `<len> <FNV-1a as 16 hex digits>` of `text`, as the fixture's `file_check` says it.
+fn fnv_line(text: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in text.bytes().chain([0]) {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    format!("{} {h:016x}", text.len())
 }
 
 /// Counter `name` of serve's `/metrics`.
@@ -444,6 +479,20 @@ fn workers_read_and_write_large_payloads_in_s3_directly_and_keys_stay_in_their_p
     cl.others.push(child);
     let (_, output) = payload_job(&cl, &url, 1, size);
     assert!(output == payload_output(1, size), "wrong output");
+    // A weir::File needs the store itself (its bytes never go through serve): refused, saying so.
+    let (code, out, err) = cl.output(&[
+        "run",
+        "file_job",
+        "--input",
+        r#"{"seed": 1, "size": 10}"#,
+        "--server",
+        &url,
+    ]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("cannot reach the object store itself"),
+        "{err}"
+    );
     let before = proxied(&cl);
     assert!(before >= 5 * size as u64, "proxied {before}");
     assert_eq!(direct(&cl), 0);
@@ -545,6 +594,29 @@ fn workers_read_and_write_large_payloads_in_s3_directly_and_keys_stay_in_their_p
         .filter(|k| k.starts_with(&format!("pfx/{trace_run}/")) && k.ends_with("/outputs"))
         .collect();
     assert_eq!(trace_keys.len(), 1, "{trace_keys:?}");
+
+    // A weir::File made by a task on the worker and read by its child on the worker: the
+    // bytes go between the worker and S3 only.
+    let carried_before = proxied(&cl);
+    let input = format!(r#"{{"seed": 21, "size": {size}}}"#);
+    let args = [
+        "run", "file_job", "--input", &input, "--server", &url, "-o", "json",
+    ];
+    let (code, out, err) = cl.output(&args);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let made = big_value(21, size);
+    let hash = blake3::hash(made.as_bytes()).to_hex().to_string();
+    assert_eq!(v["output"], format!("{hash} {}", fnv_line(&made)).as_str());
+    assert!(
+        moto.keys("weir-direct")
+            .contains(&format!("pfx/raw/{hash}"))
+    );
+    let carried = proxied(&cl) - carried_before;
+    assert!(
+        carried < 4096,
+        "a 3 MiB File carried {carried} bytes through serve"
+    );
 
     // The cached child, called again with the same 3 MiB inputs in another run: the control
     // plane reads them from the bucket for the cache key and answers from the cache.

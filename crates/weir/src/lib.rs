@@ -35,12 +35,14 @@ extern crate self as weir;
 
 mod batch_map;
 pub mod cli;
+mod file;
 mod map;
 mod remote;
 mod runner;
 mod worker_once;
 
 pub use batch_map::{BatchMap, BatchMapFailFast, auto_batch_size};
+pub use file::File;
 pub use map::{Map, MapFailFast, map};
 pub use remote::{RemoteRun, RemoteRunner};
 pub use runner::Runner;

@@ -446,6 +446,23 @@ async fn payload_retried(seed: u64, size: usize, log: String, marker: String) ->
     Ok(format!("{} {:016x}", v.len(), fnv(&[&v])))
 }
 
+/// A `weir::File` of `size` bytes made from `seed`, read back whole by a child: the child's
+/// length and FNV-1a of the bytes (tests/s3.rs).
+#[weir::task(env = FXF)]
+async fn file_job(seed: u64, size: usize) -> Result<String> {
+    let f = weir::File::from_bytes(big_value(seed, size)).await?;
+    let seen = file_check(f.clone()).await?;
+    Ok(format!("{} {seen}", f.hash()))
+}
+
+/// The length and FNV-1a of a file's bytes.
+#[weir::task(env = FXF)]
+async fn file_check(f: weir::File) -> Result<String> {
+    let bytes = f.bytes().await?;
+    let text = String::from_utf8(bytes).map_err(Error::msg)?;
+    Ok(format!("{} {:016x}", text.len(), fnv(&[&text])))
+}
+
 /// Holds its lease until `gate` exists (tests/s3.rs sends child calls in its name meanwhile).
 #[weir::task(env = FXF)]
 async fn payload_hold(gate: String) -> Result<String> {

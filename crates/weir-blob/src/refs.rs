@@ -1,0 +1,231 @@
+//! Reference data (SPEC §5.2): the bytes of a `weir::File`, kept in the object store under
+//! `raw/<blake3 of the bytes>` and passed between tasks as a reference (hash and size), never
+//! through the state store.
+//!
+//! Content-addressed: the same bytes have one key whatever file or run they came from, so a
+//! reference's identity (and a cache key over it) is its content, and uploading the same bytes
+//! twice stores them once. An upload streams into a temporary object under `raw/.uploads/`
+//! while its hash is computed (as a multipart upload: never the whole file in memory), then is
+//! moved to its key, or dropped when that key already holds the same bytes. A read checks the
+//! size, and a full read the hash: a changed or truncated object is [`Error::Corrupt`].
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, WriteMultipart};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::{BlobStore, Error, MULTIPART_PART_SIZE, Result};
+
+/// Where reference data lives in a store.
+pub const RAW_PREFIX: &str = "raw";
+
+/// Bytes read from a source at a time while uploading.
+const READ_CHUNK: usize = 256 << 10;
+
+/// A reference's object: its key, size and content hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawObject {
+    /// `raw/<hash>`.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// blake3 of the bytes, lower-case hex.
+    pub hash: String,
+}
+
+/// The key of the reference data with content hash `hash` ([`Error::BadKey`] for anything but
+/// 64 lower-case hex digits: a reference cannot name another object).
+pub fn raw_key(hash: &str) -> Result<String> {
+    let ok = hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !ok {
+        return Err(Error::BadKey {
+            key: format!("{RAW_PREFIX}/{hash}"),
+            reason: "a reference's hash is 64 lower-case hex digits (blake3)".into(),
+        });
+    }
+    Ok(format!("{RAW_PREFIX}/{hash}"))
+}
+
+impl BlobStore {
+    fn backend_error(&self, key: &str, source: object_store::Error) -> Error {
+        match source {
+            object_store::Error::NotFound { .. } => Error::Missing {
+                key: key.to_string(),
+                store: self.url().to_string(),
+            },
+            source => Error::Backend {
+                key: key.to_string(),
+                store: self.url().to_string(),
+                source,
+            },
+        }
+    }
+
+    /// Streams `reader` into the store as reference data; its key, size and hash.
+    pub async fn put_raw<R: AsyncRead + Unpin + Send>(&self, mut reader: R) -> Result<RawObject> {
+        static UPLOADS: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let tmp_key = format!(
+            "{RAW_PREFIX}/.uploads/{}-{nanos}-{}",
+            std::process::id(),
+            UPLOADS.fetch_add(1, Ordering::Relaxed)
+        );
+        let tmp = Path::parse(&tmp_key).map_err(|e| Error::BadKey {
+            key: tmp_key.clone(),
+            reason: e.to_string(),
+        })?;
+        let store = self.object_store();
+        let upload = store
+            .put_multipart(&tmp)
+            .await
+            .map_err(|e| self.backend_error(&tmp_key, e))?;
+        let mut write = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_SIZE);
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = match reader.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = write.abort().await;
+                    return Err(Error::Backend {
+                        key: tmp_key,
+                        store: self.url().to_string(),
+                        source: object_store::Error::Generic {
+                            store: "upload source",
+                            source: Box::new(e),
+                        },
+                    });
+                }
+            };
+            hasher.update(&buf[..n]);
+            size += n as u64;
+            if let Err(e) = write.wait_for_capacity(4).await {
+                let _ = write.abort().await;
+                return Err(self.backend_error(&tmp_key, e));
+            }
+            write.write(&buf[..n]);
+        }
+        write
+            .finish()
+            .await
+            .map_err(|e| self.backend_error(&tmp_key, e))?;
+        let hash = hasher.finalize().to_hex().to_string();
+        let key = raw_key(&hash)?;
+        let path = Path::parse(&key).expect("a raw key is a valid path");
+        // The same bytes already there: keep them, drop the upload.
+        let there = match store.head(&path).await {
+            Ok(meta) => meta.size == size,
+            Err(object_store::Error::NotFound { .. }) => false,
+            Err(e) => return Err(self.backend_error(&key, e)),
+        };
+        if there {
+            store
+                .delete(&tmp)
+                .await
+                .map_err(|e| self.backend_error(&tmp_key, e))?;
+        } else {
+            store
+                .rename(&tmp, &path)
+                .await
+                .map_err(|e| self.backend_error(&key, e))?;
+        }
+        Ok(RawObject { key, size, hash })
+    }
+
+    /// The bytes of reference data, checked against its size and hash.
+    pub async fn get_raw(&self, object: &RawObject) -> Result<Vec<u8>> {
+        let bytes = self.get(&object.key).await?;
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        if bytes.len() as u64 != object.size || hash != object.hash {
+            return Err(self.corrupt(object, bytes.len() as u64, &hash));
+        }
+        Ok(bytes)
+    }
+
+    /// Bytes `range` of reference data (the object's size is checked, not its hash: that
+    /// needs every byte).
+    pub async fn get_raw_range(&self, object: &RawObject, range: Range<u64>) -> Result<Bytes> {
+        let path = Path::parse(&object.key).map_err(|e| Error::BadKey {
+            key: object.key.clone(),
+            reason: e.to_string(),
+        })?;
+        let store = self.object_store();
+        let meta = store
+            .head(&path)
+            .await
+            .map_err(|e| self.backend_error(&object.key, e))?;
+        if meta.size != object.size {
+            return Err(self.corrupt(object, meta.size, "(not read)"));
+        }
+        if range.start > range.end || range.end > object.size {
+            return Err(Error::BadKey {
+                key: object.key.clone(),
+                reason: format!(
+                    "bytes {}..{} are outside the object's {} bytes",
+                    range.start, range.end, object.size
+                ),
+            });
+        }
+        store
+            .get_range(&path, range)
+            .await
+            .map_err(|e| self.backend_error(&object.key, e))
+    }
+
+    /// Streams reference data into `out`, checking size and hash at the end (the caller
+    /// discards what it wrote on an error).
+    pub async fn copy_raw_to<W: AsyncWrite + Unpin + Send>(
+        &self,
+        object: &RawObject,
+        out: &mut W,
+    ) -> Result<()> {
+        let path = Path::parse(&object.key).map_err(|e| Error::BadKey {
+            key: object.key.clone(),
+            reason: e.to_string(),
+        })?;
+        let got = self
+            .object_store()
+            .get(&path)
+            .await
+            .map_err(|e| self.backend_error(&object.key, e))?;
+        let mut stream = got.into_stream();
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.backend_error(&object.key, e))?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            out.write_all(&chunk).await.map_err(|e| Error::Backend {
+                key: object.key.clone(),
+                store: self.url().to_string(),
+                source: object_store::Error::Generic {
+                    store: "download target",
+                    source: Box::new(e),
+                },
+            })?;
+        }
+        out.flush().await.ok();
+        let hash = hasher.finalize().to_hex().to_string();
+        if size != object.size || hash != object.hash {
+            return Err(self.corrupt(object, size, &hash));
+        }
+        Ok(())
+    }
+
+    fn corrupt(&self, object: &RawObject, size: u64, hash: &str) -> Error {
+        Error::Corrupt {
+            key: object.key.clone(),
+            store: self.url().to_string(),
+            expected: format!("{} bytes, blake3 {}", object.size, object.hash),
+            found: format!("{size} bytes, blake3 {hash}"),
+        }
+    }
+}

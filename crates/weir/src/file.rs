@@ -1,0 +1,162 @@
+//! `weir::File`: a file whose bytes live in the run's object store and that passes between
+//! tasks as a reference (SPEC §5.2).
+//!
+//! A `File` is a small value — the blake3 hash and the size of its bytes — so passing it to a
+//! task or returning it copies nothing, and its identity is its content: the same bytes give
+//! the same `File` whatever path or reader they came from, hence the same action ids and cache
+//! keys. The bytes are kept under `raw/<hash>` in the engine's object store (`file://` under the
+//! state directory, or `s3://`); an upload streams (never the whole file in memory) and the same
+//! bytes are stored once. Reading checks the size, and a full read the hash: a missing, truncated
+//! or changed object is an error naming the reference, the task and the action.
+//!
+//! Files are made and read inside tasks (they need the run's object store): in process, and on
+//! cluster workers that reach the control plane's `s3://` store themselves. Worker processes of an
+//! embedded engine, and workers without access to the store, get an error saying so (the bytes
+//! never go through the engine or the control plane).
+
+use std::ops::Range;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use weir_blob::{BlobStore, RawObject};
+
+use crate::{Error, ErrorKind, Result};
+
+/// A file in the object store, passed by reference; see the module docs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct File {
+    /// blake3 of the bytes, lower-case hex.
+    hash: String,
+    /// Size in bytes.
+    size: u64,
+}
+
+impl File {
+    /// Uploads the file at `path` (streamed).
+    pub async fn from_path(path: impl AsRef<Path>) -> Result<File> {
+        let path = path.as_ref();
+        let f = tokio::fs::File::open(path).await.map_err(|e| {
+            Error::msg(format!(
+                "weir::File::from_path: cannot open {}: {e}",
+                path.display()
+            ))
+        })?;
+        File::from_reader(f).await
+    }
+
+    /// Uploads `bytes`.
+    pub async fn from_bytes(bytes: impl AsRef<[u8]>) -> Result<File> {
+        File::from_reader(bytes.as_ref()).await
+    }
+
+    /// Uploads what `reader` gives until its end (streamed, in parts for large files).
+    pub async fn from_reader(reader: impl tokio::io::AsyncRead + Unpin + Send) -> Result<File> {
+        let store = store()?;
+        let object = store
+            .put_raw(reader)
+            .await
+            .map_err(|e| failure("uploading a weir::File", e))?;
+        Ok(File {
+            hash: object.hash,
+            size: object.size,
+        })
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// blake3 of the bytes, lower-case hex: the file's identity.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The object's key in the store (`raw/<hash>`); an error for a hash that is not one.
+    pub fn key(&self) -> Result<String> {
+        weir_blob::raw_key(&self.hash).map_err(|e| failure("a weir::File reference", e))
+    }
+
+    /// Where the bytes are: the store's URL and the key (for display).
+    pub fn uri(&self) -> Result<String> {
+        Ok(format!(
+            "{}/{}",
+            store()?.url().trim_end_matches('/'),
+            self.key()?
+        ))
+    }
+
+    fn object(&self) -> Result<RawObject> {
+        Ok(RawObject {
+            key: self.key()?,
+            size: self.size,
+            hash: self.hash.clone(),
+        })
+    }
+
+    /// All the bytes, checked against size and hash.
+    pub async fn bytes(&self) -> Result<Vec<u8>> {
+        let object = self.object()?;
+        store()?
+            .get_raw(&object)
+            .await
+            .map_err(|e| failure("reading a weir::File", e))
+    }
+
+    /// Bytes `range` (its size is checked; the hash needs every byte, see [`File::bytes`]).
+    pub async fn read_range(&self, range: Range<u64>) -> Result<Vec<u8>> {
+        let object = self.object()?;
+        store()?
+            .get_raw_range(&object, range)
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| failure("reading a weir::File", e))
+    }
+
+    /// Downloads the bytes to `path` (streamed; written beside it and renamed into place once
+    /// size and hash are checked, so `path` never holds a partial or damaged file).
+    pub async fn download(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let object = self.object()?;
+        let store = store()?;
+        let tmp = path.with_file_name(format!(
+            ".{}.weir-download-{}",
+            path.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        let io = |e: std::io::Error| {
+            Error::msg(format!("weir::File::download to {}: {e}", path.display()))
+        };
+        let mut out = tokio::fs::File::create(&tmp).await.map_err(io)?;
+        if let Err(e) = store.copy_raw_to(&object, &mut out).await {
+            drop(out);
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(failure("downloading a weir::File", e));
+        }
+        out.sync_all().await.map_err(io)?;
+        tokio::fs::rename(&tmp, path).await.map_err(io)
+    }
+}
+
+fn store() -> Result<BlobStore> {
+    weir_engine::object_store().map_err(Error::msg)
+}
+
+/// A storage error as the task sees it: naming what was done, the reference, and the task's run
+/// and action; a lost or damaged object is not retried (the bytes are gone), a store that
+/// cannot be reached is a system error (retried).
+fn failure(what: &str, e: weir_blob::Error) -> Error {
+    let place = match weir_engine::context() {
+        Some(c) => format!(" (run {}, action {})", c.run, c.action),
+        None => String::new(),
+    };
+    let kind = match e {
+        weir_blob::Error::Missing { .. }
+        | weir_blob::Error::Corrupt { .. }
+        | weir_blob::Error::BadKey { .. } => ErrorKind::NonRecoverable,
+        _ => ErrorKind::System,
+    };
+    Error::with_kind(kind, format!("{what}{place}: {e}"))
+}

@@ -1,0 +1,224 @@
+//! `weir::File` in the embedded engine (file:// object store under the state directory): passed
+//! by reference, read back whole, by range or downloaded, cached by content, and bad objects
+//! named in errors.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
+use weir::prelude::*;
+use weir::{File, Runner};
+
+static ENV: LazyLock<TaskEnvironment> = LazyLock::new(|| TaskEnvironment::new("files"));
+
+static COUNTS: LazyLock<Mutex<HashMap<String, u64>>> = LazyLock::new(Default::default);
+fn bump(key: &str) -> u64 {
+    let mut m = COUNTS.lock().unwrap();
+    let c = m.entry(key.to_string()).or_default();
+    *c += 1;
+    *c
+}
+
+async fn runner() -> (tempfile::TempDir, Runner) {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = Runner::embedded(dir.path()).await.unwrap();
+    (dir, runner)
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[weir::task(env = ENV)]
+async fn make(seed: u8, len: u64) -> Result<File> {
+    File::from_bytes(pattern(seed, len as usize)).await
+}
+
+/// The length and a checksum of a file's bytes, and bytes 10..20 read by range.
+#[weir::task(env = ENV)]
+async fn inspect(f: File) -> Result<(u64, u64, Vec<u8>)> {
+    let bytes = f.bytes().await?;
+    let sum = bytes.iter().map(|&b| b as u64).sum();
+    let range = f.read_range(10..20).await?;
+    Ok((bytes.len() as u64, sum, range))
+}
+
+#[weir::task(env = ENV)]
+async fn pass_along(seed: u8, len: u64) -> Result<(File, (u64, u64, Vec<u8>))> {
+    let f = make(seed, len).await?;
+    let seen = inspect(f.clone()).await?;
+    Ok((f, seen))
+}
+
+#[tokio::test]
+async fn a_file_passes_between_tasks_as_a_small_reference_to_its_bytes() {
+    let (dir, runner) = runner().await;
+    let len = 3 << 20;
+    let run = runner
+        .with_context(RunContext::new().name("along"))
+        .run(pass_along(7, len))
+        .await
+        .unwrap();
+    let (f, (n, sum, range)) = run.wait().await.unwrap();
+    let bytes = pattern(7, len as usize);
+    assert_eq!(n, len);
+    assert_eq!(sum, bytes.iter().map(|&b| b as u64).sum::<u64>());
+    assert_eq!(range, bytes[10..20].to_vec());
+    assert_eq!(f.size(), len);
+    assert_eq!(f.hash(), blake3::hash(&bytes).to_hex().as_str());
+    // The bytes are in the object store under raw/<hash>, once; the actions' payloads are the
+    // small reference (kept inline in the state's rows, no other object).
+    let raw = dir.path().join("blobs/raw").join(f.hash());
+    assert_eq!(std::fs::read(&raw).unwrap(), bytes);
+    let objects: Vec<_> = walk(&dir.path().join("blobs"));
+    assert_eq!(
+        objects
+            .iter()
+            .filter(|p| !p.contains(".uploads"))
+            .collect::<Vec<_>>(),
+        vec![&format!("raw/{}", f.hash())],
+        "{objects:?}"
+    );
+}
+
+fn walk(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[weir::task(env = ENV)]
+async fn upload_path(path: String) -> Result<File> {
+    File::from_path(&path).await
+}
+
+#[weir::task(env = ENV)]
+async fn download_to(f: File, path: String) -> Result<u64> {
+    f.download(&path).await?;
+    Ok(std::fs::metadata(&path).map_err(Error::msg)?.len())
+}
+
+/// Counts its executions per tag; cached by its inputs (a file is its content).
+#[weir::task(env = ENV, cache = "v1")]
+async fn digest(tag: String, f: File) -> Result<String> {
+    bump(&tag);
+    let bytes = f.bytes().await?;
+    Ok(blake3::hash(&bytes).to_hex().to_string())
+}
+
+#[weir::task(env = ENV)]
+async fn upload_and_digest(tag: String, path: String) -> Result<String> {
+    let f = upload_path(path).await?;
+    digest(tag, f).await
+}
+
+#[tokio::test]
+async fn from_a_path_and_back_to_one_and_cached_by_content_whatever_the_path() {
+    let (dir, runner) = runner().await;
+    let bytes = pattern(3, (9 << 20) + 123);
+    let (a, b) = (dir.path().join("a.bin"), dir.path().join("b.bin"));
+    std::fs::write(&a, &bytes).unwrap();
+    std::fs::write(&b, &bytes).unwrap();
+    let f = runner
+        .run(upload_path(a.display().to_string()))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(f.size(), bytes.len() as u64);
+    let out = dir.path().join("out.bin");
+    let n = runner
+        .run(download_to(f, out.display().to_string()))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(n, bytes.len() as u64);
+    assert!(std::fs::read(&out).unwrap() == bytes);
+    // The same content from another path: the cached digest is reused.
+    let tag = "by-content".to_string();
+    for path in [&a, &b] {
+        let d = runner
+            .run(upload_and_digest(tag.clone(), path.display().to_string()))
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert_eq!(d, blake3::hash(&bytes).to_hex().to_string());
+    }
+    assert_eq!(COUNTS.lock().unwrap()[&tag], 1, "the second is a cache hit");
+}
+
+#[tokio::test]
+async fn a_damaged_or_missing_object_is_an_error_naming_it_and_the_action() {
+    let (dir, runner) = runner().await;
+    let f = runner
+        .run(make(9, 100_000))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let raw = dir.path().join("blobs/raw").join(f.hash());
+    let mut bytes = std::fs::read(&raw).unwrap();
+    bytes[500] ^= 1;
+    std::fs::write(&raw, &bytes).unwrap();
+    let run = runner
+        .with_context(RunContext::new().name("damaged"))
+        .run(inspect(f.clone()))
+        .await
+        .unwrap();
+    let e = run.wait().await.unwrap_err();
+    let text = format!("{e}");
+    assert!(
+        text.contains(&format!("raw/{}", f.hash()))
+            && text.contains("corrupt")
+            && text.contains("run damaged, action a0"),
+        "{text}"
+    );
+    assert_eq!(e.kind(), ErrorKind::NonRecoverable, "{text}");
+    std::fs::remove_file(&raw).unwrap();
+    let run = runner
+        .with_context(RunContext::new().name("missing"))
+        .run(inspect(f.clone()))
+        .await
+        .unwrap();
+    let text = format!("{}", run.wait().await.unwrap_err());
+    assert!(
+        text.contains(&format!("raw/{}", f.hash())) && text.contains("missing"),
+        "{text}"
+    );
+    // A reference whose hash is not one cannot name another object.
+    let forged: File = serde_json::from_str(r#"{"hash": "../../etc/passwd", "size": 1}"#).unwrap();
+    let text = format!(
+        "{}",
+        runner
+            .run(inspect(forged))
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap_err()
+    );
+    assert!(text.contains("64 lower-case hex digits"), "{text}");
+}
+
+#[tokio::test]
+async fn outside_a_task_there_is_no_store_and_it_says_so() {
+    let e = File::from_bytes(b"x").await.unwrap_err();
+    assert!(e.message().contains("inside a task"), "{e}");
+}
