@@ -9,6 +9,7 @@
 //! measured part; opening the engine is reported as `startup_seconds`.
 
 mod cluster;
+mod w4;
 mod w5;
 mod w7;
 mod w8;
@@ -111,7 +112,7 @@ async fn measure_cache(repeat: usize, n: u64) -> anyhow::Result<(f64, f64, f64)>
 #[derive(Parser, Debug)]
 #[command(about = "weir benchmark harness")]
 struct Args {
-    /// w1, w1map, w1m, w2, w3, w5a, w5b, w7 (w7reuse, w7fresh), w8, w8p, w8c, or all.
+    /// w1, w1map, w1m, w2, w3, w4, w5a, w5b, w7 (w7reuse, w7fresh), w8, w8p, w8c, or all.
     workload: String,
     /// Size (default: the workload's default sizes).
     #[arg(long)]
@@ -260,6 +261,14 @@ async fn run_workload(name: &str, n: Option<u64>, repeat: usize) -> anyhow::Resu
                 }));
             }
         }
+        "w4" => {
+            let mib = n.unwrap_or(50);
+            let s = w4::w4(mib, repeat).await?;
+            rows.push(json!({
+                "workload": "w4", "n": mib, "seconds": s, "mib_per_s": mib as f64 / s,
+                "peak_rss_mb": peak_rss_mb(), "mode": "embedded-inproc, file:// store",
+            }));
+        }
         "w8" | "w8p" => {
             let n = n.unwrap_or(100_000);
             let processes = name == "w8p";
@@ -329,7 +338,7 @@ async fn run_workload(name: &str, n: Option<u64>, repeat: usize) -> anyhow::Resu
         }
         other => {
             anyhow::bail!(
-                "unknown workload {other:?}; use w1, w1map, w1m, w2, w3, w5a, w5b, w7 (w7reuse, w7fresh), w8, w8p, w8c, w1c, w2c, failover or all"
+                "unknown workload {other:?}; use w1, w1map, w1m, w2, w3, w4, w5a, w5b, w7 (w7reuse, w7fresh), w8, w8p, w8c, w1c, w2c, failover or all"
             )
         }
     }

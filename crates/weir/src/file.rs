@@ -113,6 +113,19 @@ impl File {
             .map_err(|e| failure("reading a weir::File", e))
     }
 
+    /// Streams all the bytes into `out` (size and hash checked at the end: on an error, what
+    /// was written is not the file's).
+    pub async fn read_to(
+        &self,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<()> {
+        let object = self.object()?;
+        store()?
+            .copy_raw_to(&object, out)
+            .await
+            .map_err(|e| failure("reading a weir::File", e))
+    }
+
     /// Downloads the bytes to `path` (streamed; written beside it and renamed into place once
     /// size and hash are checked, so `path` never holds a partial or damaged file).
     pub async fn download(&self, path: impl AsRef<Path>) -> Result<()> {
