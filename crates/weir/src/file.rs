@@ -17,6 +17,7 @@
 use std::ops::Range;
 use std::path::Path;
 
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use weir_blob::{BlobStore, RawObject};
 
@@ -172,4 +173,123 @@ fn failure(what: &str, e: weir_blob::Error) -> Error {
         _ => ErrorKind::System,
     };
     Error::with_kind(kind, format!("{what}{place}: {e}"))
+}
+
+/// A directory tree in the object store, passed by reference: each file's path relative to the
+/// tree's root (with `/` between segments) and its [`File`], in path order. Its identity is the
+/// names and contents of its files (empty directories are not kept). Uploads and downloads run
+/// [`Dir::CONCURRENCY`] files at a time; [`Dir::files`] lists them without downloading anything.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Dir {
+    files: Vec<(String, File)>,
+}
+
+impl Dir {
+    /// Files uploaded or downloaded at once.
+    pub const CONCURRENCY: usize = 8;
+
+    /// Uploads every file under `root` (following no symbolic link out of it: links are
+    /// refused with an error naming them).
+    pub async fn from_path(root: impl AsRef<Path>) -> Result<Dir> {
+        let root = root.as_ref().to_path_buf();
+        let mut found = Vec::new();
+        let mut stack = vec![root.clone()];
+        let io = |p: &Path, e: std::io::Error| {
+            Error::msg(format!("weir::Dir::from_path: {}: {e}", p.display()))
+        };
+        while let Some(dir) = stack.pop() {
+            let mut entries = tokio::fs::read_dir(&dir).await.map_err(|e| io(&dir, e))?;
+            while let Some(entry) = entries.next_entry().await.map_err(|e| io(&dir, e))? {
+                let path = entry.path();
+                let kind = entry.file_type().await.map_err(|e| io(&path, e))?;
+                if kind.is_dir() {
+                    stack.push(path);
+                } else if kind.is_file() {
+                    let rel = path
+                        .strip_prefix(&root)
+                        .expect("under the root")
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy().to_string())
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    found.push((rel, path));
+                } else {
+                    return Err(Error::msg(format!(
+                        "weir::Dir::from_path: {} is neither a file nor a directory (links are not followed)",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        found.sort();
+        let uploads = futures::stream::iter(
+            found
+                .into_iter()
+                .map(|(rel, path)| async move { File::from_path(&path).await.map(|f| (rel, f)) }),
+        );
+        let files: Vec<(String, File)> = uploads
+            .buffered(Self::CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        Ok(Dir { files })
+    }
+
+    /// The files, by relative path, without downloading them.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &File)> {
+        self.files.iter().map(|(p, f)| (p.as_str(), f))
+    }
+
+    /// The file at relative path `path`, if the tree has one.
+    pub fn get(&self, path: &str) -> Option<&File> {
+        self.files
+            .binary_search_by(|(p, _)| p.as_str().cmp(path))
+            .ok()
+            .map(|i| &self.files[i].1)
+    }
+
+    /// Total size of its files in bytes.
+    pub fn size(&self) -> u64 {
+        self.files.iter().map(|(_, f)| f.size()).sum()
+    }
+
+    /// Downloads the tree under `root` (created if needed), each file checked and renamed into
+    /// place. A path that could leave `root` (`..`, an absolute or empty segment) is refused
+    /// before anything is written.
+    pub async fn download(&self, root: impl AsRef<Path>) -> Result<()> {
+        let root = root.as_ref();
+        for (rel, _) in &self.files {
+            let bad = rel.is_empty()
+                || rel.starts_with('/')
+                || rel
+                    .split('/')
+                    .any(|s| s.is_empty() || s == "." || s == ".." || s.contains('\\'));
+            if bad {
+                return Err(Error::non_recoverable(format!(
+                    "weir::Dir: the path {rel:?} would leave the directory it is downloaded to: refused"
+                )));
+            }
+        }
+        let root = root.to_path_buf();
+        let downloads =
+            futures::stream::iter(self.files.clone().into_iter().map(move |(rel, f)| {
+                let path = root.join(&rel);
+                async move {
+                    if let Some(parent) = path.parent() {
+                        tokio::fs::create_dir_all(parent).await.map_err(|e| {
+                            Error::msg(format!("weir::Dir::download: {}: {e}", parent.display()))
+                        })?;
+                    }
+                    f.download(&path).await
+                }
+            }));
+        downloads
+            .buffer_unordered(Self::CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>>>()?;
+        Ok(())
+    }
 }

@@ -42,7 +42,7 @@ mod runner;
 mod worker_once;
 
 pub use batch_map::{BatchMap, BatchMapFailFast, auto_batch_size};
-pub use file::File;
+pub use file::{Dir, File};
 pub use map::{Map, MapFailFast, map};
 pub use remote::{RemoteRun, RemoteRunner};
 pub use runner::Runner;

@@ -222,3 +222,89 @@ async fn outside_a_task_there_is_no_store_and_it_says_so() {
     let e = File::from_bytes(b"x").await.unwrap_err();
     assert!(e.message().contains("inside a task"), "{e}");
 }
+
+#[weir::task(env = ENV)]
+async fn upload_dir(path: String) -> Result<weir::Dir> {
+    weir::Dir::from_path(&path).await
+}
+
+/// Lists the tree without downloading, then downloads it under `to`; the listing.
+#[weir::task(env = ENV)]
+async fn list_and_download(d: weir::Dir, to: String) -> Result<Vec<(String, u64)>> {
+    let listed = d.files().map(|(p, f)| (p.to_string(), f.size())).collect();
+    d.download(&to).await?;
+    Ok(listed)
+}
+
+#[tokio::test]
+async fn a_directory_tree_goes_up_and_down_by_reference() {
+    let (dir, runner) = runner().await;
+    let src = dir.path().join("tree");
+    let mut want = Vec::new();
+    for i in 0..20u8 {
+        let rel = match i % 3 {
+            0 => format!("f{i:02}.bin"),
+            1 => format!("sub/f{i:02}.bin"),
+            _ => format!("sub/deeper/f{i:02}.bin"),
+        };
+        let bytes = pattern(i, 1000 + i as usize * 5000);
+        let path = src.join(&rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        want.push((rel, bytes));
+    }
+    // Two files with the same bytes are stored once.
+    std::fs::write(src.join("copy.bin"), &want[0].1).unwrap();
+    want.push(("copy.bin".into(), want[0].1.clone()));
+    want.sort();
+    let d = runner
+        .run(upload_dir(src.display().to_string()))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(d.files().count(), want.len());
+    assert_eq!(
+        d.size(),
+        want.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
+    );
+    assert_eq!(d.get("sub/f01.bin").unwrap().size(), 6000);
+    assert!(d.get("nope").is_none());
+    let raw: Vec<_> = walk(&dir.path().join("blobs"))
+        .into_iter()
+        .filter(|p| p.starts_with("raw/") && !p.contains(".uploads"))
+        .collect();
+    assert_eq!(raw.len(), want.len() - 1, "same bytes stored once");
+    let to = dir.path().join("copy");
+    let listed = runner
+        .run(list_and_download(d.clone(), to.display().to_string()))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed,
+        want.iter()
+            .map(|(p, b)| (p.clone(), b.len() as u64))
+            .collect::<Vec<_>>()
+    );
+    for (rel, bytes) in &want {
+        assert!(&std::fs::read(to.join(rel)).unwrap() == bytes, "{rel}");
+    }
+    // A forged tree whose path leaves the target: refused, nothing written outside.
+    let one = serde_json::to_value(d.get("copy.bin").unwrap()).unwrap();
+    let forged: weir::Dir =
+        serde_json::from_value(serde_json::json!({"files": [["../escaped.bin", one]]})).unwrap();
+    let out = dir.path().join("forged");
+    let e = runner
+        .run(list_and_download(forged, out.display().to_string()))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap_err();
+    assert!(format!("{e}").contains("would leave the directory"), "{e}");
+    assert!(!dir.path().join("escaped.bin").exists());
+}
