@@ -455,6 +455,33 @@ async fn file_job(seed: u64, size: usize) -> Result<String> {
     Ok(format!("{} {seen}", f.hash()))
 }
 
+/// A `weir::File` of `size` bytes from `seed`; logs each execution (tests/files.rs).
+#[weir::task(env = FX)]
+async fn file_make(seed: u64, size: usize, log: String) -> Result<weir::File> {
+    log_line(&log, format!("file_make {seed}"));
+    weir::File::from_bytes(big_value(seed, size)).await
+}
+
+/// Makes a file in a child, then waits for `gate` to exist (the test kills the process
+/// meanwhile and resumes the run); the file's hash and what reading it gives.
+#[weir::task(env = FX)]
+async fn file_resume(seed: u64, size: usize, log: String, gate: String) -> Result<String> {
+    let f = file_make(seed, size, log.clone()).await?;
+    // A parent gets a child's result once the commit that holds it is durable.
+    log_line(&log, "parent has the file".into());
+    while !std::path::Path::new(&gate).exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let seen = file_check_fx(f.clone()).await?;
+    Ok(format!("{} {seen}", f.hash()))
+}
+
+/// `file_check` in the in-process environment.
+#[weir::task(env = FX)]
+async fn file_check_fx(f: weir::File) -> Result<String> {
+    file_check(f).await
+}
+
 /// The length and FNV-1a of a file's bytes.
 #[weir::task(env = FXF)]
 async fn file_check(f: weir::File) -> Result<String> {
