@@ -23,6 +23,9 @@ use crate::{BlobStore, Error, MULTIPART_PART_SIZE, Result};
 /// Where reference data lives in a store.
 pub const RAW_PREFIX: &str = "raw";
 
+/// Ranges of an object read at once while it streams out.
+const RANGES_IN_FLIGHT: usize = 3;
+
 /// Bytes read from a source at a time while uploading.
 const READ_CHUNK: usize = 256 << 10;
 
@@ -181,7 +184,8 @@ impl BlobStore {
     }
 
     /// Streams reference data into `out`, checking size and hash at the end (the caller
-    /// discards what it wrote on an error).
+    /// discards what it wrote on an error). Read in ranges of [`MULTIPART_PART_SIZE`], a few
+    /// at a time (one ranged GET each on S3; a local file's stream would come in small pieces).
     pub async fn copy_raw_to<W: AsyncWrite + Unpin + Send>(
         &self,
         object: &RawObject,
@@ -191,18 +195,25 @@ impl BlobStore {
             key: object.key.clone(),
             reason: e.to_string(),
         })?;
-        let got = self
-            .object_store()
-            .get(&path)
+        let store = self.object_store();
+        let size = store
+            .head(&path)
             .await
-            .map_err(|e| self.backend_error(&object.key, e))?;
-        let mut stream = got.into_stream();
+            .map_err(|e| self.backend_error(&object.key, e))?
+            .size;
+        if size != object.size {
+            return Err(self.corrupt(object, size, "(not read)"));
+        }
+        let step = MULTIPART_PART_SIZE as u64;
+        let ranges = (0..size.div_ceil(step)).map(|i| i * step..((i + 1) * step).min(size));
+        let mut chunks = futures::stream::iter(ranges.map(|r| store.get_range(&path, r)))
+            .buffered(RANGES_IN_FLIGHT);
         let mut hasher = blake3::Hasher::new();
-        let mut size = 0u64;
-        while let Some(chunk) = stream.next().await {
+        let mut read = 0u64;
+        while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|e| self.backend_error(&object.key, e))?;
             hasher.update(&chunk);
-            size += chunk.len() as u64;
+            read += chunk.len() as u64;
             out.write_all(&chunk).await.map_err(|e| Error::Backend {
                 key: object.key.clone(),
                 store: self.url().to_string(),
@@ -214,8 +225,8 @@ impl BlobStore {
         }
         out.flush().await.ok();
         let hash = hasher.finalize().to_hex().to_string();
-        if size != object.size || hash != object.hash {
-            return Err(self.corrupt(object, size, &hash));
+        if read != object.size || hash != object.hash {
+            return Err(self.corrupt(object, read, &hash));
         }
         Ok(())
     }

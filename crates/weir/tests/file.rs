@@ -191,6 +191,31 @@ async fn a_damaged_or_missing_object_is_an_error_naming_it_and_the_action() {
         "{text}"
     );
     assert_eq!(e.kind(), ErrorKind::NonRecoverable, "{text}");
+    // A download of it fails the same way and leaves no file behind.
+    let target = dir.path().join("damaged.bin");
+    let text = format!(
+        "{}",
+        runner
+            .run(download_to(f.clone(), target.display().to_string()))
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap_err()
+    );
+    assert!(
+        text.contains(&format!("raw/{}", f.hash())) && text.contains("corrupt"),
+        "{text}"
+    );
+    assert!(!target.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("weir-download"))
+            .count(),
+        0
+    );
     std::fs::remove_file(&raw).unwrap();
     let run = runner
         .with_context(RunContext::new().name("missing"))
