@@ -546,10 +546,20 @@ fn a_worker_host_cut_off_mid_fan_out_loses_its_leases_and_its_late_completions_a
         // a second after h1's last heartbeat).
         std::thread::sleep(Duration::from_millis(200));
         held.extend(h.leases_of("h1-fx"));
-        if !held.is_empty() {
+        // A lease granted just before the cut whose answer never reached h1 is held but never
+        // begun (nothing of it can be fenced off): cut again until h1 runs one it holds.
+        let started: BTreeSet<u64> = events(&h1_jsonl, "begin")
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
+        if held.iter().any(|(_, l)| started.contains(l)) {
             break;
         }
-        assert!(tries < 20, "h1 held no lease when cut off, {tries} times");
+        assert!(
+            tries < 20,
+            "h1 ran none of the leases it held when cut off, {tries} times"
+        );
+        held.clear();
         h.set_link("h1", "eth0", true);
     }
     // The leases h1 holds from now on (a lease request it sent before the cut may still be
@@ -606,9 +616,13 @@ fn a_worker_host_cut_off_mid_fan_out_loses_its_leases_and_its_late_completions_a
     // The control plane counted them (and any of h2's, whose heartbeat a loaded machine may
     // have delayed past the lease).
     let refused_h2 = events(&h2_jsonl, "rejected").len();
-    assert_eq!(
-        h.metric("weir_rejected_completions_total") as usize,
-        refused.len() + refused_h2
+    // At least those: a batch h1 sent again once its link came back (the answer to the first
+    // was lost) is refused, and counted, once more.
+    let counted = h.metric("weir_rejected_completions_total") as usize;
+    assert!(
+        counted >= refused.len() + refused_h2,
+        "{counted} counted, {} refused to h1, {refused_h2} to h2",
+        refused.len()
     );
     let expired: usize = [&serve_a, &serve_b]
         .iter()
