@@ -10,6 +10,7 @@
 
 mod cluster;
 mod w4;
+mod w4df;
 mod w5;
 mod w7;
 mod w8;
@@ -112,7 +113,7 @@ async fn measure_cache(repeat: usize, n: u64) -> anyhow::Result<(f64, f64, f64)>
 #[derive(Parser, Debug)]
 #[command(about = "weir benchmark harness")]
 struct Args {
-    /// w1, w1map, w1m, w2, w3, w4, w5a, w5b, w7 (w7reuse, w7fresh), w8, w8p, w8c, or all.
+    /// w1, w1map, w1m, w2, w3, w4, w4df, w5a, w5b, w7 (w7reuse, w7fresh), w8, w8p, w8c, or all.
     workload: String,
     /// Size (default: the workload's default sizes).
     #[arg(long)]
@@ -269,6 +270,15 @@ async fn run_workload(name: &str, n: Option<u64>, repeat: usize) -> anyhow::Resu
                 "peak_rss_mb": peak_rss_mb(), "mode": "embedded-inproc, file:// store",
             }));
         }
+        "w4df" => {
+            let count = n.unwrap_or(10_000_000);
+            let r = w4df::w4df(count, repeat).await?;
+            rows.push(json!({
+                "workload": "w4df", "n": count, "seconds": r.seconds,
+                "rows_per_s": count as f64 / r.seconds, "parquet_bytes": r.bytes,
+                "peak_rss_mb": peak_rss_mb(), "mode": "embedded-inproc, file:// store",
+            }));
+        }
         "w8" | "w8p" => {
             let n = n.unwrap_or(100_000);
             let processes = name == "w8p";
@@ -338,7 +348,7 @@ async fn run_workload(name: &str, n: Option<u64>, repeat: usize) -> anyhow::Resu
         }
         other => {
             anyhow::bail!(
-                "unknown workload {other:?}; use w1, w1map, w1m, w2, w3, w4, w5a, w5b, w7 (w7reuse, w7fresh), w8, w8p, w8c, w1c, w2c, failover or all"
+                "unknown workload {other:?}; use w1, w1map, w1m, w2, w3, w4, w4df, w5a, w5b, w7 (w7reuse, w7fresh), w8, w8p, w8c, w1c, w2c, failover or all"
             )
         }
     }

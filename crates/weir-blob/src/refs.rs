@@ -231,6 +231,34 @@ impl BlobStore {
         Ok(())
     }
 
+    /// The store and path of reference data for reads by range (a Parquet reader's), after
+    /// checking that the object is there with the reference's size (its hash needs every byte:
+    /// see [`BlobStore::verify_raw`]).
+    pub async fn raw_for_ranges(
+        &self,
+        object: &RawObject,
+    ) -> Result<(std::sync::Arc<dyn object_store::ObjectStore>, Path)> {
+        let path = Path::parse(&object.key).map_err(|e| Error::BadKey {
+            key: object.key.clone(),
+            reason: e.to_string(),
+        })?;
+        let store = self.object_store();
+        let size = store
+            .head(&path)
+            .await
+            .map_err(|e| self.backend_error(&object.key, e))?
+            .size;
+        if size != object.size {
+            return Err(self.corrupt(object, size, "(not read)"));
+        }
+        Ok((store.clone(), path))
+    }
+
+    /// Reads every byte of reference data and checks its size and hash.
+    pub async fn verify_raw(&self, object: &RawObject) -> Result<()> {
+        self.copy_raw_to(object, &mut tokio::io::sink()).await
+    }
+
     fn corrupt(&self, object: &RawObject, size: u64, hash: &str) -> Error {
         Error::Corrupt {
             key: object.key.clone(),

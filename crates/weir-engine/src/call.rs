@@ -66,6 +66,8 @@ pub(crate) struct RemoteRun {
 pub(crate) struct TaskCtx {
     pub backend: Backend,
     pub action: ActionId,
+    /// The task this attempt runs.
+    pub def: &'static crate::registry::TaskDef,
     /// Children and traces may already be recorded: look them up before running them.
     pub check_store: bool,
     /// Identical calls seen so far, for the `seq` part of child ids.
@@ -84,6 +86,7 @@ impl TaskCtx {
         engine: Engine,
         run: Arc<RunState>,
         action: ActionId,
+        def: &'static crate::registry::TaskDef,
         attempt: u32,
         slots: Slots,
         permits: Vec<OwnedSemaphorePermit>,
@@ -92,6 +95,7 @@ impl TaskCtx {
         TaskCtx {
             backend: Backend::Local { engine, run },
             action,
+            def,
             check_store,
             seqs: Mutex::new(HashMap::new()),
             slots,
@@ -110,6 +114,7 @@ impl TaskCtx {
     pub(crate) fn remote(
         run: Arc<RemoteRun>,
         action: ActionId,
+        def: &'static crate::registry::TaskDef,
         attempt: u32,
         check_store: bool,
         permit: Option<OwnedSemaphorePermit>,
@@ -118,6 +123,7 @@ impl TaskCtx {
         TaskCtx {
             backend: Backend::Remote(run),
             action,
+            def,
             check_store,
             seqs: Mutex::new(HashMap::new()),
             slots,
@@ -241,6 +247,8 @@ pub struct TaskContext {
     pub run: String,
     /// This action's id (`a0` for the root): stable across retries and resumes.
     pub action: ActionId,
+    /// The task's full name.
+    pub task: String,
     /// This attempt's number, from 1; a retry, or a run resumed after a crash, counts on.
     pub attempt: u32,
 }
@@ -260,6 +268,7 @@ pub fn context() -> Option<TaskContext> {
     Some(TaskContext {
         run,
         action: ctx.action,
+        task: ctx.def.full_name().to_string(),
         attempt: ctx.attempt,
     })
 }

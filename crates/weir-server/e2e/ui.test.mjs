@@ -191,6 +191,24 @@ test('run page: tree with a folded map group, expand, detail pane, timeline', as
   noPageErrors();
 });
 
+test('data passed by reference: URI, size and hash, and a DataFrame with its schema and first rows', async () => {
+  const page = await newPage();
+  await page.goto(`${BASE}/#/runs/frames`);
+  const detail = await openDetail(page, page.locator('.trow[data-action="a0"]'));
+  assert.match(detail, /\[0\] · file · 4,096 bytes/);
+  assert.match(detail, /\[1\] · dataframe · [\d,]+ bytes · 3 rows/);
+  assert.match(detail, /file:\/\/\S+\/blobs\/raw\/[0-9a-f]{64}/);
+  assert.match(detail, /blake3 [0-9a-f]{64}/);
+  const head = await page.locator('.ref-head').innerText();
+  assert.match(head, /city: Utf8\s+temp: Float64\?/);
+  assert.match(head, /Oslo\s+-3\.5/);
+  assert.match(head, /Lima\s+null/);
+  assert.match(head, /Pune\s+31\.25/);
+  await page.screenshot({ path: join(SHOTS, 'references.png') });
+  await page.close();
+  noPageErrors();
+});
+
 test('unknown run shows the API message', async () => {
   const page = await newPage();
   await page.goto(`${BASE}/#/runs/no-such-run`);

@@ -1,7 +1,7 @@
 //! Fills a state directory with real runs for the UI's end-to-end tests and measurements.
 //!
 //! ```text
-//! cargo run -p weir-server --example ui_fixture -- DIR            # demo (2 000-child map), failing, tiny
+//! cargo run -p weir-server --example ui_fixture -- DIR            # demo (2 000-child map), failing, tiny, frames
 //! cargo run -p weir-server --example ui_fixture -- DIR --million  # also w1m: 1 000 × 1 000 children
 //! cargo run -p weir-server --example ui_fixture -- DIR --flat N    # also flat: one map of N children
 //! cargo run -p weir-server --example ui_fixture -- DIR --slow S    # only: a run that keeps running S seconds
@@ -143,6 +143,30 @@ async fn million(batches: u64, per: u64, width: usize) -> Result<u64> {
         .sum())
 }
 
+/// Data by reference: a `weir::File` and a `weir::DataFrame` (the UI shows where they are, and
+/// the frame's schema and first rows).
+#[weir::task(env = ETL)]
+async fn frames() -> Result<(weir::File, weir::DataFrame)> {
+    use std::sync::Arc;
+    use weir::arrow::array::{Float64Array, RecordBatch, StringArray};
+    use weir::arrow::schema::{DataType, Field, Schema};
+    let file = weir::File::from_bytes(vec![7u8; 4096]).await?;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("city", DataType::Utf8, false),
+        Field::new("temp", DataType::Float64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec!["Oslo", "Lima", "Pune"])),
+            Arc::new(Float64Array::from(vec![Some(-3.5), None, Some(31.25)])),
+        ],
+    )
+    .map_err(Error::msg)?;
+    let frame = weir::DataFrame::from_batches(schema, [batch]).await?;
+    Ok((file, frame))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -202,6 +226,12 @@ async fn main() -> anyhow::Result<()> {
     runner
         .with_context(RunContext::new().name("tiny"))
         .run(double(21))
+        .await?
+        .wait()
+        .await?;
+    runner
+        .with_context(RunContext::new().name("frames"))
+        .run(frames())
         .await?
         .wait()
         .await?;

@@ -143,7 +143,29 @@ pub(crate) async fn payload_json(app: &App, payload: Option<Payload>) -> Value {
     if let Some(checked) = checked {
         doc["hash_checked"] = json!(checked);
     }
+    // References to object-store data (weir::File, Dir, DataFrame): URI, size, hash, and a
+    // frame's schema and first rows, all from the reference (the data itself is not read).
+    if whole {
+        let url = store_url(app).await;
+        let refs = weir_core::refs::references(&bytes, &url);
+        if !refs.is_empty() {
+            doc["references"] = json!(refs);
+        }
+    }
     doc
+}
+
+/// The URL of the state's object store, for references' URIs.
+async fn store_url(app: &App) -> String {
+    let recorded = app
+        .read(|r| r.setting(weir_blob::BLOB_URL_SETTING))
+        .await
+        .ok()
+        .flatten();
+    app.payload_store(recorded.as_deref())
+        .ok()
+        .and_then(|p| p.blobs().ok().map(|b| b.url().to_string()))
+        .unwrap_or_else(|| "(the object store)".to_string())
 }
 
 /// What was read of an offloaded payload.

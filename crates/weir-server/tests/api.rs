@@ -60,9 +60,33 @@ async fn broken(x: u64) -> Result<u64> {
     square(x).await
 }
 
+/// A `weir::File` and a `weir::DataFrame` (two columns, 3 rows), passed by reference.
+#[weir::task(env = ENV)]
+async fn references() -> Result<(weir::File, weir::DataFrame)> {
+    use std::sync::Arc;
+    use weir::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use weir::arrow::schema::{DataType, Field, Schema};
+    let file = weir::File::from_bytes(b"hello, reference").await?;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+            Arc::new(StringArray::from(vec![Some("one"), None, Some("three")])),
+        ],
+    )
+    .map_err(Error::msg)?;
+    let frame = weir::DataFrame::from_batches(schema, [batch]).await?;
+    Ok((file, frame))
+}
+
 static STATE: OnceLock<tempfile::TempDir> = OnceLock::new();
 
-/// A state directory with runs `big` (a map of [`CHILDREN`]), `bad` (failed) and `small-1..3`.
+/// A state directory with runs `big` (a map of [`CHILDREN`]), `bad` (failed), `small-1..3` and
+/// `refs` (data by reference).
 fn state() -> &'static Path {
     STATE
         .get_or_init(|| {
@@ -98,6 +122,14 @@ fn state() -> &'static Path {
                             .await
                             .unwrap();
                     }
+                    runner
+                        .with_context(RunContext::new().name("refs"))
+                        .run(references())
+                        .await
+                        .unwrap()
+                        .wait()
+                        .await
+                        .unwrap();
                     runner.engine().flush().unwrap();
                     dir
                 })
@@ -167,11 +199,11 @@ async fn runs_are_listed_with_counts_filtered_and_paged() {
         .collect();
     assert_eq!(
         names,
-        ["small-3", "small-2", "small-1", "bad", "big"],
+        ["refs", "small-3", "small-2", "small-1", "bad", "big"],
         "newest first"
     );
-    assert_eq!(all["total"], 5);
-    let big = &all["runs"][4];
+    assert_eq!(all["total"], 6);
+    let big = &all["runs"][5];
     // root + children + measure + flaky
     assert_eq!(big["total"], CHILDREN + 3);
     assert_eq!(big["counts"]["failed"], CHILDREN / 100);
@@ -490,6 +522,52 @@ async fn action_detail_timeline_utilization_and_events() {
     let (status, js, _) = get(&app, "/assets/app.js").await;
     assert_eq!(status, StatusCode::OK);
     assert!(js.as_str().unwrap().contains("class Tree"));
+}
+
+#[tokio::test]
+async fn references_show_uri_size_hash_and_a_frames_schema_and_first_rows() {
+    let app = app();
+    let d = ok(&app, "/api/runs/refs/actions/a0").await;
+    let refs = d["output"]["references"].as_array().expect("references");
+    assert_eq!(refs.len(), 2, "{refs:?}");
+    let hash = blake3::hash(b"hello, reference").to_hex().to_string();
+    let blobs = format!("file://{}", state().join("blobs").display());
+    assert_eq!(refs[0]["at"], "[0]");
+    assert_eq!(refs[0]["kind"], "file");
+    assert_eq!(refs[0]["size"], 16);
+    assert_eq!(refs[0]["hash"], hash.as_str());
+    let uri = refs[0]["uri"].as_str().unwrap();
+    assert!(
+        uri.ends_with(&format!("/raw/{hash}")) && uri.contains(&blobs),
+        "{uri}"
+    );
+    let frame = &refs[1];
+    assert_eq!(frame["kind"], "dataframe");
+    assert_eq!(frame["rows"], 3);
+    assert_eq!(
+        frame["columns"],
+        serde_json::json!([
+            {"name": "k", "type": "Int64", "nullable": false},
+            {"name": "v", "type": "Utf8", "nullable": true}
+        ])
+    );
+    assert_eq!(
+        frame["head"],
+        serde_json::json!([["1", "one"], ["2", "null"], ["3", "three"]])
+    );
+    // The frame's object is where the URI says, with the size shown.
+    let key = frame["uri"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(&format!("{blobs}/"))
+        .unwrap();
+    let len = std::fs::metadata(state().join("blobs").join(key))
+        .unwrap()
+        .len();
+    assert_eq!(frame["size"], len);
+    // A run without references has none listed.
+    let small = ok(&app, "/api/runs/small-1/actions/a0").await;
+    assert!(small["output"].get("references").is_none(), "{small}");
 }
 
 #[tokio::test]

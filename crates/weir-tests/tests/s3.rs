@@ -272,6 +272,73 @@ fn an_embedded_run_keeps_large_payloads_in_s3_and_get_io_reads_them_back() {
             .any(|k| k.starts_with(&format!("runs/{name}/"))),
         "the File went by reference, no payload of the run is offloaded"
     );
+
+    // A weir::DataFrame: Parquet in the bucket under raw/<hash>, read back whole and by a
+    // projection by another child; `get io` shows where it is, its schema and first rows.
+    let (ok, out, err) = fixture(&[
+        "run",
+        "frame_job",
+        "--input",
+        r#"{"rows": 25000}"#,
+        "-o",
+        "json",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let (frame, seen) = (&v["output"][0], &v["output"][1]);
+    assert_eq!(
+        seen,
+        &serde_json::json!([25000, (0..25000i64).sum::<i64>(), 25000])
+    );
+    let hash = frame["weir_dataframe"].as_str().unwrap();
+    let (_, size) = moto.head_object("weir-embedded", &format!("runs/raw/{hash}"));
+    assert_eq!(frame["size"], size);
+    let name = v["run"].as_str().unwrap();
+    let (ok, io, err) = fixture(&["get", "io", name, "a0", "-o", "json"]);
+    assert!(ok, "{err}");
+    let io: serde_json::Value = serde_json::from_str(io.trim()).unwrap();
+    let refs = io["references"].as_array().expect("references listed");
+    let r = refs
+        .iter()
+        .find(|r| r["kind"] == "dataframe")
+        .expect("the frame");
+    assert_eq!(r["at"], "output[0]");
+    assert_eq!(
+        r["uri"],
+        format!("s3://weir-embedded/runs/raw/{hash}").as_str()
+    );
+    assert_eq!(r["rows"], 25000);
+    assert_eq!(r["columns"][1]["name"], "name");
+    assert_eq!(r["head"][2], serde_json::json!(["2", "row2"]));
+    let (ok, table, err) = fixture(&["get", "io", name, "a0"]);
+    assert!(ok, "{err}");
+    assert!(
+        table.contains(&format!(
+            "output[0]: dataframe s3://weir-embedded/runs/raw/{hash}"
+        )) && table.contains("columns: id: Int64, name: Utf8")
+            && table.contains("| 1 | row1 |"),
+        "{table}"
+    );
+
+    // A weir::Dir: uploaded by one child, downloaded by another, the same files.
+    let tree = tempfile::tempdir().unwrap();
+    let input = format!(
+        r#"{{"root": "{}", "files": 7, "size": 70000}}"#,
+        tree.path().display()
+    );
+    let (ok, out, err) = fixture(&["run", "dir_job", "--input", &input, "-o", "json"]);
+    assert!(ok, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let total: u64 = (0..7u64).map(|i| 70000 + i).sum();
+    assert_eq!(v["output"], serde_json::json!([7, total]));
+    for i in 0..7u64 {
+        let rel = format!("d{}/f{i}.txt", i % 3);
+        let a = std::fs::read(tree.path().join("src").join(&rel)).unwrap();
+        let b = std::fs::read(tree.path().join("dst").join(&rel)).unwrap();
+        assert!(a == b, "{rel}");
+        let key = format!("runs/raw/{}", blake3::hash(&a).to_hex());
+        assert!(moto.keys("weir-embedded").contains(&key), "{key}");
+    }
 }
 
 /// `<len> <FNV-1a as 16 hex digits>` of `text`, as the fixture's `file_check` says it.

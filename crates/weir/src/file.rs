@@ -26,7 +26,9 @@ use crate::{Error, ErrorKind, Result};
 /// A file in the object store, passed by reference; see the module docs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct File {
-    /// blake3 of the bytes, lower-case hex.
+    /// blake3 of the bytes, lower-case hex. Named `weir_file` in the value, so that `get io` and
+    /// the UI know it for a reference (`weir_blob::describe_references`).
+    #[serde(rename = "weir_file")]
     hash: String,
     /// Size in bytes.
     size: u64,
@@ -154,16 +156,16 @@ impl File {
     }
 }
 
-fn store() -> Result<BlobStore> {
+pub(crate) fn store() -> Result<BlobStore> {
     weir_engine::object_store().map_err(Error::msg)
 }
 
 /// A storage error as the task sees it: naming what was done, the reference, and the task's run
 /// and action; a lost or damaged object is not retried (the bytes are gone), a store that
 /// cannot be reached is a system error (retried).
-fn failure(what: &str, e: weir_blob::Error) -> Error {
+pub(crate) fn failure(what: &str, e: weir_blob::Error) -> Error {
     let place = match weir_engine::context() {
-        Some(c) => format!(" (run {}, action {})", c.run, c.action),
+        Some(c) => format!(" (run {}, task {}, action {})", c.run, c.task, c.action),
         None => String::new(),
     };
     let kind = match e {
@@ -181,6 +183,7 @@ fn failure(what: &str, e: weir_blob::Error) -> Error {
 /// [`Dir::CONCURRENCY`] files at a time; [`Dir::files`] lists them without downloading anything.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Dir {
+    #[serde(rename = "weir_dir")]
     files: Vec<(String, File)>,
 }
 

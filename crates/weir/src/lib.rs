@@ -35,6 +35,8 @@ extern crate self as weir;
 
 mod batch_map;
 pub mod cli;
+#[cfg(feature = "dataframe")]
+mod dataframe;
 mod file;
 mod map;
 mod remote;
@@ -42,7 +44,15 @@ mod runner;
 mod worker_once;
 
 pub use batch_map::{BatchMap, BatchMapFailFast, auto_batch_size};
+#[cfg(feature = "dataframe")]
+pub use dataframe::{Column, DataFrame, DataFrameWriter};
 pub use file::{Dir, File};
+/// The Arrow crates `weir::DataFrame` is built on (the versions its batches and schemas are of).
+#[cfg(feature = "dataframe")]
+pub mod arrow {
+    pub use arrow_array as array;
+    pub use arrow_schema as schema;
+}
 pub use map::{Map, MapFailFast, map};
 pub use remote::{RemoteRun, RemoteRunner};
 pub use runner::Runner;

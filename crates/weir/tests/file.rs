@@ -187,7 +187,8 @@ async fn a_damaged_or_missing_object_is_an_error_naming_it_and_the_action() {
     assert!(
         text.contains(&format!("raw/{}", f.hash()))
             && text.contains("corrupt")
-            && text.contains("run damaged, action a0"),
+            && text.contains("(run damaged, task ")
+            && text.contains("inspect, action a0)"),
         "{text}"
     );
     assert_eq!(e.kind(), ErrorKind::NonRecoverable, "{text}");
@@ -228,7 +229,8 @@ async fn a_damaged_or_missing_object_is_an_error_naming_it_and_the_action() {
         "{text}"
     );
     // A reference whose hash is not one cannot name another object.
-    let forged: File = serde_json::from_str(r#"{"hash": "../../etc/passwd", "size": 1}"#).unwrap();
+    let forged: File =
+        serde_json::from_str(r#"{"weir_file": "../../etc/passwd", "size": 1}"#).unwrap();
     let text = format!(
         "{}",
         runner
@@ -321,7 +323,7 @@ async fn a_directory_tree_goes_up_and_down_by_reference() {
     // A forged tree whose path leaves the target: refused, nothing written outside.
     let one = serde_json::to_value(d.get("copy.bin").unwrap()).unwrap();
     let forged: weir::Dir =
-        serde_json::from_value(serde_json::json!({"files": [["../escaped.bin", one]]})).unwrap();
+        serde_json::from_value(serde_json::json!({"weir_dir": [["../escaped.bin", one]]})).unwrap();
     let out = dir.path().join("forged");
     let e = runner
         .run(list_and_download(forged, out.display().to_string()))

@@ -283,6 +283,7 @@ async fn action(
             inputs,
             output,
             failed_attempts,
+            store: inner.payloads.blobs().ok().map(|b| b.url().to_string()),
         })
     };
     reply(view.await)

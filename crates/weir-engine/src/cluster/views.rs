@@ -83,6 +83,10 @@ pub struct ActionView {
     pub output: Option<serde_bytes::ByteBuf>,
     /// Its failed attempts, oldest first.
     pub failed_attempts: Vec<weir_store::AttemptRecord>,
+    /// The URL of the control plane's object store, where references in the payloads point
+    /// (`weir::File`: `<store>/raw/<hash>`).
+    #[serde(default)]
+    pub store: Option<String>,
 }
 
 /// A run as a client sees it.

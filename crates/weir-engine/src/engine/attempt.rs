@@ -121,6 +121,7 @@ impl Engine {
                 self.clone(),
                 run.clone(),
                 id,
+                def,
                 attempt,
                 slots.clone(),
                 permits.take().unwrap_or_default(),

@@ -419,6 +419,7 @@ async fn run_leased(
             let ctx = Arc::new(TaskCtx::remote(
                 remote,
                 a.action,
+                def,
                 a.attempt,
                 a.check_store,
                 Some(permit),

@@ -470,7 +470,27 @@ class RunPage {
         ? `truncated (${fmtN(p.size)} bytes)${where} · the beginning is shown; \`weir get io\` prints it all`
         : `${fmtN(p.size)} bytes${where}`);
       if (p.note) return h('div', {}, meta, h('div', { class: 'muted' }, p.note));
-      return h('div', {}, meta, h('pre', {}, p.truncated ? p.preview : JSON.stringify(p.value, null, 2)));
+      return h('div', {}, meta, h('pre', {}, p.truncated ? p.preview : JSON.stringify(p.value, null, 2)),
+        ...(p.references || []).map(reference));
+    };
+    // Data passed by reference (weir::File, Dir, DataFrame): where it is, its size and hash,
+    // and a frame's schema and first rows, as the reference carries them (nothing is read).
+    const reference = (r) => {
+      const at = h('span', { class: 'mono' }, r.at || '(the value)');
+      if (r.kind === 'dir') {
+        return h('div', { class: 'ref' }, at, ` · dir of ${fmtN(r.files)} files, ${fmtN(r.size)} bytes`);
+      }
+      const head = h('div', { class: 'ref' }, at, ` · ${r.kind} · ${fmtN(r.size)} bytes`,
+        r.rows !== undefined ? ` · ${fmtN(r.rows)} rows` : '',
+        h('div', { class: 'mono muted ref-uri' }, r.uri),
+        h('div', { class: 'mono muted' }, `blake3 ${r.hash}`));
+      if (r.kind !== 'dataframe') return head;
+      const cols = r.columns || [];
+      const table = h('table', { class: 'ref-head' },
+        h('thead', {}, h('tr', {}, ...cols.map((c) => h('th', {}, `${c.name}: ${c.type}${c.nullable ? '?' : ''}`)))),
+        h('tbody', {}, ...(r.head || []).map((row) => h('tr', {}, ...row.map((v) => h('td', {}, v))))));
+      head.append(table);
+      return head;
     };
     const o = d.overhead;
     pane.replaceChildren(

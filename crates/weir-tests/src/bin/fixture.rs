@@ -455,6 +455,98 @@ async fn file_job(seed: u64, size: usize) -> Result<String> {
     Ok(format!("{} {seen}", f.hash()))
 }
 
+/// A `weir::DataFrame` of `rows` rows (`id` = 0.., `name`), written by a child.
+#[weir::task(env = FXF)]
+async fn frame_make(rows: i64) -> Result<weir::DataFrame> {
+    use std::sync::Arc;
+    use weir::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use weir::arrow::schema::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, false),
+    ]));
+    let mut w = weir::DataFrame::writer(schema.clone())?;
+    let mut at = 0;
+    while at < rows {
+        let to = (at + 10_000).min(rows);
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(at..to)),
+                Arc::new(StringArray::from_iter_values(
+                    (at..to).map(|i| format!("row{i}")),
+                )),
+            ],
+        )
+        .map_err(Error::msg)?;
+        w.write(&batch).await?;
+        at = to;
+    }
+    w.finish().await
+}
+
+/// Rows and sum of `id` reading every column, then rows reading `id` alone.
+#[weir::task(env = FXF)]
+async fn frame_sum(df: weir::DataFrame) -> Result<(u64, i64, u64)> {
+    use futures::StreamExt;
+    use weir::arrow::array::Int64Array;
+    let (mut rows, mut sum, mut projected) = (0u64, 0i64, 0u64);
+    let mut all = df.read().await?;
+    while let Some(b) = all.next().await {
+        let b = b?;
+        rows += b.num_rows() as u64;
+        let ids = b.column(0).as_any().downcast_ref::<Int64Array>();
+        sum += ids.map_or(0, |a| a.values().iter().sum::<i64>());
+    }
+    let mut ids = df.read_columns(&["id"]).await?;
+    while let Some(b) = ids.next().await {
+        projected += b?.num_rows() as u64;
+    }
+    Ok((rows, sum, projected))
+}
+
+/// A DataFrame made by a child and read back by another (tests/s3.rs): the frame, and what
+/// `frame_sum` saw.
+#[weir::task(env = FXF)]
+async fn frame_job(rows: i64) -> Result<(weir::DataFrame, (u64, i64, u64))> {
+    let df = frame_make(rows).await?;
+    let seen = frame_sum(df.clone()).await?;
+    Ok((df, seen))
+}
+
+/// A tree of `files` files (file `i` is `big_value(i, size + i)`, some in subdirectories)
+/// written under `root/src`, uploaded as a `weir::Dir` by a child and downloaded by another to
+/// `root/dst`: the number of files and their total size as the second saw them (tests/s3.rs).
+#[weir::task(env = FXF)]
+async fn dir_job(root: String, files: u64, size: usize) -> Result<(u64, u64)> {
+    let src = std::path::Path::new(&root).join("src");
+    for i in 0..files {
+        let path = src.join(format!("d{}/f{i}.txt", i % 3));
+        std::fs::create_dir_all(path.parent().unwrap()).map_err(Error::msg)?;
+        std::fs::write(&path, big_value(i, size + i as usize)).map_err(Error::msg)?;
+    }
+    let d = dir_up(src.display().to_string()).await?;
+    dir_down(
+        d,
+        std::path::Path::new(&root)
+            .join("dst")
+            .display()
+            .to_string(),
+    )
+    .await
+}
+
+#[weir::task(env = FXF)]
+async fn dir_up(path: String) -> Result<weir::Dir> {
+    weir::Dir::from_path(path).await
+}
+
+#[weir::task(env = FXF)]
+async fn dir_down(d: weir::Dir, to: String) -> Result<(u64, u64)> {
+    d.download(&to).await?;
+    Ok((d.files().count() as u64, d.size()))
+}
+
 /// A `weir::File` of `size` bytes from `seed`; logs each execution (tests/files.rs).
 #[weir::task(env = FX)]
 async fn file_make(seed: u64, size: usize, log: String) -> Result<weir::File> {

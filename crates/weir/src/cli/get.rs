@@ -344,7 +344,14 @@ async fn io(state_dir: &Path, out: OutputFormat, a: IoArgs) -> CliResult {
         let clients = super::cluster::clients(state_dir, &a.server)?;
         let v = super::cluster::action(&clients, &a.run, &a.action).await?;
         let value = |v: serde_json::Value| Field::Value(v);
-        let fields = vec![
+        let refs = references(
+            [
+                v.inputs.as_deref().map(|b| b.as_slice()),
+                v.output.as_deref().map(|b| b.as_slice()),
+            ],
+            v.store.as_deref().unwrap_or("(the control plane's store)"),
+        );
+        let mut fields = vec![
             ("action", value(v.action.id.to_string().into())),
             ("error", value(json!(v.action.error))),
             ("failed_attempts", value(json!(v.failed_attempts))),
@@ -360,7 +367,10 @@ async fn io(state_dir: &Path, out: OutputFormat, a: IoArgs) -> CliResult {
             ("status", value(v.action.status.as_str().into())),
             ("task", value(v.action.task.clone().into())),
         ];
-        return print_object(fields, out == OutputFormat::Table)
+        if !refs.is_empty() {
+            fields.push(("references", value(json!(refs))));
+        }
+        return print_io(fields, &refs, out)
             .map_err(|e| Failure::other(format!("cannot print action {}: {e}", a.action)));
     }
     let store = open(state_dir)?;
@@ -403,8 +413,13 @@ async fn io(state_dir: &Path, out: OutputFormat, a: IoArgs) -> CliResult {
         .await
         .map_err(Failure::other)?;
     let value = |v: serde_json::Value| Field::Value(v);
+    let url = payloads
+        .blobs()
+        .map(|b| b.url().to_string())
+        .unwrap_or_default();
+    let refs = references([inputs.as_deref(), output.as_deref()], &url);
     // Payloads are streamed (a large value is never held as a JSON tree); keys sorted.
-    let fields = vec![
+    let mut fields = vec![
         ("action", value(rec.id.to_string().into())),
         ("error", value(json!(rec.error))),
         ("failed_attempts", value(json!(attempts))),
@@ -414,8 +429,49 @@ async fn io(state_dir: &Path, out: OutputFormat, a: IoArgs) -> CliResult {
         ("status", value(rec.status.as_str().into())),
         ("task", value(rec.task.clone().into())),
     ];
-    print_object(fields, out == OutputFormat::Table)
+    if !refs.is_empty() {
+        fields.push(("references", value(json!(refs))));
+    }
+    print_io(fields, &refs, out)
         .map_err(|e| Failure::other(format!("cannot print action {}: {e}", a.action)))
+}
+
+/// The references to object-store data (`weir::File`, `Dir`, `DataFrame`) in an action's inputs
+/// and output, `at` prefixed with `inputs` or `output`.
+fn references(payloads: [Option<&[u8]>; 2], store_url: &str) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    for (name, p) in ["inputs", "output"].into_iter().zip(payloads) {
+        for mut r in p
+            .map(|b| weir_core::refs::references(b, store_url))
+            .unwrap_or_default()
+        {
+            let at = r["at"].as_str().unwrap_or("").to_string();
+            r["at"] = match at.chars().next() {
+                None => name.into(),
+                Some('[') | Some('/') => format!("{name}{at}").into(),
+                Some(_) => format!("{name}.{at}").into(),
+            };
+            all.push(r);
+        }
+    }
+    all
+}
+
+/// `get io`'s object (references last, keys otherwise sorted); in a table, the references
+/// described again in lines under it.
+fn print_io(
+    fields: Vec<(&str, Field<'_>)>,
+    refs: &[serde_json::Value],
+    out: OutputFormat,
+) -> std::io::Result<()> {
+    print_object(fields, out == OutputFormat::Table)?;
+    if out == OutputFormat::Table && !refs.is_empty() {
+        println!("references (data in the object store, not read):");
+        for line in weir_core::refs::describe(refs) {
+            println!("  {line}");
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn tasks(out: OutputFormat) {
