@@ -259,6 +259,60 @@ impl BlobStore {
         self.copy_raw_to(object, &mut tokio::io::sink()).await
     }
 
+    /// Bytes `range` of reference data as a stream of chunks (ranges of
+    /// [`MULTIPART_PART_SIZE`], a few in flight). The object's size is checked first; when the
+    /// range is the whole object its hash is checked too, and a mismatch is the stream's last
+    /// item (an error): what came before it is not the reference's.
+    pub async fn raw_stream(
+        &self,
+        object: &RawObject,
+        range: Range<u64>,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
+        let (store, path) = self.raw_for_ranges(object).await?;
+        if range.start > range.end || range.end > object.size {
+            return Err(Error::BadKey {
+                key: object.key.clone(),
+                reason: format!(
+                    "bytes {}..{} are outside the object's {} bytes",
+                    range.start, range.end, object.size
+                ),
+            });
+        }
+        let whole = range.start == 0 && range.end == object.size;
+        let step = MULTIPART_PART_SIZE as u64;
+        let (start, end) = (range.start, range.end);
+        let ranges = (0..(end - start).div_ceil(step))
+            .map(move |i| start + i * step..(start + (i + 1) * step).min(end));
+        let this = self.clone();
+        let object = object.clone();
+        let key = object.key.clone();
+        let chunks = futures::stream::iter(ranges.map(move |r| {
+            let store = store.clone();
+            let path = path.clone();
+            async move { store.get_range(&path, r).await }
+        }))
+        .buffered(RANGES_IN_FLIGHT);
+        let mut hasher = whole.then(blake3::Hasher::new);
+        let mut read = 0u64;
+        let checked = chunks
+            .map(move |chunk| {
+                let chunk = chunk.map_err(|e| this.backend_error(&key, e))?;
+                read += chunk.len() as u64;
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&chunk);
+                    if read == object.size {
+                        let hash = h.finalize().to_hex().to_string();
+                        if hash != object.hash {
+                            return Err(this.corrupt(&object, read, &hash));
+                        }
+                    }
+                }
+                Ok(chunk)
+            })
+            .boxed();
+        Ok(checked)
+    }
+
     fn corrupt(&self, object: &RawObject, size: u64, hash: &str) -> Error {
         Error::Corrupt {
             key: object.key.clone(),

@@ -224,13 +224,12 @@ pub fn object_store() -> std::result::Result<weir_blob::BlobStore, String> {
     })?;
     match &ctx.backend {
         Backend::Local { engine, .. } => Ok(engine.blobs().clone()),
-        Backend::Remote(remote) => match remote.client.direct() {
-            Some(payloads) => payloads.blobs().cloned().map_err(|e| e.to_string()),
-            None => Err(format!(
-                "worker {} cannot reach the object store itself, and reference data (weir::File) never goes through the engine or control plane: on a cluster, give the worker AWS_* settings that reach the control plane's s3:// store; worker processes of an embedded engine do not support it yet",
+        Backend::Remote(remote) => remote.client.reference_store().ok_or_else(|| {
+            format!(
+                "worker {} cannot reach the object store itself, and reference data (weir::File) never goes through the control plane: give the worker AWS_* settings that reach the control plane's s3:// store",
                 remote.client.worker()
-            )),
-        },
+            )
+        }),
     }
 }
 

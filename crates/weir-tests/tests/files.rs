@@ -84,3 +84,55 @@ fn big_value(seed: u64, len: usize) -> String {
     let unit = format!("{seed:016x}.");
     unit.chars().cycle().take(len).collect()
 }
+
+/// Worker processes of an embedded engine (`--workers process`) read and write reference data
+/// in the engine's own store themselves: a `File` and a `DataFrame` made by one worker's task
+/// and read back by another's, the bytes under the state's `blobs/raw`.
+#[test]
+fn worker_processes_of_an_embedded_engine_make_and_read_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let run = |task: &str, input: &str| {
+        let o = Command::new(BIN)
+            .arg("--state-dir")
+            .arg(&state)
+            .args([
+                "run",
+                task,
+                "-i",
+                input,
+                "--workers",
+                "process",
+                "-o",
+                "json",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{task}: {err}");
+        let doc: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+        doc["output"].clone()
+    };
+    let size = 300_000;
+    let out = run("file_job", &format!(r#"{{"seed": 6, "size": {size}}}"#));
+    let text = big_value(6, size);
+    let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in text.bytes().chain([0]) {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    assert_eq!(out, format!("{hash} {} {h:016x}", text.len()).as_str());
+    assert_eq!(
+        std::fs::read(state.join("blobs/raw").join(&hash)).unwrap(),
+        text.as_bytes()
+    );
+    let out = run("frame_job", r#"{"rows": 30000}"#);
+    assert_eq!(
+        out[1],
+        serde_json::json!([30000, (0..30000i64).sum::<i64>(), 30000])
+    );
+    let frame_hash = out[0]["weir_dataframe"].as_str().unwrap();
+    assert!(state.join("blobs/raw").join(frame_hash).is_file());
+}

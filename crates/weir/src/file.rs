@@ -116,6 +116,33 @@ impl File {
             .map_err(|e| failure("reading a weir::File", e))
     }
 
+    /// An async reader of all the bytes (size checked first; the hash once the last byte is
+    /// read: a mismatch is an error from the last read, so do not trust what was read until
+    /// the reader returned its end).
+    pub async fn reader(&self) -> Result<impl tokio::io::AsyncRead + Send + Unpin + 'static> {
+        self.range_reader(0..self.size).await
+    }
+
+    /// An async reader of bytes `range` (the object's size checked first; the hash only when
+    /// the range is the whole file).
+    pub async fn range_reader(
+        &self,
+        range: Range<u64>,
+    ) -> Result<impl tokio::io::AsyncRead + Send + Unpin + 'static> {
+        let object = self.object()?;
+        let stream = store()?
+            .raw_stream(&object, range)
+            .await
+            .map_err(|e| failure("reading a weir::File", e))?;
+        let place = match weir_engine::context() {
+            Some(c) => format!(" (run {}, task {}, action {})", c.run, c.task, c.action),
+            None => String::new(),
+        };
+        Ok(tokio_util::io::StreamReader::new(stream.map(move |r| {
+            r.map_err(|e| std::io::Error::other(format!("reading a weir::File{place}: {e}")))
+        })))
+    }
+
     /// Streams all the bytes into `out` (size and hash checked at the end: on an error, what
     /// was written is not the file's).
     pub async fn read_to(

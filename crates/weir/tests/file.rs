@@ -244,6 +244,83 @@ async fn a_damaged_or_missing_object_is_an_error_naming_it_and_the_action() {
     assert!(text.contains("64 lower-case hex digits"), "{text}");
 }
 
+/// Reads `f` through its async reader whole, and bytes `from..to` through a range reader: the
+/// blake3 of each.
+#[weir::task(env = ENV)]
+async fn read_streams(f: File, from: u64, to: u64) -> Result<(String, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    f.reader()
+        .await?
+        .read_to_end(&mut all)
+        .await
+        .map_err(Error::msg)?;
+    let mut part = Vec::new();
+    f.range_reader(from..to)
+        .await?
+        .read_to_end(&mut part)
+        .await
+        .map_err(Error::msg)?;
+    let hex = |b: &[u8]| blake3::hash(b).to_hex().to_string();
+    Ok((hex(&all), hex(&part)))
+}
+
+#[tokio::test]
+async fn async_readers_stream_the_bytes_whole_or_a_range_and_catch_damage() {
+    let (dir, runner) = runner().await;
+    // Over 8 MiB: read in several ranges.
+    let len = (17 << 20) + 5;
+    let f = runner
+        .run(make(3, len))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let bytes = pattern(3, len as usize);
+    let from = (8 << 20) - 10;
+    let to = (16 << 20) + 10;
+    let (all, part) = runner
+        .run(read_streams(f.clone(), from, to))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(all, blake3::hash(&bytes).to_hex().as_str());
+    let want = blake3::hash(&bytes[from as usize..to as usize])
+        .to_hex()
+        .to_string();
+    assert_eq!(part, want);
+    // A range past the end is refused; a changed byte fails the whole read (at its end).
+    let text = runner
+        .run(read_streams(f.clone(), 0, len + 1))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("outside the object"), "{text}");
+    let raw = dir.path().join("blobs/raw").join(f.hash());
+    let mut damaged = bytes.clone();
+    damaged[12 << 20] ^= 4;
+    std::fs::write(&raw, &damaged).unwrap();
+    let text = runner
+        .with_context(RunContext::new().name("stream-damaged"))
+        .run(read_streams(f.clone(), 0, 10))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("corrupt") && text.contains("(run stream-damaged, task "),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn outside_a_task_there_is_no_store_and_it_says_so() {
     let e = File::from_bytes(b"x").await.unwrap_err();

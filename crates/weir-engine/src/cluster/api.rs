@@ -265,6 +265,7 @@ impl WorkerApi for ClusterApi {
             Ok(Registered {
                 token,
                 object_store: inner.offer.clone(),
+                reference_store: None,
             })
         })
     }

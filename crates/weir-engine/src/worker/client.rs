@@ -36,6 +36,8 @@ struct ClientInner {
     /// The control plane's object store, when this worker reads and writes payloads over its
     /// threshold there itself.
     direct: Option<weir_blob::Payloads>,
+    /// The engine's object store for reference data (see [`Registered::reference_store`]).
+    references: Option<weir_blob::BlobStore>,
     /// The loops, stopped by [`WorkerClient::close`].
     loops: Mutex<Vec<AbortHandle>>,
 }
@@ -82,6 +84,7 @@ impl WorkerClient {
         worker: String,
         log: Arc<WorkerLog>,
         direct: Option<weir_blob::Payloads>,
+        references: Option<weir_blob::BlobStore>,
     ) -> WorkerClient {
         let (submit_tx, submit_rx) = mpsc::unbounded_channel();
         let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();
@@ -98,6 +101,7 @@ impl WorkerClient {
                 complete_tx,
                 unsent: AtomicUsize::new(0),
                 direct,
+                references,
                 loops: Mutex::new(Vec::new()),
             }),
         };
@@ -131,6 +135,15 @@ impl WorkerClient {
     /// threshold there itself (see [`Registered::object_store`]).
     pub(crate) fn direct(&self) -> Option<&weir_blob::Payloads> {
         self.inner.direct.as_ref()
+    }
+
+    /// Where this worker reads and writes reference data (`weir::File`): the control plane's
+    /// store when it reaches it directly, or its engine's own store.
+    pub(crate) fn reference_store(&self) -> Option<weir_blob::BlobStore> {
+        if let Some(p) = &self.inner.direct {
+            return p.blobs().ok().cloned();
+        }
+        self.inner.references.clone()
     }
 
     /// The worker's structured log.

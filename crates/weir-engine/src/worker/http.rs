@@ -343,6 +343,7 @@ mod tests {
                 Ok(Registered {
                     token: String::new(),
                     object_store: None,
+                    reference_store: None,
                 })
             })
         }

@@ -102,6 +102,11 @@ pub struct Registered {
     /// from a control plane on a `file://` store, and from an older peer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_store: Option<ObjectStoreOffer>,
+    /// An engine names its own object store here (a `file://` directory on the workers'
+    /// machine) for reference data only (`weir::File`, `Dir`, `DataFrame`): its workers read
+    /// and write those bytes there themselves, while payloads still go through the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_store: Option<String>,
 }
 
 /// The control plane's object store as offered to its workers at registration.

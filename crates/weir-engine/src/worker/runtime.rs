@@ -128,8 +128,22 @@ pub async fn run_worker_with(config: WorkerConfig, api: Arc<dyn WorkerApi>) -> R
         true => open_direct(registered.object_store).await,
         false => None,
     };
+    // An engine's own store, for reference data: on this machine, so opened without a check
+    // (a task that uses it gets the store's error).
+    let references = match &registered.reference_store {
+        Some(url) => match weir_blob::BlobStore::from_url(url) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                eprintln!(
+                    "weir worker: cannot open the engine's object store {url} for weir::File data: {e}"
+                );
+                None
+            }
+        },
+        None => None,
+    };
     let log = Arc::new(WorkerLog::open(&config.id, config.log.as_deref()));
-    let client = WorkerClient::start(api, config.id.clone(), log, direct);
+    let client = WorkerClient::start(api, config.id.clone(), log, direct, references);
     let running: Running = Arc::default();
     let stop = Arc::new(Stop::default());
     let mut heartbeat = tokio::spawn(heartbeat_loop(

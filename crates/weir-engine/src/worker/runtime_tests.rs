@@ -94,6 +94,7 @@ impl WorkerApi for Scripted {
             Ok(Registered {
                 token: "t".into(),
                 object_store: None,
+                reference_store: None,
             })
         })
     }

@@ -165,10 +165,16 @@ impl WorkerApi for EngineApi {
                 .credentials
                 .issue(&req.worker)
                 .map_err(|e| refused("register", Refusal::Internal, e.to_string()))?;
-            // An engine's workers are on its machine: payloads go through it.
+            // An engine's workers are on its machine: payloads go through it; reference data
+            // (weir::File) they read and write in the engine's store themselves.
+            let reference_store = exec
+                .engine
+                .upgrade()
+                .map(|engine| engine.blobs().url().to_string());
             Ok(Registered {
                 token,
                 object_store: None,
+                reference_store,
             })
         })
     }
