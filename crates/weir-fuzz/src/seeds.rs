@@ -260,6 +260,7 @@ fn protocol() -> Vec<Vec<u8>> {
                     url: "s3://bucket/prefix".into(),
                     inline_threshold: 65_536,
                 }),
+                reference_store: None,
             }),
         ),
         (
