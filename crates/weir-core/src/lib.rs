@@ -16,6 +16,7 @@ pub mod error;
 pub mod ids;
 pub mod lifecycle;
 pub mod payload;
+pub mod phases;
 pub mod refs;
 pub mod spec;
 pub mod transcode;

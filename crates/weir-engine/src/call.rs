@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
@@ -79,6 +79,33 @@ pub(crate) struct TaskCtx {
     waiting_on_children: AtomicUsize,
     /// The attempt number (1-based).
     pub attempt: u32,
+    /// Time spent decoding inputs and encoding the output (ns), and what a worker reported of
+    /// the attempt (phase timings, SPEC §9.3).
+    pub times: AttemptTimes,
+}
+
+/// Phase times of an attempt measured where its code runs (µs).
+#[derive(Default)]
+pub(crate) struct AttemptTimes {
+    pub decode: AtomicU64,
+    pub encode: AtomicU64,
+    /// Set when a worker ran the attempt: its own figures.
+    pub remote: parking_lot::Mutex<Option<crate::worker::protocol::WorkerPhases>>,
+}
+
+/// Adds `elapsed` to the current attempt's input decode (`decode`) or output encode time.
+/// Called by the code `#[weir::task]` generates; nothing outside a task.
+#[doc(hidden)]
+pub fn record_codec(decode: bool, elapsed: std::time::Duration) {
+    if let Some(ctx) = current() {
+        let ns = elapsed.as_nanos() as u64;
+        let slot = if decode {
+            &ctx.times.decode
+        } else {
+            &ctx.times.encode
+        };
+        slot.fetch_add(ns, Ordering::Relaxed);
+    }
 }
 
 impl TaskCtx {
@@ -102,6 +129,7 @@ impl TaskCtx {
             permits: Mutex::new(permits),
             waiting_on_children: AtomicUsize::new(0),
             attempt,
+            times: AttemptTimes::default(),
         }
     }
 
@@ -130,6 +158,7 @@ impl TaskCtx {
             permits: Mutex::new(permit.into_iter().collect()),
             waiting_on_children: AtomicUsize::new(0),
             attempt,
+            times: AttemptTimes::default(),
         }
     }
 

@@ -177,6 +177,8 @@ pub(crate) struct Finish<'a> {
     pub scope: (&'a str, &'a str),
     /// End time (µs).
     pub ended_at: i64,
+    /// Where the last attempt's time went, when it ran.
+    pub phases: Option<weir_core::phases::Phases>,
 }
 
 /// The writes that end an action, in commit order: the cache entry before the result it
@@ -225,6 +227,7 @@ pub(crate) fn finish_writes(f: Finish<'_>) -> Result<Vec<WriteOp>, InvalidTransi
         error,
         cache_hit: false,
         ended_at: f.ended_at,
+        phases: f.phases,
     });
     writes.extend(run_write);
     Ok(writes)

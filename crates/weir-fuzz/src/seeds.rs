@@ -149,6 +149,7 @@ fn protocol() -> Vec<Vec<u8>> {
                         action: id,
                         outcome: AttemptOutcome::Output(vec![0x2a]),
                         log: None,
+                        phases: None,
                     },
                     Completion {
                         lease: 4,
@@ -161,6 +162,7 @@ fn protocol() -> Vec<Vec<u8>> {
                             hash: "00".repeat(32),
                         }),
                         log: None,
+                        phases: None,
                     },
                     Completion {
                         lease: 2,
@@ -169,6 +171,7 @@ fn protocol() -> Vec<Vec<u8>> {
                         action: ActionId::ROOT,
                         outcome: AttemptOutcome::Error(remote()),
                         log: None,
+                        phases: None,
                     },
                 ],
             }),

@@ -53,6 +53,7 @@ pub(crate) async fn apply_group(
             let mut cols: (Vec<i64>, Vec<i64>, Vec<i64>) = (vec![], vec![], vec![]);
             let (mut blob, mut reference, mut error, mut hit, mut ended) =
                 (vec![], vec![], vec![], vec![], vec![]);
+            let mut phases_col: Vec<Option<Vec<u8>>> = vec![];
             for op in group {
                 if let WriteOp::FinishAction {
                     run,
@@ -62,6 +63,7 @@ pub(crate) async fn apply_group(
                     error: e,
                     cache_hit,
                     ended_at,
+                    phases,
                 } = op
                 {
                     let (b, r) = output
@@ -76,6 +78,7 @@ pub(crate) async fn apply_group(
                     error.push(failure_json(e));
                     hit.push(*cache_hit as i64);
                     ended.push(*ended_at);
+                    phases_col.push(phases.map(|p| p.encode()));
                 }
             }
             let st = statements
@@ -83,17 +86,25 @@ pub(crate) async fn apply_group(
                     tx.client(),
                     "UPDATE actions a SET status = f.status, output = f.output,
                        output_ref = f.output_ref, error = f.error, cache_hit = f.hit,
-                       ended_at = f.ended
+                       ended_at = f.ended, phases = f.phases
                      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[], $5::text[],
-                       $6::text[], $7::bigint[], $8::bigint[])
-                       AS f(run, id, status, output, output_ref, error, hit, ended)
+                       $6::text[], $7::bigint[], $8::bigint[], $9::bytea[])
+                       AS f(run, id, status, output, output_ref, error, hit, ended, phases)
                      WHERE a.run = f.run AND a.id = f.id",
                 )
                 .await?;
             tx.execute(
                 st,
                 params![
-                    &cols.0, &cols.1, &cols.2, &blob, &reference, &error, &hit, &ended
+                    &cols.0,
+                    &cols.1,
+                    &cols.2,
+                    &blob,
+                    &reference,
+                    &error,
+                    &hit,
+                    &ended,
+                    &phases_col
                 ],
             );
             Ok(())

@@ -32,8 +32,8 @@ impl Inner {
             .iter()
             .map(|row| {
                 let mut rec = action_from_row(row);
-                rec.inputs = payload_from_columns(row.get(12), row.get(13));
-                rec.output = payload_from_columns(row.get(14), row.get(15));
+                rec.inputs = payload_from_columns(row.get(13), row.get(14));
+                rec.output = payload_from_columns(row.get(15), row.get(16));
                 rec
             })
             .collect())

@@ -250,20 +250,20 @@ impl Inner {
             .map(|r| {
                 let rec = r.get::<_, Option<i64>>(0).map(|_| {
                     let mut rec = crate::rows::action_from_row(r);
-                    rec.inputs = weir_store::columns::payload_from_columns(r.get(12), r.get(13));
+                    rec.inputs = weir_store::columns::payload_from_columns(r.get(13), r.get(14));
                     rec
                 });
                 let lease = Lease {
-                    id: r.get::<_, i64>(20) as u64,
+                    id: r.get::<_, i64>(21) as u64,
                     worker: worker.to_string(),
                     expires_at,
-                    system_retries: r.get::<_, i64>(19) as u32,
+                    system_retries: r.get::<_, i64>(20) as u32,
                     attempt: QueuedAttempt {
-                        run: RunId(r.get(14)),
-                        action: ActionId(r.get::<_, i64>(15) as u64),
-                        attempt: r.get::<_, i64>(16) as u32,
-                        env: r.get(17),
-                        task: r.get(18),
+                        run: RunId(r.get(15)),
+                        action: ActionId(r.get::<_, i64>(16) as u64),
+                        attempt: r.get::<_, i64>(17) as u32,
+                        env: r.get(18),
+                        task: r.get(19),
                     },
                 };
                 (lease, rec)

@@ -190,8 +190,8 @@ impl Inner {
             .map_err(self.err("reading an action"))?;
         Ok(row.map(|row| {
             let mut rec = action_from_row(&row);
-            rec.inputs = weir_store::columns::payload_from_columns(row.get(12), row.get(13));
-            rec.output = weir_store::columns::payload_from_columns(row.get(14), row.get(15));
+            rec.inputs = weir_store::columns::payload_from_columns(row.get(13), row.get(14));
+            rec.output = weir_store::columns::payload_from_columns(row.get(15), row.get(16));
             rec
         }))
     }

@@ -50,7 +50,7 @@ pub(crate) fn run_from_row(row: &Row) -> RunRecord {
     }
 }
 
-pub(crate) const ACTION_COLUMNS: &str = "id, parent, task, grp, kind, status, attempts, queued_at, started_at, ended_at, cache_hit, error";
+pub(crate) const ACTION_COLUMNS: &str = "id, parent, task, grp, kind, status, attempts, queued_at, started_at, ended_at, cache_hit, error, phases";
 
 /// An action without payloads from the [`ACTION_COLUMNS`].
 pub(crate) fn action_from_row(row: &Row) -> ActionRecord {
@@ -75,5 +75,8 @@ pub(crate) fn action_from_row(row: &Row) -> ActionRecord {
         inputs: None,
         output: None,
         error: parse_failure(row.get(11)),
+        phases: row
+            .get::<_, Option<Vec<u8>>>(12)
+            .and_then(|b| weir_core::phases::Phases::decode(&b)),
     }
 }

@@ -8,7 +8,7 @@ use crate::describe;
 /// Newest schema this build reads and writes (PostgreSQL's own numbering, apart from SQLite's):
 /// 1 the first; 2 adds `attempt_logs` (what attempts printed); 3 adds `tokens` (access tokens,
 /// by hash).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The tables, as SQLite's (`weir_store`'s `sqlite/mod.rs`) with PostgreSQL's types: ids and
 /// times are `bigint`, payloads `bytea` or a reference (see `weir_store::columns`).
@@ -75,6 +75,12 @@ CREATE TABLE IF NOT EXISTS attempt_logs(
 CREATE TABLE IF NOT EXISTS tokens(
   hash text PRIMARY KEY, project text NOT NULL, domain text, role text NOT NULL,
   created_at bigint NOT NULL);
+",
+    ),
+    (
+        4,
+        "
+ALTER TABLE actions ADD COLUMN IF NOT EXISTS phases bytea;
 ",
     ),
 ];

@@ -138,9 +138,9 @@ const AFTER_ACTION: usize = 14;
 
 fn ui_action_from_row(row: &Row) -> UiAction {
     UiAction {
-        seq: row.get(12),
+        seq: row.get(13),
         record: action_from_row(row),
-        has_children: row.get(13),
+        has_children: row.get(14),
     }
 }
 

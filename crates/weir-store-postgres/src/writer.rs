@@ -368,6 +368,7 @@ async fn upsert_rows(
     let mut output = Vec::with_capacity(rows.len());
     let mut output_ref = Vec::with_capacity(rows.len());
     let mut error = Vec::with_capacity(rows.len());
+    let mut phases = Vec::with_capacity(rows.len());
     for row in rows {
         let (i, i_ref) = payload_to_columns(row.inputs);
         let (o, o_ref) = row.output.map(payload_to_columns).unwrap_or((None, None));
@@ -388,27 +389,30 @@ async fn upsert_rows(
         output.push(o);
         output_ref.push(o_ref);
         error.push(row.error.and_then(|f| serde_json::to_string(f).ok()));
+        phases.push(row.phases.map(|p| p.encode()));
     }
     let st = statements
         .get(
             tx.client(),
             "INSERT INTO actions(run, id, parent, task, grp, kind, status, attempts, queued_at,
-               started_at, ended_at, cache_hit, inputs, inputs_ref, output, output_ref, error)
+               started_at, ended_at, cache_hit, inputs, inputs_ref, output, output_ref, error, phases)
              SELECT run, id, parent, task, grp, kind, status, attempts, queued_at, started_at,
-               ended_at, cache_hit, inputs, inputs_ref, output, output_ref, error
+               ended_at, cache_hit, inputs, inputs_ref, output, output_ref, error, phases
              FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
                $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
                $11::bigint[], $12::bigint[], $13::bytea[], $14::text[], $15::bytea[], $16::text[],
-               $17::text[])
+               $17::text[], $18::bytea[])
                WITH ORDINALITY AS r(run, id, parent, task, grp, kind, status, attempts, queued_at,
-                 started_at, ended_at, cache_hit, inputs, inputs_ref, output, output_ref, error, n)
+                 started_at, ended_at, cache_hit, inputs, inputs_ref, output, output_ref, error,
+                 phases, n)
              ORDER BY n
              ON CONFLICT(run, id) DO UPDATE SET status = excluded.status,
                attempts = greatest(actions.attempts, excluded.attempts),
                queued_at = excluded.queued_at,
                started_at = coalesce(excluded.started_at, actions.started_at),
                ended_at = excluded.ended_at, cache_hit = excluded.cache_hit,
-               output = excluded.output, output_ref = excluded.output_ref, error = excluded.error",
+               output = excluded.output, output_ref = excluded.output_ref, error = excluded.error,
+               phases = excluded.phases",
         )
         .await?;
     tx.execute(
@@ -431,6 +435,7 @@ async fn upsert_rows(
             &output,
             &output_ref,
             &error,
+            &phases,
         ],
     );
     Ok(())
@@ -541,16 +546,18 @@ pub(crate) async fn apply(
             error,
             cache_hit,
             ended_at,
+            phases,
         } => {
             let (blob, reference) = output
                 .as_ref()
                 .map(payload_to_columns)
                 .unwrap_or((None, None));
+            let phases = phases.map(|p| p.encode());
             let st = statements
                 .get(
                     tx.client(),
                     "UPDATE actions SET status = $3, output = $4, output_ref = $5, error = $6,
-                       cache_hit = $7, ended_at = $8
+                       cache_hit = $7, ended_at = $8, phases = $9
                      WHERE run = $1 AND id = $2",
                 )
                 .await?;
@@ -564,9 +571,19 @@ pub(crate) async fn apply(
                     &reference,
                     &failure_json(error),
                     &(*cache_hit as i64),
-                    ended_at
+                    ended_at,
+                    &phases
                 ],
             );
+        }
+        WriteOp::Delivered { run, id, phases } => {
+            let st = statements
+                .get(
+                    tx.client(),
+                    "UPDATE actions SET phases = $3 WHERE run = $1 AND id = $2",
+                )
+                .await?;
+            tx.execute(st, params![&run.0, &id.as_i64(), &phases.encode()]);
         }
         WriteOp::FinishRun {
             run,

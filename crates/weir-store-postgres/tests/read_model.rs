@@ -90,6 +90,7 @@ async fn finish(store: &dyn Store, run: RunId, id: u64, status: ActionStatus, ou
             error: failed.then(|| failure(id, "it broke")),
             cache_hit: id == 4,
             ended_at: 5_000 + 7 * id as i64,
+            phases: None,
         },
     )
     .await;

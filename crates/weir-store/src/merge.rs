@@ -43,6 +43,8 @@ pub struct MergedRow<'a> {
     pub output: Option<&'a Payload>,
     /// Failure.
     pub error: Option<&'a Failure>,
+    /// Phases of the last attempt.
+    pub phases: Option<&'a weir_core::phases::Phases>,
 }
 
 /// One step of a batch's application, in order.
@@ -96,6 +98,7 @@ pub fn plan<'a>(ops: impl IntoIterator<Item = &'a WriteOp>) -> Vec<Step<'a>> {
                     inputs,
                     output: None,
                     error: None,
+                    phases: None,
                 },
             ),
             WriteOp::RecoverAction {
@@ -127,6 +130,7 @@ pub fn plan<'a>(ops: impl IntoIterator<Item = &'a WriteOp>) -> Vec<Step<'a>> {
                     inputs,
                     output: Some(output),
                     error: None,
+                    phases: None,
                 },
             ),
             _ => {
@@ -153,10 +157,12 @@ pub fn plan<'a>(ops: impl IntoIterator<Item = &'a WriteOp>) -> Vec<Step<'a>> {
                             error,
                             cache_hit,
                             ended_at,
+                            phases,
                             ..
                         },
                     ) => {
                         let row = &mut rows[i];
+                        row.phases = phases.as_ref();
                         row.status = *status;
                         row.output = output.as_ref();
                         row.error = error.as_ref();

@@ -242,6 +242,10 @@ pub struct ActionRecord {
     pub output: Option<Payload>,
     /// Failure, if failed.
     pub error: Option<Failure>,
+    /// Where its last attempt's time went (none before it ended, for a cache hit, a recovered
+    /// action, and actions of an older weir).
+    #[serde(default)]
+    pub phases: Option<weir_core::phases::Phases>,
 }
 
 /// A failed attempt.
@@ -317,6 +321,19 @@ pub enum WriteOp {
         cache_hit: bool,
         /// End time (µs).
         ended_at: i64,
+        /// Where the last attempt's time went (its `deliver` follows in
+        /// [`WriteOp::Delivered`], once this write is durable).
+        phases: Option<weir_core::phases::Phases>,
+    },
+    /// An action's result was delivered (its end durable, its parent or caller told): its
+    /// phases, now with `deliver`.
+    Delivered {
+        /// Run row id.
+        run: RunId,
+        /// Action id.
+        id: ActionId,
+        /// All its phases.
+        phases: weir_core::phases::Phases,
     },
     /// An action recorded as succeeded with the output of the same action in an earlier run
     /// (`rerun --recover`): it does not run.
@@ -401,6 +418,7 @@ impl WriteOp {
             | WriteOp::StartAttempt { run, .. }
             | WriteOp::FailAttempt { run, .. }
             | WriteOp::FinishAction { run, .. }
+            | WriteOp::Delivered { run, .. }
             | WriteOp::RecoverAction { run, .. }
             | WriteOp::FinishRun { run, .. }
             | WriteOp::CancelLiveActions { run, .. }

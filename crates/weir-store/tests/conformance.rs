@@ -42,6 +42,37 @@ impl suite::Fixture for Sqlite {
 suite::all_conformance_tests!(Sqlite::new());
 
 #[tokio::test]
+async fn sqlite_migrates_schema_2_to_3_keeping_actions_without_phases() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = SqliteStore::db_path(dir.path());
+    {
+        let store = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap();
+        store.create_run(suite::new_run("old", "me")).await.unwrap();
+        store.close().unwrap();
+    }
+    // As schema 2 left it: no phases column.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE actions DROP COLUMN phases; UPDATE meta SET value = 2 WHERE key = 'schema_version';",
+    )
+    .unwrap();
+    drop(conn);
+    let err = SqliteStore::open_read_only(dir.path()).unwrap_err();
+    assert!(
+        err.to_string().contains("schema version 2 (this weir reads 3)"),
+        "{err}"
+    );
+    let store = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let run = store.run_by_name("old").await.unwrap();
+    let root = store.action(run.id, weir_core::ActionId::ROOT).await.unwrap().unwrap();
+    assert_eq!(root.phases, None);
+    store.close().unwrap();
+    drop(store);
+    let reader = SqliteStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.run_by_name("old").await.unwrap().name, "old");
+}
+
+#[tokio::test]
 async fn sqlite_migrates_schema_1_and_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     let db = SqliteStore::db_path(dir.path());

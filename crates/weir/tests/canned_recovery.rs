@@ -104,6 +104,7 @@ fn finish(run: weir_store::RunId, id: ActionId, out: Result<Vec<u8>, Failure>) -
         error,
         cache_hit: false,
         ended_at: 2,
+        phases: None,
     }
 }
 

@@ -236,6 +236,7 @@ impl ClusterApi {
                     error: None,
                     cache_hit: true,
                     ended_at: now,
+                    phases: None,
                 },
             ])
             .await

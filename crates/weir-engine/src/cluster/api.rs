@@ -677,6 +677,7 @@ impl WorkerApi for ClusterApi {
                         error,
                         cache_hit: false,
                         ended_at: now_us(),
+                        phases: None,
                     },
                 ])
                 .await

@@ -266,6 +266,7 @@ impl Engine {
             error: Some(failure),
             cache_hit: false,
             ended_at: now_us(),
+            phases: None,
         });
     }
 }

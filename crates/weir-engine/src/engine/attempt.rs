@@ -9,6 +9,7 @@ use std::time::Instant;
 use futures::FutureExt;
 use weir_blob::PayloadKey;
 use weir_core::clock::now_us;
+use weir_core::phases::Phases;
 use weir_core::{ActionEvent, ActionId, ErrorKind, Failure};
 use weir_store::{ActionKind, AttemptRecord, Payload, WriteOp};
 
@@ -66,6 +67,8 @@ impl Engine {
         } = action;
         let queued = Instant::now();
         let store = &self.inner.store;
+        // Phase timings (SPEC §9.3): a few clock reads per attempt.
+        let mut upload = 0;
         if insert {
             let payload = match self
                 .store_payload(
@@ -90,6 +93,7 @@ impl Engine {
                 inputs: payload,
                 queued_at: now_us(),
             });
+            upload = queued.elapsed().as_micros() as u64;
         }
         let timeouts = &def.config().timeouts;
         let retry = &def.config().retry;
@@ -115,8 +119,11 @@ impl Engine {
         }
         let mut attempt = base_attempt;
         let mut retries_used = 0;
+        // The first attempt waited from its inputs' upload; a retry from its requeue.
+        let mut ready = queued + std::time::Duration::from_micros(upload);
         loop {
             attempt += 1;
+            let slot_at = Instant::now();
             let ctx = Arc::new(TaskCtx::new(
                 self.clone(),
                 run.clone(),
@@ -148,6 +155,7 @@ impl Engine {
             if run.transition(id, ActionEvent::Start).is_err() {
                 return; // cancelled meanwhile
             }
+            let leased_at = Instant::now();
             let started = started.unwrap_or_else(now_us);
             store.write(WriteOp::StartAttempt {
                 run: run.id,
@@ -168,6 +176,7 @@ impl Engine {
                     Some(q) => q.outcome().await,
                 }
             };
+            let body_at = Instant::now();
             let result: Result<Vec<u8>> =
                 match decide::attempt_limit(timeouts, deadline, Instant::now()) {
                     Some(limit) => match tokio::time::timeout(limit, body).await {
@@ -190,10 +199,13 @@ impl Engine {
                     None => body.await,
                 };
             run.counters.running.fetch_sub(1, Ordering::Relaxed);
+            let mut phases = attempt_phases(&ctx, upload, ready, slot_at, leased_at, body_at);
+            upload = 0;
             permits = Arc::try_unwrap(ctx).ok().map(TaskCtx::into_permits);
             let result = result.and_then(|out| def.check_inline("output", out.len()).map(|_| out));
             let e = match result {
                 Ok(out) => {
+                    let output_at = Instant::now();
                     let payload = match self
                         .store_payload(
                             PayloadKey::Outputs {
@@ -208,8 +220,9 @@ impl Engine {
                         Ok(p) => p,
                         Err(e) => return self.halt_run(&run, id, def.full_name(), &e),
                     };
+                    phases.output += output_at.elapsed().as_micros() as u64;
                     return self
-                        .finish(&run, id, def, Ok((payload, Arc::from(out))))
+                        .finish(&run, id, def, Ok((payload, Arc::from(out))), Some(phases))
                         .await;
                 }
                 Err(e) => e,
@@ -233,7 +246,7 @@ impl Engine {
                 retrying,
             });
             let Next::Retry(delay) = next else {
-                return self.finish(&run, id, def, Err(failure)).await;
+                return self.finish(&run, id, def, Err(failure), Some(phases)).await;
             };
             retries_used += 1;
             tracing::debug!(run = %run.name, action = %id, task = def.full_name(), attempt, error = %failure.message, "attempt failed, retrying");
@@ -243,6 +256,7 @@ impl Engine {
             if run.transition(id, ActionEvent::Requeue).is_err() {
                 return;
             }
+            ready = Instant::now();
         }
     }
 
@@ -289,7 +303,7 @@ impl Engine {
     /// Ends an action with an error raised by the engine itself (queue wait).
     async fn fail(&self, run: &Arc<RunState>, id: ActionId, def: &'static TaskDef, e: Error) {
         let failure = e.to_failure(id.to_string(), def.full_name().into());
-        self.finish(run, id, def, Err(failure)).await;
+        self.finish(run, id, def, Err(failure), None).await;
     }
 
     /// Queues the writes that end the action ([`decide::finish_writes`]); once they are
@@ -300,6 +314,7 @@ impl Engine {
         id: ActionId,
         def: &'static TaskDef,
         outcome: std::result::Result<(Payload, Arc<[u8]>), Failure>,
+        phases: Option<Phases>,
     ) {
         let (from, cache) = {
             let mut live = run.live.lock();
@@ -324,6 +339,7 @@ impl Engine {
             cache,
             scope: (&run.cache.project, &run.cache.domain),
             ended_at: now_us(),
+            phases,
         });
         let writes = match writes {
             Ok(w) => w,
@@ -350,6 +366,7 @@ impl Engine {
         for op in writes {
             self.inner.store.write(op);
         }
+        let commit_at = Instant::now();
         let committed = self.inner.store.commit(last).await;
         #[cfg(feature = "failpoints")]
         if caches && committed.is_ok() {
@@ -376,6 +393,56 @@ impl Engine {
         if let Some(entry) = entry {
             for w in entry.waiters {
                 let _ = w.send(delivered.clone());
+            }
+        }
+        if let Some(mut phases) = phases {
+            phases.deliver = commit_at.elapsed().as_micros() as u64;
+            self.inner.store.write(WriteOp::Delivered {
+                run: run.id,
+                id,
+                phases,
+            });
+        }
+    }
+}
+
+/// The phases of an attempt that ran (its output's upload is added by the caller): `upload`
+/// of its inputs, queue wait from `ready` to its slot (`slot_at`) or lease (`leased_at`), and
+/// what its code measured (decode, encode) or its worker reported.
+fn attempt_phases(
+    ctx: &TaskCtx,
+    upload: u64,
+    ready: Instant,
+    slot_at: Instant,
+    leased_at: Instant,
+    body_at: Instant,
+) -> Phases {
+    let us = |d: std::time::Duration| d.as_micros() as u64;
+    let ran = us(body_at.elapsed());
+    let queue = us(leased_at.saturating_duration_since(ready));
+    match *ctx.times.remote.lock() {
+        // A worker ran it: what it reports, and the rest of the time from lease to completion
+        // is the lease's and the completion's delivery.
+        Some(w) => Phases {
+            upload,
+            queue,
+            start: w.start + ran.saturating_sub(w.held),
+            download: w.download,
+            exec: w.exec,
+            output: w.output,
+            deliver: 0,
+        },
+        None => {
+            let decode = ctx.times.decode.load(Ordering::Relaxed) / 1000;
+            let encode = ctx.times.encode.load(Ordering::Relaxed) / 1000;
+            Phases {
+                upload,
+                queue: us(slot_at.saturating_duration_since(ready)),
+                start: us(body_at.saturating_duration_since(slot_at)),
+                download: decode,
+                exec: ran.saturating_sub(decode + encode),
+                output: encode,
+                deliver: 0,
             }
         }
     }

@@ -111,6 +111,7 @@ impl Engine {
             error: None,
             cache_hit: true,
             ended_at: now,
+            phases: None,
         });
         run.counters.created.fetch_add(1, Ordering::Relaxed);
         run.counters.succeeded.fetch_add(1, Ordering::Relaxed);

@@ -162,6 +162,7 @@ impl Engine {
                 error,
                 cache_hit: false,
                 ended_at: now_us(),
+                phases: None,
             })
             .await;
         committed.map_err(|e| {

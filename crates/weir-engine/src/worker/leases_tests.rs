@@ -41,6 +41,7 @@ fn done(a: &LeasedAction, bytes: Vec<u8>) -> Completion {
         action: a.action,
         outcome: AttemptOutcome::Output(bytes),
         log: None,
+        phases: None,
     }
 }
 

@@ -278,6 +278,25 @@ pub struct Completion {
     /// captured something (none otherwise: an engine's workers write theirs to files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<AttemptOutput>,
+    /// What the worker measured of the attempt (phase timings); none from an older worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<WorkerPhases>,
+}
+
+/// Where a leased attempt's time went on its worker (µs; SPEC §9.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerPhases {
+    /// From the lease's arrival to the task's code (a free slot).
+    pub start: u64,
+    /// Reading the inputs (from the object store when by reference) and decoding them.
+    pub download: u64,
+    /// The task's own code.
+    pub exec: u64,
+    /// Encoding the output and storing it (to the object store when by reference).
+    pub output: u64,
+    /// From the lease's arrival to the completion handed to the sender: what the engine sees
+    /// beyond this is delivery (both ways).
+    pub held: u64,
 }
 
 /// Most bytes of an attempt's output a worker keeps (the last ones) and a control plane

@@ -404,6 +404,7 @@ async fn run_leased(
     running: Running,
     enforce_max_runtime: bool,
 ) {
+    let arrived = std::time::Instant::now();
     let permit = match permit {
         Some(p) => p,
         None => match slots.clone().acquire_owned().await {
@@ -411,12 +412,16 @@ async fn run_leased(
             Err(_) => return,
         },
     };
+    let slot = arrived.elapsed();
     client.log().begin(&a);
     let capturing = super::capture::begin(a.lease);
+    let read_at = std::time::Instant::now();
     let inputs = match a.inputs_ref.take() {
         Some(r) => read_inputs(&client, &a, &r).await,
         None => Ok(std::mem::take(&mut a.inputs)),
     };
+    let read = read_at.elapsed();
+    let mut phases = None;
     let outcome = match (registry::find_task(&a.task), inputs) {
         (Err(e), _) => {
             AttemptOutcome::Error(system_error(format!("worker {}: {e}", client.worker())))
@@ -439,6 +444,7 @@ async fn run_leased(
                 Some(permit),
             ));
             let inputs: Arc<[u8]> = Arc::from(inputs);
+            let body_at = std::time::Instant::now();
             let body = std::panic::AssertUnwindSafe(ctx.clone().scope((def.invoke)(inputs)))
                 .catch_unwind();
             // A control plane runs no user code, so a worker of one enforces the task's
@@ -452,8 +458,24 @@ async fn run_leased(
                 Some(limit) => tokio::time::timeout(limit, body).await.ok(),
                 None => Some(body.await),
             };
-            match body.map(crate::call::flatten_panic) {
-                Some(Ok(out)) => write_output(&client, &a, out).await,
+            let ran = body_at.elapsed();
+            let decode = ctx.times.decode.load(std::sync::atomic::Ordering::Relaxed) / 1000;
+            let encode = ctx.times.encode.load(std::sync::atomic::Ordering::Relaxed) / 1000;
+            let us = |d: Duration| d.as_micros() as u64;
+            let mut p = crate::worker::protocol::WorkerPhases {
+                start: us(slot),
+                download: us(read) + decode,
+                exec: us(ran).saturating_sub(decode + encode),
+                output: encode,
+                held: 0,
+            };
+            let outcome = match body.map(crate::call::flatten_panic) {
+                Some(Ok(out)) => {
+                    let write_at = std::time::Instant::now();
+                    let o = write_output(&client, &a, out).await;
+                    p.output += us(write_at.elapsed());
+                    o
+                }
                 Some(Err(e)) => AttemptOutcome::Error(to_remote(&e)),
                 None => AttemptOutcome::Error(RemoteError {
                     kind: weir_core::ErrorKind::Timeout,
@@ -466,7 +488,9 @@ async fn run_leased(
                     chain: vec![],
                     child: None,
                 }),
-            }
+            };
+            phases = Some(p);
+            outcome
         }
     };
     let error = match &outcome {
@@ -476,6 +500,9 @@ async fn run_leased(
     let log = capturing.and_then(super::capture::Capturing::end);
     client.log().end(&a, error);
     running.lock().remove(&a.lease);
+    if let Some(p) = phases.as_mut() {
+        p.held = arrived.elapsed().as_micros() as u64;
+    }
     client.complete(Completion {
         lease: a.lease,
         run: Some(a.run),
@@ -483,6 +510,7 @@ async fn run_leased(
         action: a.action,
         outcome,
         log,
+        phases,
     });
 }
 

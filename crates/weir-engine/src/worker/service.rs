@@ -278,6 +278,16 @@ impl WorkerApi for EngineApi {
             let done = {
                 let mut st = exec.state.lock();
                 let st = &mut *st;
+                // The worker's phase timings, for the attempt's record (a completion of a lease
+                // no longer held is rejected below, its figures dropped).
+                for c in &req.completions {
+                    if let (Some(run), Some(p)) = (c.run, c.phases)
+                        && st.leases.holds(n, run, c.action)
+                        && let Some(ctx) = st.calls.contexts.get(&(run, c.action))
+                    {
+                        *ctx.times.remote.lock() = Some(p);
+                    }
+                }
                 let done = st.leases.complete(n, req.completions);
                 let env = st.leases.env_of(n).unwrap_or_default().to_string();
                 st.journal.rejected(&env, &req.worker, &done.rejected);

@@ -29,7 +29,7 @@ use crate::{
 };
 
 /// Newest schema this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS actions(
   task TEXT NOT NULL, grp TEXT, kind INTEGER NOT NULL, status INTEGER NOT NULL,
   attempts INTEGER NOT NULL DEFAULT 0, queued_at INTEGER NOT NULL, started_at INTEGER,
   ended_at INTEGER, cache_hit INTEGER NOT NULL DEFAULT 0, inputs BLOB, inputs_ref TEXT,
-  output BLOB, output_ref TEXT, error TEXT);
+  output BLOB, output_ref TEXT, error TEXT, phases BLOB);
 CREATE UNIQUE INDEX IF NOT EXISTS actions_by_id ON actions(run, id);
 -- Children of a parent in creation order (index entries end with the rowid `seq`).
 CREATE INDEX IF NOT EXISTS actions_by_parent ON actions(run, parent);
@@ -162,6 +162,23 @@ impl SqliteStore {
                 .map_err(&e)?;
         }
         conn.execute_batch(SCHEMA).map_err(&e)?;
+        // From schema 2 to 3: each action's phase timings (SPEC §9.3).
+        let has_phases: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('actions') WHERE name = 'phases'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(&e)?;
+        if has_phases == 0 {
+            conn.execute_batch("ALTER TABLE actions ADD COLUMN phases BLOB;")
+                .map_err(&e)?;
+        }
+        conn.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'schema_version' AND value < ?1",
+            [SCHEMA_VERSION],
+        )
+        .map_err(&e)?;
         conn.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?1)",
             [SCHEMA_VERSION],
@@ -226,12 +243,7 @@ impl SqliteStore {
         let path = readonly::existing_db(state_dir)?;
         let e = sql_err(&path);
         let conn = ReadConn::open(&path).map_err(&e)?;
-        if readonly::schema_version(conn.conn(), &path)? == 1 {
-            return Err(Error::Corrupt(format!(
-                "{} has schema version 1: open it once with a command that writes (e.g. `run`) to upgrade it",
-                path.display()
-            )));
-        }
+        readonly::require_current(readonly::schema_version(conn.conn(), &path)?, &path)?;
         Ok(SqliteStore {
             path,
             queue: None,

@@ -195,6 +195,19 @@ pub(crate) fn empty_database(path: &Path) -> Error {
     ))
 }
 
+/// Refuses a database of an older schema for reading (its columns differ; reading never
+/// upgrades it).
+pub(crate) fn require_current(version: i64, path: &Path) -> Result<()> {
+    if version < super::SCHEMA_VERSION {
+        return Err(Error::Corrupt(format!(
+            "{} has schema version {version} (this weir reads {}): open it once with a command that writes (e.g. `run` or `resume`) to upgrade it",
+            path.display(),
+            super::SCHEMA_VERSION
+        )));
+    }
+    Ok(())
+}
+
 /// The schema version of a database opened for reading: refuses a database without weir's
 /// schema and one newer than this build.
 pub(crate) fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {

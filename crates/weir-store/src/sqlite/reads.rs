@@ -188,8 +188,8 @@ impl SqliteStore {
             .map_err(&e)?;
         st.query_row(params![run, id.as_i64()], |row| {
             let mut rec = action_from_row(row)?;
-            rec.inputs = join(row.get(12)?, row.get(13)?);
-            rec.output = join(row.get(14)?, row.get(15)?);
+            rec.inputs = join(row.get(13)?, row.get(14)?);
+            rec.output = join(row.get(15)?, row.get(16)?);
             Ok(rec)
         })
         .optional()

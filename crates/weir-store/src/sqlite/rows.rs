@@ -93,7 +93,7 @@ pub const REUSED_CACHE: i64 = 1;
 /// See [`REUSED_CACHE`].
 pub const REUSED_RECOVERED: i64 = 2;
 
-pub(crate) const ACTION_COLUMNS: &str = "id, parent, task, grp, kind, status, attempts, queued_at, started_at, ended_at, cache_hit, error";
+pub(crate) const ACTION_COLUMNS: &str = "id, parent, task, grp, kind, status, attempts, queued_at, started_at, ended_at, cache_hit, error, phases";
 
 pub(super) fn action_from_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
     action_record_at(row, 0)
@@ -121,6 +121,9 @@ pub(crate) fn action_record_at(row: &Row<'_>, base: usize) -> rusqlite::Result<A
         inputs: None,
         output: None,
         error: parse_failure(row.get(base + 11)?),
+        phases: row
+            .get::<_, Option<Vec<u8>>>(base + 12)?
+            .and_then(|b| weir_core::phases::Phases::decode(&b)),
     })
 }
 

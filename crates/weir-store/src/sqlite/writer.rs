@@ -376,13 +376,13 @@ fn upsert_row(tx: &rusqlite::Transaction<'_>, row: &MergedRow<'_>) -> rusqlite::
     let (output, output_ref) = row.output.map(split).unwrap_or((None, None));
     let mut st = tx.prepare_cached(
         "INSERT INTO actions(run, id, parent, task, grp, kind, status, attempts, queued_at, started_at,
-                             ended_at, cache_hit, inputs, inputs_ref, output, output_ref, error)
-         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                             ended_at, cache_hit, inputs, inputs_ref, output, output_ref, error, phases)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
          ON CONFLICT(run, id) DO UPDATE SET status = excluded.status,
            attempts = max(attempts, excluded.attempts), queued_at = excluded.queued_at,
            started_at = coalesce(excluded.started_at, started_at), ended_at = excluded.ended_at,
            cache_hit = excluded.cache_hit, output = excluded.output, output_ref = excluded.output_ref,
-           error = excluded.error",
+           error = excluded.error, phases = excluded.phases",
     )?;
     st.execute(params![
         row.run,
@@ -402,6 +402,7 @@ fn upsert_row(tx: &rusqlite::Transaction<'_>, row: &MergedRow<'_>) -> rusqlite::
         output,
         output_ref,
         row.error.and_then(|f| serde_json::to_string(f).ok()),
+        row.phases.map(|p| p.encode()),
     ])?;
     Ok(())
 }
@@ -494,10 +495,12 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
             error,
             cache_hit,
             ended_at,
+            phases,
         } => {
             let (blob, reference) = split_opt(output);
             let mut st = tx.prepare_cached(
-                "UPDATE actions SET status = ?3, output = ?4, output_ref = ?5, error = ?6, cache_hit = ?7, ended_at = ?8
+                "UPDATE actions SET status = ?3, output = ?4, output_ref = ?5, error = ?6, cache_hit = ?7, ended_at = ?8,
+                   phases = ?9
                  WHERE run = ?1 AND id = ?2",
             )?;
             st.execute(params![
@@ -508,8 +511,14 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
                 reference,
                 failure_json(error),
                 *cache_hit as i64,
-                ended_at
+                ended_at,
+                phases.map(|p| p.encode())
             ])?;
+        }
+        WriteOp::Delivered { run, id, phases } => {
+            let mut st =
+                tx.prepare_cached("UPDATE actions SET phases = ?3 WHERE run = ?1 AND id = ?2")?;
+            st.execute(params![run, id.as_i64(), phases.encode()])?;
         }
         WriteOp::FinishRun {
             run,

@@ -44,7 +44,7 @@ fn action_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UiAction> {
     Ok(UiAction {
         seq: row.get(0)?,
         record: action_record_at(row, 1)?,
-        has_children: row.get(13)?,
+        has_children: row.get(14)?,
     })
 }
 
@@ -77,7 +77,10 @@ impl UiReader {
             idle: Mutex::new(Vec::new()),
         };
         let conn = reader.connect().map_err(|e| reader.sql_err(e))?;
-        readonly::schema_version(conn.conn(), &reader.path)?;
+        readonly::require_current(
+            readonly::schema_version(conn.conn(), &reader.path)?,
+            &reader.path,
+        )?;
         reader.idle.lock().push(conn);
         Ok(reader)
     }
@@ -264,8 +267,8 @@ impl ReadModel for UiReader {
                 .query_row(params![run, id.as_i64()], |row| {
                     Ok(UiActionDetail {
                         action: action_from_row(row)?,
-                        inputs: join(row.get(14)?, row.get(15)?),
-                        output: join(row.get(16)?, row.get(17)?),
+                        inputs: join(row.get(15)?, row.get(16)?),
+                        output: join(row.get(17)?, row.get(18)?),
                         children: 0,
                     })
                 })

@@ -130,6 +130,7 @@ pub fn finish(
         error: None,
         cache_hit: false,
         ended_at: 9,
+        phases: None,
     }
 }
 
@@ -841,6 +842,7 @@ pub async fn an_abort_cancels_the_live_actions_queued_before_it_and_a_run_finish
             error: None,
             cache_hit: true,
             ended_at: 3,
+            phases: None,
         })
         .await
         .unwrap();
