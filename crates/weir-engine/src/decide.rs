@@ -536,6 +536,7 @@ mod tests {
             cache: cached.then(|| ("k".to_string(), "v1".to_string())),
             scope: ("p", "d"),
             ended_at: 42,
+            phases: None,
         }
     }
 

@@ -32,7 +32,7 @@ pub mod worker;
 
 pub use call::{
     CapturedContext, TaskArgs, TaskCall, TaskContext, capture_context, context, in_task,
-    object_store, with_context,
+    object_store, record_codec, with_context,
 };
 pub use engine::error::Error as EngineError;
 pub use engine::{Engine, EngineOptions, RunOutcome};

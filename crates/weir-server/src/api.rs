@@ -38,6 +38,7 @@ pub(crate) fn router(source: Source, options: Options, base: &str) -> Router {
         .route(&at("/api/runs/{run}/timeline"), get(timeline))
         .route(&at("/api/runs/{run}/utilization"), get(utilization))
         .route(&at("/api/runs/{run}/actions/{action}"), get(action_detail))
+        .route(&at("/api/runs/{run}/tasks"), get(run_tasks))
         .route(
             &at("/api/runs/{run}/actions/{action}/children"),
             get(children),
@@ -254,9 +255,15 @@ async fn action_detail(
     doc["overhead"] = json!({
         "queue_wait_us": duration(Some(a.queued_at), a.started_at),
         "run_us": duration(a.started_at, a.ended_at),
-        "transfer_us": null,
-        "start_us": null,
-        "note": "queue wait and run time are recorded; input/output transfer and start times are not recorded yet",
+        "phases": weir_store::advise::shown_phases(a).map(|p| {
+            let names = weir_core::phases::Phases::NAMES;
+            let m: serde_json::Map<String, Value> = names
+                .iter()
+                .zip(p.values())
+                .map(|(n, v)| (format!("{n}_us"), json!(v)))
+                .collect();
+            Value::Object(m)
+        }),
     });
     let logs = app.read(move |r| r.attempt_logs(run_id, id)).await?;
     match logs {
@@ -389,4 +396,40 @@ fn log_json(l: &weir_store::AttemptLog) -> Value {
         "overlapping": l.overlapping,
         "text": String::from_utf8_lossy(text),
     })
+}
+
+/// Actions summarized per page in `/runs/{run}/tasks`.
+const TASKS_PAGE: u32 = 10_000;
+
+/// `/api/runs/{run}/tasks`: per task, where its actions' time went (each phase's p50, p95 and
+/// mean), and the advice `weir advise` gives for the run (SPEC §9.3).
+async fn run_tasks(State(app): State<App>, path: PathArgs<String>, q: QueryMap) -> ApiResult {
+    let name = path_args(path)?;
+    Params::new(q, &[])?;
+    let run = app.run(name).await?;
+    let run_id = run.id;
+    let mut summarizer = weir_store::advise::Summarizer::default();
+    let mut offset = 0;
+    loop {
+        let page = app
+            .read(move |r| r.actions_page(run_id, offset, TASKS_PAGE))
+            .await?;
+        summarizer.add(&page);
+        if (page.len() as u32) < TASKS_PAGE {
+            break;
+        }
+        offset += page.len() as u64;
+    }
+    let tasks = summarizer.finish();
+    let facts = weir_store::advise::RunFacts {
+        duration_us: run.ended_at.map(|e| e - run.created_at),
+        ..Default::default()
+    };
+    let advice = weir_store::advise::advise(&tasks, &facts);
+    Ok(Json(json!({
+        "run": run.name,
+        "phase_names": weir_core::phases::Phases::NAMES,
+        "tasks": tasks,
+        "advice": advice,
+    })))
 }

@@ -118,7 +118,10 @@ copied!(
     Option<String>,
     Vec<i64>,
     Vec<Option<i64>>,
-    Vec<Option<String>>
+    Vec<Option<String>>,
+    Vec<u8>,
+    Option<Vec<u8>>,
+    Vec<Option<Vec<u8>>>
 );
 
 impl Owned for &&str {

@@ -448,6 +448,27 @@ impl ReadModel for PostgresReadModel {
         })
     }
 
+    fn actions_page(
+        &self,
+        run: i64,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<weir_store::ActionRecord>> {
+        self.block(move |db| async move {
+            let client = db.client().await?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {ACTION_COLUMNS} FROM actions WHERE run = $1 ORDER BY seq LIMIT $2 OFFSET $3"
+                    ),
+                    &[&run, &(limit as i64), &(offset as i64)],
+                )
+                .await
+                .map_err(db.err("reading actions"))?;
+            Ok(rows.iter().map(action_from_row).collect())
+        })
+    }
+
     fn setting(&self, key: &str) -> Result<Option<String>> {
         let key = key.to_string();
         self.block(|db| async move {

@@ -21,6 +21,7 @@
 //! millisecond per commit on common disks. Commits are batched: the writer thread takes every
 //! operation waiting in its channel (up to [`StoreOptions::max_batch`]) into one transaction.
 
+pub mod advise;
 pub mod merge;
 mod records;
 mod sqlite;

@@ -138,7 +138,10 @@ pub mod __private {
         bytes: &[u8],
         task: &str,
     ) -> crate::Result<T> {
-        codec::decode(bytes).map_err(|e| {
+        let t = std::time::Instant::now();
+        let decoded = codec::decode(bytes);
+        weir_engine::record_codec(true, t.elapsed());
+        decoded.map_err(|e| {
             crate::Error::with_kind(
                 ErrorKind::Codec,
                 format!("inputs of task {task} do not decode: {e}"),
@@ -149,7 +152,10 @@ pub mod __private {
 
     /// Encodes a task's output, naming the task on failure.
     pub fn encode_output<T: serde::Serialize>(out: &T, task: &str) -> crate::Result<Vec<u8>> {
-        codec::encode(out).map_err(|e| {
+        let t = std::time::Instant::now();
+        let encoded = codec::encode(out);
+        weir_engine::record_codec(false, t.elapsed());
+        encoded.map_err(|e| {
             crate::Error::with_kind(
                 ErrorKind::Codec,
                 format!("output of task {task} does not encode: {e}"),

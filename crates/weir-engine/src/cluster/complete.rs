@@ -60,6 +60,17 @@ impl ClusterApi {
         entry: weir_store::QueueEntry,
     ) -> Result<(), String> {
         let inner = &self.inner;
+        // The worker's figures; its queue wait is the action's from queueing to its lease
+        // (read from its row by whoever shows it: see `weir_store::shown_phases`).
+        let phases = c.phases.map(|w| weir_core::phases::Phases {
+            upload: 0,
+            queue: 0,
+            start: w.start,
+            download: w.download,
+            exec: w.exec,
+            output: w.output,
+            deliver: 0,
+        });
         let meta = inner.run_meta(run).await?;
         let specs = inner.specs(&meta.version).await?;
         let task = entry.attempt.task.as_str();
@@ -123,6 +134,7 @@ impl ClusterApi {
                         Ok((payload, bytes)),
                         cache,
                         Some(c.lease),
+                        phases,
                     )
                     .await?;
             }
@@ -173,7 +185,15 @@ impl ClusterApi {
                     }
                     Next::Finish => {
                         inner
-                            .finish(run, c.action, task, Err(failure), None, Some(c.lease))
+                            .finish(
+                                run,
+                                c.action,
+                                task,
+                                Err(failure),
+                                None,
+                                Some(c.lease),
+                                phases,
+                            )
                             .await?;
                     }
                 }

@@ -440,7 +440,7 @@ impl Inner {
                 message,
                 chain: vec![],
             };
-            self.finish(a.run, a.action, &a.task, Err(failure), None, None)
+            self.finish(a.run, a.action, &a.task, Err(failure), None, None, None)
                 .await?;
         }
         Ok(())
@@ -458,6 +458,7 @@ impl Inner {
         outcome: Result<(weir_store::Payload, Option<Vec<u8>>), Failure>,
         cache: Option<(String, String)>,
         dequeue: Option<u64>,
+        phases: Option<weir_core::phases::Phases>,
     ) -> Result<(), String> {
         let meta = self.run_meta(run).await?;
         let (stored, delivered) = match outcome {
@@ -479,6 +480,7 @@ impl Inner {
             cache,
             scope: (&meta.scope.0, &meta.scope.1),
             ended_at: now_us(),
+            phases,
         })
         .map_err(system_failure)?;
         writes.extend(dequeue.map(|lease| WriteOp::Dequeue {
@@ -488,13 +490,20 @@ impl Inner {
         }));
         // Seen before it is on disk: the waiting parent goes on at once, and whatever it writes
         // next commits after this; the worker is answered once it is on disk.
+        let commit_at = std::time::Instant::now();
         let staged = self.commit_staged(writes);
         staged.visible.await.map_err(system_failure)?;
         self.resolve((run, id), &delivered);
         if id == ActionId::ROOT {
             self.run_ended.notify_waiters();
         }
-        staged.durable.await.map_err(system_failure)
+        staged.durable.await.map_err(system_failure)?;
+        if let Some(mut phases) = phases {
+            phases.deliver = commit_at.elapsed().as_micros() as u64;
+            // Not waited for: a lost record of a delivery time loses no result.
+            drop(self.commit_staged(vec![WriteOp::Delivered { run, id, phases }]));
+        }
+        Ok(())
     }
 
     /// Writes an action row for a new call and queues its first attempt.

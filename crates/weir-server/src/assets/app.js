@@ -48,6 +48,7 @@ function logs(d) {
       + (l.overlapping ? ` — ${l.overlapping} other attempts ran on the worker meanwhile; their lines may be mixed in` : '')),
     h('pre', { class: 'log' }, l.text)]));
 }
+const PHASES = ['upload', 'queue', 'start', 'download', 'exec', 'output', 'deliver'];
 function fmtDur(us) {
   if (us == null || us < 0) return '';
   if (us < 1000) return `${Math.round(us)}µs`;
@@ -103,8 +104,8 @@ function route() {
   page = null;
   $live.hidden = true;
   const hash = location.hash.replace(/^#/, '') || '/';
-  const m = hash.match(/^\/runs\/([^/]+)(\/timeline)?$/);
-  if (m) page = new RunPage(decodeURIComponent(m[1]), m[2] ? 'timeline' : 'tree');
+  const m = hash.match(/^\/runs\/([^/]+)(\/timeline|\/tasks)?$/);
+  if (m) page = new RunPage(decodeURIComponent(m[1]), m[2] ? m[2].slice(1) : 'tree');
   else page = new RunsPage();
 }
 window.addEventListener('hashchange', route);
@@ -426,6 +427,7 @@ class RunPage {
     this.info = info;
     this.renderHead();
     if (this.tab === 'timeline') this.showTimeline();
+    else if (this.tab === 'tasks') await this.showTasks();
     else await this.showTree();
     window.__weirRunReadyMs = performance.now() - t0; // read by the end-to-end test
     document.body.dataset.ready = 'run';
@@ -437,7 +439,8 @@ class RunPage {
     const now = Date.now() * 1000;
     const tabs = h('span', { class: 'tabs' },
       h('button', { class: this.tab === 'tree' ? 'active' : '', onclick: () => { location.hash = `#/runs/${enc(this.run)}`; } }, 'Actions'),
-      h('button', { id: 'tab-timeline', class: this.tab === 'timeline' ? 'active' : '', onclick: () => { location.hash = `#/runs/${enc(this.run)}/timeline`; } }, 'Timeline'));
+      h('button', { id: 'tab-timeline', class: this.tab === 'timeline' ? 'active' : '', onclick: () => { location.hash = `#/runs/${enc(this.run)}/timeline`; } }, 'Timeline'),
+      h('button', { id: 'tab-tasks', class: this.tab === 'tasks' ? 'active' : '', onclick: () => { location.hash = `#/runs/${enc(this.run)}/tasks`; } }, 'Tasks'));
     this.head.replaceChildren(
       h('h1', {}, r.name), badge(r.status), h('span', { class: 'mono' }, r.task),
       h('span', { class: 'muted' }, `started ${fmtTime(r.created_at)}`),
@@ -511,7 +514,11 @@ class RunPage {
       h('dl', { class: 'facts' },
         h('dt', {}, 'queue wait'), h('dd', {}, fmtDur(o.queue_wait_us ?? (d.started_at == null ? now - d.queued_at : null)) || '—'),
         h('dt', {}, 'run'), h('dd', {}, fmtDur(o.run_us ?? (d.started_at != null ? now - d.started_at : null)) || '—'),
-        h('dt', {}, 'transfer, start'), h('dd', { class: 'muted' }, 'not recorded yet')),
+        ...(o.phases ? [h('dt', {}, 'phases'), h('dd', { id: 'phases' },
+          h('div', { class: 'phasebar' }, ...PHASES.map((n) => h('span', { class: `ph ph-${n}`, title: `${n} ${fmtDur(o.phases[`${n}_us`])}`,
+            style: `width:${(100 * o.phases[`${n}_us`] / (PHASES.reduce((a, m) => a + o.phases[`${m}_us`], 0) || 1)).toFixed(2)}%` }))),
+          h('div', { class: 'muted' }, PHASES.map((n) => `${n} ${fmtDur(o.phases[`${n}_us`]) || '0µs'}`).join(' · ')))]
+          : [h('dt', {}, 'phases'), h('dd', { class: 'muted' }, 'none recorded (not run, a cache hit, or recorded by an older weir)')])),
       h('h3', {}, 'Inputs'), payload(d.inputs),
       ...(d.error ? [h('h3', {}, 'Error'), h('pre', { style: 'color:var(--failed)' }, `[${d.error.kind}] ${d.error.message}${(d.error.chain || []).map((c) => `\n  caused by: ${c}`).join('')}`)]
         : [h('h3', {}, 'Output'), payload(d.output)]),
@@ -544,6 +551,35 @@ class RunPage {
     });
     es.addEventListener('end', () => { es.close(); $live.hidden = true; });
     es.addEventListener('error', () => { if (es.readyState === EventSource.CLOSED) $live.hidden = true; });
+  }
+  // Per task: where its actions' time went (p50 of each phase as a stacked bar, p50/p95 in
+  // figures, overhead share), and the advice `weir advise` gives for the run.
+  async showTasks() {
+    let d;
+    try { d = await api(`/runs/${enc(this.run)}/tasks`); } catch (e) { showError(this.body, e); return; }
+    const names = d.phase_names;
+    const rows = d.tasks.map((t) => {
+      const p50 = t.phases.map(([, s]) => s.p50);
+      const total = p50.reduce((a, b) => a + b, 0) || 1;
+      const bar = h('div', { class: 'phasebar', title: names.map((n, i) => `${n} ${fmtDur(p50[i])}`).join(' · ') },
+        ...p50.map((v, i) => h('span', { class: `ph ph-${names[i]}`, style: `width:${(100 * v / total).toFixed(2)}%` })));
+      return h('tr', { 'data-task': t.task },
+        h('td', { class: 'mono' }, t.task), h('td', { class: 'num' }, fmtN(t.count)),
+        h('td', { style: 'min-width:160px' }, bar),
+        ...t.phases.map(([, s]) => h('td', { class: 'num' }, `${fmtDur(s.p50) || '0µs'} / ${fmtDur(s.p95) || '0µs'}`)),
+        h('td', { class: 'num' }, `${Math.round(t.overhead_share * 100)}%`));
+    });
+    const legend = h('div', { class: 'muted phaselegend' }, ...names.map((n) => h('span', {}, h('span', { class: `ph ph-${n}` }), n)));
+    const advice = d.advice.length
+      ? h('ul', { class: 'advice' }, ...d.advice.map((a) => h('li', { 'data-rule': a.rule }, h('b', {}, a.rule), ' ', a.message)))
+      : h('div', { class: 'muted', id: 'no-advice' }, d.tasks.length ? 'No advice: every task runs long against its overhead.' : 'No phase timings recorded in this run.');
+    this.body.replaceChildren(h('div', { class: 'panel', id: 'tasks' },
+      h('h3', {}, 'Advice'), advice,
+      h('h3', {}, 'Where the time went (per task, p50 / p95 of each phase)'), legend,
+      h('table', { class: 'runs' },
+        h('thead', {}, h('tr', {}, ...['task', 'actions', 'p50 phases', ...names, 'overhead'].map((c) => h('th', {}, c)))),
+        h('tbody', {}, ...rows))));
+    document.body.dataset.ready = 'tasks';
   }
   showTimeline() {
     this.charts = new Charts(this.run);

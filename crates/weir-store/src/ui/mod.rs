@@ -219,6 +219,8 @@ pub trait ReadModel: Send + Sync + 'static {
     fn run_activity(&self, run: &UiRun, buckets: usize, now: i64) -> Result<UiActivity>;
     /// The task of each of `ids` in `run`, in order; `None` for unknown ids.
     fn tasks_of(&self, run: i64, ids: &[ActionId]) -> Result<Vec<Option<String>>>;
+    /// A page of a run's actions in creation order, without payloads (phase summaries).
+    fn actions_page(&self, run: i64, offset: u64, limit: u32) -> Result<Vec<crate::ActionRecord>>;
     /// A store-wide setting (e.g. where payloads are).
     fn setting(&self, key: &str) -> Result<Option<String>>;
 }

@@ -363,6 +363,23 @@ impl ReadModel for UiReader {
         })
     }
 
+    fn actions_page(
+        &self,
+        run: i64,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<crate::ActionRecord>> {
+        self.with_conn(|conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {STORE_ACTION_COLUMNS} FROM actions WHERE run = ?1 ORDER BY seq LIMIT ?2 OFFSET ?3"
+            ))?;
+            st.query_map(params![run, limit, offset as i64], |row| {
+                action_record_at(row, 0)
+            })?
+            .collect()
+        })
+    }
+
     fn setting(&self, key: &str) -> Result<Option<String>> {
         self.with_conn(|conn| {
             let has: i64 = conn.query_row(

@@ -21,6 +21,8 @@ pub(crate) enum GetCommand {
     Actions(ActionsArgs),
     /// An action's inputs and output (or error).
     Io(IoArgs),
+    /// Per task of a run: actions, p50/p95 of each phase of their time, overhead share.
+    Tasks(super::phases::TasksArgs),
     /// Worker processes per environment and the executor's decisions.
     Workers(super::workers::WorkersArgs),
     /// What the worker processes that ran an action printed (with --server: what the
@@ -57,6 +59,10 @@ pub(crate) struct ActionsArgs {
     /// table: short previews).
     #[arg(long)]
     with_io: bool,
+    /// Also show where each action's time went: one column per phase (upload, queue, start,
+    /// download, exec, output, deliver).
+    #[arg(long)]
+    phases: bool,
     #[command(flatten)]
     server: super::cluster::ServerArgs,
 }
@@ -80,6 +86,7 @@ pub(crate) async fn get(state_dir: &Path, out: OutputFormat, cmd: GetCommand) ->
         GetCommand::Runs(a) => runs(state_dir, out, a).await,
         GetCommand::Actions(a) => actions(state_dir, out, a).await,
         GetCommand::Io(a) => io(state_dir, out, a).await,
+        GetCommand::Tasks(a) => super::phases::tasks(state_dir, out, a).await,
         GetCommand::Workers(a) => super::workers::workers(state_dir, out, a),
         GetCommand::Logs(a) if a.server.server.is_some() => {
             super::workers::server_logs(state_dir, out, a).await
@@ -209,6 +216,9 @@ fn print_actions(
             .enumerate()
             .map(|(i, r)| {
                 let mut item = action_json(r);
+                if a.phases {
+                    item["phases"] = super::phases::json(r);
+                }
                 if let Some((inputs, output)) = io.get(i) {
                     item["inputs"] = inputs.clone();
                     item["output"] = output.clone();
@@ -262,6 +272,9 @@ fn print_actions(
                     .map(|e| format!("[{}] {}", e.kind, e.message))
                     .unwrap_or_default(),
             ];
+            if a.phases {
+                row.extend(super::phases::columns(r));
+            }
             if a.with_io {
                 let (inputs, output) = &io[i];
                 row.push(preview(inputs));
@@ -273,6 +286,11 @@ fn print_actions(
     let mut header = vec![
         "ACTION", "TASK", "GROUP", "STATUS", "ATTEMPTS", "QUEUED", "RUNTIME", "REUSED", "ERROR",
     ];
+    if a.phases {
+        header.extend([
+            "UPLOAD", "QUEUE", "START", "DOWNLOAD", "EXEC", "OUTPUT", "DELIVER",
+        ]);
+    }
     if a.with_io {
         header.extend(["INPUTS", "OUTPUT"]);
     }

@@ -18,6 +18,7 @@ mod deploy;
 mod get;
 mod health;
 mod output;
+mod phases;
 mod rerun;
 mod run;
 mod serve;
@@ -78,6 +79,9 @@ enum Command {
     Ui(ui::UiArgs),
     /// List the tasks registered in this binary.
     Tasks,
+    /// Advice from a run's measured phase timings: batch, trace, reuse workers, raise
+    /// concurrency, pass by reference (with numbers; `-o json` for tools).
+    Advise(phases::AdviseArgs),
     /// Run as a worker: of an engine (started by `run --workers process`), or of a control
     /// plane (`--server URL`, started by hand or by `workers up`).
     Worker(worker::WorkerArgs),
@@ -219,5 +223,6 @@ async fn dispatch(cli: Cli) -> CliResult {
             get::tasks(out);
             Ok(())
         }
+        Command::Advise(args) => phases::advise(&cli.state_dir, out, args).await,
     }
 }

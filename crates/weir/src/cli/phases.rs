@@ -1,0 +1,156 @@
+//! Phase timings on the command line (SPEC §9.3): `get tasks RUN` (per-task aggregates) and
+//! `advise RUN` (advice from them); `get actions --phases` is in `get.rs`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use clap::Args;
+use serde_json::json;
+use weir_core::phases::Phases;
+use weir_store::advise::{self, Advice, RunFacts, Summarizer, TaskSummary, fmt_us};
+use weir_store::{Page, Payload, Store};
+
+use super::output::table;
+use super::{CliResult, Failure, OutputFormat};
+
+#[derive(Args, Debug)]
+pub(crate) struct TasksArgs {
+    /// Run name.
+    run: String,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct AdviseArgs {
+    /// Run name.
+    run: String,
+}
+
+/// Actions read per page while summarizing.
+const PAGE: u32 = 5_000;
+/// Actions per task whose payload sizes are read (for the `reference` rule).
+const SIZE_SAMPLE: usize = 50;
+
+/// A run's tasks summarized, and what `advise` needs besides.
+async fn summarize(state_dir: &Path, run: &str) -> Result<(Vec<TaskSummary>, RunFacts), Failure> {
+    let store: Arc<dyn Store> = weir_store::open_read_only(state_dir)?;
+    let rec = store.run_by_name(run).await?;
+    let mut summarizer = Summarizer::default();
+    let mut facts = RunFacts {
+        duration_us: rec.ended_at.map(|e| e - rec.created_at),
+        ..RunFacts::default()
+    };
+    let mut offset = 0;
+    loop {
+        let page = store
+            .list_actions(
+                rec.id,
+                Page {
+                    offset,
+                    limit: PAGE,
+                },
+            )
+            .await
+            .map_err(Failure::other)?;
+        summarizer.add(&page);
+        for r in &page {
+            let seen = facts.inline_sizes.entry(r.task.clone()).or_default();
+            if seen.len() >= SIZE_SAMPLE || r.phases.is_none() {
+                continue;
+            }
+            let Some(full) = store.action(rec.id, r.id).await.map_err(Failure::other)? else {
+                continue;
+            };
+            let inline = |p: &Option<Payload>| match p {
+                Some(Payload::Inline(b)) => b.len() as u64,
+                _ => 0,
+            };
+            seen.push(inline(&full.inputs).max(inline(&full.output)));
+        }
+        if (page.len() as u32) < PAGE {
+            break;
+        }
+        offset += page.len() as u64;
+    }
+    Ok((summarizer.finish(), facts))
+}
+
+/// `get tasks RUN`.
+pub(crate) async fn tasks(state_dir: &Path, out: OutputFormat, a: TasksArgs) -> CliResult {
+    let (tasks, _) = summarize(state_dir, &a.run).await?;
+    if out == OutputFormat::Json {
+        println!("{}", serde_json::to_string(&tasks).unwrap_or_default());
+        return Ok(());
+    }
+    let mut header = vec!["TASK".to_string(), "ACTIONS".into()];
+    header.extend(Phases::NAMES.iter().map(|n| format!("{} p50/p95", n.to_uppercase())));
+    header.push("OVERHEAD".into());
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            let mut row = vec![t.task.clone(), t.count.to_string()];
+            row.extend(
+                t.phases
+                    .iter()
+                    .map(|(_, s)| format!("{}/{}", fmt_us(s.p50), fmt_us(s.p95))),
+            );
+            row.push(format!("{:.0}%", t.overhead_share * 100.0));
+            row
+        })
+        .collect();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    table(&header, &rows);
+    if tasks.is_empty() {
+        eprintln!("(no phase timings recorded in run {})", a.run);
+    }
+    Ok(())
+}
+
+/// `advise RUN`.
+pub(crate) async fn advise(state_dir: &Path, out: OutputFormat, a: AdviseArgs) -> CliResult {
+    let (tasks, facts) = summarize(state_dir, &a.run).await?;
+    let advice: Vec<Advice> = advise::advise(&tasks, &facts);
+    if out == OutputFormat::Json {
+        println!(
+            "{}",
+            serde_json::to_string(&json!({ "run": a.run, "advice": advice })).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    if tasks.is_empty() {
+        println!("run {}: no phase timings recorded (nothing to advise)", a.run);
+        return Ok(());
+    }
+    if advice.is_empty() {
+        println!(
+            "run {}: no advice: every task's run time is large against its overhead",
+            a.run
+        );
+        return Ok(());
+    }
+    for a in &advice {
+        println!("[{}] {}", a.rule, a.message);
+    }
+    Ok(())
+}
+
+/// The phase columns of `get actions --phases` for one action (`-` before it ended).
+pub(crate) fn columns(r: &weir_store::ActionRecord) -> Vec<String> {
+    match advise::shown_phases(r) {
+        Some(p) => p.values().iter().map(|&v| fmt_us(v)).collect(),
+        None => vec!["-".into(); 7],
+    }
+}
+
+/// The phases of an action as JSON (`null` before it ended).
+pub(crate) fn json(r: &weir_store::ActionRecord) -> serde_json::Value {
+    match advise::shown_phases(r) {
+        Some(p) => {
+            let mut m = serde_json::Map::new();
+            for (n, v) in Phases::NAMES.iter().zip(p.values()) {
+                m.insert(format!("{n}_us"), v.into());
+            }
+            serde_json::Value::Object(m)
+        }
+        None => serde_json::Value::Null,
+    }
+}
