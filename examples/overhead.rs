@@ -21,7 +21,9 @@ fn work(i: u64) -> u64 {
     let t = Instant::now();
     let mut h = i;
     while t.elapsed() < Duration::from_micros(20) {
-        h = h.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        h = h
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
     }
     h >> 60
 }

@@ -8,7 +8,8 @@
 //!   group `k` items per action so that each action runs at least 10× its overhead;
 //! - `trace`: a short step called a few times per parent, costing more than it runs: a
 //!   `#[weir::trace]` runs in its caller's process, checkpointed;
-//! - `reuse`: an environment whose actions wait longer for a process to start than they run;
+//! - `reuse`: an environment whose actions take longer to start (5 ms or more: a process, a
+//!   worker) than they run;
 //! - `concurrency`: actions that mostly wait in the queue while few run at once;
 //! - `reference`: large payloads passed inline (copied through the state store).
 
@@ -183,8 +184,9 @@ pub struct Advice {
 pub struct RunFacts {
     /// The run's duration (µs), when it ended.
     pub duration_us: Option<i64>,
-    /// Payload sizes seen per task (inputs and outputs of a sample of its actions), inline
-    /// ones only (a reference's object is not copied).
+    /// Payload sizes seen per task (the larger of inputs and output, for a sample of its
+    /// actions): values passed by value, inline or offloaded (a `weir::File` in them is a small
+    /// reference, not its bytes).
     pub inline_sizes: HashMap<String, Vec<u64>>,
 }
 
@@ -212,14 +214,20 @@ pub fn advise(tasks: &[TaskSummary], facts: &RunFacts) -> Vec<Advice> {
                 .div_ceil(exec)
                 .clamp(2, BATCH_MAX)
                 .min((t.max_siblings / 4).max(2));
-            // The same parallelism over less work: the task's span scales with its busy time.
-            let busy_now = (cost + exec) as f64;
-            let busy_then = cost as f64 / k as f64 + exec as f64;
-            let span_then = t.span_us as f64 * busy_then / busy_now;
-            let saved = t.span_us as f64 - span_then;
+            // The work stays (spread over as many actions at once as ran before, at least one
+            // per core, at most one per batch); the overhead, which is what the span does not
+            // spend working, shrinks k-fold.
+            let work = (exec * t.count) as f64;
+            let span = t.span_us.max(1) as f64;
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let at_once = (work / span).max(cores);
+            let overhead_part = (span - work / at_once).max(0.0);
+            let batches = t.count.div_ceil(k) as f64;
+            let span_then = work / at_once.min(batches) + overhead_part / k as f64;
+            let saved = (span - span_then).max(0.0);
             let (x, y) = match facts.duration_us {
                 Some(d) => (d as f64, (d as f64 - saved).max(1.0)),
-                None => (t.span_us as f64, span_then),
+                None => (span, span_then),
             };
             out.push(Advice {
                 rule: "batch",
@@ -245,6 +253,24 @@ pub fn advise(tasks: &[TaskSummary], facts: &RunFacts) -> Vec<Advice> {
                     "estimated_before_us": x as u64, "estimated_after_us": y as u64,
                     "speedup": x / y,
                 }),
+            });
+            continue;
+        }
+        // reuse: the start (a process per action) dominates (before `trace`: a step in an
+        // environment of its own needs its own workers).
+        if start.p50 >= 5_000 && start.p50 > exec {
+            out.push(Advice {
+                rule: "reuse",
+                task: Some(t.task.clone()),
+                env: t.env.clone(),
+                message: format!(
+                    "environment {}: its actions wait {} (median) to start, more than they run ({}); \
+                     add a `ReusePolicy` (replicas, concurrency) so that workers stay up between actions",
+                    t.env,
+                    fmt_us(start.p50),
+                    fmt_us(exec)
+                ),
+                numbers: serde_json::json!({ "start_p50_us": start.p50, "exec_us": exec }),
             });
             continue;
         }
@@ -275,22 +301,6 @@ pub fn advise(tasks: &[TaskSummary], facts: &RunFacts) -> Vec<Advice> {
                 }),
             });
             continue;
-        }
-        // reuse: the start (a process per action) dominates.
-        if start.p50 > 50_000 && start.p50 > exec {
-            out.push(Advice {
-                rule: "reuse",
-                task: Some(t.task.clone()),
-                env: t.env.clone(),
-                message: format!(
-                    "environment {}: its actions wait {} (median) to start, more than they run ({}); \
-                     add a `ReusePolicy` (replicas, concurrency) so that workers stay up between actions",
-                    t.env,
-                    fmt_us(start.p50),
-                    fmt_us(exec)
-                ),
-                numbers: serde_json::json!({ "start_p50_us": start.p50, "exec_us": exec }),
-            });
         }
         // concurrency: queue wait dominates while few actions ran at once.
         let running_at_once = if t.span_us > 0 {
@@ -427,7 +437,11 @@ mod tests {
         // 10 x 215 us of overhead / 20 us of work.
         assert_eq!(a.numbers["k"], 108);
         assert!(a.message.contains(".batch(108)"), "{}", a.message);
-        assert!(a.numbers["speedup"].as_f64().unwrap() > 5.0);
+        assert!(
+            a.numbers["speedup"].as_f64().unwrap() > 2.0,
+            "{}",
+            a.message
+        );
     }
 
     #[test]
@@ -454,7 +468,15 @@ mod tests {
 
         // One at a time over 8 s, each waiting seconds for its turn.
         let acts: Vec<_> = (0..8)
-            .map(|i| action(i + 1, 0, "etl.load", ph(i * 1_000_000, 5, 1_000_000, 100), 0))
+            .map(|i| {
+                action(
+                    i + 1,
+                    0,
+                    "etl.load",
+                    ph(i * 1_000_000, 5, 1_000_000, 100),
+                    0,
+                )
+            })
             .collect();
         let advice = advise(&summarize(&acts), &RunFacts::default());
         assert_eq!(advice.len(), 1, "{advice:?}");
@@ -475,6 +497,10 @@ mod tests {
         let advice = advise(&tasks, &facts);
         assert_eq!(advice.len(), 1);
         assert_eq!(advice[0].rule, "reference");
-        assert!(advice[0].message.contains("3.0 MiB"), "{}", advice[0].message);
+        assert!(
+            advice[0].message.contains("3.0 MiB"),
+            "{}",
+            advice[0].message
+        );
     }
 }

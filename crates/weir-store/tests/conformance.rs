@@ -59,12 +59,17 @@ async fn sqlite_migrates_schema_2_to_3_keeping_actions_without_phases() {
     drop(conn);
     let err = SqliteStore::open_read_only(dir.path()).unwrap_err();
     assert!(
-        err.to_string().contains("schema version 2 (this weir reads 3)"),
+        err.to_string()
+            .contains("schema version 2 (this weir reads 3)"),
         "{err}"
     );
     let store = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap();
     let run = store.run_by_name("old").await.unwrap();
-    let root = store.action(run.id, weir_core::ActionId::ROOT).await.unwrap().unwrap();
+    let root = store
+        .action(run.id, weir_core::ActionId::ROOT)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(root.phases, None);
     store.close().unwrap();
     drop(store);

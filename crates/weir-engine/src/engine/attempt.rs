@@ -407,8 +407,9 @@ impl Engine {
 }
 
 /// The phases of an attempt that ran (its output's upload is added by the caller): `upload`
-/// of its inputs, queue wait from `ready` to its slot (`slot_at`) or lease (`leased_at`), and
-/// what its code measured (decode, encode) or its worker reported.
+/// of its inputs, queue wait from `ready` to its slot (`slot_at`), start to its code (with a
+/// worker: its lease at `leased_at` and what the worker reported), and what its code measured
+/// (decode, encode).
 fn attempt_phases(
     ctx: &TaskCtx,
     upload: u64,
@@ -419,14 +420,17 @@ fn attempt_phases(
 ) -> Phases {
     let us = |d: std::time::Duration| d.as_micros() as u64;
     let ran = us(body_at.elapsed());
-    let queue = us(leased_at.saturating_duration_since(ready));
+    let queue = us(slot_at.saturating_duration_since(ready));
     match *ctx.times.remote.lock() {
-        // A worker ran it: what it reports, and the rest of the time from lease to completion
-        // is the lease's and the completion's delivery.
+        // A worker ran it: from its slot to its code is start (a worker or a process to take
+        // it, the lease's delivery, a free slot in the worker), and so is what the worker did
+        // not spend holding it (the completion's delivery).
         Some(w) => Phases {
             upload,
             queue,
-            start: w.start + ran.saturating_sub(w.held),
+            start: us(leased_at.saturating_duration_since(slot_at))
+                + w.start
+                + ran.saturating_sub(w.held),
             download: w.download,
             exec: w.exec,
             output: w.output,

@@ -363,12 +363,7 @@ impl ReadModel for UiReader {
         })
     }
 
-    fn actions_page(
-        &self,
-        run: i64,
-        offset: u64,
-        limit: u32,
-    ) -> Result<Vec<crate::ActionRecord>> {
+    fn actions_page(&self, run: i64, offset: u64, limit: u32) -> Result<Vec<crate::ActionRecord>> {
         self.with_conn(|conn| {
             let mut st = conn.prepare_cached(&format!(
                 "SELECT {STORE_ACTION_COLUMNS} FROM actions WHERE run = ?1 ORDER BY seq LIMIT ?2 OFFSET ?3"

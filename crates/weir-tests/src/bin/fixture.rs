@@ -1,5 +1,8 @@
 //! A user program for weir's integration tests: a few tasks and `weir::cli::main()`.
 
+#[path = "fixture/advise.rs"]
+mod advise;
+
 use std::io::Write;
 use std::sync::LazyLock;
 use std::time::Duration;

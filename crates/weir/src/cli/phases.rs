@@ -60,11 +60,8 @@ async fn summarize(state_dir: &Path, run: &str) -> Result<(Vec<TaskSummary>, Run
             let Some(full) = store.action(rec.id, r.id).await.map_err(Failure::other)? else {
                 continue;
             };
-            let inline = |p: &Option<Payload>| match p {
-                Some(Payload::Inline(b)) => b.len() as u64,
-                _ => 0,
-            };
-            seen.push(inline(&full.inputs).max(inline(&full.output)));
+            let size = |p: &Option<Payload>| p.as_ref().map_or(0, Payload::size);
+            seen.push(size(&full.inputs).max(size(&full.output)));
         }
         if (page.len() as u32) < PAGE {
             break;
@@ -82,7 +79,11 @@ pub(crate) async fn tasks(state_dir: &Path, out: OutputFormat, a: TasksArgs) -> 
         return Ok(());
     }
     let mut header = vec!["TASK".to_string(), "ACTIONS".into()];
-    header.extend(Phases::NAMES.iter().map(|n| format!("{} p50/p95", n.to_uppercase())));
+    header.extend(
+        Phases::NAMES
+            .iter()
+            .map(|n| format!("{} p50/p95", n.to_uppercase())),
+    );
     header.push("OVERHEAD".into());
     let rows: Vec<Vec<String>> = tasks
         .iter()
@@ -117,7 +118,10 @@ pub(crate) async fn advise(state_dir: &Path, out: OutputFormat, a: AdviseArgs) -
         return Ok(());
     }
     if tasks.is_empty() {
-        println!("run {}: no phase timings recorded (nothing to advise)", a.run);
+        println!(
+            "run {}: no phase timings recorded (nothing to advise)",
+            a.run
+        );
         return Ok(());
     }
     if advice.is_empty() {
