@@ -134,7 +134,7 @@ fn ui_action_columns() -> String {
 }
 
 /// Columns after [`ui_action_columns`].
-const AFTER_ACTION: usize = 14;
+const AFTER_ACTION: usize = 15;
 
 fn ui_action_from_row(row: &Row) -> UiAction {
     UiAction {

@@ -84,7 +84,7 @@ async fn postgres_migrates_a_version_1_schema_and_keeps_its_state() {
     assert_eq!(version(&pg), "1");
     let store = pg.connect();
     assert_eq!(version(&pg), SCHEMA_VERSION.to_string());
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
     assert!(store.list_tokens().await.unwrap().is_empty());
     assert_eq!(store.run_by_name("old").await.unwrap().id, run.id);
     let log = weir_store::AttemptLog {

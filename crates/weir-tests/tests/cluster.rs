@@ -54,6 +54,23 @@ fn a_fan_out_runs_on_workers_through_serve_and_equals_the_embedded_run() {
     assert_eq!(list.as_array().unwrap().len(), 101);
     assert_eq!(list[0]["id"], "a0");
     assert_eq!(list[0]["task"], "fx.fanout");
+    // Where each child's time went, as its worker measured it and serve recorded it.
+    let (code, phased, err) = cl.output(&[
+        "get", "actions", name, "--server", &url, "--phases", "-o", "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let phased: serde_json::Value = serde_json::from_str(phased.trim()).unwrap();
+    for a in &phased.as_array().unwrap()[1..] {
+        let p = &a["phases"];
+        for name in [
+            "upload", "queue", "start", "download", "exec", "output", "deliver",
+        ] {
+            assert!(p[format!("{name}_us")].is_u64(), "{name}: {a}");
+        }
+        // Each child logs to a file (its work), after waiting to be leased.
+        assert!(p["exec_us"].as_u64().unwrap() > 0, "{a}");
+        assert!(p["queue_us"].as_u64().unwrap() > 0, "{a}");
+    }
     let child = list[1]["id"].as_str().unwrap();
     let (code, io, err) = cl.output(&["get", "io", name, child, "--server", &url, "-o", "json"]);
     assert_eq!(code, 0, "{err}");
