@@ -24,6 +24,8 @@ pub struct Phases {
     /// Encoding and storing the output.
     pub output: u64,
     /// From the stored output to the parent (or caller) told: the durable commit of the result.
+    /// [`Phases::NOT_RECORDED`] where it was not written (it takes a write of its own after
+    /// that commit: see [`Phases::sampled`]).
     pub deliver: u64,
 }
 
@@ -32,6 +34,21 @@ impl Phases {
     pub const NAMES: [&'static str; 7] = [
         "upload", "queue", "start", "download", "exec", "output", "deliver",
     ];
+
+    /// A `deliver` that was not recorded.
+    pub const NOT_RECORDED: u64 = u64::MAX;
+
+    /// Whether the `deliver` of a run's `n`th finished action (from 1) is written: each of the
+    /// first 1 000, then one in 64 (each costs a write of its own, after the result's commit).
+    pub fn sampled(n: u64) -> bool {
+        n <= 1_000 || n.is_multiple_of(64)
+    }
+
+    /// The values in [`Phases::NAMES`] order, `None` for a phase not recorded.
+    pub fn recorded(&self) -> [Option<u64>; 7] {
+        self.values()
+            .map(|v| (v != Self::NOT_RECORDED).then_some(v))
+    }
 
     /// The values in [`Phases::NAMES`] order.
     pub fn values(&self) -> [u64; 7] {
@@ -61,16 +78,21 @@ impl Phases {
 
     /// Every phase but `exec`: what the orchestration cost this attempt.
     pub fn overhead(&self) -> u64 {
-        let v = self.values();
+        let v = self.recorded().map(|v| v.unwrap_or(0));
         [v[0], v[1], v[2], v[3], v[5], v[6]]
             .into_iter()
             .fold(0, u64::saturating_add)
     }
 
-    /// The stored form: one LEB128 varint per phase.
+    /// The stored form: one LEB128 varint per phase (six when `deliver` was not recorded).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(10);
-        for mut v in self.values() {
+        let n = if self.deliver == Self::NOT_RECORDED {
+            6
+        } else {
+            7
+        };
+        for mut v in self.values().into_iter().take(n) {
             loop {
                 let byte = (v & 0x7f) as u8;
                 v >>= 7;
@@ -87,8 +109,12 @@ impl Phases {
     /// The stored form read back (`None` when it is not one).
     pub fn decode(bytes: &[u8]) -> Option<Phases> {
         let mut values = [0u64; 7];
+        values[6] = Self::NOT_RECORDED;
         let mut at = 0;
-        for slot in &mut values {
+        for (i, slot) in values.iter_mut().enumerate() {
+            if i == 6 && at == bytes.len() {
+                break;
+            }
             let mut v = 0u64;
             let mut shift = 0;
             loop {
@@ -122,7 +148,7 @@ mod tests {
             download: 3,
             exec: u64::MAX,
             output: 1 << 40,
-            deliver: 45,
+            deliver: 300,
         };
         let bytes = p.encode();
         assert_eq!(Phases::decode(&bytes), Some(p));
@@ -131,6 +157,15 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert_eq!(Phases::decode(&longer), None);
-        assert_eq!(p.overhead(), 127 + 128 + 3 + (1 << 40) + 45);
+        assert_eq!(p.overhead(), 127 + 128 + 3 + (1 << 40) + 300);
+        let unsent = Phases {
+            deliver: Phases::NOT_RECORDED,
+            ..p
+        };
+        assert_eq!(unsent.encode().len(), bytes.len() - 2);
+        assert_eq!(Phases::decode(&unsent.encode()), Some(unsent));
+        assert_eq!(unsent.recorded()[6], None);
+        assert_eq!(unsent.overhead(), 127 + 128 + 3 + (1 << 40));
+        assert!(Phases::sampled(1000) && !Phases::sampled(1001) && Phases::sampled(1024));
     }
 }

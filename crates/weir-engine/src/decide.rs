@@ -227,7 +227,7 @@ pub(crate) fn finish_writes(f: Finish<'_>) -> Result<Vec<WriteOp>, InvalidTransi
         error,
         cache_hit: false,
         ended_at: f.ended_at,
-        phases: f.phases,
+        phases: f.phases.map(Box::new),
     });
     writes.extend(run_write);
     Ok(writes)

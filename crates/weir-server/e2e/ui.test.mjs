@@ -209,6 +209,28 @@ test('data passed by reference: URI, size and hash, and a DataFrame with its sch
   noPageErrors();
 });
 
+test('tasks tab: where the time went per task, and the advice for the run', async () => {
+  const page = await newPage();
+  await page.goto(`${BASE}/#/runs/demo/tasks`);
+  await page.waitForFunction(() => document.body.dataset.ready === 'tasks');
+  const square = await page.locator('tr[data-task="etl.square"]').innerText();
+  assert.match(square, /2,000/, 'its 2 000 actions');
+  assert.match(square, /\d+%/, 'an overhead share');
+  // 2 000 tiny squares, each costing more than it runs: batch them.
+  const advice = await page.locator('li[data-rule="batch"]').first().innerText();
+  assert.match(advice, /batch etl\.square/);
+  assert.match(advice, /\.batch\(\d+\)/);
+  assert.match(advice, /estimated run time .* -> /);
+  assert.ok(await page.locator('.phasebar').count() >= 2, 'a stacked bar per task');
+  await page.screenshot({ path: join(SHOTS, 'tasks-demo.png'), fullPage: true });
+  // An action's pane shows its own phases.
+  await page.goto(`${BASE}/#/runs/tiny`);
+  const detail = await openDetail(page, page.locator('.trow[data-action="a0"]'));
+  assert.match(detail, /upload \S+ · queue \S+ · start \S+ · download \S+ · exec \S+ · output \S+ · deliver \S+/);
+  await page.close();
+  noPageErrors();
+});
+
 test('unknown run shows the API message', async () => {
   const page = await newPage();
   await page.goto(`${BASE}/#/runs/no-such-run`);

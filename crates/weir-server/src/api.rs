@@ -259,7 +259,7 @@ async fn action_detail(
             let names = weir_core::phases::Phases::NAMES;
             let m: serde_json::Map<String, Value> = names
                 .iter()
-                .zip(p.values())
+                .zip(p.recorded())
                 .map(|(n, v)| (format!("{n}_us"), json!(v)))
                 .collect();
             Value::Object(m)

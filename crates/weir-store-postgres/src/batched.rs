@@ -78,7 +78,7 @@ pub(crate) async fn apply_group(
                     error.push(failure_json(e));
                     hit.push(*cache_hit as i64);
                     ended.push(*ended_at);
-                    phases_col.push(phases.map(|p| p.encode()));
+                    phases_col.push(phases.as_ref().map(|p| p.encode()));
                 }
             }
             let st = statements

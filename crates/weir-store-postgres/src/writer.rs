@@ -552,7 +552,7 @@ pub(crate) async fn apply(
                 .as_ref()
                 .map(payload_to_columns)
                 .unwrap_or((None, None));
-            let phases = phases.map(|p| p.encode());
+            let phases = phases.as_ref().map(|p| p.encode());
             let st = statements
                 .get(
                     tx.client(),

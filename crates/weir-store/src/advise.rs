@@ -42,6 +42,8 @@ pub struct Spread {
     pub p95: u64,
     /// Mean.
     pub mean: u64,
+    /// Actions that recorded this phase (`deliver` is sampled).
+    pub recorded: u64,
 }
 
 /// Where a task's actions' time went.
@@ -112,17 +114,31 @@ impl Summarizer {
                 let mut phases = Vec::with_capacity(7);
                 let mut totals = [0u64; 7];
                 for (i, name) in Phases::NAMES.iter().enumerate() {
-                    let mut col: Vec<u64> = acc.values.iter().map(|v| v[i]).collect();
+                    // A phase not recorded for some actions (`deliver`, sampled) is summarized
+                    // over those that have it, and counted at its mean for the others.
+                    let mut col: Vec<u64> = acc
+                        .values
+                        .iter()
+                        .map(|v| v[i])
+                        .filter(|&v| v != Phases::NOT_RECORDED)
+                        .collect();
                     col.sort_unstable();
+                    let m = col.len().max(1);
                     let sum: u64 = col.iter().sum();
-                    totals[i] = sum;
-                    let at = |q: f64| col[((n as f64 - 1.0) * q).round() as usize];
+                    let mean = sum / m as u64;
+                    totals[i] = mean * n as u64;
+                    let at = |q: f64| {
+                        col.get(((col.len() as f64 - 1.0).max(0.0) * q).round() as usize)
+                            .copied()
+                            .unwrap_or(0)
+                    };
                     phases.push((
                         name.to_string(),
                         Spread {
                             p50: at(0.5),
                             p95: at(0.95),
-                            mean: sum / n as u64,
+                            mean,
+                            recorded: col.len() as u64,
                         },
                     ));
                 }
@@ -316,7 +332,7 @@ pub fn advise(tasks: &[TaskSummary], facts: &RunFacts) -> Vec<Advice> {
                 env: t.env.clone(),
                 message: format!(
                     "{}: its actions wait {} (median) in the queue, {} of their time, while {:.1} \
-                     run at once on average ({} cores here); raise `concurrency` on environment {} \
+                     run at once on average ({} cores here); raise `max_concurrency` of environment {} \
                      or `max_action_concurrency` on the run",
                     t.task,
                     fmt_us(queue.p50),

@@ -162,7 +162,7 @@ pub fn plan<'a>(ops: impl IntoIterator<Item = &'a WriteOp>) -> Vec<Step<'a>> {
                         },
                     ) => {
                         let row = &mut rows[i];
-                        row.phases = phases.as_ref();
+                        row.phases = phases.as_deref();
                         row.status = *status;
                         row.output = output.as_ref();
                         row.error = error.as_ref();

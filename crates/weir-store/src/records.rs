@@ -323,7 +323,7 @@ pub enum WriteOp {
         ended_at: i64,
         /// Where the last attempt's time went (its `deliver` follows in
         /// [`WriteOp::Delivered`], once this write is durable).
-        phases: Option<weir_core::phases::Phases>,
+        phases: Option<Box<weir_core::phases::Phases>>,
     },
     /// An action's result was delivered (its end durable, its parent or caller told): its
     /// phases, now with `deliver`.
@@ -333,7 +333,7 @@ pub enum WriteOp {
         /// Action id.
         id: ActionId,
         /// All its phases.
-        phases: weir_core::phases::Phases,
+        phases: Box<weir_core::phases::Phases>,
     },
     /// An action recorded as succeeded with the output of the same action in an earlier run
     /// (`rerun --recover`): it does not run.

@@ -69,7 +69,7 @@ impl ClusterApi {
             download: w.download,
             exec: w.exec,
             output: w.output,
-            deliver: 0,
+            deliver: weir_core::phases::Phases::NOT_RECORDED,
         });
         let meta = inner.run_meta(run).await?;
         let specs = inner.specs(&meta.version).await?;
@@ -133,8 +133,7 @@ impl ClusterApi {
                         task,
                         Ok((payload, bytes)),
                         cache,
-                        Some(c.lease),
-                        phases,
+                        Some((c.lease, phases)),
                     )
                     .await?;
             }
@@ -191,8 +190,7 @@ impl ClusterApi {
                                 task,
                                 Err(failure),
                                 None,
-                                Some(c.lease),
-                                phases,
+                                Some((c.lease, phases)),
                             )
                             .await?;
                     }

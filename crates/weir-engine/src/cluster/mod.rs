@@ -440,7 +440,7 @@ impl Inner {
                 message,
                 chain: vec![],
             };
-            self.finish(a.run, a.action, &a.task, Err(failure), None, None, None)
+            self.finish(a.run, a.action, &a.task, Err(failure), None, None)
                 .await?;
         }
         Ok(())
@@ -449,7 +449,8 @@ impl Inner {
     /// Ends an action: its writes (cache entry, action, run, and `dequeue`: its lease's
     /// removal from the queue) commit together, then the calls waiting on it get the outcome.
     /// `output` is the stored payload of a success, with its bytes when the worker sent them
-    /// (none when it wrote them to the object store itself).
+    /// (none when it wrote them to the object store itself); `lease`, the lease that completed
+    /// it (dequeued with the writes) and its worker's phase timings.
     pub(crate) async fn finish(
         &self,
         run: RunId,
@@ -457,9 +458,12 @@ impl Inner {
         task: &str,
         outcome: Result<(weir_store::Payload, Option<Vec<u8>>), Failure>,
         cache: Option<(String, String)>,
-        dequeue: Option<u64>,
-        phases: Option<weir_core::phases::Phases>,
+        lease: Option<(u64, Option<weir_core::phases::Phases>)>,
     ) -> Result<(), String> {
+        let (dequeue, phases) = match lease {
+            Some((l, p)) => (Some(l), p),
+            None => (None, None),
+        };
         let meta = self.run_meta(run).await?;
         let (stored, delivered) = match outcome {
             Ok((payload, Some(bytes))) => (
@@ -498,10 +502,16 @@ impl Inner {
             self.run_ended.notify_waiters();
         }
         staged.durable.await.map_err(system_failure)?;
-        if let Some(mut phases) = phases {
+        static FINISHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = FINISHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if let Some(mut phases) = phases.filter(|_| weir_core::phases::Phases::sampled(n)) {
             phases.deliver = commit_at.elapsed().as_micros() as u64;
             // Not waited for: a lost record of a delivery time loses no result.
-            drop(self.commit_staged(vec![WriteOp::Delivered { run, id, phases }]));
+            drop(self.commit_staged(vec![WriteOp::Delivered {
+                run,
+                id,
+                phases: Box::new(phases),
+            }]));
         }
         Ok(())
     }

@@ -381,6 +381,18 @@ impl Engine {
         } else {
             run.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
+        // Recorded before anyone is told, so that it is queued before whatever the parent
+        // writes next (a run ends after its children's deliveries are recorded).
+        let finished = run.counters.succeeded.load(Ordering::Relaxed)
+            + run.counters.failed.load(Ordering::Relaxed);
+        if let Some(mut phases) = phases.filter(|_| Phases::sampled(finished)) {
+            phases.deliver = commit_at.elapsed().as_micros() as u64;
+            self.inner.store.write(WriteOp::Delivered {
+                run: run.id,
+                id,
+                phases: Box::new(phases),
+            });
+        }
         let entry = run.live.lock().remove(&id);
         if id == ActionId::ROOT {
             let outcome = match &delivered {
@@ -394,14 +406,6 @@ impl Engine {
             for w in entry.waiters {
                 let _ = w.send(delivered.clone());
             }
-        }
-        if let Some(mut phases) = phases {
-            phases.deliver = commit_at.elapsed().as_micros() as u64;
-            self.inner.store.write(WriteOp::Delivered {
-                run: run.id,
-                id,
-                phases,
-            });
         }
     }
 }
@@ -434,7 +438,7 @@ fn attempt_phases(
             download: w.download,
             exec: w.exec,
             output: w.output,
-            deliver: 0,
+            deliver: Phases::NOT_RECORDED,
         },
         None => {
             let decode = ctx.times.decode.load(Ordering::Relaxed) / 1000;
@@ -446,7 +450,7 @@ fn attempt_phases(
                 download: decode,
                 exec: ran.saturating_sub(decode + encode),
                 output: encode,
-                deliver: 0,
+                deliver: Phases::NOT_RECORDED,
             }
         }
     }

@@ -516,8 +516,8 @@ class RunPage {
         h('dt', {}, 'run'), h('dd', {}, fmtDur(o.run_us ?? (d.started_at != null ? now - d.started_at : null)) || '—'),
         ...(o.phases ? [h('dt', {}, 'phases'), h('dd', { id: 'phases' },
           h('div', { class: 'phasebar' }, ...PHASES.map((n) => h('span', { class: `ph ph-${n}`, title: `${n} ${fmtDur(o.phases[`${n}_us`])}`,
-            style: `width:${(100 * o.phases[`${n}_us`] / (PHASES.reduce((a, m) => a + o.phases[`${m}_us`], 0) || 1)).toFixed(2)}%` }))),
-          h('div', { class: 'muted' }, PHASES.map((n) => `${n} ${fmtDur(o.phases[`${n}_us`]) || '0µs'}`).join(' · ')))]
+            style: `width:${(100 * (o.phases[`${n}_us`] ?? 0) / (PHASES.reduce((a, m) => a + (o.phases[`${m}_us`] ?? 0), 0) || 1)).toFixed(2)}%` }))),
+          h('div', { class: 'muted' }, PHASES.map((n) => `${n} ${o.phases[`${n}_us`] == null ? '—' : (fmtDur(o.phases[`${n}_us`]) || '0µs')}`).join(' · ')))]
           : [h('dt', {}, 'phases'), h('dd', { class: 'muted' }, 'none recorded (not run, a cache hit, or recorded by an older weir)')])),
       h('h3', {}, 'Inputs'), payload(d.inputs),
       ...(d.error ? [h('h3', {}, 'Error'), h('pre', { style: 'color:var(--failed)' }, `[${d.error.kind}] ${d.error.message}${(d.error.chain || []).map((c) => `\n  caused by: ${c}`).join('')}`)]
@@ -566,7 +566,7 @@ class RunPage {
       return h('tr', { 'data-task': t.task },
         h('td', { class: 'mono' }, t.task), h('td', { class: 'num' }, fmtN(t.count)),
         h('td', { style: 'min-width:160px' }, bar),
-        ...t.phases.map(([, s]) => h('td', { class: 'num' }, `${fmtDur(s.p50) || '0µs'} / ${fmtDur(s.p95) || '0µs'}`)),
+        ...t.phases.map(([, s]) => h('td', { class: 'num' }, s.recorded ? `${fmtDur(s.p50) || '0µs'} / ${fmtDur(s.p95) || '0µs'}` : '—')),
         h('td', { class: 'num' }, `${Math.round(t.overhead_share * 100)}%`));
     });
     const legend = h('div', { class: 'muted phaselegend' }, ...names.map((n) => h('span', {}, h('span', { class: `ph ph-${n}` }), n)));

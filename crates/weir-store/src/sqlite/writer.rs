@@ -16,7 +16,9 @@ use super::rows::{failure_json, split, split_opt};
 use crate::merge::{MergedRow, Step, plan};
 use crate::{ActionKind, Error, Promise, RunId, WriteOp};
 
-/// A command for the writer.
+/// A command for the writer. Writes are by far the most of them and move once through the
+/// channel: boxing them would cost an allocation per write for no gain.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Cmd {
     /// A write, and the promise of its ticket if someone waits for it.
     Write(WriteOp, Option<Promise>),
@@ -512,7 +514,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
                 failure_json(error),
                 *cache_hit as i64,
                 ended_at,
-                phases.map(|p| p.encode())
+                phases.as_ref().map(|p| p.encode())
             ])?;
         }
         WriteOp::Delivered { run, id, phases } => {

@@ -89,11 +89,10 @@ pub(crate) async fn tasks(state_dir: &Path, out: OutputFormat, a: TasksArgs) -> 
         .iter()
         .map(|t| {
             let mut row = vec![t.task.clone(), t.count.to_string()];
-            row.extend(
-                t.phases
-                    .iter()
-                    .map(|(_, s)| format!("{}/{}", fmt_us(s.p50), fmt_us(s.p95))),
-            );
+            row.extend(t.phases.iter().map(|(_, s)| match s.recorded {
+                0 => "-".to_string(),
+                _ => format!("{}/{}", fmt_us(s.p50), fmt_us(s.p95)),
+            }));
             row.push(format!("{:.0}%", t.overhead_share * 100.0));
             row
         })
@@ -140,7 +139,11 @@ pub(crate) async fn advise(state_dir: &Path, out: OutputFormat, a: AdviseArgs) -
 /// The phase columns of `get actions --phases` for one action (`-` before it ended).
 pub(crate) fn columns(r: &weir_store::ActionRecord) -> Vec<String> {
     match advise::shown_phases(r) {
-        Some(p) => p.values().iter().map(|&v| fmt_us(v)).collect(),
+        Some(p) => p
+            .recorded()
+            .iter()
+            .map(|v| v.map_or("-".into(), fmt_us))
+            .collect(),
         None => vec!["-".into(); 7],
     }
 }
@@ -150,7 +153,7 @@ pub(crate) fn json(r: &weir_store::ActionRecord) -> serde_json::Value {
     match advise::shown_phases(r) {
         Some(p) => {
             let mut m = serde_json::Map::new();
-            for (n, v) in Phases::NAMES.iter().zip(p.values()) {
+            for (n, v) in Phases::NAMES.iter().zip(p.recorded()) {
                 m.insert(format!("{n}_us"), v.into());
             }
             serde_json::Value::Object(m)
