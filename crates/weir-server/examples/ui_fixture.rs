@@ -1,7 +1,7 @@
 //! Fills a state directory with real runs for the UI's end-to-end tests and measurements.
 //!
 //! ```text
-//! cargo run -p weir-server --example ui_fixture -- DIR            # demo (2 000-child map), failing, tiny, frames
+//! cargo run -p weir-server --example ui_fixture -- DIR            # demo (2 000-child map), failing, tiny, chatty, frames
 //! cargo run -p weir-server --example ui_fixture -- DIR --million  # also w1m: 1 000 × 1 000 children
 //! cargo run -p weir-server --example ui_fixture -- DIR --flat N    # also flat: one map of N children
 //! cargo run -p weir-server --example ui_fixture -- DIR --slow S    # only: a run that keeps running S seconds
@@ -226,6 +226,13 @@ async fn main() -> anyhow::Result<()> {
     runner
         .with_context(RunContext::new().name("tiny"))
         .run(double(21))
+        .await?
+        .wait()
+        .await?;
+    // 300 tiny children: the Tasks tab advises batching them.
+    runner
+        .with_context(RunContext::new().name("chatty"))
+        .run(fan_out_map(300))
         .await?
         .wait()
         .await?;

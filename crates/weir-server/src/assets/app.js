@@ -430,7 +430,7 @@ class RunPage {
     else if (this.tab === 'tasks') await this.showTasks();
     else await this.showTree();
     window.__weirRunReadyMs = performance.now() - t0; // read by the end-to-end test
-    document.body.dataset.ready = 'run';
+    if (this.tab === 'tree') document.body.dataset.ready = 'run';
     this.clock = setInterval(() => { if (this.info.status === 'running') this.renderHead(); }, 1000);
     this.listen();
   }
