@@ -183,6 +183,8 @@ test('run page: tree with a folded map group, expand, detail pane, timeline', as
 
   await page.locator('#tab-timeline').click();
   await page.waitForFunction(() => document.body.dataset.ready === 'timeline');
+  // each task's phases drawn under its lanes once the tasks' summary is in
+  await page.waitForFunction(() => document.body.dataset.phases === 'drawn');
   const legend = await page.locator('#env-legend').innerText();
   assert.match(legend, /etl: /);
   assert.match(legend, /ml: /);

@@ -71,6 +71,23 @@ fn a_fan_out_runs_on_workers_through_serve_and_equals_the_embedded_run() {
         assert!(p["exec_us"].as_u64().unwrap() > 0, "{a}");
         assert!(p["queue_us"].as_u64().unwrap() > 0, "{a}");
     }
+    // Per task, and the advice, through the control plane.
+    let (code, tasks, err) = cl.output(&["get", "tasks", name, "--server", &url, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let tasks: serde_json::Value = serde_json::from_str(tasks.trim()).unwrap();
+    let child = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task"] == "fx.child")
+        .unwrap_or_else(|| panic!("{tasks}"));
+    assert_eq!(child["count"], 100);
+    assert_eq!(child["max_siblings"], 100);
+    let (code, advice, err) = cl.output(&["advise", name, "--server", &url, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let advice: serde_json::Value = serde_json::from_str(advice.trim()).unwrap();
+    assert_eq!(advice["run"], name);
+    assert!(advice["advice"].is_array(), "{advice}");
     let child = list[1]["id"].as_str().unwrap();
     let (code, io, err) = cl.output(&["get", "io", name, child, "--server", &url, "-o", "json"]);
     assert_eq!(code, 0, "{err}");

@@ -49,6 +49,8 @@ function logs(d) {
     h('pre', { class: 'log' }, l.text)]));
 }
 const PHASES = ['upload', 'queue', 'start', 'download', 'exec', 'output', 'deliver'];
+// As the .ph-* classes of app.css (the timeline draws on a canvas).
+const PHASE_COLORS = ['#99bbcc', '#cccccc', '#ee99aa', '#77aadd', '#33aa66', '#ffbb55', '#aa77dd'];
 function fmtDur(us) {
   if (us == null || us < 0) return '';
   if (us < 1000) return `${Math.round(us)}µs`;
@@ -619,6 +621,14 @@ class Charts {
     this.ganttInfo.textContent = `lanes ${fmtN(this.offset + 1)}–${fmtN(Math.min(this.offset + this.limit, this.lanesTotal))} of ${fmtN(this.lanesTotal)} · ${fmtN(this.tl.total)} actions · ${fmtDur(this.tl.t1 - this.tl.t0)}`;
     this.draw();
     document.body.dataset.ready = 'timeline';
+    // Then where each task's time goes (its p50 phases), under its lanes' bars.
+    if (!this.taskPhases) {
+      api(`/runs/${enc(this.run)}/tasks`).then((d) => {
+        this.taskPhases = new Map(d.tasks.map((t) => [t.task, t.phases.map(([, s]) => s.p50)]));
+        this.draw();
+        document.body.dataset.phases = 'drawn';
+      }).catch(() => {});
+    }
   }
   setup(canvas, height) {
     const dpr = window.devicePixelRatio || 1;
@@ -660,6 +670,18 @@ class Charts {
         ctx.fillStyle = COLORS[st];
         ctx.fillRect(cx, y + 3, Math.max(wd, 1), LANE - 6);
         cx += wd;
+      }
+      // The lane's task's p50 phases as a thin stacked bar along the bottom of its bar.
+      const p50 = l.task && this.taskPhases && this.taskPhases.get(l.task);
+      if (p50) {
+        const total = p50.reduce((a, b) => a + b, 0) || 1;
+        let px = x0;
+        p50.forEach((v, i) => {
+          const wd = ((x1 - x0) * v) / total;
+          ctx.fillStyle = PHASE_COLORS[i];
+          ctx.fillRect(px, y + LANE - 3, wd, 2);
+          px += wd;
+        });
       }
       return { y, l, x0, x1 };
     });

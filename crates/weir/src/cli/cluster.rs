@@ -403,6 +403,14 @@ pub(crate) async fn attempt_logs(
     first_reachable!(clients, c => c.attempt_logs(run, id)).map_err(failure)
 }
 
+/// A run as the control plane has it (its times, for `advise --server`).
+pub(crate) async fn run_view(
+    clients: &[ClusterClient],
+    run: &str,
+) -> Result<weir_engine::cluster::RunView, Failure> {
+    first_reachable!(clients, c => c.run(run, std::time::Duration::ZERO)).map_err(failure)
+}
+
 /// `get io --server`.
 pub(crate) async fn action(
     clients: &[ClusterClient],

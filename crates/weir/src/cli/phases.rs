@@ -17,12 +17,16 @@ use super::{CliResult, Failure, OutputFormat};
 pub(crate) struct TasksArgs {
     /// Run name.
     run: String,
+    #[command(flatten)]
+    server: super::cluster::ServerArgs,
 }
 
 #[derive(Args, Debug)]
 pub(crate) struct AdviseArgs {
     /// Run name.
     run: String,
+    #[command(flatten)]
+    server: super::cluster::ServerArgs,
 }
 
 /// Actions read per page while summarizing.
@@ -30,8 +34,16 @@ const PAGE: u32 = 5_000;
 /// Actions per task whose payload sizes are read (for the `reference` rule).
 const SIZE_SAMPLE: usize = 50;
 
-/// A run's tasks summarized, and what `advise` needs besides.
-async fn summarize(state_dir: &Path, run: &str) -> Result<(Vec<TaskSummary>, RunFacts), Failure> {
+/// A run's tasks summarized, and what `advise` needs besides: from the state directory, or
+/// through a control plane (`--server`).
+async fn summarize(
+    state_dir: &Path,
+    run: &str,
+    server: &super::cluster::ServerArgs,
+) -> Result<(Vec<TaskSummary>, RunFacts), Failure> {
+    if server.server.is_some() {
+        return summarize_remote(state_dir, run, server).await;
+    }
     let store: Arc<dyn Store> = weir_store::open_read_only(state_dir)?;
     let rec = store.run_by_name(run).await?;
     let mut summarizer = Summarizer::default();
@@ -71,9 +83,43 @@ async fn summarize(state_dir: &Path, run: &str) -> Result<(Vec<TaskSummary>, Run
     Ok((summarizer.finish(), facts))
 }
 
+/// [`summarize`] through a control plane: the same pages of actions, over HTTP.
+async fn summarize_remote(
+    state_dir: &Path,
+    run: &str,
+    server: &super::cluster::ServerArgs,
+) -> Result<(Vec<TaskSummary>, RunFacts), Failure> {
+    let clients = super::cluster::clients(state_dir, server)?;
+    let view = super::cluster::run_view(&clients, run).await?;
+    let mut summarizer = Summarizer::default();
+    let mut facts = RunFacts {
+        duration_us: view.ended_at.map(|e| e - view.created_at),
+        ..RunFacts::default()
+    };
+    let mut offset = 0;
+    loop {
+        let page = super::cluster::actions(&clients, run, offset, PAGE).await?;
+        summarizer.add(&page);
+        for r in &page {
+            let seen = facts.inline_sizes.entry(r.task.clone()).or_default();
+            if seen.len() >= SIZE_SAMPLE || r.phases.is_none() {
+                continue;
+            }
+            let v = super::cluster::action(&clients, run, &r.id.to_string()).await?;
+            let size = |b: Option<&Vec<u8>>| b.map_or(0, |b| b.len() as u64);
+            seen.push(size(v.inputs.as_deref()).max(size(v.output.as_deref())));
+        }
+        if (page.len() as u32) < PAGE {
+            break;
+        }
+        offset += page.len() as u64;
+    }
+    Ok((summarizer.finish(), facts))
+}
+
 /// `get tasks RUN`.
 pub(crate) async fn tasks(state_dir: &Path, out: OutputFormat, a: TasksArgs) -> CliResult {
-    let (tasks, _) = summarize(state_dir, &a.run).await?;
+    let (tasks, _) = summarize(state_dir, &a.run, &a.server).await?;
     if out == OutputFormat::Json {
         println!("{}", serde_json::to_string(&tasks).unwrap_or_default());
         return Ok(());
@@ -107,7 +153,7 @@ pub(crate) async fn tasks(state_dir: &Path, out: OutputFormat, a: TasksArgs) -> 
 
 /// `advise RUN`.
 pub(crate) async fn advise(state_dir: &Path, out: OutputFormat, a: AdviseArgs) -> CliResult {
-    let (tasks, facts) = summarize(state_dir, &a.run).await?;
+    let (tasks, facts) = summarize(state_dir, &a.run, &a.server).await?;
     let advice: Vec<Advice> = advise::advise(&tasks, &facts);
     if out == OutputFormat::Json {
         println!(
