@@ -53,6 +53,20 @@ pub fn raw_key(hash: &str) -> Result<String> {
     Ok(format!("{RAW_PREFIX}/{hash}"))
 }
 
+/// Refuses a range that is not inside the object.
+fn check_range(object: &RawObject, range: &Range<u64>) -> Result<()> {
+    if range.start > range.end || range.end > object.size {
+        return Err(Error::BadKey {
+            key: object.key.clone(),
+            reason: format!(
+                "bytes {}..{} are outside the object's {} bytes",
+                range.start, range.end, object.size
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl BlobStore {
     fn backend_error(&self, key: &str, source: object_store::Error) -> Error {
         match source {
@@ -156,27 +170,8 @@ impl BlobStore {
     /// Bytes `range` of reference data (the object's size is checked, not its hash: that
     /// needs every byte).
     pub async fn get_raw_range(&self, object: &RawObject, range: Range<u64>) -> Result<Bytes> {
-        let path = Path::parse(&object.key).map_err(|e| Error::BadKey {
-            key: object.key.clone(),
-            reason: e.to_string(),
-        })?;
-        let store = self.object_store();
-        let meta = store
-            .head(&path)
-            .await
-            .map_err(|e| self.backend_error(&object.key, e))?;
-        if meta.size != object.size {
-            return Err(self.corrupt(object, meta.size, "(not read)"));
-        }
-        if range.start > range.end || range.end > object.size {
-            return Err(Error::BadKey {
-                key: object.key.clone(),
-                reason: format!(
-                    "bytes {}..{} are outside the object's {} bytes",
-                    range.start, range.end, object.size
-                ),
-            });
-        }
+        let (store, path) = self.raw_for_ranges(object).await?;
+        check_range(object, &range)?;
         store
             .get_range(&path, range)
             .await
@@ -191,30 +186,9 @@ impl BlobStore {
         object: &RawObject,
         out: &mut W,
     ) -> Result<()> {
-        let path = Path::parse(&object.key).map_err(|e| Error::BadKey {
-            key: object.key.clone(),
-            reason: e.to_string(),
-        })?;
-        let store = self.object_store();
-        let size = store
-            .head(&path)
-            .await
-            .map_err(|e| self.backend_error(&object.key, e))?
-            .size;
-        if size != object.size {
-            return Err(self.corrupt(object, size, "(not read)"));
-        }
-        let step = MULTIPART_PART_SIZE as u64;
-        let ranges = (0..size.div_ceil(step)).map(|i| i * step..((i + 1) * step).min(size));
-        let mut chunks = futures::stream::iter(ranges.map(|r| store.get_range(&path, r)))
-            .buffered(RANGES_IN_FLIGHT);
-        let mut hasher = blake3::Hasher::new();
-        let mut read = 0u64;
+        let mut chunks = self.raw_stream(object, 0..object.size).await?;
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| self.backend_error(&object.key, e))?;
-            hasher.update(&chunk);
-            read += chunk.len() as u64;
-            out.write_all(&chunk).await.map_err(|e| Error::Backend {
+            out.write_all(&chunk?).await.map_err(|e| Error::Backend {
                 key: object.key.clone(),
                 store: self.url().to_string(),
                 source: object_store::Error::Generic {
@@ -224,10 +198,6 @@ impl BlobStore {
             })?;
         }
         out.flush().await.ok();
-        let hash = hasher.finalize().to_hex().to_string();
-        if read != object.size || hash != object.hash {
-            return Err(self.corrupt(object, read, &hash));
-        }
         Ok(())
     }
 
@@ -269,15 +239,7 @@ impl BlobStore {
         range: Range<u64>,
     ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
         let (store, path) = self.raw_for_ranges(object).await?;
-        if range.start > range.end || range.end > object.size {
-            return Err(Error::BadKey {
-                key: object.key.clone(),
-                reason: format!(
-                    "bytes {}..{} are outside the object's {} bytes",
-                    range.start, range.end, object.size
-                ),
-            });
-        }
+        check_range(object, &range)?;
         let whole = range.start == 0 && range.end == object.size;
         let step = MULTIPART_PART_SIZE as u64;
         let (start, end) = (range.start, range.end);
@@ -292,24 +254,35 @@ impl BlobStore {
             async move { store.get_range(&path, r).await }
         }))
         .buffered(RANGES_IN_FLIGHT);
-        let mut hasher = whole.then(blake3::Hasher::new);
-        let mut read = 0u64;
-        let checked = chunks
-            .map(move |chunk| {
-                let chunk = chunk.map_err(|e| this.backend_error(&key, e))?;
-                read += chunk.len() as u64;
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&chunk);
-                    if read == object.size {
-                        let hash = h.finalize().to_hex().to_string();
-                        if hash != object.hash {
-                            return Err(this.corrupt(&object, read, &hash));
-                        }
-                    }
-                }
-                Ok(chunk)
-            })
-            .boxed();
+        // What was read (and its hash, for a whole read), checked once the chunks end: a short
+        // or changed object is the stream's last item, an error.
+        let state = std::sync::Arc::new(std::sync::Mutex::new((
+            whole.then(blake3::Hasher::new),
+            0u64,
+        )));
+        let seen = state.clone();
+        let body = chunks.map(move |chunk| {
+            let chunk = chunk.map_err(|e| this.backend_error(&key, e))?;
+            let mut st = seen.lock().expect("not poisoned");
+            st.1 += chunk.len() as u64;
+            if let Some(h) = st.0.as_mut() {
+                h.update(&chunk);
+            }
+            Ok(chunk)
+        });
+        let this = self.clone();
+        let tail = futures::stream::once(async move {
+            let (hasher, read) = {
+                let mut st = state.lock().expect("not poisoned");
+                (st.0.take(), st.1)
+            };
+            let hash = hasher.map(|h| h.finalize().to_hex().to_string());
+            let changed = hash.as_ref().is_some_and(|h| *h != object.hash);
+            (read != end - start || changed)
+                .then(|| Err(this.corrupt(&object, read, hash.as_deref().unwrap_or("(a range)"))))
+        })
+        .filter_map(futures::future::ready);
+        let checked = body.chain(tail).boxed();
         Ok(checked)
     }
 
