@@ -205,8 +205,12 @@ fn worker_processes_report_their_phases_and_slow_starts_get_reuse_advice() {
             "{a}"
         );
     }
-    assert_eq!(
-        rules(state, "adv_fresh_processes"),
-        vec![("reuse".to_string(), "advp.adv_quick".to_string())]
+    // The root, in a process of its own too, may be told the same when its start outweighs its
+    // wait for the children: only the quick task's advice is certain.
+    let rules = rules(state, "adv_fresh_processes");
+    assert!(
+        rules.contains(&("reuse".to_string(), "advp.adv_quick".to_string())),
+        "{rules:?}"
     );
+    assert!(rules.iter().all(|(r, _)| r == "reuse"), "{rules:?}");
 }
