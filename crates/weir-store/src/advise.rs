@@ -220,7 +220,8 @@ pub fn advise(tasks: &[TaskSummary], facts: &RunFacts) -> Vec<Advice> {
     let mut out = Vec::new();
     let pct = |x: f64| format!("{:.0}%", x * 100.0);
     for t in tasks {
-        let exec = t.phase("exec").mean.max(1);
+        // The median: a few attempts preempted on a busy machine must not hide the typical one.
+        let exec = t.phase("exec").p50.max(1);
         let cost = t.cost_us;
         let queue = t.phase("queue");
         let start = t.phase("start");

@@ -35,10 +35,14 @@ fn json(state: &Path, args: &[&str]) -> Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
 }
 
-/// The rules `advise RUN` gives, as (rule, task).
+/// The rules `advise RUN` gives, as (rule, task) (what it saw printed on stderr, for a failure).
 fn rules(state: &Path, run: &str) -> Vec<(String, String)> {
     let v = json(state, &["advise", run]);
     assert_eq!(v["run"], run);
+    eprintln!(
+        "advise {run}: {v}\ntasks: {}",
+        json(state, &["get", "tasks", run])
+    );
     v["advice"]
         .as_array()
         .unwrap()
