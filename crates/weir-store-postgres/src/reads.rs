@@ -204,7 +204,7 @@ impl Inner {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT attempt, started_at, ended_at, error FROM attempts
+                "SELECT attempt, started_at, ended_at, error, phases FROM attempts
                  WHERE run = $1 AND action = $2 ORDER BY attempt",
                 &[&run.0, &id.as_i64()],
             )
@@ -220,6 +220,9 @@ impl Inner {
                     error: serde_json::from_str(&error).map_err(|e| {
                         Error::Corrupt(format!("a failed attempt of {run}/{id}: {e}"))
                     })?,
+                    phases: r
+                        .get::<_, Option<Vec<u8>>>(4)
+                        .and_then(|b| weir_core::phases::Phases::decode(&b)),
                 })
             })
             .collect()

@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS tokens(
         4,
         "
 ALTER TABLE actions ADD COLUMN IF NOT EXISTS phases bytea;
+ALTER TABLE attempts ADD COLUMN IF NOT EXISTS phases bytea;
 ",
     ),
 ];

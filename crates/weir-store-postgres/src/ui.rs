@@ -369,7 +369,7 @@ impl ReadModel for PostgresReadModel {
             let client = db.client().await?;
             let rows = client
                 .query(
-                    "SELECT attempt, started_at, ended_at, error FROM attempts
+                    "SELECT attempt, started_at, ended_at, error, phases FROM attempts
                      WHERE run = $1 AND action = $2 ORDER BY attempt LIMIT $3",
                     &[&run, &id.as_i64(), &i64::from(limit)],
                 )
@@ -391,6 +391,9 @@ impl ReadModel for PostgresReadModel {
                             message: error,
                             chain: vec![],
                         }),
+                        phases: r
+                            .get::<_, Option<Vec<u8>>>(4)
+                            .and_then(|b| weir_core::phases::Phases::decode(&b)),
                     }
                 })
                 .collect())

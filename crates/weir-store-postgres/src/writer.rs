@@ -520,10 +520,10 @@ pub(crate) async fn apply(
             }
             let st = statements
                 .get(tx.client(),
-                    "INSERT INTO attempts(run, action, attempt, started_at, ended_at, error)
-                     VALUES($1, $2, $3, $4, $5, $6)
+                    "INSERT INTO attempts(run, action, attempt, started_at, ended_at, error, phases)
+                     VALUES($1, $2, $3, $4, $5, $6, $7)
                      ON CONFLICT(run, action, attempt) DO UPDATE SET started_at = excluded.started_at,
-                       ended_at = excluded.ended_at, error = excluded.error",
+                       ended_at = excluded.ended_at, error = excluded.error, phases = excluded.phases",
                 )
                 .await?;
             tx.execute(
@@ -534,7 +534,8 @@ pub(crate) async fn apply(
                     &(attempt.attempt as i64),
                     &attempt.started_at,
                     &attempt.ended_at,
-                    &serde_json::to_string(&attempt.error).unwrap_or_default()
+                    &serde_json::to_string(&attempt.error).unwrap_or_default(),
+                    &attempt.phases.map(|p| p.encode())
                 ],
             );
         }

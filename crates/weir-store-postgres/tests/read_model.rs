@@ -274,6 +274,7 @@ async fn build(store: &dyn Store) {
                         started_at: 2_000 + attempt as i64,
                         ended_at: 3_000 + attempt as i64,
                         error: failure(id, &format!("attempt {attempt} failed")),
+                        phases: None,
                     },
                     retrying: true,
                 },

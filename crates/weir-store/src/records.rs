@@ -259,6 +259,10 @@ pub struct AttemptRecord {
     pub ended_at: i64,
     /// The failure.
     pub error: Failure,
+    /// Where its time went (none from an older weir; `deliver` is 0: a failure that is retried
+    /// is not delivered).
+    #[serde(default)]
+    pub phases: Option<weir_core::phases::Phases>,
 }
 
 /// One write to the store. Applied in queue order inside group commits.

@@ -53,7 +53,8 @@ async fn sqlite_migrates_schema_2_to_3_keeping_actions_without_phases() {
     // As schema 2 left it: no phases column.
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch(
-        "ALTER TABLE actions DROP COLUMN phases; UPDATE meta SET value = 2 WHERE key = 'schema_version';",
+        "ALTER TABLE actions DROP COLUMN phases; ALTER TABLE attempts DROP COLUMN phases;
+         UPDATE meta SET value = 2 WHERE key = 'schema_version';",
     )
     .unwrap();
     drop(conn);

@@ -218,3 +218,25 @@ fn worker_processes_report_their_phases_and_slow_starts_get_reuse_advice() {
     );
     assert!(rules.iter().all(|(r, _)| r == "reuse"), "{rules:?}");
 }
+
+#[test]
+fn a_failed_attempt_keeps_its_own_phases() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let marker = dir.path().join("marker");
+    let input = format!(r#"{{"marker": "{}"}}"#, marker.display());
+    run(state, "adv_flaky", &input, &[]);
+    let io = json(state, &["get", "io", "adv_flaky", "a0"]);
+    let failed = &io["failed_attempts"][0];
+    assert_eq!(failed["attempt"], 1, "{io}");
+    // Its 30 ms of work, and no delivery (it was retried, not delivered).
+    let p = &failed["phases"];
+    assert!(p["exec"].as_u64().unwrap() >= 29_000, "{io}");
+    assert_eq!(p["deliver"], 0, "{io}");
+    // The action's own phases are its last (successful) attempt's.
+    let actions = json(state, &["get", "actions", "adv_flaky", "--phases"]);
+    assert!(
+        actions[0]["phases"]["exec_us"].as_u64().unwrap() >= 29_000,
+        "{actions}"
+    );
+}

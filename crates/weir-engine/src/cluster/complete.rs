@@ -153,6 +153,7 @@ impl ClusterApi {
                     started_at: now,
                     ended_at: now,
                     error: failure.clone(),
+                    phases: phases.map(|p| weir_core::phases::Phases { deliver: 0, ..p }),
                 };
                 match next {
                     Next::Retry(delay) => {

@@ -242,6 +242,10 @@ impl Engine {
                     started_at: started,
                     ended_at: now_us(),
                     error: failure.clone(),
+                    phases: Some(Phases {
+                        deliver: 0,
+                        ..phases
+                    }),
                 },
                 retrying,
             });

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS cache(
 CREATE INDEX IF NOT EXISTS cache_by_task ON cache(task);
 CREATE TABLE IF NOT EXISTS attempts(
   run INTEGER NOT NULL, action INTEGER NOT NULL, attempt INTEGER NOT NULL,
-  started_at INTEGER NOT NULL, ended_at INTEGER NOT NULL, error TEXT NOT NULL,
+  started_at INTEGER NOT NULL, ended_at INTEGER NOT NULL, error TEXT NOT NULL, phases BLOB,
   PRIMARY KEY(run, action, attempt)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS queue(
@@ -162,17 +162,21 @@ impl SqliteStore {
                 .map_err(&e)?;
         }
         conn.execute_batch(SCHEMA).map_err(&e)?;
-        // From schema 2 to 3: each action's phase timings (SPEC §9.3).
-        let has_phases: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM pragma_table_info('actions') WHERE name = 'phases'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(&e)?;
-        if has_phases == 0 {
-            conn.execute_batch("ALTER TABLE actions ADD COLUMN phases BLOB;")
+        // From schema 2 to 3: each action's and each failed attempt's phase timings (SPEC §9.3).
+        for table in ["actions", "attempts"] {
+            let has_phases: i64 = conn
+                .query_row(
+                    &format!(
+                        "SELECT count(*) FROM pragma_table_info('{table}') WHERE name = 'phases'"
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
                 .map_err(&e)?;
+            if has_phases == 0 {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN phases BLOB;"))
+                    .map_err(&e)?;
+            }
         }
         conn.execute(
             "UPDATE meta SET value = ?1 WHERE key = 'schema_version' AND value < ?1",

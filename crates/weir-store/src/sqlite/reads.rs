@@ -204,7 +204,7 @@ impl SqliteStore {
         let conn = self.reader();
         let e = sql_err(&self.path);
         let mut st = conn
-            .prepare_cached("SELECT attempt, started_at, ended_at, error FROM attempts WHERE run = ?1 AND action = ?2 ORDER BY attempt")
+            .prepare_cached("SELECT attempt, started_at, ended_at, error, phases FROM attempts WHERE run = ?1 AND action = ?2 ORDER BY attempt")
             .map_err(&e)?;
         let rows = st
             .query_map(params![run, id.as_i64()], |r| {
@@ -220,6 +220,9 @@ impl SqliteStore {
                             Box::new(err),
                         )
                     })?,
+                    phases: r
+                        .get::<_, Option<Vec<u8>>>(4)?
+                        .and_then(|b| weir_core::phases::Phases::decode(&b)),
                 })
             })
             .map_err(&e)?

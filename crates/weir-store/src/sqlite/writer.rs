@@ -478,7 +478,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
                 st.execute(params![run, id.as_i64(), ActionStatus::Retrying.code()])?;
             }
             let mut st = tx.prepare_cached(
-                "INSERT OR REPLACE INTO attempts(run, action, attempt, started_at, ended_at, error) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO attempts(run, action, attempt, started_at, ended_at, error, phases) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             st.execute(params![
                 run,
@@ -486,7 +486,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
                 attempt.attempt,
                 attempt.started_at,
                 attempt.ended_at,
-                serde_json::to_string(&attempt.error).unwrap_or_default()
+                serde_json::to_string(&attempt.error).unwrap_or_default(),
+                attempt.phases.map(|p| p.encode())
             ])?;
         }
         WriteOp::FinishAction {

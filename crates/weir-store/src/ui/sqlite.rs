@@ -295,7 +295,7 @@ impl ReadModel for UiReader {
     ) -> Result<Vec<crate::AttemptRecord>> {
         self.with_conn(|conn| {
             conn.prepare_cached(
-                "SELECT attempt, started_at, ended_at, error FROM attempts
+                "SELECT attempt, started_at, ended_at, error, phases FROM attempts
                  WHERE run = ?1 AND action = ?2 ORDER BY attempt LIMIT ?3",
             )?
             .query_map(params![run, id.as_i64(), limit], |r| {
@@ -311,6 +311,9 @@ impl ReadModel for UiReader {
                         message: error,
                         chain: vec![],
                     }),
+                    phases: r
+                        .get::<_, Option<Vec<u8>>>(4)?
+                        .and_then(|b| weir_core::phases::Phases::decode(&b)),
                 })
             })?
             .collect()

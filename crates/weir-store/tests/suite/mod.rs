@@ -166,6 +166,7 @@ pub async fn writes_apply_in_order_and_tickets_resolve_after_the_commit(fx: &dyn
                 started_at: 2,
                 ended_at: 3,
                 error: failure(child),
+                phases: None,
             },
             retrying: true,
         });
@@ -448,6 +449,7 @@ pub async fn recovery_reads_return_attempts_in_order_and_actions_by_page(fx: &dy
                     started_at: attempt as i64,
                     ended_at: attempt as i64 + 1,
                     error: failure(10),
+                    phases: None,
                 },
                 retrying: attempt < 3,
             });
