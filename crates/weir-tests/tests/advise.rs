@@ -60,13 +60,13 @@ fn rules(state: &Path, run: &str) -> Vec<(String, String)> {
 fn phases_are_recorded_shown_and_summarized_per_task() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path();
-    run(state, "adv_tiny_map", r#"{"n": 300}"#, &[]);
+    run(state, "adv_spin_map", r#"{"n": 300}"#, &[]);
     let actions = json(
         state,
         &[
             "get",
             "actions",
-            "adv_tiny_map",
+            "adv_spin_map",
             "--phases",
             "--limit",
             "400",
@@ -89,7 +89,7 @@ fn phases_are_recorded_shown_and_summarized_per_task() {
     assert!(child["deliver_us"].as_u64().unwrap() > 0, "{child}");
     let (ok, table, err) = weir(
         state,
-        &["get", "actions", "adv_tiny_map", "--phases", "--limit", "3"],
+        &["get", "actions", "adv_spin_map", "--phases", "--limit", "3"],
     );
     assert!(ok, "{err}");
     assert!(
@@ -97,12 +97,12 @@ fn phases_are_recorded_shown_and_summarized_per_task() {
         "{table}"
     );
 
-    let tasks = json(state, &["get", "tasks", "adv_tiny_map"]);
+    let tasks = json(state, &["get", "tasks", "adv_spin_map"]);
     let item = tasks
         .as_array()
         .unwrap()
         .iter()
-        .find(|t| t["task"] == "adv.adv_item")
+        .find(|t| t["task"] == "adv.adv_spin")
         .unwrap();
     assert_eq!(item["count"], 300);
     assert_eq!(item["max_siblings"], 300);
@@ -113,9 +113,9 @@ fn phases_are_recorded_shown_and_summarized_per_task() {
     );
     let share = item["overhead_share"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&share), "{item}");
-    let (ok, table, _) = weir(state, &["get", "tasks", "adv_tiny_map"]);
+    let (ok, table, _) = weir(state, &["get", "tasks", "adv_spin_map"]);
     assert!(
-        ok && table.contains("adv.adv_item") && table.contains("EXEC p50/p95"),
+        ok && table.contains("adv.adv_spin") && table.contains("EXEC p50/p95"),
         "{table}"
     );
 }
