@@ -76,6 +76,17 @@ impl Phases {
         }
     }
 
+    /// `{"upload_us": …, …, "deliver_us": …}`, `null` for a phase not recorded (the CLI's and
+    /// the web UI's form).
+    pub fn to_json(&self) -> serde_json::Value {
+        let m: serde_json::Map<String, serde_json::Value> = Self::NAMES
+            .iter()
+            .zip(self.recorded())
+            .map(|(n, v)| (format!("{n}_us"), v.into()))
+            .collect();
+        serde_json::Value::Object(m)
+    }
+
     /// Every phase but `exec`: what the orchestration cost this attempt.
     pub fn overhead(&self) -> u64 {
         let v = self.recorded().map(|v| v.unwrap_or(0));

@@ -255,15 +255,7 @@ async fn action_detail(
     doc["overhead"] = json!({
         "queue_wait_us": duration(Some(a.queued_at), a.started_at),
         "run_us": duration(a.started_at, a.ended_at),
-        "phases": weir_store::advise::shown_phases(a).map(|p| {
-            let names = weir_core::phases::Phases::NAMES;
-            let m: serde_json::Map<String, Value> = names
-                .iter()
-                .zip(p.recorded())
-                .map(|(n, v)| (format!("{n}_us"), json!(v)))
-                .collect();
-            Value::Object(m)
-        }),
+        "phases": weir_store::advise::shown_phases(a).map(|p| p.to_json()),
     });
     let logs = app.read(move |r| r.attempt_logs(run_id, id)).await?;
     match logs {

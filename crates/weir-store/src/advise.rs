@@ -219,6 +219,7 @@ pub const LARGE_INLINE: u64 = 1 << 20;
 pub fn advise(tasks: &[TaskSummary], facts: &RunFacts) -> Vec<Advice> {
     let mut out = Vec::new();
     let pct = |x: f64| format!("{:.0}%", x * 100.0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     for t in tasks {
         // The median: a few attempts preempted on a busy machine must not hide the typical one.
         let exec = t.phase("exec").p50.max(1);
@@ -236,7 +237,6 @@ pub fn advise(tasks: &[TaskSummary], facts: &RunFacts) -> Vec<Advice> {
             // spend working, shrinks k-fold.
             let work = (exec * t.count) as f64;
             let span = t.span_us.max(1) as f64;
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
             let at_once = (work / span).max(cores);
             let overhead_part = (span - work / at_once).max(0.0);
             let batches = t.count.div_ceil(k) as f64;
@@ -325,7 +325,6 @@ pub fn advise(tasks: &[TaskSummary], facts: &RunFacts) -> Vec<Advice> {
         } else {
             0.0
         };
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         if queue.p50 > 2 * (exec + cost) && queue.p50 > 10_000 && running_at_once < cores {
             out.push(Advice {
                 rule: "concurrency",

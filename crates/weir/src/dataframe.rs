@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use weir_blob::RawObject;
 
-use crate::file::{failure, store};
+use crate::file::{failure, place, store};
 use crate::{Error, ErrorKind, Result};
 
 /// Rows of the frame kept as text in the reference (for display).
@@ -271,6 +271,9 @@ impl DataFrame {
         let builder = ParquetRecordBatchStreamBuilder::new(reader)
             .await
             .map_err(damaged)?;
+        // The columns asked for, by index in the file; batches come in file order, so `reorder`
+        // puts them in the order asked for.
+        let mut reorder = None;
         let builder = match columns {
             None => builder,
             Some(names) => {
@@ -290,12 +293,19 @@ impl DataFrame {
                     indices.push(i);
                 }
                 let mask = ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
+                let mut in_file = indices.clone();
+                in_file.sort_unstable();
+                in_file.dedup();
+                reorder = Some(
+                    indices
+                        .iter()
+                        .map(|i| in_file.binary_search(i).expect("projected"))
+                        .collect::<Vec<usize>>(),
+                );
                 builder.with_projection(mask)
             }
         };
         let stream = builder.build().map_err(damaged)?;
-        // The batches come in the file's column order: put them in the order asked for.
-        let order: Option<Vec<String>> = columns.map(|c| c.iter().map(|s| s.to_string()).collect());
         let key = object.key.clone();
         let place = place();
         Ok(stream
@@ -306,16 +316,9 @@ impl DataFrame {
                         format!("reading a weir::DataFrame{place}: object {key} is damaged: {e}"),
                     )
                 })?;
-                match &order {
+                match &reorder {
                     None => Ok(b),
-                    Some(names) => {
-                        let schema = b.schema();
-                        let idx: Vec<usize> = names
-                            .iter()
-                            .map(|n| schema.index_of(n).expect("projected column"))
-                            .collect();
-                        b.project(&idx).map_err(|e| Error::msg(e.to_string()))
-                    }
+                    Some(idx) => b.project(idx).map_err(|e| Error::msg(e.to_string())),
                 }
             })
             .boxed())
@@ -384,14 +387,6 @@ impl AsyncFileReader for Ranges {
             Ok(std::sync::Arc::new(metadata))
         }
         .boxed()
-    }
-}
-
-/// " (run R, task T, action A)" inside a task.
-fn place() -> String {
-    match weir_engine::context() {
-        Some(c) => format!(" (run {}, task {}, action {})", c.run, c.task, c.action),
-        None => String::new(),
     }
 }
 

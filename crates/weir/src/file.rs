@@ -134,10 +134,7 @@ impl File {
             .raw_stream(&object, range)
             .await
             .map_err(|e| failure("reading a weir::File", e))?;
-        let place = match weir_engine::context() {
-            Some(c) => format!(" (run {}, task {}, action {})", c.run, c.task, c.action),
-            None => String::new(),
-        };
+        let place = place();
         Ok(tokio_util::io::StreamReader::new(stream.map(move |r| {
             r.map_err(|e| std::io::Error::other(format!("reading a weir::File{place}: {e}")))
         })))
@@ -187,14 +184,19 @@ pub(crate) fn store() -> Result<BlobStore> {
     weir_engine::object_store().map_err(Error::msg)
 }
 
+/// ` (run R, task T, action A)` inside a task, for errors; empty outside one.
+pub(crate) fn place() -> String {
+    match weir_engine::context() {
+        Some(c) => format!(" (run {}, task {}, action {})", c.run, c.task, c.action),
+        None => String::new(),
+    }
+}
+
 /// A storage error as the task sees it: naming what was done, the reference, and the task's run
 /// and action; a lost or damaged object is not retried (the bytes are gone), a store that
 /// cannot be reached is a system error (retried).
 pub(crate) fn failure(what: &str, e: weir_blob::Error) -> Error {
-    let place = match weir_engine::context() {
-        Some(c) => format!(" (run {}, task {}, action {})", c.run, c.task, c.action),
-        None => String::new(),
-    };
+    let place = place();
     let kind = match e {
         weir_blob::Error::Missing { .. }
         | weir_blob::Error::Corrupt { .. }

@@ -34,80 +34,83 @@ const PAGE: u32 = 5_000;
 /// Actions per task whose payload sizes are read (for the `reference` rule).
 const SIZE_SAMPLE: usize = 50;
 
+/// Where a run's actions are read from: the state directory, or a control plane (`--server`).
+enum Source {
+    Local(Arc<dyn Store>, weir_store::RunId),
+    Remote(Vec<weir_engine::cluster::ClusterClient>, String),
+}
+
+impl Source {
+    /// A page of the run's actions, in creation order.
+    async fn page(&self, offset: u64) -> Result<Vec<weir_store::ActionRecord>, Failure> {
+        match self {
+            Source::Local(store, run) => store
+                .list_actions(
+                    *run,
+                    Page {
+                        offset,
+                        limit: PAGE,
+                    },
+                )
+                .await
+                .map_err(Failure::other),
+            Source::Remote(clients, run) => {
+                super::cluster::actions(clients, run, offset, PAGE).await
+            }
+        }
+    }
+
+    /// The larger of an action's inputs and output, in bytes (as passed by value); `None` for
+    /// an action the local store no longer has.
+    async fn payload_size(&self, id: weir_core::ActionId) -> Result<Option<u64>, Failure> {
+        match self {
+            Source::Local(store, run) => {
+                let full = store.action(*run, id).await.map_err(Failure::other)?;
+                let size = |p: Option<Payload>| p.as_ref().map_or(0, Payload::size);
+                Ok(full.map(|f| size(f.inputs).max(size(f.output))))
+            }
+            Source::Remote(clients, run) => {
+                let v = super::cluster::action(clients, run, &id.to_string()).await?;
+                let size = |b: Option<&Vec<u8>>| b.map_or(0, |b| b.len() as u64);
+                Ok(Some(
+                    size(v.inputs.as_deref()).max(size(v.output.as_deref())),
+                ))
+            }
+        }
+    }
+}
+
 /// A run's tasks summarized, and what `advise` needs besides: from the state directory, or
-/// through a control plane (`--server`).
+/// through a control plane (`--server`), page by page.
 async fn summarize(
     state_dir: &Path,
     run: &str,
     server: &super::cluster::ServerArgs,
 ) -> Result<(Vec<TaskSummary>, RunFacts), Failure> {
-    if server.server.is_some() {
-        return summarize_remote(state_dir, run, server).await;
-    }
-    let store: Arc<dyn Store> = weir_store::open_read_only(state_dir)?;
-    let rec = store.run_by_name(run).await?;
+    let (source, created_at, ended_at) = if server.server.is_some() {
+        let clients = super::cluster::clients(state_dir, server)?;
+        let view = super::cluster::run_view(&clients, run).await?;
+        let times = (view.created_at, view.ended_at);
+        (Source::Remote(clients, run.to_string()), times.0, times.1)
+    } else {
+        let store: Arc<dyn Store> = weir_store::open_read_only(state_dir)?;
+        let rec = store.run_by_name(run).await?;
+        (Source::Local(store, rec.id), rec.created_at, rec.ended_at)
+    };
     let mut summarizer = Summarizer::default();
     let mut facts = RunFacts {
-        duration_us: rec.ended_at.map(|e| e - rec.created_at),
+        duration_us: ended_at.map(|e| e - created_at),
         ..RunFacts::default()
     };
     let mut offset = 0;
     loop {
-        let page = store
-            .list_actions(
-                rec.id,
-                Page {
-                    offset,
-                    limit: PAGE,
-                },
-            )
-            .await
-            .map_err(Failure::other)?;
+        let page = source.page(offset).await?;
         summarizer.add(&page);
         for r in &page {
             let seen = facts.inline_sizes.entry(r.task.clone()).or_default();
-            if seen.len() >= SIZE_SAMPLE || r.phases.is_none() {
-                continue;
+            if seen.len() < SIZE_SAMPLE && r.phases.is_some() {
+                seen.extend(source.payload_size(r.id).await?);
             }
-            let Some(full) = store.action(rec.id, r.id).await.map_err(Failure::other)? else {
-                continue;
-            };
-            let size = |p: &Option<Payload>| p.as_ref().map_or(0, Payload::size);
-            seen.push(size(&full.inputs).max(size(&full.output)));
-        }
-        if (page.len() as u32) < PAGE {
-            break;
-        }
-        offset += page.len() as u64;
-    }
-    Ok((summarizer.finish(), facts))
-}
-
-/// [`summarize`] through a control plane: the same pages of actions, over HTTP.
-async fn summarize_remote(
-    state_dir: &Path,
-    run: &str,
-    server: &super::cluster::ServerArgs,
-) -> Result<(Vec<TaskSummary>, RunFacts), Failure> {
-    let clients = super::cluster::clients(state_dir, server)?;
-    let view = super::cluster::run_view(&clients, run).await?;
-    let mut summarizer = Summarizer::default();
-    let mut facts = RunFacts {
-        duration_us: view.ended_at.map(|e| e - view.created_at),
-        ..RunFacts::default()
-    };
-    let mut offset = 0;
-    loop {
-        let page = super::cluster::actions(&clients, run, offset, PAGE).await?;
-        summarizer.add(&page);
-        for r in &page {
-            let seen = facts.inline_sizes.entry(r.task.clone()).or_default();
-            if seen.len() >= SIZE_SAMPLE || r.phases.is_none() {
-                continue;
-            }
-            let v = super::cluster::action(&clients, run, &r.id.to_string()).await?;
-            let size = |b: Option<&Vec<u8>>| b.map_or(0, |b| b.len() as u64);
-            seen.push(size(v.inputs.as_deref()).max(size(v.output.as_deref())));
         }
         if (page.len() as u32) < PAGE {
             break;
@@ -196,14 +199,5 @@ pub(crate) fn columns(r: &weir_store::ActionRecord) -> Vec<String> {
 
 /// The phases of an action as JSON (`null` before it ended).
 pub(crate) fn json(r: &weir_store::ActionRecord) -> serde_json::Value {
-    match advise::shown_phases(r) {
-        Some(p) => {
-            let mut m = serde_json::Map::new();
-            for (n, v) in Phases::NAMES.iter().zip(p.recorded()) {
-                m.insert(format!("{n}_us"), v.into());
-            }
-            serde_json::Value::Object(m)
-        }
-        None => serde_json::Value::Null,
-    }
+    advise::shown_phases(r).map_or(serde_json::Value::Null, |p| p.to_json())
 }
