@@ -236,7 +236,7 @@ pub fn with_context<R>(ctx: &Option<CapturedContext>, f: impl FnOnce() -> R) -> 
 /// A captured task context (opaque).
 #[derive(Clone)]
 #[doc(hidden)]
-pub struct CapturedContext(Arc<TaskCtx>);
+pub struct CapturedContext(pub(crate) Arc<TaskCtx>);
 
 /// Captures the current task context, if any.
 #[doc(hidden)]
@@ -435,6 +435,25 @@ async fn call_child<O: DeserializeOwned>(
             format!("cannot encode the inputs of task {}: {e}", def.full_name()),
         )
     })?;
+    let bytes = call_child_bytes(ctx, def, inputs, group).await?;
+    codec::decode(&bytes).map_err(|e| {
+        Error::with_kind(
+            ErrorKind::Codec,
+            format!(
+                "the output of task {} does not decode as the expected type: {e}",
+                def.full_name()
+            ),
+        )
+    })
+}
+
+/// A child call with canonical inputs, its output as canonical bytes.
+async fn call_child_bytes(
+    ctx: Arc<TaskCtx>,
+    def: &'static TaskDef,
+    inputs: Vec<u8>,
+    group: Option<Arc<str>>,
+) -> Result<Arc<[u8]>> {
     // The same checks and the same id whichever backend carries the call.
     def.check_inline("inputs", inputs.len())?;
     let id = ctx.child_id(def.full_name(), inputs_hash(&inputs), &group);
@@ -455,16 +474,26 @@ async fn call_child<O: DeserializeOwned>(
         Backend::Remote(remote) => remote.submit_child(&ctx, id, def, inputs, group).await,
     };
     ctx.end_wait().await;
-    let bytes = result?;
-    codec::decode(&bytes).map_err(|e| {
-        Error::with_kind(
-            ErrorKind::Codec,
-            format!(
-                "the output of task {} does not decode as the expected type: {e}",
-                def.full_name()
-            ),
-        )
-    })
+    result
+}
+
+impl CapturedContext {
+    /// Calls `def` as a child of this attempt with canonically encoded `inputs`, in `group`:
+    /// the call a task body makes when it awaits a task, for bodies that are not Rust (the
+    /// Python front). The output comes back as canonical bytes.
+    pub async fn call(
+        &self,
+        def: &'static TaskDef,
+        inputs: Vec<u8>,
+        group: Option<Arc<str>>,
+    ) -> Result<Arc<[u8]>> {
+        call_child_bytes(self.0.clone(), def, inputs, group).await
+    }
+
+    /// The run, action, task and attempt of this context.
+    pub fn info(&self) -> TaskContext {
+        CURRENT.sync_scope(self.0.clone(), || context().expect("a context is set"))
+    }
 }
 
 /// A task body's result, with a panic turned into an error of kind `panic`.

@@ -38,4 +38,4 @@ pub use engine::error::Error as EngineError;
 pub use engine::{Engine, EngineOptions, RunOutcome};
 pub use error::{Error, Result, StdError};
 pub use run::{CacheLookupScope, Progress, Run, RunContext, RunHandle};
-pub use trace::{durable, trace_call, trace_call_infallible, trace_stream};
+pub use trace::{OpenTrace, TraceStart, durable, trace_call, trace_call_infallible, trace_stream};

@@ -155,6 +155,46 @@ where
     }
 }
 
+/// How a trace opened by code that is not Rust (the Python front) goes on.
+pub enum TraceStart {
+    /// Its output was recorded by an earlier attempt: the canonical bytes, not to run again.
+    Replay(Vec<u8>),
+    /// Its failure was recorded by an earlier attempt.
+    Failed(Error),
+    /// Nothing recorded: run the body, then [`OpenTrace::finish`].
+    Run(OpenTrace),
+}
+
+/// A trace being run: see [`TraceStart::Run`].
+pub struct OpenTrace {
+    slot: TraceSlot,
+    started: i64,
+}
+
+impl crate::call::CapturedContext {
+    /// Opens trace `name` (registered with `registry::register_trace`) called with canonical
+    /// `inputs` in this attempt: its id, and what an earlier attempt recorded of it.
+    pub async fn open_trace(&self, name: &'static str, inputs: Vec<u8>) -> Result<TraceStart> {
+        let (slot, recorded) = TraceSlot::open(self.0.clone(), name, inputs).await?;
+        Ok(match recorded {
+            Recorded::Output(bytes) => TraceStart::Replay(bytes),
+            Recorded::Failure(f) => TraceStart::Failed(rebuild(f)),
+            Recorded::Nothing | Recorded::Stored(_) => TraceStart::Run(OpenTrace {
+                slot,
+                started: now_us(),
+            }),
+        })
+    }
+}
+
+impl OpenTrace {
+    /// Records the outcome (canonical output bytes, or the error) and waits for its commit.
+    pub async fn finish(self, outcome: std::result::Result<Vec<u8>, Error>) -> Result<()> {
+        let outcome = outcome.map_err(|e| self.slot.failure(&e));
+        self.slot.record(self.started, outcome).await
+    }
+}
+
 /// Runs an infallible async trace body. A failure to record the checkpoint panics (the
 /// function has no way to return it); make traces return `Result` to handle it.
 #[doc(hidden)]

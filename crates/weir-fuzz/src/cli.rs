@@ -138,7 +138,7 @@ fn input(task: &str, text: &str) {
         "inputs from {text:?} are not canonical"
     );
     // The task decodes them (its body only echoes).
-    futures::executor::block_on((def.invoke)(bytes.clone().into()))
+    futures::executor::block_on(def.invoke(bytes.clone().into()))
         .unwrap_or_else(|e| panic!("task {task} refuses inputs it made from {text:?}: {e}"));
     // `get io` shows them as JSON, which is valid input giving the same bytes.
     let shown = codec::to_json(&bytes)

@@ -336,19 +336,21 @@ fn expand_task(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
         static #def_ident: ::weir::__private::TaskDef = ::weir::__private::TaskDef {
             name: #name_str,
             module: ::core::module_path!(),
-            env: || #env,
-            config: || ::weir::__private::TaskConfig {
-                retry: #retry,
-                timeouts: #timeouts,
-                max_inline_io: #inline,
-                cache: #cache,
-                short_name: #short,
+            settings: ::weir::__private::Settings::Static {
+                env: || #env,
+                config: || ::weir::__private::TaskConfig {
+                    retry: #retry,
+                    timeouts: #timeouts,
+                    max_inline_io: #inline,
+                    cache: #cache,
+                    short_name: #short,
+                },
             },
-            invoke: |inputs| ::std::boxed::Box::pin(async move {
+            invoke: ::weir::__private::Invoke::Static(|inputs| ::std::boxed::Box::pin(async move {
                 let args: #args_ty = ::weir::__private::decode_inputs(&inputs, #name_str)?;
                 let out = ::weir::__private::TaskArgs::run(args).await?;
                 ::weir::__private::encode_output(&out, #name_str)
-            }),
+            })),
             inputs_from_json: ::weir::__private::codec::json_to_canonical::<#args_ty>,
             params: &[#(#params),*],
             source_hash: #source_hash,

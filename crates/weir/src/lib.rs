@@ -95,7 +95,9 @@ pub mod __private {
     pub use serde;
     pub use weir_core::{codec, spec};
     pub use weir_engine::TaskArgs;
-    pub use weir_engine::registry::{Registration, TaskConfig, TaskDef, TraceRegistration};
+    pub use weir_engine::registry::{
+        Invoke, Registration, Settings, TaskConfig, TaskDef, TraceRegistration,
+    };
     pub use weir_engine::{trace_call, trace_call_infallible, trace_stream};
 
     use weir_core::ErrorKind;

@@ -167,11 +167,9 @@ impl Engine {
             let body = async {
                 match queued {
                     None => flatten_panic(
-                        std::panic::AssertUnwindSafe(
-                            ctx.clone().scope((def.invoke)(inputs.clone())),
-                        )
-                        .catch_unwind()
-                        .await,
+                        std::panic::AssertUnwindSafe(ctx.clone().scope(def.invoke(inputs.clone())))
+                            .catch_unwind()
+                            .await,
                     ),
                     Some(q) => q.outcome().await,
                 }

@@ -445,8 +445,8 @@ async fn run_leased(
             ));
             let inputs: Arc<[u8]> = Arc::from(inputs);
             let body_at = std::time::Instant::now();
-            let body = std::panic::AssertUnwindSafe(ctx.clone().scope((def.invoke)(inputs)))
-                .catch_unwind();
+            let body =
+                std::panic::AssertUnwindSafe(ctx.clone().scope(def.invoke(inputs))).catch_unwind();
             // A control plane runs no user code, so a worker of one enforces the task's
             // `max_runtime` itself (an engine's workers are stopped by their engine).
             let limit = def

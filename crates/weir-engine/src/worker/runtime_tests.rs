@@ -10,7 +10,7 @@ use weir_core::spec::{ReusePolicy, TaskEnvironment};
 use weir_store::RunId;
 
 use super::*;
-use crate::registry::{Registration, TaskConfig, TaskDef};
+use crate::registry::{Invoke, Registration, Settings, TaskConfig, TaskDef};
 use crate::worker::api::ApiFuture;
 use crate::worker::{Refusal, WorkerEvent, read_worker_log};
 
@@ -39,9 +39,11 @@ fn no_json(_: &str) -> Result<Vec<u8>, weir_core::codec::Error> {
 static ECHO: TaskDef = TaskDef {
     name: "echo",
     module: "weir_engine::worker::runtime::tests",
-    env,
-    config: TaskConfig::default,
-    invoke,
+    settings: Settings::Static {
+        env,
+        config: TaskConfig::default,
+    },
+    invoke: Invoke::Static(invoke),
     inputs_from_json: no_json,
     params: &[],
     source_hash: "",

@@ -154,8 +154,18 @@ pub(crate) type CliResult = std::result::Result<(), Failure>;
 /// Parses the process arguments, runs the command and exits. Call it from a plain `fn main()`
 /// (it starts its own tokio runtime).
 pub fn main() -> ExitCode {
+    ExitCode::from(main_with(std::env::args_os()))
+}
+
+/// [`main`] with the given arguments (the first is the program's name): for a host that is not
+/// the binary itself, like weir's Python package (`python -m weir ...`). Returns the exit code.
+pub fn main_with<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
     let _telemetry = telemetry::init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -163,7 +173,7 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return 1;
         }
     };
     let result = runtime.block_on(dispatch(cli));
@@ -171,10 +181,10 @@ pub fn main() -> ExitCode {
     // that are still unwinding.
     runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(f) => {
             eprintln!("error: {}", output::escape_message(&f.message));
-            ExitCode::from(f.code)
+            f.code
         }
     }
 }

@@ -1,0 +1,172 @@
+"""The event loop that runs task bodies, and the engine of this process.
+
+Task bodies run on one asyncio loop in a thread of its own ("weir-tasks"). The engine (Rust,
+tokio threads) hands work to it through `_weir.drain()`: it writes a byte to a socket the loop
+watches, and the loop takes every pending event at once. Child calls and traces go the other
+way as short native calls; their results come back as events keyed by a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from . import _weir
+from .errors import TaskError
+
+# Task bodies by full name (`env.task`), filled by `TaskEnvironment.task`.
+TASKS: dict[str, Any] = {}
+
+
+@dataclass
+class TaskState:
+    """What a running task body knows of itself (a context variable)."""
+
+    ctx: Any  # _weir.Context
+    template: Any
+    # A plain `def` body runs on a thread of its own and makes blocking calls.
+    blocking: bool = False
+    # The trace this code runs in, if any: traces may not call tasks.
+    trace: Optional[str] = None
+
+
+CURRENT: contextvars.ContextVar[Optional[TaskState]] = contextvars.ContextVar(
+    "weir_task", default=None
+)
+GROUP: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("weir_group", default=None)
+
+
+class Loop:
+    """The loop thread and the futures waiting on engine events."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.pending: dict[int, asyncio.Future] = {}
+        self.running: dict[int, asyncio.Task] = {}
+        # `def` bodies block on their children: each needs a thread while it runs.
+        self.threads = ThreadPoolExecutor(max_workers=512, thread_name_prefix="weir-sync-task")
+        ready = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(ready,), name="weir-tasks", daemon=True
+        )
+        self.thread.start()
+        ready.wait()
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.add_reader(_weir.wake_fd(), self._on_wake)
+        ready.set()
+        self.loop.run_forever()
+
+    def _on_wake(self) -> None:
+        for event in _weir.drain():
+            kind = event[0]
+            if kind == "start":
+                _, token, task, ctx, inputs = event
+                self.running[token] = self.loop.create_task(_run_body(self, token, task, ctx, inputs))
+            elif kind == "cancel":
+                body = self.running.pop(event[1], None)
+                if body is not None:
+                    body.cancel()
+            else:
+                fut = self.pending.pop(event[1], None)
+                if fut is not None and not fut.done():
+                    fut.set_result(event[2:])
+
+    def expect(self, token: int) -> asyncio.Future:
+        """A future for the event of `token` (called on the loop)."""
+        fut = self.loop.create_future()
+        self.pending[token] = fut
+        return fut
+
+    def in_loop(self) -> bool:
+        return threading.current_thread() is self.thread
+
+
+_LOOP: Optional[Loop] = None
+_LOOP_LOCK = threading.Lock()
+
+
+def loop() -> Loop:
+    global _LOOP
+    if _LOOP is None:
+        with _LOOP_LOCK:
+            if _LOOP is None:
+                _LOOP = Loop()
+    return _LOOP
+
+
+async def _run_body(lp: Loop, token: int, name: str, ctx: Any, inputs: bytes) -> None:
+    template = TASKS.get(name)
+    try:
+        if template is None:
+            raise LookupError(
+                f"task {name} is not defined in this Python process (import the module that defines it)"
+            )
+        kwargs = template._decode_inputs(inputs)
+        if template.is_async:
+            CURRENT.set(TaskState(ctx, template))
+            out = await template.func(**kwargs)
+        else:
+            state = TaskState(ctx, template, blocking=True)
+            context = contextvars.copy_context()
+            context.run(CURRENT.set, state)
+            out = await lp.loop.run_in_executor(
+                lp.threads, lambda: context.run(template.func, **kwargs)
+            )
+        data = _weir.encode(out, f"output of task {name}")
+        _weir.complete(token, True, data)
+    except asyncio.CancelledError:
+        _weir.complete(token, False, ("cancelled", f"task {name} was cancelled"))
+    except TaskError as e:
+        _weir.complete(token, False, ("child_failed", _describe(e)))
+    except BaseException as e:  # noqa: BLE001 - every failure goes to the engine
+        _weir.complete(token, False, (_kind_of(e), _describe(e)))
+    finally:
+        lp.running.pop(token, None)
+
+
+def _kind_of(e: BaseException) -> str:
+    from .errors import NonRecoverableError
+
+    return "non_recoverable" if isinstance(e, NonRecoverableError) else "user"
+
+
+def _describe(e: BaseException) -> str:
+    """The exception with its traceback, as `get io` shows it."""
+    return "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
+
+
+_ENGINE: Any = None
+_ENGINE_DIR: Optional[str] = None
+_ENGINE_LOCK = threading.Lock()
+
+
+def init(state_dir: Optional[str] = None) -> None:
+    """Opens the embedded engine with its state in `state_dir` (default: `$WEIR_STATE_DIR`,
+    else `.weir`, as the CLI). Called by the first run when not called before."""
+    global _ENGINE, _ENGINE_DIR
+    path = state_dir or os.environ.get("WEIR_STATE_DIR") or ".weir"
+    with _ENGINE_LOCK:
+        if _ENGINE is not None:
+            if os.path.abspath(path) != os.path.abspath(_ENGINE_DIR or ""):
+                raise RuntimeError(
+                    f"weir is already initialised with state directory {_ENGINE_DIR!r}; "
+                    f"one process uses one (asked for {path!r})"
+                )
+            return
+        loop()
+        _ENGINE = _weir.Engine.open(path)
+        _ENGINE_DIR = path
+
+
+def engine() -> Any:
+    if _ENGINE is None:
+        init()
+    return _ENGINE
