@@ -453,4 +453,56 @@ mod tests {
             prop_assert_eq!(scan(&raw, 0), Some((raw.len(), !moved)));
         }
     }
+
+    /// The bytes weir's Python front must produce for the same values (its test
+    /// `test_values.py::test_bytes_match_rust` pins the same hex): one action id and cache key
+    /// whichever SDK made the call.
+    #[test]
+    fn bytes_the_python_front_pins() {
+        #[derive(Serialize)]
+        struct Point {
+            label: String,
+            x: i64,
+            y: f64,
+        }
+        #[derive(Serialize)]
+        struct Inputs {
+            count: u32,
+            negative: i64,
+            big: u64,
+            ratio: f64,
+            name: String,
+            flag: bool,
+            nothing: Option<i32>,
+            blob: serde_bytes::ByteBuf,
+            tags: Vec<String>,
+            scores: BTreeMap<String, i32>,
+            point: Point,
+        }
+        let inputs = Inputs {
+            count: 3,
+            negative: -200,
+            big: 1 << 40,
+            ratio: 0.5,
+            name: "weir".into(),
+            flag: true,
+            nothing: None,
+            blob: serde_bytes::ByteBuf::from(vec![0u8, 255]),
+            tags: vec!["a".into(), "b".into()],
+            scores: BTreeMap::from([("z".into(), 1), ("a".into(), -1)]),
+            point: Point {
+                label: "p".into(),
+                x: 1,
+                y: 2.5,
+            },
+        };
+        let hex: String = encode(&inputs)
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex, PYTHON_PINNED, "{hex}");
+    }
+
+    const PYTHON_PINNED: &str = "8ba3626967cf0000010000000000a4626c6f62c40200ffa4666c6167c3a46e616d65a477656972a47461677392a161a162a5636f756e7403a5706f696e7483a17801a179cb4004000000000000a56c6162656ca170a5726174696fcb3fe0000000000000a673636f72657382a161ffa17a01a76e6f7468696e67c0a86e65676174697665d1ff38";
 }
