@@ -15,7 +15,9 @@ use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use weir_core::ErrorKind;
-use weir_core::spec::{Cache, CacheBehavior, Resources, RetryPolicy, TaskEnvironment, Timeouts};
+use weir_core::spec::{
+    Cache, CacheBehavior, Resources, RetryPolicy, ReusePolicy, TaskEnvironment, Timeouts,
+};
 use weir_engine::registry::{DynamicTask, TaskConfig, TaskDef};
 use weir_engine::{
     CacheLookupScope, CapturedContext, EngineOptions, Error, RunContext, TraceStart,
@@ -84,6 +86,10 @@ impl Task {
     }
 }
 
+/// A reuse policy from Python: `(min replicas, max replicas, concurrency, idle_ttl s,
+/// scaledown_ttl s)`.
+type ReuseSpec = (usize, usize, usize, Option<f64>, Option<f64>);
+
 /// Cache settings from Python: `(behavior, version, ignored_inputs, salt)`.
 type CacheSpec = (String, Option<String>, Vec<String>, String);
 
@@ -114,7 +120,7 @@ fn cache_from(spec: CacheSpec) -> PyResult<Cache> {
 /// Registers a Python function as a task. Its body runs on the Python loop: the engine asks
 /// for it with a `start` event naming `<env>.<name>`.
 #[pyfunction]
-#[pyo3(signature = (name, module, env_name, params, source_hash, interface, retries=0, timeout_s=None, cache=None, env_cache=None, inline_limit=None, env_inline_limit=None, resources=None))]
+#[pyo3(signature = (name, module, env_name, params, source_hash, interface, retries=0, timeout_s=None, cache=None, env_cache=None, inline_limit=None, env_inline_limit=None, resources=None, reuse=None))]
 #[allow(clippy::too_many_arguments)]
 fn register_task(
     name: String,
@@ -130,8 +136,26 @@ fn register_task(
     inline_limit: Option<u64>,
     env_inline_limit: Option<u64>,
     resources: Option<(Option<f64>, Option<String>, Option<String>)>,
+    reuse: Option<ReuseSpec>,
 ) -> PyResult<Task> {
     let mut env = TaskEnvironment::new(env_name.clone());
+    if let Some((min, max, concurrency, idle_ttl, scaledown_ttl)) = reuse {
+        if min > max || max == 0 || concurrency == 0 {
+            return Err(PyValueError::new_err(format!(
+                "ReusePolicy of environment {env_name}: replicas ({min}, {max}) and concurrency {concurrency} must be at least 1, with min <= max"
+            )));
+        }
+        let mut policy = ReusePolicy::new()
+            .replicas(min..=max)
+            .concurrency(concurrency);
+        if let Some(s) = idle_ttl {
+            policy = policy.idle_ttl(Duration::from_secs_f64(s));
+        }
+        if let Some(s) = scaledown_ttl {
+            policy = policy.scaledown_ttl(Duration::from_secs_f64(s));
+        }
+        env = env.reuse(policy);
+    }
     if let Some(c) = env_cache {
         env = env.cache(cache_from(c)?);
     }
@@ -431,14 +455,24 @@ struct Engine {
 
 #[pymethods]
 impl Engine {
-    /// Opens (creating if needed) the embedded engine whose state is in `state_dir`.
+    /// Opens (creating if needed) the embedded engine whose state is in `state_dir`. With a
+    /// `worker` command (`[python, "-m", "weir", "--import", ...]`), environments with a reuse
+    /// policy run in worker processes started with it; the others in this process.
     #[staticmethod]
-    fn open(py: Python<'_>, state_dir: String) -> PyResult<Engine> {
+    #[pyo3(signature = (state_dir, worker=None))]
+    fn open(py: Python<'_>, state_dir: String, worker: Option<Vec<String>>) -> PyResult<Engine> {
+        let mut options = EngineOptions::new(std::path::Path::new(&state_dir));
+        if let Some(mut command) = worker {
+            if command.is_empty() {
+                return Err(PyValueError::new_err("an empty worker command"));
+            }
+            options.executor = weir_engine::worker::ExecutorKind::Reusable;
+            options.workers = options.workers.with_env_overrides();
+            options.workers.program = Some(command.remove(0).into());
+            options.workers.program_args = command;
+        }
         let opened = py.detach(move || {
-            runtime().block_on(async move {
-                weir::Runner::with_options(EngineOptions::new(std::path::Path::new(&state_dir)))
-                    .await
-            })
+            runtime().block_on(async move { weir::Runner::with_options(options).await })
         });
         match opened {
             Ok(runner) => Ok(Engine {

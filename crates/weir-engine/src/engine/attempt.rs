@@ -137,7 +137,12 @@ impl Engine {
             // worker is queue time, not runtime (nor part of its max runtime).
             let mut queued = None;
             let mut started = None;
-            if let Some(exec) = &self.inner.executor {
+            if let Some(exec) = self
+                .inner
+                .executor
+                .as_ref()
+                .filter(|_| self.inner.options.executor.in_workers(def.environment()))
+            {
                 let queue = exec.queue_attempt(&run, id, attempt, def, inputs.clone(), ctx.clone());
                 let mut q = match queue.await {
                     Ok(q) => q,

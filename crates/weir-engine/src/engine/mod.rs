@@ -146,7 +146,7 @@ impl Engine {
     ) -> std::result::Result<Engine, error::Error> {
         let store = weir_store::open(&options.state_dir, options.store.clone())?;
         let blobs = Self::open_blobs(store.as_ref(), &options)?;
-        let processes = options.executor == crate::worker::ExecutorKind::Processes;
+        let processes = options.executor != crate::worker::ExecutorKind::InProcess;
         // The worker API's admission secret, drawn before anything can fail half-way.
         let secret = processes
             .then(crate::worker::admission_secret)

@@ -56,6 +56,7 @@ impl Executor {
     ) -> Executor {
         let launcher: Arc<dyn Launcher> = Arc::new(LocalProcess {
             program: options.program.clone(),
+            program_args: options.program_args.clone(),
             secret: secret.clone(),
         });
         let credentials = Arc::new(Credentials::new(&secret));

@@ -98,22 +98,40 @@ pub enum ExecutorKind {
     /// In worker processes of the same binary (`<binary> worker ...`), kept per environment
     /// according to its `ReusePolicy`, or one fresh process per action without one.
     Processes,
+    /// Environments with a `ReusePolicy` in worker processes (kept according to it), the others
+    /// in the engine's process (how weir's Python front runs reusable environments).
+    Reusable,
 }
 
 impl ExecutorKind {
-    /// The name the CLI's `--workers` takes and a run records: `in-process` or `process`.
+    /// The name the CLI's `--workers` takes and a run records: `in-process`, `process` or
+    /// `reusable`.
     pub fn as_str(self) -> &'static str {
         match self {
             ExecutorKind::InProcess => "in-process",
             ExecutorKind::Processes => "process",
+            ExecutorKind::Reusable => "reusable",
+        }
+    }
+
+    /// Whether attempts of `env` run in worker processes.
+    pub fn in_workers(self, env: &weir_core::spec::TaskEnvironment) -> bool {
+        match self {
+            ExecutorKind::InProcess => false,
+            ExecutorKind::Processes => true,
+            ExecutorKind::Reusable => env.reuse_policy().is_some(),
         }
     }
 
     /// Parses [`ExecutorKind::as_str`].
     pub fn parse(s: &str) -> Option<ExecutorKind> {
-        [ExecutorKind::InProcess, ExecutorKind::Processes]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            ExecutorKind::InProcess,
+            ExecutorKind::Processes,
+            ExecutorKind::Reusable,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -123,6 +141,10 @@ pub struct WorkerOptions {
     /// The program started as a worker. Default: `std::env::current_exe()` (the user's binary,
     /// whose `main` must hand `worker ...` arguments to `weir::cli::main()`).
     pub program: Option<PathBuf>,
+    /// Arguments put before `worker ...` (for a program that is an interpreter: `["-m",
+    /// "weir", "--import", "app.py"]` starts `python -m weir --import app.py worker ...`).
+    /// Default: none.
+    pub program_args: Vec<String>,
     /// How often a worker sends its heartbeat. Default 500 ms.
     pub heartbeat_interval: Duration,
     /// A worker silent this long is presumed dead: killed, its leases requeued. Default 5 s.
@@ -147,6 +169,7 @@ impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
             program: None,
+            program_args: Vec::new(),
             heartbeat_interval: Duration::from_millis(500),
             heartbeat_timeout: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(20),

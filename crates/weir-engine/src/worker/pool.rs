@@ -63,6 +63,8 @@ pub(crate) trait Launched: Send {
 pub(crate) struct LocalProcess {
     /// The program; the current executable when unset.
     pub program: Option<PathBuf>,
+    /// Arguments before `worker`.
+    pub program_args: Vec<String>,
     /// The engine's admission secret.
     pub secret: String,
 }
@@ -77,7 +79,8 @@ impl Launcher for LocalProcess {
             .and_then(|out| Ok((out.try_clone()?, out)))
             .and_then(|(out, err)| {
                 let mut cmd = Command::new(&program);
-                cmd.arg("worker")
+                cmd.args(&self.program_args)
+                    .arg("worker")
                     .args(["--env", &spec.env, "--engine", &spec.engine_url])
                     .args(["--id", &spec.worker, "--credential-stdin"])
                     .arg("--log")

@@ -33,20 +33,26 @@ def main(argv: list[str]) -> int:
     from . import _runtime, _weir
 
     rest: list[str] = []
+    imports: list[str] = []
     i = 0
     while i < len(argv):
         if argv[i] == "--import":
             if i + 1 >= len(argv):
                 print("error: --import needs a module or a .py file", file=sys.stderr)
                 return 2
-            _load(argv[i + 1])
+            imports.append(argv[i + 1])
             i += 2
         elif argv[i].startswith("--import="):
-            _load(argv[i].split("=", 1)[1])
+            imports.append(argv[i].split("=", 1)[1])
             i += 1
         else:
             rest.append(argv[i])
             i += 1
+    if rest[:1] == ["worker"]:
+        # A worker runs tasks; the modules it imports must not start runs.
+        os.environ["WEIR_IN_WORKER"] = "1"
+    for target in imports:
+        _load(target)
     # Commands that run tasks need the loop that runs Python bodies.
     _runtime.loop()
     return _weir.cli(rest)

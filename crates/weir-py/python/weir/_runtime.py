@@ -162,8 +162,14 @@ def init(state_dir: Optional[str] = None) -> None:
                 )
             return
         loop()
-        _ENGINE = _weir.Engine.open(path)
+        from ._workers import worker_command
+
+        _ENGINE = _weir.Engine.open(path, worker_command())
         _ENGINE_DIR = path
+
+
+def engine_open() -> bool:
+    return _ENGINE is not None
 
 
 def engine() -> Any:

@@ -138,10 +138,11 @@ class TaskEnvironment:
         self.name = name
         self.resources = resources
         self.reuse_policy = reusable if reusable is not None else reuse_policy
+        self._reuse_spec = None
         if self.reuse_policy is not None:
             from ._workers import check_policy
 
-            check_policy(name, self.reuse_policy)
+            self._reuse_spec = check_policy(name, self.reuse_policy)
         self.cache = cache
         self._cache_spec = _cache_spec(cache, f"TaskEnvironment({name!r})")
         if max_inline_io is not None and (not isinstance(max_inline_io, int) or max_inline_io <= 0):
@@ -262,7 +263,12 @@ class TaskTemplate:
             inline_limit=max_inline_io,
             env_inline_limit=env.max_inline_io,
             resources=env.resources._native() if env.resources else None,
+            reuse=env._reuse_spec,
         )
+        if env._reuse_spec is not None:
+            from ._workers import note_module
+
+            note_module(func.__module__)
         _runtime.TASKS[self.name] = self
         functools.update_wrapper(self, func)
 
@@ -418,6 +424,13 @@ class RunContext:
             raise TypeError(f"run() takes a task (decorated with @env.task), not {task!r}")
         if _runtime.CURRENT.get() is not None:
             raise RuntimeError("run() starts a run; inside a task, call (await) the task instead")
+        from ._workers import in_worker
+
+        if in_worker():
+            raise RuntimeError(
+                "a worker process imported a module that starts a run at import: guard the run "
+                "with `if __name__ == \"__main__\":`"
+            )
         o = self._options
         inputs = task._encode_inputs(args, kwargs)
         native = _runtime.engine().start_run(
