@@ -5,6 +5,7 @@
 //! calls and traces to the engine. The Python layer (`python/weir`) builds the Flyte-shaped API
 //! on it. See `bridge` for how engine threads and the Python event loop talk.
 
+mod batch;
 mod bridge;
 mod values;
 
@@ -603,6 +604,7 @@ fn _weir(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Context>()?;
     m.add_class::<Engine>()?;
     m.add_class::<Run>()?;
+    m.add_class::<batch::Batcher>()?;
     m.add_function(wrap_pyfunction!(register_task, m)?)?;
     m.add_function(wrap_pyfunction!(register_trace, m)?)?;
     m.add_function(wrap_pyfunction!(complete, m)?)?;
