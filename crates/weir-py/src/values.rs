@@ -122,7 +122,9 @@ fn to_value(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<V
         return Ok(Value::Map(entries));
     }
     // A pydantic model: its fields as `model_dump()` gives them.
-    if obj.hasattr("model_dump").unwrap_or(false) && obj.hasattr("model_fields").unwrap_or(false) {
+    if obj.hasattr("model_dump").unwrap_or(false)
+        && obj.get_type().hasattr("model_fields").unwrap_or(false)
+    {
         let dumped = obj.call_method0("model_dump").map_err(|e| e.to_string())?;
         return to_value(&dumped, path, depth + 1);
     }

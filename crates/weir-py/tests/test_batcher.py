@@ -59,7 +59,8 @@ def test_cost_budget_and_estimators():
             return 250
 
     async def main():
-        async with DynamicBatcher(process_fn=process, target_batch_cost=1000, max_batch_size=256, batch_timeout_s=0.2) as b:
+        # min_batch_size 4: an idle process_fn does not take a smaller batch before the timeout.
+        async with DynamicBatcher(process_fn=process, target_batch_cost=1000, max_batch_size=256, min_batch_size=4, batch_timeout_s=1.0) as b:
             futures = [await b.submit(Costly()) for _ in range(8)]
             await asyncio.gather(*futures)
 
