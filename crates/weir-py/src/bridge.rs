@@ -41,6 +41,9 @@ pub enum Event {
     },
 }
 
+/// Where the result of a Python task body goes.
+pub type BodyResult = oneshot::Sender<Result<Vec<u8>, Error>>;
+
 /// The queue and its wake-up socket.
 pub struct Bridge {
     queue: Mutex<Vec<Event>>,
@@ -48,7 +51,7 @@ pub struct Bridge {
     wake_rx: UnixStream,
     next: AtomicU64,
     /// Bodies started and not yet finished: where their result goes.
-    pub starts: Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, Error>>>>,
+    pub starts: Mutex<HashMap<u64, BodyResult>>,
     /// Child calls in flight, to abort when the Python side gives up on one.
     pub calls: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
     /// Traces opened and being run.
