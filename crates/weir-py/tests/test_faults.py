@@ -186,3 +186,39 @@ def test_settings_weir_cannot_honour_are_refused():
         flyte.TaskEnvironment("badcache", cache=flyte.Cache(behavior="sometimes"))
     with pytest.raises(flyte.NotSupportedError, match="File"):
         flyte.io.File.from_local("/etc/hostname")
+
+
+def test_resources_must_fit_this_machine():
+    flyte.TaskEnvironment("fits", resources=flyte.Resources(cpu=1, memory="256Mi"))
+    with pytest.raises(flyte.NotSupportedError, match="cores"):
+        flyte.TaskEnvironment("cpus", resources=flyte.Resources(cpu=100_000))
+    with pytest.raises(flyte.NotSupportedError, match="GiB"):
+        flyte.TaskEnvironment("mem", resources=flyte.Resources(memory="100000Ti"))
+    with pytest.raises(ValueError, match="size like"):
+        flyte.TaskEnvironment("badmem", resources=flyte.Resources(memory="lots"))
+
+
+groups_env = flyte.TaskEnvironment("groups")
+
+
+@groups_env.task
+def plain_child(x: int) -> int:
+    return x + 1
+
+
+@groups_env.task
+def plain_parent(n: int) -> list[int]:
+    # A `def` body: calls block and return values; map is iterated.
+    first = plain_child(0)
+    with flyte.group("singles"):
+        second = plain_child(first)
+    rest = list(flyte.map(plain_child, range(n), group_name="mapped"))
+    return [first, second, *rest]
+
+
+def test_def_tasks_groups_and_map_in_a_def_body():
+    run = flyte.run(plain_parent, n=3)
+    assert run.outputs() == [1, 2, 1, 2, 3]
+    actions = json.loads(weir_cli("get", "actions", run.name, "-o", "json").stdout)
+    groups = sorted(a.get("group") or "-" for a in actions if a["id"] != "a0")
+    assert groups == ["-", "mapped", "mapped", "mapped", "singles"], groups

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import hashlib
 import inspect
+import os
 import textwrap
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +27,25 @@ class Resources:
     memory: Optional[str] = None
     gpu: Optional[Union[str, int]] = None
 
+    def check_fits(self, env: str) -> None:
+        """Refuses a request this machine cannot meet: the embedded engine runs every task here
+        (it does not reserve resources; workers share the machine)."""
+        where = f"TaskEnvironment({env!r}) Resources"
+        cpu, memory, gpu = self._native()
+        cores = os.cpu_count() or 1
+        if cpu is not None and cpu > cores:
+            raise NotSupportedError(f"{where}: cpu={self.cpu!r}, but this machine has {cores} cores")
+        if memory is not None:
+            want = _parse_memory(memory, where)
+            have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            if want > have:
+                raise NotSupportedError(f"{where}: memory={memory!r}, but this machine has {have / 2**30:.1f} GiB")
+        if gpu is not None:
+            count = int(gpu.rsplit(":", 1)[1]) if ":" in gpu else (int(gpu) if gpu.isdigit() else 1)
+            found = _gpus()
+            if count > found:
+                raise NotSupportedError(f"{where}: gpu={self.gpu!r}, but this machine has {found} GPU(s) (nvidia-smi -L)")
+
     def _native(self) -> tuple:
         cpu = None
         if self.cpu is not None:
@@ -35,6 +55,31 @@ class Resources:
                 raise ValueError(f"Resources(cpu={self.cpu!r}): give a number of cores") from None
         gpu = None if self.gpu is None else str(self.gpu)
         return (cpu, self.memory, gpu)
+
+
+def _parse_memory(text: str, where: str) -> int:
+    units = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
+             "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
+    t = str(text).strip()
+    num = t.rstrip("KMGTkmgtiIbB")
+    unit = t[len(num):].lower().rstrip("b")
+    try:
+        return int(float(num) * units[unit])
+    except (ValueError, KeyError):
+        raise ValueError(f"{where}: memory={text!r}: give a size like '512Mi' or '16Gi'") from None
+
+
+def _gpus() -> int:
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
 def _seconds(value: Any, what: str) -> float:
@@ -136,6 +181,8 @@ class TaskEnvironment:
         if reusable is not None and reuse_policy is not None:
             raise ValueError(f"TaskEnvironment({name!r}): give reusable= or reuse_policy=, not both")
         self.name = name
+        if resources is not None:
+            resources.check_fits(name)
         self.resources = resources
         self.reuse_policy = reusable if reusable is not None else reuse_policy
         self._reuse_spec = None
