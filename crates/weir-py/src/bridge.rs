@@ -38,6 +38,8 @@ pub enum Event {
     TraceOpened {
         token: u64,
         result: Result<weir_engine::TraceStart, Error>,
+        /// The runtime of the engine the trace belongs to: its record is written there.
+        handle: tokio::runtime::Handle,
     },
 }
 
@@ -55,7 +57,7 @@ pub struct Bridge {
     /// Child calls in flight, to abort when the Python side gives up on one.
     pub calls: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
     /// Traces opened and being run.
-    pub traces: Mutex<HashMap<u64, OpenTrace>>,
+    pub traces: Mutex<HashMap<u64, (OpenTrace, tokio::runtime::Handle)>>,
 }
 
 static BRIDGE: OnceLock<Bridge> = OnceLock::new();

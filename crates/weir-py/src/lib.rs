@@ -316,9 +316,14 @@ impl Context {
         let b = bridge();
         let token = b.token();
         let ctx = self.ctx.clone();
+        let handle = self.handle.clone();
         self.handle.spawn(async move {
             let result = ctx.open_trace(name, inputs).await;
-            bridge().push(Event::TraceOpened { token, result });
+            bridge().push(Event::TraceOpened {
+                token,
+                result,
+                handle,
+            });
         });
         Ok(token)
     }
@@ -349,13 +354,13 @@ fn finish_trace(token: u64, ok: bool, payload: &Bound<'_, PyAny>) -> PyResult<u6
         Err(error_from(payload))
     };
     let b = bridge();
-    let open = b
+    let (open, handle) = b
         .traces
         .lock()
         .remove(&token)
         .ok_or_else(|| PyRuntimeError::new_err(format!("no open trace {token}")))?;
     let done = b.token();
-    runtime().spawn(async move {
+    handle.spawn(async move {
         let result = open.finish(outcome).await.map(|()| Arc::from(&[][..]));
         bridge().push(Event::Done {
             token: done,
@@ -411,7 +416,11 @@ fn drain(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
                 Ok(bytes) => ("done", token, true, PyBytes::new(py, &bytes)).into_pyobject(py)?,
                 Err(e) => ("done", token, false, error_payload(py, &e)?).into_pyobject(py)?,
             },
-            Event::TraceOpened { token, result } => match result {
+            Event::TraceOpened {
+                token,
+                result,
+                handle,
+            } => match result {
                 Ok(TraceStart::Replay(bytes)) => {
                     ("trace", token, "replay", PyBytes::new(py, &bytes)).into_pyobject(py)?
                 }
@@ -419,7 +428,7 @@ fn drain(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
                     ("trace", token, "failed", error_payload(py, &e)?).into_pyobject(py)?
                 }
                 Ok(TraceStart::Run(open)) => {
-                    bridge().traces.lock().insert(token, open);
+                    bridge().traces.lock().insert(token, (open, handle));
                     ("trace", token, "run", py.None()).into_pyobject(py)?
                 }
                 Err(e) => ("trace", token, "failed", error_payload(py, &e)?).into_pyobject(py)?,

@@ -23,6 +23,12 @@ async def stream(n: int):
         yield {"i": i, "token": os.urandom(8).hex()}
 
 
+@flyte.trace
+async def label(count: int) -> str:
+    # Recorded by the resuming process (python -m weir resume): its engine's runtime.
+    return f"{count} steps in {os.getpid()}"
+
+
 @env.task
 async def step(i: int) -> int:
     mark(f"step{i}")
@@ -39,7 +45,7 @@ async def main(n: int) -> dict:
         done.append(await step(i))
         if i == 2 and os.environ.get("CRASH") == "1":
             os.kill(os.getpid(), signal.SIGKILL)
-    return {"items": items, "steps": done}
+    return {"items": items, "steps": done, "label": await label(len(done))}
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ def test_sigkill_then_resume(tmp_path):
         timeout=120,
     )
     assert resumed.returncode == 0, resumed.stderr
+    output = json.loads(resumed.stdout)["output"]
+    assert output["steps"] == [0, 10, 20, 30, 40] and output["label"].startswith("5 steps in "), output
     pids = {}
     for p in marks.iterdir():
         name, pid = p.name.split("-")
