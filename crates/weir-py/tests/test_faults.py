@@ -222,3 +222,14 @@ def test_def_tasks_groups_and_map_in_a_def_body():
     actions = json.loads(weir_cli("get", "actions", run.name, "-o", "json").stdout)
     groups = sorted(a.get("group") or "-" for a in actions if a["id"] != "a0")
     assert groups == ["-", "mapped", "mapped", "mapped", "singles"], groups
+
+
+def test_runs_can_be_awaited_from_asyncio_code():
+    async def go():
+        run = await flyte.run.aio(plain_child, x=41)
+        return run.name, await run
+
+    name, out = asyncio.run(go())
+    assert out == 42
+    runs = {r["name"]: r for r in json.loads(weir_cli("get", "runs", "-o", "json").stdout)}
+    assert runs[name]["status"] == "succeeded"
