@@ -378,6 +378,12 @@ fn cancel_call(token: u64) {
     }
 }
 
+/// Waits up to `max_us` microseconds for an event without sleeping, with the GIL released.
+#[pyfunction]
+fn spin_wait(py: Python<'_>, max_us: u64) -> bool {
+    py.detach(move || bridge().spin_wait(Duration::from_micros(max_us)))
+}
+
 /// The socket the Python loop watches for events.
 #[pyfunction]
 fn wake_fd() -> i32 {
@@ -620,6 +626,7 @@ fn _weir(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(finish_trace, m)?)?;
     m.add_function(wrap_pyfunction!(cancel_call, m)?)?;
     m.add_function(wrap_pyfunction!(wake_fd, m)?)?;
+    m.add_function(wrap_pyfunction!(spin_wait, m)?)?;
     m.add_function(wrap_pyfunction!(drain, m)?)?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import threading
 import time
 
@@ -233,3 +234,21 @@ def test_runs_can_be_awaited_from_asyncio_code():
     assert out == 42
     runs = {r["name"]: r for r in json.loads(weir_cli("get", "runs", "-o", "json").stdout)}
     assert runs[name]["status"] == "succeeded"
+
+
+def test_the_spin_setting_is_obeyed_or_refused(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import weir, weir._runtime as r\n"
+        "e = weir.TaskEnvironment('spin')\n"
+        "@e.task\nasync def one(x: int) -> int:\n    return x + 1\n"
+        "print(r.SPIN_US, weir.run(one, x=1).outputs())"
+    )
+    env = dict(os.environ, WEIR_STATE_DIR=str(tmp_path))
+    for value, expect in (("0", "0 2"), ("120", "120 2")):
+        out = subprocess.run([sys.executable, "-c", script], env=dict(env, WEIR_PY_SPIN_US=value), capture_output=True, text=True)
+        assert out.stdout.strip() == expect, out.stderr
+    bad = subprocess.run([sys.executable, "-c", script], env=dict(env, WEIR_PY_SPIN_US="fast"), capture_output=True, text=True)
+    assert bad.returncode != 0 and "WEIR_PY_SPIN_US='fast'" in bad.stderr

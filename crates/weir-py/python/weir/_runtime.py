@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
+import selectors
 import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -42,11 +43,38 @@ CURRENT: contextvars.ContextVar[Optional[TaskState]] = contextvars.ContextVar(
 GROUP: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("weir_group", default=None)
 
 
+def _spin_us() -> int:
+    """Microseconds the loop waits for engine events (yielding its thread) before it sleeps in
+    epoll: `WEIR_PY_SPIN_US`, default 500; 0 turns the wait off."""
+    text = os.environ.get("WEIR_PY_SPIN_US", "500")
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 1_000_000:
+        raise ValueError(f"WEIR_PY_SPIN_US={text!r}: give a whole number of microseconds, 0 to 1000000")
+    return value
+
+
+SPIN_US = _spin_us()
+
+
+class _SpinSelector(selectors.DefaultSelector):  # type: ignore[misc, valid-type]
+    """Before the loop sleeps, it waits a little for the engine's next event without sleeping:
+    waking a sleeping thread costs more than the rest of a hand-over."""
+
+    def select(self, timeout: Optional[float] = None) -> Any:
+        if SPIN_US > 0 and (timeout is None or timeout > 0):
+            if _weir.spin_wait(SPIN_US if timeout is None else min(SPIN_US, int(timeout * 1e6))):
+                timeout = 0
+        return super().select(timeout)
+
+
 class Loop:
     """The loop thread and the futures waiting on engine events."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = asyncio.SelectorEventLoop(_SpinSelector())
         self.pending: dict[int, asyncio.Future] = {}
         self.running: dict[int, asyncio.Task] = {}
         # `def` bodies block on their children: each needs a thread while it runs.
