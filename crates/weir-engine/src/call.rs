@@ -490,6 +490,12 @@ impl CapturedContext {
         call_child_bytes(self.0.clone(), def, inputs, group).await
     }
 
+    /// Runs `fut` inside this context: what it calls sees the attempt as a task body does (the
+    /// Python front reads and writes reference data, `weir::File`, this way).
+    pub async fn scope<F: Future>(&self, fut: F) -> F::Output {
+        CURRENT.scope(self.0.clone(), fut).await
+    }
+
     /// The run, action, task and attempt of this context.
     pub fn info(&self) -> TaskContext {
         CURRENT.sync_scope(self.0.clone(), || context().expect("a context is set"))

@@ -309,6 +309,66 @@ impl Context {
         }
     }
 
+    /// Uploads the file (or, with `dir`, the directory tree) at `path` into the engine's object
+    /// store as reference data; a `done` event for the returned token carries the reference
+    /// (canonical bytes of a `weir::File` / `weir::Dir`).
+    fn upload(&self, path: String, dir: bool) -> u64 {
+        let token = bridge().token();
+        let ctx = self.ctx.clone();
+        self.handle.spawn(async move {
+            let result = ctx
+                .scope(async {
+                    let encoded = if dir {
+                        weir::Dir::from_path(&path)
+                            .await
+                            .map(|d| weir_core::codec::encode(&d))?
+                    } else {
+                        weir::File::from_path(&path)
+                            .await
+                            .map(|f| weir_core::codec::encode(&f))?
+                    };
+                    encoded.map(Arc::from).map_err(|e| {
+                        Error::with_kind(
+                            ErrorKind::Codec,
+                            format!("cannot encode a reference: {e}"),
+                        )
+                    })
+                })
+                .await;
+            bridge().push(Event::Done { token, result });
+        });
+        token
+    }
+
+    /// Downloads the file or directory `reference` (canonical bytes of a `weir::File` or
+    /// `weir::Dir`) to `path`, checking its hash; a `done` event for the returned token says
+    /// when it is there.
+    fn download(&self, reference: Vec<u8>, path: String) -> PyResult<u64> {
+        enum Ref {
+            File(weir::File),
+            Dir(weir::Dir),
+        }
+        let parsed = weir_core::codec::decode::<weir::File>(&reference)
+            .map(Ref::File)
+            .or_else(|_| weir_core::codec::decode::<weir::Dir>(&reference).map(Ref::Dir))
+            .map_err(|e| PyValueError::new_err(format!("not a File or Dir reference: {e}")))?;
+        let token = bridge().token();
+        let ctx = self.ctx.clone();
+        self.handle.spawn(async move {
+            let result = ctx
+                .scope(async {
+                    match parsed {
+                        Ref::File(f) => f.download(&path).await,
+                        Ref::Dir(d) => d.download(&path).await,
+                    }
+                })
+                .await
+                .map(|()| Arc::from(&[][..]));
+            bridge().push(Event::Done { token, result });
+        });
+        Ok(token)
+    }
+
     /// Opens trace `name` with canonical `inputs`: a `trace` event for the returned token says
     /// whether to replay or run it.
     fn open_trace(&self, name: &str, inputs: Vec<u8>) -> PyResult<u64> {

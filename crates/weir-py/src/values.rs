@@ -96,6 +96,15 @@ fn to_value(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<V
         return Ok(Value::Map(entries));
     }
     let py = obj.py();
+    // A value that says how it crosses (weir.io.File and Dir: their reference).
+    if obj.hasattr("__weir_value__").unwrap_or(false)
+        && !obj.is_instance_of::<pyo3::types::PyType>()
+    {
+        let value = obj
+            .call_method0("__weir_value__")
+            .map_err(|e| e.to_string())?;
+        return to_value(&value, path, depth + 1);
+    }
     // A dataclass: its fields in order, as a Rust struct with named fields.
     if obj.hasattr("__dataclass_fields__").unwrap_or(false)
         && !obj.is_instance_of::<pyo3::types::PyType>()

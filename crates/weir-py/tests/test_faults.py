@@ -185,8 +185,8 @@ def test_settings_weir_cannot_honour_are_refused():
         flyte.with_runcontext(nmae="typo")
     with pytest.raises(ValueError, match="cache behavior"):
         flyte.TaskEnvironment("badcache", cache=flyte.Cache(behavior="sometimes"))
-    with pytest.raises(flyte.NotSupportedError, match="File"):
-        flyte.io.File.from_local("/etc/hostname")
+    with pytest.raises(flyte.NotSupportedError, match="from_local"):
+        flyte.io.File.new_remote()
 
 
 def test_resources_must_fit_this_machine():

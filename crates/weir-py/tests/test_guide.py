@@ -7,6 +7,7 @@ table's files) it is written out here in our own words; outputs are checked.
 import asyncio
 import json
 import os
+import tempfile
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,7 +42,24 @@ async def fan_to_workers(n: int) -> list[dict]:
     return await asyncio.gather(*[process_item({"id": i}) for i in range(n)])
 
 
+@env.task
+async def write_in_worker(text: str) -> "flyte.io.File":
+    path = os.path.join(tempfile.mkdtemp(), "w.txt")
+    with open(path, "w") as f:
+        f.write(f"{text} from {os.getpid()}")
+    return await flyte.io.File.from_local(path)
+
+
+@driver.task
+async def read_from_worker(text: str) -> str:
+    made = await write_in_worker(text)
+    with open(await made.download()) as f:
+        return f.read()
+
+
 def test_reusable_environment_runs_in_worker_processes():
+    written = flyte.run(read_from_worker, text="hello").outputs()
+    assert written.startswith("hello from ") and written != f"hello from {os.getpid()}", written
     out = flyte.run(fan_to_workers, n=40).outputs()
     assert [o["processed"] for o in out] == list(range(40))
     pids = {o["pid"] for o in out}
@@ -171,25 +189,98 @@ def test_controlled_fanout_with_map():
     assert len(out) == 10_000 and all(o["double"] == 2 for o in out)
 
 
-# 5. Data transfer: reference types are refused (not supported yet); inline dicts work.
+# 5. Data transfer: File and Directory by reference, small dicts inline.
+from weir.io import Directory, File  # noqa: E402
+
 data_env = flyte.TaskEnvironment("guide-data")
 
 
+def process(local_path: str) -> str:
+    with open(local_path) as f:
+        text = f.read()
+    out = local_path + ".upper"
+    with open(out, "w") as f:
+        f.write(text.upper())
+    return out
+
+
 @data_env.task
-async def process_large_file(input_file: str) -> str:
-    return flyte.io.File.new_remote(input_file)
+async def make_input(text: str, copies: int) -> File:
+    path = os.path.join(tempfile.mkdtemp(), "input.txt")
+    with open(path, "w") as f:
+        f.write(text * copies)
+    return await File.from_local(path)
+
+
+@data_env.task
+async def process_large_file(input_file: File) -> File:
+    """Files passed by reference, not copied."""
+    local_path = await input_file.download()
+    result_path = process(local_path)
+    return await File.from_local(result_path)
+
+
+@data_env.task
+async def file_pipeline(text: str, copies: int) -> File:
+    made = await make_input(text, copies)
+    assert isinstance(made, File) and made.size == len(text) * copies
+    return await process_large_file(made)
+
+
+@data_env.task
+def make_tree(n: int) -> Directory:
+    root = tempfile.mkdtemp()
+    for i in range(n):
+        os.makedirs(os.path.join(root, f"d{i % 2}"), exist_ok=True)
+        with open(os.path.join(root, f"d{i % 2}", f"f{i}.txt"), "w") as f:
+            f.write(f"file {i}\n" * (i + 1))
+    return Directory.from_local_sync(root)
+
+
+@data_env.task
+async def read_tree(tree: Directory) -> dict:
+    root = await tree.download()
+    found = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            with open(os.path.join(dirpath, name)) as f:
+                found[os.path.relpath(os.path.join(dirpath, name), root)] = len(f.read())
+    return found
+
+
+@data_env.task
+async def tree_pipeline(n: int) -> dict:
+    return await read_tree(await make_tree(n))
 
 
 @data_env.task
 async def process_metadata(metadata: dict) -> dict:
+    """Small dicts passed inline efficiently."""
     return {"processed": metadata}
 
 
-def test_inline_dicts_and_refused_reference_types():
+def test_files_and_directories_by_reference():
+    run = flyte.run(file_pipeline, text="weir moves bytes once. ", copies=50_000)
+    out = run.outputs()
+    assert isinstance(out, File) and out.size == len("weir moves bytes once. ") * 50_000
+    io = json.loads(weir_cli("get", "io", run.name, "a0", "-o", "json").stdout)
+    refs = io["references"]
+    assert refs[0]["kind"] == "file" and refs[0]["size"] == out.size and refs[0]["hash"] == out.hash, refs
+    # The object is in the engine's store, content-addressed.
+    blob = os.path.join(os.environ["WEIR_STATE_DIR"], "blobs")
+    stored = [os.path.join(d, n) for d, _, ns in os.walk(blob) for n in ns if out.hash in n]
+    assert stored, os.listdir(blob)
+    assert os.path.getsize(stored[0]) == out.size
+    tree = flyte.run(tree_pipeline, n=5).outputs()
+    assert tree == {f"d{i % 2}/f{i}.txt": len(f"file {i}\n") * (i + 1) for i in range(5)}
+
+
+def test_inline_dicts_and_refused_dataframes():
     assert flyte.run(process_metadata, metadata={"a": 1}).outputs() == {"processed": {"a": 1}}
-    with pytest.raises(flyte.TaskError) as err:
-        flyte.run(process_large_file, input_file="/tmp/x").outputs()
-    assert "File is not supported yet" in err.value.message
+    with pytest.raises(flyte.NotSupportedError, match="DataFrame"):
+        flyte.io.DataFrame.from_df(None)
+    with pytest.raises(RuntimeError, match="inside a task"):
+        asyncio.run(File.from_local(__file__))
 
 
 # 6. Caching.

@@ -19,6 +19,8 @@ def converter(tp: Any) -> Callable[[Any], Any] | None:
         return lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
     if tp is bytes:
         return None
+    if isinstance(tp, type) and hasattr(tp, "__weir_from_value__"):
+        return tp.__weir_from_value__
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         hints = typing.get_type_hints(tp)
         fields = [(f.name, converter(hints.get(f.name, Any))) for f in dataclasses.fields(tp)]
