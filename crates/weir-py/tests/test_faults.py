@@ -252,3 +252,38 @@ def test_the_spin_setting_is_obeyed_or_refused(tmp_path):
         assert out.stdout.strip() == expect, out.stderr
     bad = subprocess.run([sys.executable, "-c", script], env=dict(env, WEIR_PY_SPIN_US="fast"), capture_output=True, text=True)
     assert bad.returncode != 0 and "WEIR_PY_SPIN_US='fast'" in bad.stderr
+
+
+_keyed = {"n": 0}
+
+
+@env.task(cache=flyte.Cache(behavior="auto", ignored_inputs=("note",), salt="s1"))
+async def keyed(x: int, note: str) -> int:
+    _keyed["n"] += 1
+    return x * 3
+
+
+@env.task(cache=flyte.Cache(behavior="auto", ignored_inputs="note", salt="s2"))
+async def keyed_other_salt(x: int, note: str) -> int:
+    _keyed["n"] += 1
+    return x * 3
+
+
+@env.task
+async def uses_keyed(x: int, note: str, salted: bool) -> int:
+    return await (keyed_other_salt(x, note) if salted else keyed(x, note))
+
+
+def test_ignored_inputs_salt_and_lookup_scope():
+    _keyed["n"] = 0
+    assert flyte.run(uses_keyed, x=2, note="first", salted=False).outputs() == 6
+    # `note` is left out of the key: another note is a hit.
+    assert flyte.run(uses_keyed, x=2, note="second", salted=False).outputs() == 6
+    assert _keyed["n"] == 1
+    assert flyte.with_runcontext(cache_lookup_scope="project-domain").run(uses_keyed, x=2, note="third", salted=False).outputs() == 6
+    assert _keyed["n"] == 1
+    with pytest.raises(ValueError, match="cache_lookup_scope"):
+        flyte.with_runcontext(cache_lookup_scope="everywhere")
+    # A task of another salt has its own entries (what a salt changes in a key: the engine's cache tests).
+    flyte.run(uses_keyed, x=2, note="first", salted=True).outputs()
+    assert _keyed["n"] == 2
