@@ -287,3 +287,15 @@ def test_ignored_inputs_salt_and_lookup_scope():
     # A task of another salt has its own entries (what a salt changes in a key: the engine's cache tests).
     flyte.run(uses_keyed, x=2, note="first", salted=True).outputs()
     assert _keyed["n"] == 2
+
+
+@groups_env.task
+async def streamed(n: int) -> list[int]:
+    seen = []
+    async for value in flyte.map.aio(plain_child, range(n), concurrency=2):
+        seen.append(value)
+    return seen
+
+
+def test_map_aio_yields_results_in_order():
+    assert flyte.run(streamed, n=6).outputs() == [1, 2, 3, 4, 5, 6]
