@@ -21,6 +21,11 @@ def test_sigkill_then_resume(tmp_path):
     runs = json.loads(weir_cli("get", "runs", "-o", "json", state=state).stdout)
     assert runs[0]["name"] == "crashy" and runs[0]["status"] == "running", runs
 
+    # Without the module that defines the tasks, nothing runs, and the error says what to do.
+    blind = subprocess.run(
+        [sys.executable, "-m", "weir", "resume", "crashy"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert blind.returncode != 0 and "unknown task" in blind.stderr and "--import" in blind.stderr, blind.stderr
     resumed = subprocess.run(
         [sys.executable, "-m", "weir", "--import", APP, "resume", "crashy", "-o", "json"],
         env=dict(env, CRASH="0"),

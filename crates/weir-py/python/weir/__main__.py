@@ -55,7 +55,15 @@ def main(argv: list[str]) -> int:
         _load(target)
     # Commands that run tasks need the loop that runs Python bodies.
     _runtime.loop()
-    return _weir.cli(rest)
+    code = _weir.cli(rest)
+    runs_tasks = {"run", "resume", "rerun", "worker"} & set(rest[:1])
+    if code != 0 and runs_tasks and not imports:
+        print(
+            "hint: a Python process finds tasks by importing the modules that define them: "
+            f"python -m weir --import app.py {' '.join(rest)}",
+            file=sys.stderr,
+        )
+    return code
 
 
 if __name__ == "__main__":
