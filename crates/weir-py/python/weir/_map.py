@@ -24,6 +24,11 @@ class _MapCall:
         self.return_exceptions = return_exceptions
 
     async def _gather(self) -> list:
+        calls = await self._stream()
+        return await asyncio.gather(*calls, return_exceptions=self.return_exceptions)
+
+    async def _stream(self) -> list:
+        """The calls started as tasks (in the group), at most `concurrency` running."""
         sem = asyncio.Semaphore(self.concurrency) if self.concurrency else None
         token = _runtime.GROUP.set(self.group_name) if self.group_name else None
         try:
@@ -33,12 +38,10 @@ class _MapCall:
                 async with sem:
                     return await self.task.aio(*args)
 
-            # The calls' tasks copy the context now, with the group in it.
-            gathered = asyncio.gather(*[one(args) for args in self.items], return_exceptions=self.return_exceptions)
+            return [asyncio.ensure_future(one(args)) for args in self.items]
         finally:
             if token is not None:
                 _runtime.GROUP.reset(token)
-        return await gathered
 
     def __await__(self) -> Any:
         return self._gather().__await__()
@@ -62,10 +65,21 @@ class _Map:
         return _MapCall(task, iterables, concurrency, group_name, return_exceptions)
 
     async def aio(self, task: Any, *iterables: Iterable, concurrency: int = 0, group_name: Any = None, return_exceptions: bool = True) -> AsyncIterator[Any]:
-        """An async generator of the results, in the order of the items."""
-        results = await _MapCall(task, iterables, concurrency, group_name, return_exceptions)._gather()
-        for r in results:
-            yield r
+        """An async generator of the results, in the order of the items: each is yielded as soon
+        as it and those before it finished."""
+        calls = await _MapCall(task, iterables, concurrency, group_name, return_exceptions)._stream()
+        try:
+            for call in calls:
+                try:
+                    yield await call
+                except Exception as e:  # noqa: BLE001
+                    if not return_exceptions:
+                        raise
+                    yield e
+        finally:
+            # A consumer that stops early cancels the calls still going (their children too).
+            for call in calls:
+                call.cancel()
 
 
 map = _Map()
