@@ -46,7 +46,13 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 fn failed(e: &Error) -> PyErr {
-    TaskFailed::new_err((e.kind().as_str(), e.to_string()))
+    TaskFailed::new_err((e.kind().as_str(), e.to_string(), child_json(e)))
+}
+
+/// The failed child's record behind an error, as JSON: handed back with the error of a body
+/// that let it through, so that the parent is retried only when the child's kind allows it.
+fn child_json(e: &Error) -> Option<String> {
+    e.child().and_then(|f| serde_json::to_string(f).ok())
 }
 
 fn kind_from(name: &str) -> ErrorKind {
@@ -64,11 +70,19 @@ fn kind_from(name: &str) -> ErrorKind {
     }
 }
 
-/// A Python error payload `(kind, message)` as an engine error.
+/// A Python error payload `(kind, message[, child failure JSON])` as an engine error.
 fn error_from(payload: &Bound<'_, PyAny>) -> Error {
+    if let Ok((_, _, Some(child))) = payload.extract::<(String, String, Option<String>)>() {
+        if let Ok(failure) = serde_json::from_str::<weir_core::Failure>(&child) {
+            return Error::from_child(failure);
+        }
+    }
     match payload.extract::<(String, String)>() {
         Ok((kind, message)) => Error::with_kind(kind_from(&kind), message),
-        Err(_) => Error::with_kind(ErrorKind::User, payload.to_string()),
+        Err(_) => match payload.extract::<(String, String, Option<String>)>() {
+            Ok((kind, message, _)) => Error::with_kind(kind_from(&kind), message),
+            Err(_) => Error::with_kind(ErrorKind::User, payload.to_string()),
+        },
     }
 }
 
@@ -430,6 +444,13 @@ fn finish_trace(token: u64, ok: bool, payload: &Bound<'_, PyAny>) -> PyResult<u6
     Ok(done)
 }
 
+/// Drops the trace opened as `token` without recording it (its body was cancelled, or a
+/// generator's consumer stopped early): a retry runs it again.
+#[pyfunction]
+fn abandon_trace(token: u64) {
+    bridge().traces.lock().remove(&token);
+}
+
 /// Abandons the child call `token` (its Python future was cancelled): the child is cancelled.
 #[pyfunction]
 fn cancel_call(token: u64) {
@@ -451,7 +472,7 @@ fn wake_fd() -> i32 {
 }
 
 fn error_payload<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyTuple>> {
-    PyTuple::new(py, [e.kind().as_str().to_string(), e.to_string()])
+    (e.kind().as_str(), e.to_string(), child_json(e)).into_pyobject(py)
 }
 
 /// Every pending event, as tuples: `("start", token, task, context, inputs)`,
@@ -685,6 +706,7 @@ fn _weir(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(complete, m)?)?;
     m.add_function(wrap_pyfunction!(finish_trace, m)?)?;
     m.add_function(wrap_pyfunction!(cancel_call, m)?)?;
+    m.add_function(wrap_pyfunction!(abandon_trace, m)?)?;
     m.add_function(wrap_pyfunction!(wake_fd, m)?)?;
     m.add_function(wrap_pyfunction!(spin_wait, m)?)?;
     m.add_function(wrap_pyfunction!(drain, m)?)?;

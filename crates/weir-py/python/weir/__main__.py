@@ -48,6 +48,13 @@ def main(argv: list[str]) -> int:
         else:
             rest.append(argv[i])
             i += 1
+    if any(a == "--workers" or a.startswith("--workers=") for a in rest):
+        print(
+            "error: --workers is for Rust binaries; a Python process runs its tasks in process, and "
+            "the workers of reusable environments are started by the runs (weir.run) that need them",
+            file=sys.stderr,
+        )
+        return 2
     if rest[:1] == ["worker"]:
         # A worker runs tasks; the modules it imports must not start runs.
         os.environ["WEIR_IN_WORKER"] = "1"

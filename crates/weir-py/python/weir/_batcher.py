@@ -175,7 +175,7 @@ class DynamicBatcher(Generic[R, T]):
                     f"process_fn returned {len(results)} results for a batch of {len(records)} "
                     "records; it must return exactly one per record, in order"
                 )
-        except Exception as e:  # noqa: BLE001 - the batch's records get the error
+        except BaseException as e:  # noqa: BLE001 - the batch's records get the error
             for _, fut in entries:
                 if not fut.done():
                     fut.set_exception(e)

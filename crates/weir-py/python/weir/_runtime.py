@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import os
 import selectors
 import threading
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -35,6 +35,9 @@ class TaskState:
     blocking: bool = False
     # The trace this code runs in, if any: traces may not call tasks.
     trace: Optional[str] = None
+    # The engine gave up on this attempt (timeout, cancelled run): a `def` body still running on
+    # its thread may not start anything more.
+    cancelled: bool = False
 
 
 CURRENT: contextvars.ContextVar[Optional[TaskState]] = contextvars.ContextVar(
@@ -77,8 +80,8 @@ class Loop:
         self.loop = asyncio.SelectorEventLoop(_SpinSelector())
         self.pending: dict[int, asyncio.Future] = {}
         self.running: dict[int, asyncio.Task] = {}
-        # `def` bodies block on their children: each needs a thread while it runs.
-        self.threads = ThreadPoolExecutor(max_workers=512, thread_name_prefix="weir-sync-task")
+        # What each running body knows of itself, by token (a cancelled `def` body is told).
+        self.states: dict[int, TaskState] = {}
         ready = threading.Event()
         self.thread = threading.Thread(
             target=self._run, args=(ready,), name="weir-tasks", daemon=True
@@ -99,6 +102,9 @@ class Loop:
                 _, token, task, ctx, inputs = event
                 self.running[token] = self.loop.create_task(_run_body(self, token, task, ctx, inputs))
             elif kind == "cancel":
+                state = self.states.pop(event[1], None)
+                if state is not None:
+                    state.cancelled = True
                 body = self.running.pop(event[1], None)
                 if body is not None:
                     body.cancel()
@@ -139,25 +145,67 @@ async def _run_body(lp: Loop, token: int, name: str, ctx: Any, inputs: bytes) ->
             )
         kwargs = template._decode_inputs(inputs)
         if template.is_async:
-            CURRENT.set(TaskState(ctx, template))
+            state = TaskState(ctx, template)
+            lp.states[token] = state
+            CURRENT.set(state)
             out = await template.func(**kwargs)
         else:
             state = TaskState(ctx, template, blocking=True)
+            lp.states[token] = state
             context = contextvars.copy_context()
             context.run(CURRENT.set, state)
-            out = await lp.loop.run_in_executor(
-                lp.threads, lambda: context.run(template.func, **kwargs)
-            )
+            out = await _on_own_thread(lp, lambda: context.run(template.func, **kwargs))
         data = _weir.encode(out, f"output of task {name}")
         _weir.complete(token, True, data)
     except asyncio.CancelledError:
         _weir.complete(token, False, ("cancelled", f"task {name} was cancelled"))
     except TaskError as e:
-        _weir.complete(token, False, ("child_failed", _describe(e)))
+        _weir.complete(token, False, _child_failure(e))
     except BaseException as e:  # noqa: BLE001 - every failure goes to the engine
         _weir.complete(token, False, (_kind_of(e), _describe(e)))
     finally:
         lp.running.pop(token, None)
+        lp.states.pop(token, None)
+
+
+def _on_own_thread(lp: Loop, fn: Any) -> asyncio.Future:
+    """Runs a `def` body on a thread of its own (it blocks on its children, so a bounded pool
+    could fill with parents waiting for children that need a thread; the engine bounds how
+    many run at once)."""
+    fut = lp.loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not fut.done():
+            (fut.set_result if ok else fut.set_exception)(value)
+
+    def body() -> None:
+        try:
+            out = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the loop
+            lp.loop.call_soon_threadsafe(settle, False, e)
+        else:
+            lp.loop.call_soon_threadsafe(settle, True, out)
+
+    threading.Thread(target=body, name="weir-def-task", daemon=True).start()
+    return fut
+
+
+# Error kinds the engine never retries.
+_FINAL = {"non_recoverable", "deadline", "too_large", "codec", "cancelled"}
+
+
+def _child_failure(e: TaskError) -> tuple:
+    """A body ended by a child's failure: `child_failed`, or `non_recoverable` when the child's
+    own kind is never retried (a retry would only replay the same failure)."""
+    child_kind = None
+    if e._child:
+        try:
+            child_kind = json.loads(e._child).get("kind")
+        except ValueError:
+            child_kind = None
+    if child_kind in _FINAL or (e._child is None and e.kind in _FINAL):
+        return ("non_recoverable", _describe(e))
+    return ("child_failed", _describe(e), e._child)
 
 
 def _kind_of(e: BaseException) -> str:

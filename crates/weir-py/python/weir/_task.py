@@ -293,6 +293,11 @@ class TaskTemplate:
         }
         self._param_convs = {k: v for k, v in self._param_convs.items() if v is not None}
         self._output_conv = converter(hints.get("return", inspect.Parameter.empty))
+        spec = _cache_spec(cache, where)
+        if spec is not None:
+            unknown = sorted(set(spec[2]) - set(self.signature.parameters))
+            if unknown:
+                raise ValueError(f"{where}: cache ignored_inputs {unknown} are not parameters of the task")
         interface = ", ".join(
             f"{n}: {hints.get(n, 'Any')}" for n in self.signature.parameters
         ) + f" -> {hints.get('return', 'Any')}"
@@ -357,6 +362,8 @@ class TaskTemplate:
         inputs = self._encode_inputs(args, kwargs)
         group = _runtime.GROUP.get()
         if state.blocking:
+            if state.cancelled:
+                raise TaskError("cancelled", f"task {self.name} was not called: this attempt was cancelled (timeout or run cancelled)")
             try:
                 data = state.ctx.call_blocking(self._native, inputs, group)
             except _weir.TaskFailed as e:

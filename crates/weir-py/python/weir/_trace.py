@@ -12,6 +12,14 @@ from ._values import converter
 from .errors import TaskError
 
 
+def _refuse_in_def(state: Any, name: str) -> None:
+    if state.blocking:
+        raise RuntimeError(
+            f"trace {name} was called in a `def` task: traces are recorded in async task bodies; "
+            "make the task `async def` (or call the function without @weir.trace)"
+        )
+
+
 def trace(func: Callable) -> Callable:
     """Marks an `async def` function or async generator as a trace: inside a task, its output
     (or every item it yields) is recorded when it finishes; a retry or a resumed run replays the
@@ -53,10 +61,11 @@ def trace(func: Callable) -> Callable:
         @functools.wraps(func)
         async def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
             state = _runtime.CURRENT.get()
-            if state is None or state.blocking:
+            if state is None:
                 async for item in func(*args, **kwargs):
                     yield item
                 return
+            _refuse_in_def(state, name)
             token, how, payload = await open_trace(state, encode_inputs(args, kwargs))
             if how == "replay":
                 for item in _weir.decode(payload, f"recorded items of trace {name}"):
@@ -66,22 +75,32 @@ def trace(func: Callable) -> Callable:
                 raise TaskError(*payload)
             recorded: list = []
             items = func(*args, **kwargs)
-            while True:
-                # The trace's own code runs marked as such (it may not call tasks); the code
-                # consuming its items between them does not.
-                outer = _runtime.CURRENT.set(_runtime.TaskState(state.ctx, state.template, trace=name))
-                try:
-                    item = await items.__anext__()
-                except StopAsyncIteration:
-                    break
-                except BaseException as e:
-                    await finish(token, False, failure(e))
-                    raise
-                finally:
-                    _runtime.CURRENT.reset(outer)
-                recorded.append(item)
-                yield item
-            await finish(token, True, _weir.encode(recorded, f"items of trace {name}"))
+            settled = False
+            try:
+                while True:
+                    # The trace's own code runs marked as such (it may not call tasks); the code
+                    # consuming its items between them does not.
+                    outer = _runtime.CURRENT.set(_runtime.TaskState(state.ctx, state.template, trace=name))
+                    try:
+                        item = await items.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    except Exception as e:
+                        settled = True
+                        await finish(token, False, failure(e))
+                        raise
+                    finally:
+                        _runtime.CURRENT.reset(outer)
+                    recorded.append(item)
+                    yield item
+                settled = True
+                await finish(token, True, _weir.encode(recorded, f"items of trace {name}"))
+            except BaseException:
+                # Cancelled, or the consumer stopped early: nothing is recorded (a retry runs it
+                # again), and the open trace is let go.
+                if not settled:
+                    _weir.abandon_trace(token)
+                raise
 
         return gen_wrapper
 
@@ -92,8 +111,9 @@ def trace(func: Callable) -> Callable:
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         state = _runtime.CURRENT.get()
-        if state is None or state.blocking:
+        if state is None:
             return await func(*args, **kwargs)
+        _refuse_in_def(state, name)
         token, how, payload = await open_trace(state, encode_inputs(args, kwargs))
         if how == "replay":
             value = _weir.decode(payload, f"recorded output of trace {name}")
@@ -106,6 +126,11 @@ def trace(func: Callable) -> Callable:
         except Exception as e:
             _runtime.CURRENT.reset(outer)
             await finish(token, False, failure(e))
+            raise
+        except BaseException:
+            # Cancelled: nothing is recorded (a retry runs it again).
+            _runtime.CURRENT.reset(outer)
+            _weir.abandon_trace(token)
             raise
         _runtime.CURRENT.reset(outer)
         await finish(token, True, _weir.encode(out, f"output of trace {name}"))

@@ -14,10 +14,13 @@ class TaskError(WeirError):
     `message` what the engine recorded: for a Python exception, its traceback.
     """
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, child: "str | None" = None) -> None:
         super().__init__(f"[{kind}] {message}")
         self.kind = kind
         self.message = message
+        # The failed child's record (JSON), when a child call failed: handed back to the engine
+        # if this error ends the task, so the parent is retried only if the child's kind allows.
+        self._child = child
 
 
 class NonRecoverableError(WeirError):
@@ -32,6 +35,6 @@ def from_native(e: BaseException) -> BaseException:
     """A `_weir.TaskFailed` as a `TaskError`."""
     from . import _weir
 
-    if isinstance(e, _weir.TaskFailed) and len(e.args) == 2:
+    if isinstance(e, _weir.TaskFailed) and len(e.args) in (2, 3):
         return TaskError(*e.args)
     return e

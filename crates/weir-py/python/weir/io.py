@@ -37,6 +37,9 @@ async def _native(call: Any) -> bytes:
 
 def _blocking(coro: Any, state: Any) -> Any:
     """Runs `coro` on weir's loop from a `def` task's thread and waits for it."""
+    if _runtime.loop().in_loop():
+        coro.close()
+        raise RuntimeError("the _sync variants are for `def` tasks; in an async task, await from_local / download")
 
     async def inside() -> Any:
         _runtime.CURRENT.set(_runtime.TaskState(state.ctx, state.template))
