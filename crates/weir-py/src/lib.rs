@@ -7,6 +7,7 @@
 
 mod batch;
 mod bridge;
+mod engine;
 mod values;
 
 use std::sync::{Arc, OnceLock};
@@ -20,9 +21,7 @@ use weir_core::spec::{
     Cache, CacheBehavior, Resources, RetryPolicy, ReusePolicy, TaskEnvironment, Timeouts,
 };
 use weir_engine::registry::{DynamicTask, TaskConfig, TaskDef};
-use weir_engine::{
-    CacheLookupScope, CapturedContext, EngineOptions, Error, RunContext, TraceStart,
-};
+use weir_engine::{CapturedContext, Error, TraceStart};
 
 use bridge::{CancelOnDrop, Event, bridge};
 
@@ -544,144 +543,6 @@ fn decode<'py>(py: Python<'py>, data: &[u8], what: &str) -> PyResult<Bound<'py, 
     values::decode(py, data, what)
 }
 
-/// An engine: embedded, with its state in a directory.
-#[pyclass(frozen, module = "weir._weir")]
-struct Engine {
-    engine: weir_engine::Engine,
-}
-
-#[pymethods]
-impl Engine {
-    /// Opens (creating if needed) the embedded engine whose state is in `state_dir`. With a
-    /// `worker` command (`[python, "-m", "weir", "--import", ...]`), environments with a reuse
-    /// policy run in worker processes started with it; the others in this process.
-    #[staticmethod]
-    #[pyo3(signature = (state_dir, worker=None))]
-    fn open(py: Python<'_>, state_dir: String, worker: Option<Vec<String>>) -> PyResult<Engine> {
-        let mut options = EngineOptions::new(std::path::Path::new(&state_dir));
-        if let Some(mut command) = worker {
-            if command.is_empty() {
-                return Err(PyValueError::new_err("an empty worker command"));
-            }
-            options.executor = weir_engine::worker::ExecutorKind::Reusable;
-            options.workers = options.workers.with_env_overrides();
-            options.workers.program = Some(command.remove(0).into());
-            options.workers.program_args = command;
-        }
-        let opened = py.detach(move || {
-            runtime().block_on(async move { weir::Runner::with_options(options).await })
-        });
-        match opened {
-            Ok(runner) => Ok(Engine {
-                engine: runner.engine().clone(),
-            }),
-            Err(e) => Err(PyRuntimeError::new_err(e.to_string())),
-        }
-    }
-
-    /// Starts a run of `task` on canonical `inputs`.
-    #[pyo3(signature = (task, inputs, name=None, overwrite_cache=false, disable_cache=false, cache_lookup_scope="global", max_action_concurrency=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn start_run(
-        &self,
-        py: Python<'_>,
-        task: &Task,
-        inputs: Vec<u8>,
-        name: Option<String>,
-        overwrite_cache: bool,
-        disable_cache: bool,
-        cache_lookup_scope: &str,
-        max_action_concurrency: Option<usize>,
-    ) -> PyResult<Run> {
-        let scope = match cache_lookup_scope {
-            "global" => CacheLookupScope::Global,
-            "project-domain" | "project_domain" => CacheLookupScope::ProjectDomain,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "cache_lookup_scope {other:?}: use \"global\" or \"project-domain\""
-                )));
-            }
-        };
-        let mut context = RunContext::new()
-            .overwrite_cache(overwrite_cache)
-            .disable_cache(disable_cache)
-            .cache_lookup_scope(scope);
-        if let Some(n) = name {
-            context = context.name(n);
-        }
-        if let Some(n) = max_action_concurrency {
-            context = context.max_action_concurrency(n);
-        }
-        let engine = self.engine.clone();
-        let def = task.def;
-        let started = py.detach(move || {
-            runtime().block_on(async move { engine.start_run(def, inputs, context).await })
-        });
-        match started {
-            Ok(handle) => Ok(Run { handle }),
-            Err(e) => Err(PyRuntimeError::new_err(e.to_string())),
-        }
-    }
-
-    /// Resumes run `name` after its process died: what succeeded is not run again.
-    fn resume(&self, py: Python<'_>, name: String) -> PyResult<Run> {
-        let engine = self.engine.clone();
-        let resumed = py.detach(move || {
-            runtime().block_on(async move { engine.resume_run(&name, false).await })
-        });
-        match resumed {
-            Ok(handle) => Ok(Run { handle }),
-            Err(e) => Err(PyRuntimeError::new_err(e.to_string())),
-        }
-    }
-}
-
-/// A run started or resumed.
-#[pyclass(frozen, module = "weir._weir")]
-struct Run {
-    handle: weir_engine::RunHandle,
-}
-
-#[pymethods]
-impl Run {
-    /// The run's name.
-    #[getter]
-    fn name(&self) -> &str {
-        self.handle.name()
-    }
-
-    /// Whether it finished.
-    fn is_done(&self) -> bool {
-        self.handle.is_done()
-    }
-
-    /// Aborts it.
-    fn abort(&self) {
-        self.handle.abort()
-    }
-
-    /// Waits for the run's output (canonical bytes); raises `TaskFailed` when it failed.
-    fn wait<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let handle = self.handle.clone();
-        let result = py.detach(move || runtime().block_on(async move { handle.wait_raw().await }));
-        match result {
-            Ok(bytes) => Ok(PyBytes::new(py, &bytes)),
-            Err(e) => Err(failed(&e)),
-        }
-    }
-
-    /// Waits without blocking: a `done` event for the returned token carries the output.
-    fn wait_token(&self) -> u64 {
-        let token = bridge().token();
-        let handle = self.handle.clone();
-        runtime().spawn(async move {
-            let result = handle.wait_raw().await;
-            bridge().push(Event::Done { token, result });
-        });
-        token
-    }
-}
-
 /// Runs weir's command line with `argv` (without the program name); returns the exit code.
 #[pyfunction]
 fn cli(py: Python<'_>, argv: Vec<String>) -> i32 {
@@ -698,8 +559,8 @@ fn _weir(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TaskFailed", m.py().get_type::<TaskFailed>())?;
     m.add_class::<Task>()?;
     m.add_class::<Context>()?;
-    m.add_class::<Engine>()?;
-    m.add_class::<Run>()?;
+    m.add_class::<engine::Engine>()?;
+    m.add_class::<engine::Run>()?;
     m.add_class::<batch::Batcher>()?;
     m.add_function(wrap_pyfunction!(register_task, m)?)?;
     m.add_function(wrap_pyfunction!(register_trace, m)?)?;

@@ -122,13 +122,18 @@ class DynamicBatcher(Generic[R, T]):
                 return cost
         return self._default_cost
 
+    # The record's own estimates, in order of precedence (after an explicit cost and the
+    # estimator function).
+    _record_methods: tuple = ("estimate_cost",)
+
     def _estimates(self, record: Any, explicit: Optional[int]) -> Any:
         yield explicit
         if self._cost_estimator is not None:
             yield self._cost_estimator(record)
-        estimate = getattr(record, "estimate_cost", None)
-        if callable(estimate):
-            yield estimate()
+        for method in self._record_methods:
+            estimate = getattr(record, method, None)
+            if callable(estimate):
+                yield estimate()
 
     async def submit(self, record: R, *, estimated_cost: Optional[int] = None) -> "asyncio.Future[T]":
         """Queues `record`; returns a future of its result. Waits while the queue is full."""
@@ -205,16 +210,7 @@ class TokenBatcher(DynamicBatcher[R, T]):
             raise TypeError("TokenBatcher takes target_batch_tokens, not target_batch_cost")
         super().__init__(inference_fn or process_fn, target_batch_cost=target_batch_tokens, **settings)
 
-    def _estimates(self, record: Any, explicit: Optional[int]) -> Any:
-        yield explicit
-        if self._cost_estimator is not None:
-            yield self._cost_estimator(record)
-        tokens = getattr(record, "estimate_tokens", None)
-        if callable(tokens):
-            yield tokens()
-        estimate = getattr(record, "estimate_cost", None)
-        if callable(estimate):
-            yield estimate()
+    _record_methods = ("estimate_tokens", "estimate_cost")
 
     async def submit(self, record: R, *, estimated_tokens: Optional[int] = None, estimated_cost: Optional[int] = None) -> "asyncio.Future[T]":
         if estimated_tokens is not None and estimated_cost is not None:

@@ -50,6 +50,7 @@ def _blocking(coro: Any, state: Any) -> Any:
 
 class _Ref:
     _key = ""
+    _is_dir = False
 
     def __init__(self, reference: dict) -> None:
         if not isinstance(reference, dict) or self._key not in reference:
@@ -85,12 +86,19 @@ class _Ref:
         return _blocking(self.download(local_path), state)
 
     @classmethod
-    async def _upload(cls, path: str, is_dir: bool) -> Any:
+    async def from_local(cls, path: str) -> Any:
+        """Uploads the file (or every file of the directory) at `path` (streamed,
+        content-addressed) and returns its reference."""
         state = _state(f"{cls.__name__}.from_local")
         if state.blocking:
-            return _blocking(cls._upload(path, is_dir), state)
-        data = await _native(state.ctx.upload(os.fspath(path), is_dir))
+            return _blocking(cls.from_local(path), state)
+        data = await _native(state.ctx.upload(os.fspath(path), cls._is_dir))
         return cls(_weir.decode(data))
+
+    @classmethod
+    def from_local_sync(cls, path: str) -> Any:
+        """`from_local` from a `def` task."""
+        return _blocking(cls.from_local(path), _state(f"{cls.__name__}.from_local_sync"))
 
     @classmethod
     def new_remote(cls, *args: Any, **kwargs: Any) -> Any:
@@ -104,16 +112,6 @@ class File(_Ref):
     """A file by reference."""
 
     _key = "weir_file"
-
-    @classmethod
-    async def from_local(cls, path: str) -> "File":
-        """Uploads the file at `path` (streamed, content-addressed) and returns its reference."""
-        return await cls._upload(path, False)
-
-    @classmethod
-    def from_local_sync(cls, path: str) -> "File":
-        """`from_local` from a `def` task."""
-        return _blocking(cls._upload(path, False), _state("File.from_local_sync"))
 
     @property
     def size(self) -> int:
@@ -131,15 +129,7 @@ class Dir(_Ref):
     """A directory tree by reference: one content-addressed File per file."""
 
     _key = "weir_dir"
-
-    @classmethod
-    async def from_local(cls, path: str) -> "Dir":
-        """Uploads every file under `path` and returns the tree's reference."""
-        return await cls._upload(path, True)
-
-    @classmethod
-    def from_local_sync(cls, path: str) -> "Dir":
-        return _blocking(cls._upload(path, True), _state("Dir.from_local_sync"))
+    _is_dir = True
 
     @property
     def files(self) -> dict:
